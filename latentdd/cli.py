@@ -1,0 +1,270 @@
+"""The `latentdd` command: datasets, baseline, evaluate, calibrate.
+
+Settings come from dataclass defaults, then a YAML file (--config), then flags; the
+resolved settings are saved beside every output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from latentdd.config import DataConfig, build, load_yaml, save_resolved
+from latentdd.errors import LatentDDError
+
+EXAMPLES = {
+    "datasets": "examples:\n  latentdd datasets\n  latentdd datasets --root ~/data",
+    "baseline": "examples:\n  latentdd baseline --dataset fashion_mnist --method random --ipc 10 --seed 0 --out runs/random_ipc10",
+    "evaluate": (
+        "examples:\n  latentdd evaluate --images runs/random_ipc10 --dataset fashion_mnist\n"
+        "  latentdd evaluate --images runs/random_ipc10 --dataset fashion_mnist --protocol dc --num-eval 5 --json dc.json\n"
+        "  latentdd evaluate --images my_folder --dataset fashion_mnist --epochs 300 --no-dsa --use-weights"
+    ),
+    "calibrate": (
+        "examples:\n  latentdd calibrate --out runs/calibration\n"
+        "  latentdd calibrate --config configs/calibrate_fashion_mnist.yaml --out runs/calibration"
+    ),
+}
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("dataset")
+    g.add_argument("--dataset", dest="data_name", help="registered dataset name (see `latentdd datasets`)")
+    g.add_argument("--root", dest="data_root", help="folder holding the dataset (default: the standard places)")
+    g.add_argument("--image-size", dest="data_image_size", type=int, help="resize/pad images to this size")
+    g.add_argument("--channels", dest="data_channels", type=int, choices=(1, 3), help="convert images to 1 or 3 channels")
+    g.add_argument("--resize", dest="data_resize", choices=("pad", "resize", "center_crop"),
+                   help="how to reach --image-size (default pad)")
+    g.add_argument("--download", dest="data_download", action="store_true", default=None,
+                   help="let torchvision download cifar10/cifar100/svhn")
+
+
+def _section(args: argparse.Namespace, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in vars(args).items() if k.startswith(prefix)}
+
+
+def _data_config(args, raw: dict) -> DataConfig:
+    return build(DataConfig, raw.get("dataset"), _section(args, "data_"), section="dataset")
+
+
+def _eval_config(args, raw: dict):
+    from latentdd.evaluate import EvalConfig
+    from latentdd.evaluate.trainer import PROTOCOLS
+
+    yaml_eval = dict(raw.get("evaluator") or {})
+    protocol = args.eval_protocol or yaml_eval.pop("protocol", None) or "dsa"
+    yaml_eval.pop("protocol", None)
+    flags = _section(args, "eval_")
+    flags.pop("protocol")
+    return build(EvalConfig, PROTOCOLS.get(protocol) or EvalConfig.preset(protocol).__dict__, yaml_eval, flags,
+                 section="evaluator"), protocol
+
+
+def _add_eval_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("evaluator")
+    g.add_argument("--protocol", dest="eval_protocol", choices=("dsa", "dc"),
+                   help="dsa: 1000 epochs with DSA (default); dc: 300 epochs, no augmentation")
+    g.add_argument("--model", dest="eval_model", choices=("convnet", "resnet18"))
+    g.add_argument("--depth", dest="eval_depth", type=int, help="ConvNet depth (default by image size)")
+    g.add_argument("--width", dest="eval_width", type=int)
+    g.add_argument("--norm", dest="eval_norm", choices=("instancenorm", "batchnorm", "layernorm", "groupnorm", "none"))
+    g.add_argument("--epochs", dest="eval_epochs", type=int)
+    g.add_argument("--lr", dest="eval_lr", type=float)
+    g.add_argument("--batch-size", dest="eval_batch_size", type=int)
+    g.add_argument("--num-eval", dest="eval_num_eval", type=int, help="independent training runs (mean ± std)")
+    g.add_argument("--dsa", dest="eval_dsa", action=argparse.BooleanOptionalAction, default=None,
+                   help="DSA augmentation while training")
+    g.add_argument("--use-weights", dest="eval_use_weights", action="store_true", default=None,
+                   help="weight each image's loss by the set's per-sample weights")
+    g.add_argument("--use-soft-labels", dest="eval_use_soft_labels", action="store_true", default=None)
+    g.add_argument("--seed", dest="eval_seed", type=int, help="run i uses seed + i")
+    g.add_argument("--compile", dest="eval_compile", choices=("auto", "on", "off"),
+                   help="torch.compile the training step (auto: fall back to eager if it fails)")
+
+
+def cmd_datasets(args, raw) -> int:
+    from latentdd.data import DATASETS
+
+    root = Path(args.root).expanduser() if args.root else None
+    width = max(len(n) for n in DATASETS)
+    for name, info in DATASETS.items():
+        try:
+            found = info.locate(root)
+        except LatentDDError:
+            found = None
+        where = f"found at {found}" if found else "not found"
+        print(f"{name:<{width}}  {where}\n{'':<{width}}  {info.description}")
+        if not found:
+            steps = info.instructions().replace("\n", "\n" + " " * (width + 13))
+            print(f"{'':<{width}}  to get it: {steps}")
+    return 0
+
+
+def cmd_baseline(args, raw) -> int:
+    from latentdd.data import load_dataset
+    from latentdd.export import export_image_folder
+    from pipelines.baseline import make_baseline
+
+    data = _data_config(args, raw)
+    section = raw.get("baseline") or {}
+    method = args.method or section.get("method", "random")
+    ipc = args.ipc or section.get("ipc")
+    seed = args.seed if args.seed is not None else section.get("seed", 0)
+    if ipc is None:
+        raise LatentDDError("--ipc is required (images per class)")
+    out = Path(args.out)
+    train = load_dataset(data.name, "train", root=data.root, image_size=data.image_size, channels=data.channels,
+                         resize=data.resize, download=data.download)
+    subset = make_baseline(method, train, ipc, seed)
+    resolved = {"dataset": data, "baseline": {"method": method, "ipc": ipc, "seed": seed}}
+    subset.meta["config"] = {"dataset": data.__dict__, "baseline": resolved["baseline"]}
+    export_image_folder(subset, out, overwrite=args.overwrite,
+                        record={"dataset": {"name": data.name, "split": "train", "source": getattr(train, "source", "")},
+                                "method": {"name": method, "ipc": ipc, "seed": seed}})
+    save_resolved(out / "config.yaml", resolved)
+    print(f"wrote {len(subset)} images ({ipc} per class, {method}, seed {seed}) to {out}")
+    return 0
+
+
+def cmd_evaluate(args, raw) -> int:
+    import json
+
+    from latentdd.data import dataset_info, load_dataset
+    from latentdd.evaluate.trainer import channel_stats, evaluate_synthetic
+    from latentdd.export import load_image_folder
+    from latentdd.record import protocol_record
+
+    data = _data_config(args, raw)
+    cfg, protocol = _eval_config(args, raw)
+    kw = dict(root=data.root, image_size=data.image_size, channels=data.channels, resize=data.resize,
+              download=data.download)
+    test = load_dataset(data.name, "test", **kw)
+    train = load_dataset(data.name, "train", **kw)
+    size = int(test.load([0]).shape[-1])
+    synthetic = load_image_folder(args.images, class_names=list(test.class_names), image_size=size,
+                                  channels=int(test.load([0]).shape[1]), resize=args.images_resize)
+    mean, std = channel_stats(train)
+    manifest_record = _manifest_record(Path(args.images))
+    record = protocol_record(
+        dataset={"name": data.name, "test_split": f"test ({len(test)} images)", "image_shape": list(synthetic.image_shape),
+                 "source": getattr(test, "source", "")},
+        method=manifest_record.get("method") or synthetic.meta.get("method") or {"name": "unknown (external folder)"},
+        ipc=manifest_record.get("ipc") or _ipc_of(synthetic),
+        vae=manifest_record.get("vae"), decoder=manifest_record.get("decoder"),
+        evaluator={}, num_eval=cfg.num_eval, seeds=[],
+    )
+    record["images"] = str(Path(args.images).resolve())
+    report = evaluate_synthetic(synthetic, test, cfg, mean=mean, std=std, flip=dataset_info(data.name).flip_augment,
+                                record=record, progress=not args.quiet)
+    print(f"{data.name} | {len(synthetic)} images | protocol {protocol} ({cfg.epochs} epochs, "
+          f"{'DSA' if cfg.dsa else 'no aug'}) | test accuracy {report.summary()} | runs {report.accuracies}")
+    if args.json:
+        out = report.to_dict()
+        out["config"] = {"dataset": data.__dict__, "evaluator": cfg.__dict__, "protocol": protocol}
+        from latentdd.io import atomic_write_json
+
+        atomic_write_json(args.json, out)
+        print(f"report written to {args.json}")
+    else:
+        print(json.dumps(report.record["evaluator"], indent=None)[:400])
+    return 0
+
+
+def _manifest_record(folder: Path) -> dict:
+    """The protocol record an exported folder carries ({} for folders made by other tools)."""
+    from latentdd.export import MANIFEST_NAME, read_manifest
+
+    return (read_manifest(folder).get("record") or {}) if (folder / MANIFEST_NAME).exists() else {}
+
+
+def _ipc_of(synthetic) -> int | None:
+    import torch
+
+    counts = torch.bincount(synthetic.labels, minlength=synthetic.num_classes)
+    return int(counts[0]) if bool((counts == counts[0]).all()) else None
+
+
+def cmd_calibrate(args, raw) -> int:
+    from pipelines.calibrate import CalibrateConfig, run_calibration
+
+    data = _data_config(args, raw)
+    section = dict(raw.get("calibrate") or {})
+    if args.full_data_epochs is not None:
+        section["full_data_epochs"] = args.full_data_epochs
+    if args.compile is not None:
+        section["compile"] = args.compile
+    config = build(CalibrateConfig, section, section="calibrate")
+    rows = run_calibration(data, config, Path(args.out), progress=not args.quiet)
+    print((Path(args.out) / "results.md").read_text())
+    return 0 if rows else 1
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="latentdd", description="Dataset distillation in latent space.")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name, help_text):
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=EXAMPLES[name],
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--config", help="YAML file with sections (dataset:, evaluator:, ...); flags override it")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        return p
+
+    p = add("datasets", "List the datasets latentdd knows and where their files were found.")
+    p.add_argument("--root", help="also look in this folder")
+    p.set_defaults(func=cmd_datasets)
+
+    p = add("baseline", "Export a random real subset (IPC images per class) as an image folder.")
+    _add_data_args(p)
+    p.add_argument("--method", choices=("random",), help="baseline selection (default random)")
+    p.add_argument("--ipc", type=int, help="images per class")
+    p.add_argument("--seed", type=int, help="selection seed (default 0)")
+    p.add_argument("--out", required=True, help="output image folder (must not exist unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.set_defaults(func=cmd_baseline)
+
+    p = add("evaluate", "Train ConvNets on an image folder, test on the real test split, report mean ± std.")
+    p.add_argument("--images", required=True, help="image folder: <class>/<image>.png (+ manifest.json if ours)")
+    p.add_argument("--images-resize", choices=("pad", "resize", "center_crop"),
+                   help="how to bring folder images of another size to the dataset's size (default: refuse)")
+    _add_data_args(p)
+    _add_eval_args(p)
+    p.add_argument("--json", help="write the report (accuracies, record, resolved config) here")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = add("calibrate", "Reproduce the published random-real and full-data accuracies (the ruler's check).")
+    _add_data_args(p)
+    p.add_argument("--full-data-epochs", type=int, help="epochs on the whole train split (0 skips; default 10)")
+    p.add_argument("--compile", choices=("auto", "on", "off"))
+    p.add_argument("--out", required=True, help="output folder (re-running resumes)")
+    p.set_defaults(func=cmd_calibrate)
+    return parser
+
+
+def _version() -> str:
+    from latentdd import __version__
+
+    return f"latentdd {__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if not args.quiet else logging.WARNING, format="%(levelname)s %(message)s")
+    # torch's C++ builder warns about CUDA on every CPU-only machine; it is not ours to act on.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    try:
+        raw = load_yaml(args.config)
+        return args.func(args, raw)
+    except LatentDDError as err:
+        print(f"latentdd {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"latentdd {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
