@@ -194,7 +194,7 @@ def cmd_calibrate(args, raw) -> int:
     if args.full_data_epochs is not None:
         section["full_data_epochs"] = args.full_data_epochs
     if args.compile is not None:
-        section["compile"] = args.compile
+        section["evaluator"] = dict(section.get("evaluator") or {}) | {"compile": args.compile}
     config = build(CalibrateConfig, section, section="calibrate")
     rows = run_calibration(data, config, Path(args.out), progress=not args.quiet)
     print((Path(args.out) / "results.md").read_text())

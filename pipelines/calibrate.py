@@ -7,6 +7,7 @@ full-data accuracy) so that every later figure is read on a checked scale. Each
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ import torch
 
 from latentdd.config import DataConfig, save_resolved
 from latentdd.data import dataset_info, load_dataset
-from latentdd.evaluate.trainer import EvalConfig, EvalReport, channel_stats, evaluate_synthetic, test_accuracy, train_model
+from latentdd.evaluate.trainer import EvalConfig, EvalReport, channel_stats, evaluate_synthetic, top1_accuracy, train_model
 from latentdd.io import atomic_write_json, atomic_write_text
 from latentdd.published import published
 from latentdd.record import protocol_record
@@ -31,7 +32,7 @@ class CalibrateConfig:
     num_eval: dict[str, int] = field(default_factory=lambda: {"dc": 5, "dsa": 3})
     full_data_epochs: int = 10  # 0 skips training on the whole train split
     seed: int = 0
-    compile: str = "auto"
+    evaluator: dict = field(default_factory=dict)  # EvalConfig overrides on top of each protocol (e.g. compile)
 
 
 def _dataset_record(data: DataConfig, train, test) -> dict:
@@ -55,23 +56,14 @@ def run_calibration(data: DataConfig, config: CalibrateConfig, out: Path, *, pro
     for protocol, ipcs in config.runs.items():
         for ipc in ipcs:
             path = out / "reports" / f"random_{protocol}_ipc{ipc}.json"
-            if path.exists():
-                report = json.loads(path.read_text())
-            else:
-                t_sel = time.perf_counter()
-                subset = random_real(train, ipc, config.seed)
-                eval_cfg = EvalConfig.preset(protocol, num_eval=config.num_eval[protocol], seed=config.seed,
-                                             compile=config.compile)
-                record = protocol_record(
-                    dataset=_dataset_record(data, train, test), method=subset.meta["method"],
-                    ipc=ipc, evaluator={}, num_eval=eval_cfg.num_eval, seeds=[],
-                    stage_seconds={"load_data": load_seconds, "select": time.perf_counter() - t_sel},
-                )
-                result = evaluate_synthetic(subset, test, eval_cfg, mean=mean, std=std, flip=flip, record=record,
-                                            progress=progress)
-                result.record["stage_seconds"]["evaluate"] = result.wall_seconds
-                result.save_json(path)
-                report = result.to_dict()
+            if not path.exists():
+                eval_cfg = EvalConfig.preset(protocol, **(config.evaluator | {"num_eval": config.num_eval[protocol]}))
+                dataset = _dataset_record(data, train, test)
+                report = _random_real_runs(train, test, ipc, eval_cfg, config.seed, mean, std, flip, dataset,
+                                           path, progress)
+                report.record["stage_seconds"]["load_data"] = load_seconds
+                report.save_json(path)
+            report = json.loads(path.read_text())
             rows.append({"method": "random", "protocol": protocol, "ipc": ipc, "mean": report["mean"],
                          "std": report["std"], "n": len(report["accuracies"]),
                          "seconds": sum(report["train_seconds"]), "published": published(data.name, "random", ipc)})
@@ -82,18 +74,48 @@ def run_calibration(data: DataConfig, config: CalibrateConfig, out: Path, *, pro
     return rows
 
 
+def _random_real_runs(train, test, ipc, eval_cfg: EvalConfig, seed, mean, std, flip, dataset: dict, path: Path,
+                      progress: bool) -> EvalReport:
+    """Run i draws its own random subset (seed + i) and trains its own network (seed + i).
+
+    The published random-real std (DC) spans different random selections, not only
+    different initialisations, so each run re-draws the subset. Finished runs are kept
+    in `<path>.run<i>.json`, so an interrupted IPC-50 calibration resumes mid-way.
+    """
+    runs = []
+    for i in range(eval_cfg.num_eval):
+        run_path = path.with_suffix(f".run{i}.json")
+        if not run_path.exists():
+            subset = random_real(train, ipc, seed + i)
+            cfg = dataclasses.replace(eval_cfg, num_eval=1, seed=seed + i)
+            record = protocol_record(dataset=dataset, method=subset.meta["method"], ipc=ipc, evaluator={},
+                                     num_eval=1, seeds=[])
+            evaluate_synthetic(subset, test, cfg, mean=mean, std=std, flip=flip, record=record,
+                               progress=progress).save_json(run_path)
+        runs.append(json.loads(run_path.read_text()))
+    record = runs[0]["record"]
+    record["method"] = {"name": "random", "ipc": ipc, "subset_seeds": [seed + i for i in range(len(runs))],
+                        "note": "run i evaluates its own random subset (seed + i) with its own network (seed + i)",
+                        "train_indices": [r["record"]["method"]["train_indices"] for r in runs]}
+    record["num_eval"] = len(runs)
+    record["seeds"] = [r["seeds"][0] for r in runs]
+    record["stage_seconds"] = {"evaluate": sum(r["wall_seconds"] for r in runs)}
+    return EvalReport([r["accuracies"][0] for r in runs], record["seeds"], [r["train_seconds"][0] for r in runs],
+                      record["stage_seconds"]["evaluate"], record)
+
+
 def _full_data(train, test, mean, std, data: DataConfig, config: CalibrateConfig, out: Path, progress: bool) -> dict:
     """One ConvNet-3 trained on the whole train split: SGD lr 0.01, no augmentation, short schedule."""
     path = out / "reports" / f"full_data_{config.full_data_epochs}ep.json"
-    eval_cfg = EvalConfig(epochs=config.full_data_epochs, dsa=False, num_eval=1, seed=config.seed,
-                          compile=config.compile)
+    eval_cfg = EvalConfig(**(config.evaluator | {"epochs": config.full_data_epochs, "dsa": False, "num_eval": 1,
+                                                  "seed": config.seed}))
     if not path.exists():
         t0 = time.perf_counter()
         images, labels = train.load(torch.arange(len(train))), train.labels
         model = train_model(images, labels, num_classes=len(train.class_names), config=eval_cfg, mean=mean, std=std,
                             seed=config.seed, progress=progress)
         seconds = time.perf_counter() - t0
-        acc = test_accuracy(model, test, mean=mean, std=std, compile=config.compile)
+        acc = top1_accuracy(model, test, mean=mean, std=std, compile=eval_cfg.compile)
         record = protocol_record(
             dataset=_dataset_record(data, train, test), method={"name": "full", "train_images": len(train)},
             ipc=None, evaluator=eval_cfg.record(images.shape[-1], flip=False, has_weights=False, has_soft=False),

@@ -2,7 +2,7 @@
 
 from latentdd.evaluate.convnet import ConvNet, build_model
 from latentdd.evaluate.dsa import DiffAugment, DSAConfig
-from latentdd.evaluate.trainer import EvalConfig, EvalReport, PROTOCOLS, evaluate_synthetic, train_model, test_accuracy
+from latentdd.evaluate.trainer import EvalConfig, EvalReport, PROTOCOLS, evaluate_synthetic, train_model, top1_accuracy
 
 __all__ = [
     "ConvNet",
@@ -14,5 +14,5 @@ __all__ = [
     "PROTOCOLS",
     "evaluate_synthetic",
     "train_model",
-    "test_accuracy",
+    "top1_accuracy",
 ]

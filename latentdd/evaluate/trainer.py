@@ -250,7 +250,7 @@ def train_model(
 
 
 @torch.no_grad()
-def test_accuracy(
+def top1_accuracy(
     model: torch.nn.Module, test_set: LabelledImages, *, mean, std, batch_size: int = 1000, compile: str = "off"
 ) -> float:
     """Top-1 accuracy in percent of `model` on every image of `test_set`."""
@@ -312,7 +312,7 @@ def evaluate_synthetic(
         )
         seconds.append(time.perf_counter() - t0)
         accuracies.append(
-            test_accuracy(model, test_set, mean=mean, std=std, batch_size=config.test_batch_size, compile=config.compile)
+            top1_accuracy(model, test_set, mean=mean, std=std, batch_size=config.test_batch_size, compile=config.compile)
         )
         runs.set_postfix(acc=f"{accuracies[-1]:.2f}")
     full_record = copy.deepcopy(record) if record else {}

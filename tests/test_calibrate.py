@@ -1,0 +1,32 @@
+"""The calibration pipeline on sklearn digits: results, records, and resuming."""
+
+from __future__ import annotations
+
+import json
+
+from latentdd.config import DataConfig
+from pipelines import calibrate
+from pipelines.calibrate import CalibrateConfig, run_calibration
+
+
+def test_calibration_writes_results_and_resumes(tmp_path, monkeypatch):
+    # A small network and few epochs keep the test fast; the flow is what is tested here.
+    cfg = CalibrateConfig(runs={"dc": [1, 2]}, num_eval={"dc": 2}, full_data_epochs=1,
+                          evaluator={"epochs": 3, "width": 16, "compile": "off"})
+    rows = run_calibration(DataConfig(name="digits"), cfg, tmp_path, progress=False)
+    assert [(r["method"], r["ipc"]) for r in rows] == [("random", 1), ("random", 2), ("full", 0)]
+    assert all(0 <= r["mean"] <= 100 for r in rows)
+    report = json.loads((tmp_path / "reports" / "random_dc_ipc2.json").read_text())
+    method = report["record"]["method"]
+    assert method["ipc"] == 2 and method["subset_seeds"] == [0, 1] and report["seeds"] == [0, 1]
+    first, second = method["train_indices"]
+    assert len(first) == 20 and first != second  # each run draws its own subset
+    assert report["record"]["selection"].startswith("final epoch")
+    assert "| random | dc | 2 |" in (tmp_path / "results.md").read_text()
+
+    def fail(*a, **k):
+        raise AssertionError("a finished evaluation was run again")
+
+    monkeypatch.setattr(calibrate, "evaluate_synthetic", fail)
+    monkeypatch.setattr(calibrate, "train_model", fail)
+    assert run_calibration(DataConfig(name="digits"), cfg, tmp_path, progress=False) == rows

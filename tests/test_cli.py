@@ -1,0 +1,76 @@
+"""The `latentdd` command end to end on sklearn digits, and its error handling."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from latentdd.cli import main
+from latentdd.config import DataConfig, build
+from latentdd.errors import DataError
+from latentdd.evaluate import EvalConfig
+
+FAST = ["--epochs", "2", "--width", "16", "--compile", "off", "--quiet"]
+
+
+def test_baseline_then_evaluate_round_trip(tmp_path, capsys):
+    out = tmp_path / "random"
+    assert main(["baseline", "--dataset", "digits", "--ipc", "3", "--seed", "1", "--out", str(out), "--quiet"]) == 0
+    assert len(list(out.glob("*/*.png"))) == 30
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["baseline"] == {"method": "random", "ipc": 3, "seed": 1} and saved["dataset"]["name"] == "digits"
+    report = tmp_path / "report.json"
+    code = main(["evaluate", "--images", str(out), "--dataset", "digits", "--num-eval", "2", "--json", str(report), *FAST])
+    assert code == 0
+    data = json.loads(report.read_text())
+    assert len(data["accuracies"]) == 2 and data["record"]["ipc"] == 3
+    assert data["record"]["method"]["name"] == "random" and data["record"]["method"]["seed"] == 1
+    assert data["record"]["evaluator"]["epochs"] == 2 and data["config"]["protocol"] == "dsa"
+    assert "test accuracy" in capsys.readouterr().out
+
+
+def test_same_seed_same_subset_and_existing_output_is_kept(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for out in (a, b):
+        assert main(["baseline", "--dataset", "digits", "--ipc", "2", "--out", str(out), "--quiet"]) == 0
+    assert json.loads((a / "manifest.json").read_text())["images"] == json.loads((b / "manifest.json").read_text())["images"]
+    before = sorted(p.name for p in a.rglob("*"))
+    assert main(["baseline", "--dataset", "digits", "--ipc", "4", "--out", str(a), "--quiet"]) == 2
+    assert "overwrite" in capsys.readouterr().err
+    assert sorted(p.name for p in a.rglob("*")) == before
+
+
+def test_bad_input_exits_2_with_an_actionable_message(tmp_path, capsys):
+    assert main(["baseline", "--dataset", "digits", "--ipc", "1000", "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    assert "lower --ipc" in capsys.readouterr().err
+    assert main(["baseline", "--dataset", "nope", "--ipc", "1", "--out", str(tmp_path / "y"), "--quiet"]) == 2
+    assert "known datasets" in capsys.readouterr().err
+    assert main(["evaluate", "--images", str(tmp_path / "missing"), "--dataset", "digits", *FAST]) == 2
+    assert "missing" in capsys.readouterr().err
+    assert main(["baseline", "--dataset", "cifar10", "--ipc", "1", "--out", str(tmp_path / "z"), "--quiet"]) == 2
+    assert "--download" in capsys.readouterr().err
+
+
+def test_yaml_config_is_overridden_by_flags(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("dataset:\n  name: digits\nbaseline:\n  ipc: 2\n  seed: 3\n")
+    out = tmp_path / "o"
+    assert main(["baseline", "--config", str(cfg), "--seed", "4", "--out", str(out), "--quiet"]) == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["baseline"] == {"method": "random", "ipc": 2, "seed": 4}
+
+
+def test_build_layers_and_rejects_unknown_keys():
+    cfg = build(EvalConfig, {"epochs": 300, "dsa": False}, {"epochs": 10}, {"epochs": None, "num_eval": 7})
+    assert (cfg.epochs, cfg.dsa, cfg.num_eval) == (10, False, 7)
+    with pytest.raises(DataError, match="unknown key 'epoch'"):
+        build(DataConfig, {"epoch": 3}, section="dataset")
+
+
+def test_datasets_lists_every_registered_dataset(capsys):
+    assert main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    for name in ("fashion_mnist", "mnist", "digits", "imagefolder", "cifar10", "cifar100", "svhn"):
+        assert name in out
