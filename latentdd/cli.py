@@ -50,16 +50,17 @@ def _data_config(args, raw: dict) -> DataConfig:
 
 
 def _eval_config(args, raw: dict):
+    """EvalConfig from defaults < protocol preset < YAML `evaluator:` < flags; and the protocol name."""
     from latentdd.evaluate import EvalConfig
     from latentdd.evaluate.trainer import PROTOCOLS
 
     yaml_eval = dict(raw.get("evaluator") or {})
-    protocol = args.eval_protocol or yaml_eval.pop("protocol", None) or "dsa"
-    yaml_eval.pop("protocol", None)
     flags = _section(args, "eval_")
-    flags.pop("protocol")
-    return build(EvalConfig, PROTOCOLS.get(protocol) or EvalConfig.preset(protocol).__dict__, yaml_eval, flags,
-                 section="evaluator"), protocol
+    protocol = flags.pop("protocol") or yaml_eval.pop("protocol", None) or "dsa"
+    yaml_eval.pop("protocol", None)
+    if protocol not in PROTOCOLS:
+        raise LatentDDError(f"unknown protocol {protocol!r}; choose one of {sorted(PROTOCOLS)}")
+    return build(EvalConfig, PROTOCOLS[protocol], yaml_eval, flags, section="evaluator"), protocol
 
 
 def _add_eval_args(p: argparse.ArgumentParser) -> None:

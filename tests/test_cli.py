@@ -74,3 +74,27 @@ def test_datasets_lists_every_registered_dataset(capsys):
     out = capsys.readouterr().out
     for name in ("fashion_mnist", "mnist", "digits", "imagefolder", "cifar10", "cifar100", "svhn"):
         assert name in out
+
+
+@pytest.mark.parametrize("path", ["configs/evaluate_dc.yaml", "configs/evaluate_dsa.yaml"])
+def test_shipped_evaluate_configs_resolve(path):
+    from pathlib import Path
+
+    from latentdd.cli import _eval_config, make_parser
+    from latentdd.config import load_yaml
+
+    root = Path(__file__).resolve().parents[1]
+    args = make_parser().parse_args(["evaluate", "--images", "x", "--config", str(root / path)])
+    cfg, protocol = _eval_config(args, load_yaml(root / path))
+    assert (protocol, cfg.epochs, cfg.dsa) == (("dc", 300, False) if "dc" in path else ("dsa", 1000, True))
+
+
+def test_shipped_calibrate_config_resolves():
+    from pathlib import Path
+
+    from latentdd.config import load_yaml
+    from pipelines.calibrate import CalibrateConfig
+
+    raw = load_yaml(Path(__file__).resolve().parents[1] / "configs/calibrate_fashion_mnist.yaml")
+    cfg = build(CalibrateConfig, raw["calibrate"])
+    assert cfg.runs == {"dc": [1, 10, 50], "dsa": [1, 10]} and cfg.full_data_epochs == 10
