@@ -1,0 +1,219 @@
+"""Latent cache: the latents of a dataset split as safetensors shards plus a manifest.
+
+Layout of a cache folder:
+
+    plan.json                 what is being encoded (dataset, VAE identity, shard ranges)
+    shard-00000.safetensors   latents (n, c, h, w), labels (n,), indices (n,) of images [start, stop)
+    ...
+    manifest.json             written last: shapes, dtype, per-class counts, sha256 of every shard
+
+Every shard is written to a temporary file and renamed, so a shard file that exists is
+complete; an interrupted run re-encodes only the missing shards. Work is split over
+processes by shard (shard s belongs to rank s % world_size), so `accelerate launch`
+encodes an ImageNet-scale subset on several GPUs; rank 0 writes the manifest once every
+shard is there. Memory stays bounded by one batch of images and one shard of latents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from latentdd.data.base import LabelledImages
+from latentdd.errors import DataError, LatentDDError
+from latentdd.io import atomic_write_json
+from latentdd.latents.types import Latents
+
+log = logging.getLogger(__name__)
+
+FORMAT_NAME = "latentdd-latent-cache"
+FORMAT_VERSION = 1
+PLAN, MANIFEST = "plan.json", "manifest.json"
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.safetensors"
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """How a split is cut into shards and batches."""
+
+    shard_size: int = 4096  # images per shard: bounds memory and the work lost to an interruption
+    batch_size: int = 256  # images per encoder call
+
+    def __post_init__(self) -> None:
+        if self.shard_size < 1 or self.batch_size < 1:
+            raise DataError("shard_size and batch_size must be at least 1")
+
+
+def shard_ranges(num_images: int, shard_size: int) -> list[tuple[int, int]]:
+    """[(start, stop), ...] covering range(num_images) in order."""
+    return [(s, min(s + shard_size, num_images)) for s in range(0, num_images, shard_size)]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _shard_is_complete(path: Path, rows: int) -> bool:
+    """A renamed-into-place shard is complete; a damaged one (bad header, wrong length) is not."""
+    from safetensors import safe_open
+
+    if not path.exists():
+        return False
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.get_slice("labels").get_shape() == [rows]
+    except Exception as err:  # noqa: BLE001 - any unreadable shard is re-encoded
+        log.warning("shard %s is unreadable (%s); encoding it again", path, err)
+        return False
+
+
+def _write_shard(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _check_plan(out: Path, plan: dict) -> None:
+    """Refuse to resume a cache that was started for another dataset, VAE or sharding."""
+    existing = out / PLAN
+    if existing.exists():
+        old = json.loads(existing.read_text())
+        for key in ("dataset", "vae", "num_images", "shards"):
+            if old.get(key) != plan.get(key):
+                raise DataError(
+                    f"the latent cache in {out} was started with a different {key} "
+                    f"({json.dumps(old.get(key))[:200]} vs {json.dumps(plan.get(key))[:200]}); "
+                    "choose another output folder or delete this one"
+                )
+
+
+def encode_split(
+    data: LabelledImages,
+    encode: Callable[[torch.Tensor], torch.Tensor],
+    out: Path | str,
+    *,
+    vae: dict,
+    dataset: dict,
+    config: CacheConfig = CacheConfig(),
+    rank: int = 0,
+    world_size: int = 1,
+    progress: bool = True,
+) -> list[Path]:
+    """Encode this rank's shards of `data` into `out`; existing complete shards are kept.
+
+    encode: images (b, C, H, W) float32 in [0, 1], as `data` yields them -> latents
+    (b, c, h, w); any resizing for the VAE happens inside it. vae / dataset: identities
+    recorded in the plan and the manifest. Returns the shard paths of this rank.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ranges = shard_ranges(len(data), config.shard_size)
+    plan = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "dataset": dataset, "vae": vae,
+            "num_images": len(data), "shards": [list(r) for r in ranges]}
+    _check_plan(out, plan)
+    if rank == 0:
+        atomic_write_json(out / PLAN, plan)
+    mine = [(i, r) for i, r in enumerate(ranges) if i % world_size == rank]
+    todo = [(i, r) for i, r in mine if not _shard_is_complete(out / shard_name(i), r[1] - r[0])]
+    bar = tqdm(total=sum(b - a for _, (a, b) in todo), desc=f"encode (rank {rank})", unit="img", disable=not progress)
+    for index, (start, stop) in todo:
+        parts = []
+        for lo in range(start, stop, config.batch_size):
+            hi = min(lo + config.batch_size, stop)
+            with torch.inference_mode():
+                z = encode(data.load(torch.arange(lo, hi)))  # (b, c, h, w)
+            if not torch.isfinite(z).all():
+                raise LatentDDError(f"the VAE produced NaN/inf latents for images {lo}..{hi - 1}")
+            parts.append(z.float().cpu())
+            bar.update(hi - lo)
+        _write_shard(out / shard_name(index), {
+            "latents": torch.cat(parts), "labels": data.labels[start:stop].long(),
+            "indices": torch.arange(start, stop, dtype=torch.long),
+        })
+    bar.close()
+    return [out / shard_name(i) for i, _ in mine]
+
+
+def write_manifest(out: Path | str, class_names: list[str]) -> dict:
+    """Check that every planned shard is there, then write manifest.json (rank 0, at the end)."""
+    from safetensors import safe_open
+
+    out = Path(out)
+    plan = json.loads((out / PLAN).read_text())
+    shards, counts, latent_shape = [], torch.zeros(len(class_names), dtype=torch.long), None
+    for index, (start, stop) in enumerate(plan["shards"]):
+        path = out / shard_name(index)
+        if not _shard_is_complete(path, stop - start):
+            raise LatentDDError(f"shard {path} is missing or incomplete; run the encode again to finish it")
+        with safe_open(str(path), framework="pt") as f:
+            labels = f.get_tensor("labels")
+            latent_shape = f.get_slice("latents").get_shape()[1:]
+        counts += torch.bincount(labels, minlength=len(class_names))
+        shards.append({"file": path.name, "start": start, "stop": stop, "sha256": _sha256(path)})
+    manifest = {**plan, "class_names": class_names, "latent_shape": latent_shape, "dtype": "float32",
+                "per_class_counts": counts.tolist(), "shards": shards, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    atomic_write_json(out / MANIFEST, manifest)
+    return manifest
+
+
+def read_manifest(out: Path | str) -> dict:
+    path = Path(out) / MANIFEST
+    if not path.exists():
+        hint = " (encoding was started but not finished: run it again to resume)" if (Path(out) / PLAN).exists() else ""
+        raise DataError(f"{path} does not exist: {out} is not a finished latent cache{hint}")
+    manifest = json.loads(path.read_text())
+    if manifest.get("format") != FORMAT_NAME or manifest.get("format_version", 99) > FORMAT_VERSION:
+        raise DataError(f"{path} is not a latent cache this latentdd can read")
+    return manifest
+
+
+def load_latents(out: Path | str, *, expect_vae: dict | None = None, verify: bool = True) -> Latents:
+    """All latents of a finished cache, checked against the manifest (and the VAE, if given)."""
+    from safetensors.torch import load_file
+
+    out = Path(out)
+    manifest = read_manifest(out)
+    if expect_vae is not None and expect_vae != manifest["vae"]:
+        diff = {k for k in set(expect_vae) | set(manifest["vae"]) if expect_vae.get(k) != manifest["vae"].get(k)}
+        raise DataError(
+            f"the latent cache in {out} was encoded with another VAE (differs in {sorted(diff)}: cached "
+            f"latent_shape {manifest['vae'].get('latent_shape')}, yours {expect_vae.get('latent_shape')}); "
+            "encode again into another folder"
+        )
+    parts, labels = [], []
+    for shard in manifest["shards"]:
+        path = out / shard["file"]
+        if verify and (not path.exists() or _sha256(path) != shard["sha256"]):
+            raise DataError(f"shard {path} is missing or corrupt (checksum mismatch); delete it and run the encode again")
+        try:
+            tensors = load_file(str(path))
+        except Exception as err:  # noqa: BLE001
+            raise DataError(f"shard {path} cannot be read ({err}); delete it and run the encode again") from err
+        parts.append(tensors["latents"])
+        labels.append(tensors["labels"])
+    latents = torch.cat(parts)
+    if list(latents.shape[1:]) != list(manifest["latent_shape"]):
+        raise DataError(f"shards in {out} hold latents of shape {tuple(latents.shape[1:])}, "
+                        f"the manifest says {manifest['latent_shape']}")
+    return Latents(latents, torch.cat(labels), manifest["class_names"], manifest["vae"])
