@@ -1,0 +1,49 @@
+"""Distillers: `Latents` -> `SyntheticLatents` (IPC latents per class).
+
+Importing this package registers every distiller in `DISTILLERS`, in this order:
+kmeans, kmeans-online (quantize.py), random, herding, kcenter (coreset.py).
+
+    from latentdd.distill import make_distiller
+    synthetic = make_distiller("kmeans", weights_mode="sqrt").distill(latents, ipc=10, seed=0)
+"""
+
+from latentdd.distill.base import DISTILLERS, Distiller, distiller_params, make_distiller, register_distiller
+
+# Distiller modules register themselves on import; the order here is the order of DISTILLERS.
+from latentdd.distill import quantize as _quantize  # noqa: E402,F401  kmeans, kmeans-online
+from latentdd.distill import coreset as _coreset  # noqa: E402,F401  random, herding, kcenter
+
+from latentdd.distill.coreset import (  # noqa: E402
+    HerdingDistiller,
+    KCenterDistiller,
+    RandomDistiller,
+    herding_order,
+    kcenter_order,
+)
+from latentdd.distill.quantize import (  # noqa: E402
+    KMeansDistiller,
+    OnlineKMeansDistiller,
+    nearest_centroid,
+    quantization_error,
+    sqrt_weights,
+    voronoi_masses,
+)
+
+__all__ = [
+    "DISTILLERS",
+    "Distiller",
+    "HerdingDistiller",
+    "KCenterDistiller",
+    "KMeansDistiller",
+    "OnlineKMeansDistiller",
+    "RandomDistiller",
+    "distiller_params",
+    "herding_order",
+    "kcenter_order",
+    "make_distiller",
+    "nearest_centroid",
+    "quantization_error",
+    "register_distiller",
+    "sqrt_weights",
+    "voronoi_masses",
+]
