@@ -22,6 +22,16 @@ EXAMPLES = {
         "  latentdd evaluate --images runs/random_ipc10 --dataset fashion_mnist --protocol dc --num-eval 5 --json dc.json\n"
         "  latentdd evaluate --images my_folder --dataset fashion_mnist --epochs 300 --no-dsa --use-weights"
     ),
+    "fit-vae": "examples:\n  latentdd fit-vae --dataset fashion_mnist\n  latentdd fit-vae --dataset fashion_mnist --set max_steps=3000",
+    "encode": (
+        "examples:\n  latentdd encode --dataset fashion_mnist --vae fit --out runs/latents/train\n"
+        "  accelerate launch --num_processes 2 -m latentdd encode --dataset imagefolder --root ~/imagenette "
+        "--image-size 128 --resize center_crop --vae stabilityai/sd-vae-ft-mse --out runs/latents/train"
+    ),
+    "distill": (
+        "examples:\n  latentdd distill --dataset fashion_mnist --vae fit --method kmeans --ipc 10 --seed 0 --out runs/kmeans10\n"
+        "  latentdd evaluate --images runs/kmeans10/images --dataset fashion_mnist --use-weights"
+    ),
     "calibrate": (
         "examples:\n  latentdd calibrate --out runs/calibration\n"
         "  latentdd calibrate --config configs/calibrate_fashion_mnist.yaml --out runs/calibration"
@@ -187,6 +197,117 @@ def _ipc_of(synthetic) -> int | None:
     return int(counts[0]) if bool((counts == counts[0]).all()) else None
 
 
+def _add_latent_args(p: argparse.ArgumentParser, with_vae: bool = True) -> None:
+    g = p.add_argument_group("latent space")
+    if with_vae:
+        g.add_argument("--vae", dest="latent_vae",
+                       help="fit | taesd:PATH | DIR (diffusers or TAESD weights) | ORG/NAME hub id (default fit)")
+        g.add_argument("--vae-input-size", dest="latent_input_size", type=int, help="image side fed to the VAE")
+        g.add_argument("--vae-resize", dest="latent_resize", choices=("resize", "pad"),
+                       help="how dataset images reach the VAE's input size")
+    g.add_argument("--cache-dir", dest="latent_cache_dir", help="fitted VAEs and latent caches (default ~/.cache/latentdd)")
+    g.add_argument("--shard-size", dest="latent_shard_size", type=int, help="images per latent-cache shard (default 4096)")
+    g.add_argument("--encode-batch-size", dest="latent_batch_size", type=int, help="images per encoder call (default 256)")
+    g.add_argument("--set", dest="fit_overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="FitVAEConfig field for --vae fit, e.g. --set max_steps=3000")
+
+
+def _key_values(pairs: list[str]) -> dict:
+    """["a=1", "b=true"] -> {"a": 1, "b": True} (values parsed as YAML scalars)."""
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise LatentDDError(f"expected KEY=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return out
+
+
+def _latent_config(args, raw: dict):
+    from pipelines.distill import LatentSpaceConfig
+
+    section = dict(raw.get("latent") or {})
+    flags = {k: v for k, v in _section(args, "latent_").items()}
+    fit = dict(section.pop("fit", None) or {}) | _key_values(getattr(args, "fit_overrides", []))
+    return build(LatentSpaceConfig, section, flags, {"fit": fit}, section="latent")
+
+
+def cmd_fit_vae(args, raw) -> int:
+    from latentdd.data import load_dataset
+    from latentdd.vae import FitVAEConfig, fit_vae
+
+    data = _data_config(args, raw)
+    space = _latent_config(args, raw)
+    kw = dict(root=data.root, image_size=data.image_size, channels=data.channels, resize=data.resize)
+    train, test = load_dataset(data.name, "train", **kw), load_dataset(data.name, "test", **kw)
+    cache = Path(space.cache_dir).expanduser() / "vae"
+    vae, report = fit_vae(train, test, FitVAEConfig(**space.fit), cache, progress=not args.quiet)
+    where = "loaded from the cache" if report.get("cached") else f"trained in {report['train_seconds']:.0f} s"
+    print(f"{vae.name}: {vae.num_parameters} parameters, latents {tuple(vae.latent_shape)}, {where}; "
+          f"test PSNR {report['test_psnr']:.2f} dB; saved in {cache}")
+    return 0
+
+
+def cmd_encode(args, raw) -> int:
+    from accelerate import PartialState
+
+    from latentdd.data import load_dataset
+    from latentdd.latents.cache import CacheConfig, encode_split, write_manifest
+    from latentdd.vae import FitVAEConfig, VAEInputAdapter, fit_vae, load_vae
+
+    import torch
+
+    # Without a GPU, processes started by `accelerate launch --multi_gpu` / torchrun join a gloo group.
+    state = PartialState(cpu=not torch.cuda.is_available())
+    data = _data_config(args, raw)
+    space = _latent_config(args, raw)
+    kw = dict(root=data.root, image_size=data.image_size, channels=data.channels, resize=data.resize)
+    images = load_dataset(data.name, args.split, **kw)
+    if space.vae == "fit":
+        train, test = load_dataset(data.name, "train", **kw), load_dataset(data.name, "test", **kw)
+        cache = Path(space.cache_dir).expanduser() / "vae"
+        with state.main_process_first():  # rank 0 fits, the others then load its cache entry
+            vae, _ = fit_vae(train, test, FitVAEConfig(**space.fit), cache, progress=not args.quiet)
+    else:
+        vae = load_vae(space.vae, input_size=space.input_size)
+    vae = vae.to(state.device)
+    adapter = VAEInputAdapter.for_vae(vae, tuple(images.load([0]).shape[1:]), space.resize)
+    identity = vae.identity() | {"adapter": adapter.identity()}
+    dataset = {"name": data.name, "split": args.split, "num_images": len(images), "source": getattr(images, "source", "")}
+    encode_split(images, lambda x: vae.encode(adapter.to_vae(x.to(state.device))), args.out, vae=identity,
+                 dataset=dataset, config=CacheConfig(space.shard_size, space.batch_size),
+                 rank=state.process_index, world_size=state.num_processes, progress=not args.quiet)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        manifest = write_manifest(args.out, list(images.class_names))
+        print(f"encoded {manifest['num_images']} images of {data.name}/{args.split} into {len(manifest['shards'])} "
+              f"shards of latents {tuple(manifest['latent_shape'])} in {args.out}")
+    return 0
+
+
+def cmd_distill(args, raw) -> int:
+    from pipelines.distill import distill_to_folder, prepare_latent_space
+
+    data = _data_config(args, raw)
+    space = _latent_config(args, raw)
+    section = dict(raw.get("distill") or {})
+    method = args.method or section.get("method", "kmeans")
+    ipc = args.ipc or section.get("ipc")
+    seed = args.seed if args.seed is not None else section.get("seed", 0)
+    params = dict(section.get("params") or {}) | _key_values(args.param)
+    if ipc is None:
+        raise LatentDDError("--ipc is required (images per class)")
+    prepared = prepare_latent_space(data, space, progress=not args.quiet)
+    resolved = {"dataset": data, "latent": space, "distill": {"method": method, "ipc": ipc, "seed": seed, "params": params}}
+    out = distill_to_folder(prepared, method, ipc, seed, args.out, params=params, overwrite=args.overwrite,
+                            config=resolved)
+    print(f"wrote {ipc} x {len(prepared.latents.class_names)} images ({method}, seed {seed}) to {out}/images; "
+          f"evaluate with: latentdd evaluate --images {out}/images --dataset {data.name}")
+    return 0
+
+
 def cmd_calibrate(args, raw) -> int:
     from pipelines.calibrate import CalibrateConfig, run_calibration
 
@@ -235,6 +356,30 @@ def make_parser() -> argparse.ArgumentParser:
     _add_eval_args(p)
     p.add_argument("--json", help="write the report (accuracies, record, resolved config) here")
     p.set_defaults(func=cmd_evaluate)
+
+    p = add("fit-vae", "Train the small AutoencoderKL used by --vae fit (cached: a second call is instant).")
+    _add_data_args(p)
+    _add_latent_args(p, with_vae=False)
+    p.set_defaults(func=cmd_fit_vae)
+
+    p = add("encode", "Encode a split into a resumable latent cache (run under `accelerate launch` for several processes).")
+    _add_data_args(p)
+    _add_latent_args(p)
+    p.add_argument("--split", default="train", help="split to encode (default train)")
+    p.add_argument("--out", required=True, help="cache folder (re-running resumes)")
+    p.set_defaults(func=cmd_encode)
+
+    p = add("distill", "Distil IPC synthetic latents per class, render them, export an image folder.")
+    _add_data_args(p)
+    _add_latent_args(p)
+    p.add_argument("--method", help="distiller (default kmeans); see --help of `latentdd.distill`")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="distiller parameter, e.g. --param weights_mode=sqrt --param medoid=true")
+    p.add_argument("--ipc", type=int, help="images per class")
+    p.add_argument("--seed", type=int, help="distillation seed (default 0)")
+    p.add_argument("--out", required=True, help="output folder: images/, latents.safetensors, distill.json")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_distill)
 
     p = add("calibrate", "Reproduce the published random-real and full-data accuracies (the ruler's check).")
     _add_data_args(p)

@@ -90,8 +90,11 @@ class ConvNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-def _resnet18(in_channels: int, num_classes: int, image_size: int, *, norm: str = "batchnorm", **_: object) -> nn.Module:
-    """torchvision ResNet-18 (for 64 px and larger images); stem adapted to the channel count."""
+def _resnet18(in_channels: int, num_classes: int, image_size: int, *, norm: str = "instancenorm") -> nn.Module:
+    """torchvision ResNet-18 (for 64 px and larger images); stem adapted to the channel count.
+
+    norm instancenorm (the DC benchmark's "ResNet18") or batchnorm ("ResNet18BN").
+    """
     from torchvision.models import resnet18
 
     norm_layer = {"batchnorm": nn.BatchNorm2d, "instancenorm": lambda c: nn.GroupNorm(c, c)}.get(norm)

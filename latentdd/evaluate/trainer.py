@@ -70,7 +70,7 @@ class EvalConfig:
         if self.model == "convnet":
             return {"width": self.width, "depth": self.depth or default_depth(image_size), "norm": self.norm,
                     "act": self.act, "pool": self.pool}
-        return {"norm": self.norm if self.norm != "instancenorm" else "batchnorm"} if self.model == "resnet18" else {}
+        return {"norm": self.norm}  # resnet18: instancenorm (as DC's ResNet18) or batchnorm
 
     def record(self, image_size: int, *, flip: bool, has_weights: bool, has_soft: bool) -> dict:
         """The evaluator part of the protocol record."""
@@ -125,11 +125,14 @@ class EvalReport:
         atomic_write_json(path, self.to_dict())
 
 
-def channel_stats(data: LabelledImages, max_images: int = 20000, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std (C,) of a split (of a seeded sample of at most max_images)."""
-    n = len(data)
-    idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_images] if n > max_images else None
-    images = data.load(idx.sort().values) if idx is not None else data.load(torch.arange(n))
+def channel_stats(data: LabelledImages, max_streamed: int = 20000, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std (C,) of a split: all of it when in memory, else a seeded
+    sample of at most `max_streamed` images (a streamed folder is not decoded whole)."""
+    images = getattr(data, "images", None)
+    if images is None:
+        n = len(data)
+        idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_streamed].sort().values
+        images = data.load(idx)
     return images.mean(dim=(0, 2, 3)), images.std(dim=(0, 2, 3))
 
 

@@ -1,0 +1,45 @@
+"""Rendering: synthetic latents -> synthetic images at the dataset's shape.
+
+A renderer is a small object with `render(synthetic, seed) -> SyntheticImages` and
+`record() -> dict` (the decoder part of the protocol record), looked up by name in
+`DECODERS`. `vae` decodes each latent directly (cheap; quantization centroids come out
+as blurry "mean" images); the diffusion decoder plugs in here under its own name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from latentdd.data.base import SyntheticImages
+from latentdd.latents.types import SyntheticLatents
+from latentdd.vae.base import LatentVAE, VAEInputAdapter
+
+
+@dataclass
+class VAEDecoder:
+    """Decode latents with the VAE, then bring the images back to the dataset's shape."""
+
+    vae: LatentVAE
+    adapter: VAEInputAdapter
+    batch_size: int = 256
+    name = "vae"
+
+    @torch.no_grad()
+    def render(self, synthetic: SyntheticLatents, *, seed: int = 0) -> SyntheticImages:
+        """(M, c, h, w) latents -> (M, C, H, W) images in [0, 1]; deterministic (seed unused)."""
+        parts = [
+            self.adapter.from_vae(self.vae.decode(synthetic.latents[i : i + self.batch_size])).cpu()
+            for i in range(0, len(synthetic), self.batch_size)
+        ]
+        return SyntheticImages(
+            torch.cat(parts), synthetic.labels.clone(), list(synthetic.class_names),
+            weights=synthetic.weights, meta={"method": {"name": synthetic.method, **synthetic.params}},
+        )
+
+    def record(self) -> dict:
+        return {"name": self.name, "vae": self.vae.name, "adapter": self.adapter.identity()}
+
+
+DECODERS: dict[str, type] = {"vae": VAEDecoder}

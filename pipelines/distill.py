@@ -1,0 +1,161 @@
+"""Real images -> VAE latents (cached) -> per-class synthetic latents -> rendered image folder.
+
+    prepare_latent_space   load the dataset, fit or load the VAE, encode the train split
+                           into the latent cache (reused when VAE and data match)
+    distill_to_folder      run a distiller on those latents, render, and write
+                           <out>/images (image folder), <out>/latents.safetensors,
+                           <out>/distill.json and <out>/config.yaml, all or nothing
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from latentdd.config import DataConfig, save_resolved
+from latentdd.data import LabelledImages, load_dataset
+from latentdd.errors import LatentDDError
+from latentdd.export import export_image_folder
+from latentdd.io import atomic_write_json
+from latentdd.latents.cache import CacheConfig, MANIFEST, encode_split, load_latents, write_manifest
+from latentdd.latents.types import Latents, SyntheticLatents
+from latentdd.record import protocol_record
+from latentdd.render import VAEDecoder
+from latentdd.vae import FitVAEConfig, LatentVAE, VAEInputAdapter, fit_vae, load_vae
+
+
+@dataclass
+class LatentSpaceConfig:
+    """Which latent space: the VAE, how images reach it, where caches live."""
+
+    vae: str = "fit"  # fit | taesd:PATH | DIR | hub id (see `latentdd.vae.VAE_SPEC_HELP`)
+    input_size: int | None = None  # side of the VAE's input; None: the VAE's own
+    resize: str | None = None  # resize | pad to reach input_size; None: the VAE's default
+    cache_dir: str = "~/.cache/latentdd"  # fitted VAEs and latent caches (both keyed by content)
+    shard_size: int = 4096
+    batch_size: int = 256
+    fit: dict = field(default_factory=dict)  # FitVAEConfig overrides for vae: fit
+
+
+@dataclass
+class LatentSpace:
+    train: LabelledImages
+    test: LabelledImages
+    vae: LatentVAE
+    adapter: VAEInputAdapter
+    latents: Latents
+    record: dict  # dataset and vae parts of the protocol record
+    seconds: dict[str, float]
+
+
+def _dataset_record(data: DataConfig, train, test) -> dict:
+    return {"name": data.name, "train_split": f"train ({len(train)} images)", "test_split": f"test ({len(test)} images)",
+            "image_shape": list(train.load([0]).shape[1:]), "resize": data.resize, "source": getattr(train, "source", "")}
+
+
+def prepare_latent_space(data: DataConfig, space: LatentSpaceConfig, *, progress: bool = True) -> LatentSpace:
+    """Load `data`, get the VAE (fitting it if asked), and the train split's latents (cached)."""
+    seconds = {}
+    t = time.perf_counter()
+    kw = dict(root=data.root, image_size=data.image_size, channels=data.channels, resize=data.resize,
+              download=data.download)
+    train, test = load_dataset(data.name, "train", **kw), load_dataset(data.name, "test", **kw)
+    seconds["load_data"] = time.perf_counter() - t
+    cache = Path(space.cache_dir).expanduser()
+
+    t = time.perf_counter()
+    vae_report = None
+    if space.vae == "fit":
+        vae, vae_report = fit_vae(train, test, FitVAEConfig(**space.fit), cache / "vae", progress=progress)
+    else:
+        vae = load_vae(space.vae, input_size=space.input_size)
+    seconds["vae"] = time.perf_counter() - t
+    image_shape = tuple(train.load([0]).shape[1:])
+    adapter = VAEInputAdapter.for_vae(vae, image_shape, space.resize)
+
+    t = time.perf_counter()
+    identity = vae.identity() | {"adapter": adapter.identity()}
+    dataset = _dataset_record(data, train, test)
+    key = hashlib.sha256(json.dumps([identity, dataset], sort_keys=True).encode()).hexdigest()[:16]
+    folder = cache / "latents" / f"{data.name}-{key}" / "train"
+    if not (folder / MANIFEST).exists():
+        encode_split(train, lambda x: vae.encode(adapter.to_vae(x)), folder, vae=identity, dataset=dataset,
+                     config=CacheConfig(space.shard_size, space.batch_size), progress=progress)
+        write_manifest(folder, list(train.class_names))
+    latents = load_latents(folder, expect_vae=identity)
+    seconds["encode"] = time.perf_counter() - t
+    record = {
+        "dataset": dataset,
+        "vae": {**identity, "cache": str(folder), "encoding": "posterior mean (deterministic), times scaling",
+                **({"fit_report": {k: vae_report[k] for k in ("test_psnr", "train_seconds", "steps", "cached")}}
+                   if vae_report else {})},
+    }
+    return LatentSpace(train, test, vae, adapter, latents, record, seconds)
+
+
+def distill_to_folder(
+    space: LatentSpace,
+    method: str,
+    ipc: int,
+    seed: int,
+    out: Path | str,
+    *,
+    params: dict | None = None,
+    overwrite: bool = False,
+    config: dict | None = None,
+) -> Path:
+    """Distil `ipc` latents per class with `method`, render them with the VAE, write `out`.
+
+    out/images: the image folder (+ manifest with the protocol record so far);
+    out/latents.safetensors: latents (M, c, h, w), labels (M,), weights (M,) if any;
+    out/distill.json: method, parameters, extras (quantization errors, indices, ...).
+    Written into a temporary sibling folder and renamed into place.
+    """
+    from safetensors.torch import save_file
+
+    from latentdd.distill import make_distiller
+
+    out = Path(out).expanduser()
+    if out.exists() and not overwrite:
+        raise LatentDDError(f"{out} already exists; choose another --out or pass --overwrite")
+    t = time.perf_counter()
+    synthetic: SyntheticLatents = make_distiller(method, **(params or {})).distill(space.latents, ipc, seed=seed)
+    distill_seconds = time.perf_counter() - t
+    t = time.perf_counter()
+    decoder = VAEDecoder(space.vae, space.adapter)
+    images = decoder.render(synthetic, seed=seed)
+    render_seconds = time.perf_counter() - t
+    record = protocol_record(
+        dataset=space.record["dataset"], vae=space.record["vae"],
+        method={"name": method, **synthetic.params}, ipc=ipc, decoder=decoder.record(),
+        evaluator={}, num_eval=0, seeds=[seed],
+        stage_seconds={**space.seconds, "distill": distill_seconds, "render": render_seconds},
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
+    try:
+        export_image_folder(images, tmp / "images", record=record)
+        tensors = {"latents": synthetic.latents.contiguous(), "labels": synthetic.labels}
+        if synthetic.weights is not None:
+            tensors["weights"] = synthetic.weights
+        save_file(tensors, str(tmp / "latents.safetensors"))
+        atomic_write_json(tmp / "distill.json", {"method": method, "params": synthetic.params, "ipc": ipc,
+                                                 "seed": seed, "extras": synthetic.extras, "record": record})
+        if config:
+            save_resolved(tmp / "config.yaml", config)
+        if out.exists():
+            aside = out.with_name(f"{out.name}.old-{os.getpid()}")
+            os.rename(out, aside)
+            os.rename(tmp, out)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

@@ -1,0 +1,101 @@
+"""`latentdd distill` / `encode` end to end on sklearn digits with a tiny fitted VAE."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from latentdd.cli import main
+
+TINY_FIT = ["--set", "image_size=8", "--set", "block_out_channels=[8, 16]", "--set", "norm_num_groups=4",
+            "--set", "latent_channels=2", "--set", "max_steps=20", "--set", "batch_size=64",
+            "--set", "checkpoint_every=0", "--set", "scale_images=256"]
+
+
+@pytest.fixture
+def common(tmp_path):
+    return ["--dataset", "digits", "--vae", "fit", "--cache-dir", str(tmp_path / "cache"), *TINY_FIT, "--quiet"]
+
+
+def test_distill_writes_images_latents_and_record(tmp_path, common, capsys):
+    out = tmp_path / "kmeans"
+    assert main(["distill", *common, "--method", "kmeans", "--ipc", "2", "--seed", "0", "--out", str(out)]) == 0
+    assert len(list((out / "images").glob("*/*.png"))) == 20
+    tensors = load_file(str(out / "latents.safetensors"))
+    assert tensors["latents"].shape == (20, 2, 4, 4) and tensors["labels"].tolist() == sum([[k] * 2 for k in range(10)], [])
+    weights = tensors["weights"].view(10, 2).sum(1)
+    assert torch.allclose(weights, torch.ones(10))  # Voronoi masses sum to 1 in every class
+    info = json.loads((out / "distill.json").read_text())
+    assert info["method"] == "kmeans" and len(info["extras"]["quantization_error"]) == 10
+    record = json.loads((out / "images" / "manifest.json").read_text())["record"]
+    assert record["vae"]["name"].startswith("fit:") and record["decoder"]["name"] == "vae"
+    assert record["method"]["name"] == "kmeans" and record["ipc"] == 2
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["distill"]["method"] == "kmeans" and saved["latent"]["fit"]["max_steps"] == 20
+    # the exported folder evaluates, with the kmeans weights
+    report = tmp_path / "eval.json"
+    assert main(["evaluate", "--images", str(out / "images"), "--dataset", "digits", "--use-weights", "--epochs", "2",
+                 "--width", "16", "--num-eval", "1", "--compile", "off", "--quiet", "--json", str(report)]) == 0
+    evaluated = json.loads(report.read_text())
+    assert evaluated["record"]["evaluator"]["sample_weights"] is True
+    assert evaluated["record"]["vae"]["name"] == record["vae"]["name"]
+
+
+def test_second_distill_reuses_vae_and_latents_and_is_identical(tmp_path, common, monkeypatch):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["distill", *common, "--method", "herding", "--ipc", "3", "--out", str(a)]) == 0
+    from latentdd.latents import cache
+    from latentdd.vae import fit
+
+    def fail(*args, **kwargs):
+        raise AssertionError("cached stage ran again")
+
+    monkeypatch.setattr(fit, "_train", fail)
+    monkeypatch.setattr(cache, "encode_split", fail)
+    assert main(["distill", *common, "--method", "herding", "--ipc", "3", "--out", str(b)]) == 0
+    assert torch.equal(load_file(str(a / "latents.safetensors"))["latents"],
+                       load_file(str(b / "latents.safetensors"))["latents"])
+    assert json.loads((a / "images/manifest.json").read_text())["images"] == \
+        json.loads((b / "images/manifest.json").read_text())["images"]
+
+
+def test_distill_errors_are_actionable(tmp_path, common, capsys):
+    assert main(["distill", *common, "--method", "kmeans", "--ipc", "1000", "--out", str(tmp_path / "x")]) == 2
+    assert "lower --ipc" in capsys.readouterr().err
+    assert main(["distill", *common, "--method", "nope", "--ipc", "1", "--out", str(tmp_path / "y")]) == 2
+    assert "kmeans" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_encode_command_writes_a_finished_cache(tmp_path, common):
+    from latentdd.latents.cache import load_latents
+
+    out = tmp_path / "latents"
+    assert main(["encode", *common, "--split", "test", "--out", str(out)]) == 0
+    latents = load_latents(out)
+    assert latents.latents.shape == (359, 2, 4, 4)
+
+
+def test_two_process_accelerate_encode_equals_one_process(tmp_path, common):
+    """`accelerate launch` with 2 CPU processes (gloo) encodes half the shards each; the cache
+    equals the 1-process one bit for bit."""
+    import os
+    import subprocess
+    import sys
+
+    from latentdd.latents.cache import load_latents
+
+    args = [*common, "--shard-size", "200"]
+    assert main(["encode", *args, "--out", str(tmp_path / "one")]) == 0  # also fits the VAE once
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "-m", "latentdd", "encode", *args, "--out", str(tmp_path / "two")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_PORT="29517")
+    done = subprocess.run(launch, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("encoded 1438 images") == 1  # one process group, rank 0 reports
+    assert torch.equal(load_latents(tmp_path / "one").latents, load_latents(tmp_path / "two").latents)
