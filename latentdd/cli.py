@@ -32,6 +32,10 @@ EXAMPLES = {
         "examples:\n  latentdd distill --dataset fashion_mnist --vae fit --method kmeans --ipc 10 --seed 0 --out runs/kmeans10\n"
         "  latentdd evaluate --images runs/kmeans10/images --dataset fashion_mnist --use-weights"
     ),
+    "run": (
+        "examples:\n  latentdd run                                  # configs/fashion_mnist.yaml defaults\n"
+        "  latentdd run --config configs/fashion_mnist.yaml --num-eval 3 --out runs/fmnist_n3"
+    ),
     "calibrate": (
         "examples:\n  latentdd calibrate --out runs/calibration\n"
         "  latentdd calibrate --config configs/calibrate_fashion_mnist.yaml --out runs/calibration"
@@ -236,28 +240,28 @@ def _latent_config(args, raw: dict):
 
 def cmd_fit_vae(args, raw) -> int:
     from latentdd.data import load_dataset
-    from latentdd.vae import FitVAEConfig, fit_vae
+    from pipelines.distill import load_or_fit_vae
 
     data = _data_config(args, raw)
     space = _latent_config(args, raw)
+    space.vae = "fit"
     kw = dict(root=data.root, image_size=data.image_size, channels=data.channels, resize=data.resize)
     train, test = load_dataset(data.name, "train", **kw), load_dataset(data.name, "test", **kw)
-    cache = Path(space.cache_dir).expanduser() / "vae"
-    vae, report = fit_vae(train, test, FitVAEConfig(**space.fit), cache, progress=not args.quiet)
+    vae, report = load_or_fit_vae(space, train, test, progress=not args.quiet)
     where = "loaded from the cache" if report.get("cached") else f"trained in {report['train_seconds']:.0f} s"
     print(f"{vae.name}: {vae.num_parameters} parameters, latents {tuple(vae.latent_shape)}, {where}; "
-          f"test PSNR {report['test_psnr']:.2f} dB; saved in {cache}")
+          f"test PSNR {report['test_psnr']:.2f} dB; saved in {Path(space.cache_dir).expanduser() / 'vae'}")
     return 0
 
 
 def cmd_encode(args, raw) -> int:
+    import torch
     from accelerate import PartialState
 
     from latentdd.data import load_dataset
     from latentdd.latents.cache import CacheConfig, encode_split, write_manifest
-    from latentdd.vae import FitVAEConfig, VAEInputAdapter, fit_vae, load_vae
-
-    import torch
+    from latentdd.vae import VAEInputAdapter
+    from pipelines.distill import load_or_fit_vae
 
     # Without a GPU, processes started by `accelerate launch --multi_gpu` / torchrun join a gloo group.
     state = PartialState(cpu=not torch.cuda.is_available())
@@ -265,13 +269,9 @@ def cmd_encode(args, raw) -> int:
     space = _latent_config(args, raw)
     kw = dict(root=data.root, image_size=data.image_size, channels=data.channels, resize=data.resize)
     images = load_dataset(data.name, args.split, **kw)
-    if space.vae == "fit":
-        train, test = load_dataset(data.name, "train", **kw), load_dataset(data.name, "test", **kw)
-        cache = Path(space.cache_dir).expanduser() / "vae"
-        with state.main_process_first():  # rank 0 fits, the others then load its cache entry
-            vae, _ = fit_vae(train, test, FitVAEConfig(**space.fit), cache, progress=not args.quiet)
-    else:
-        vae = load_vae(space.vae, input_size=space.input_size)
+    train, test = load_dataset(data.name, "train", **kw), load_dataset(data.name, "test", **kw)
+    with state.main_process_first():  # for --vae fit, rank 0 fits and the others load its cache entry
+        vae, _ = load_or_fit_vae(space, train, test, progress=not args.quiet)
     vae = vae.to(state.device)
     adapter = VAEInputAdapter.for_vae(vae, tuple(images.load([0]).shape[1:]), space.resize)
     identity = vae.identity() | {"adapter": adapter.identity()}
@@ -305,6 +305,24 @@ def cmd_distill(args, raw) -> int:
                             config=resolved)
     print(f"wrote {ipc} x {len(prepared.latents.class_names)} images ({method}, seed {seed}) to {out}/images; "
           f"evaluate with: latentdd evaluate --images {out}/images --dataset {data.name}")
+    return 0
+
+
+def cmd_run(args, raw) -> int:
+    from pipelines.run import RunConfig, run
+
+    data = _data_config(args, raw)
+    space = _latent_config(args, raw)
+    evaluator, _ = _eval_config(args, {"evaluator": {"num_eval": 1, **(raw.get("evaluator") or {})}})
+    section = dict(raw.get("run") or {})
+    if args.methods:
+        section["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if args.ipc:
+        section["ipcs"] = [int(v) for v in args.ipc.split(",")]
+    config = build(RunConfig, section, section="run")
+    out = Path(args.out or raw.get("out") or f"runs/{data.name}")
+    run(data, space, config, evaluator, out, progress=not args.quiet)
+    print((out / "results.md").read_text())
     return 0
 
 
@@ -380,6 +398,15 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder: images/, latents.safetensors, distill.json")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_distill)
+
+    p = add("run", "The main job: fit/load the VAE, encode, distil, render, evaluate next to random real, tabulate.")
+    _add_data_args(p)
+    _add_latent_args(p)
+    _add_eval_args(p)
+    p.add_argument("--methods", help="comma-separated distillers (default kmeans,random)")
+    p.add_argument("--ipc", help="comma-separated IPCs (default 10)")
+    p.add_argument("--out", help="output folder (default runs/<dataset>); re-running resumes")
+    p.set_defaults(func=cmd_run)
 
     p = add("calibrate", "Reproduce the published random-real and full-data accuracies (the ruler's check).")
     _add_data_args(p)

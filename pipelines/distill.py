@@ -59,6 +59,14 @@ def _dataset_record(data: DataConfig, train, test) -> dict:
             "image_shape": list(train.load([0]).shape[1:]), "resize": data.resize, "source": getattr(train, "source", "")}
 
 
+def load_or_fit_vae(space: LatentSpaceConfig, train, test, *, progress: bool = True) -> tuple[LatentVAE, dict | None]:
+    """The VAE `space.vae` names; for "fit", fitted to `train` (or loaded from its cache) with its report."""
+    if space.vae == "fit":
+        cache = Path(space.cache_dir).expanduser() / "vae"
+        return fit_vae(train, test, FitVAEConfig(**space.fit), cache, progress=progress)
+    return load_vae(space.vae, input_size=space.input_size), None
+
+
 def prepare_latent_space(data: DataConfig, space: LatentSpaceConfig, *, progress: bool = True) -> LatentSpace:
     """Load `data`, get the VAE (fitting it if asked), and the train split's latents (cached)."""
     seconds = {}
@@ -70,11 +78,7 @@ def prepare_latent_space(data: DataConfig, space: LatentSpaceConfig, *, progress
     cache = Path(space.cache_dir).expanduser()
 
     t = time.perf_counter()
-    vae_report = None
-    if space.vae == "fit":
-        vae, vae_report = fit_vae(train, test, FitVAEConfig(**space.fit), cache / "vae", progress=progress)
-    else:
-        vae = load_vae(space.vae, input_size=space.input_size)
+    vae, vae_report = load_or_fit_vae(space, train, test, progress=progress)
     seconds["vae"] = time.perf_counter() - t
     image_shape = tuple(train.load([0]).shape[1:])
     adapter = VAEInputAdapter.for_vae(vae, image_shape, space.resize)

@@ -99,3 +99,23 @@ def test_two_process_accelerate_encode_equals_one_process(tmp_path, common):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("encoded 1438 images") == 1  # one process group, rank 0 reports
     assert torch.equal(load_latents(tmp_path / "one").latents, load_latents(tmp_path / "two").latents)
+
+
+def test_run_main_job_tabulates_and_resumes(tmp_path, common, monkeypatch):
+    out = tmp_path / "run"
+    args = ["run", *common, "--methods", "kmeans,random", "--ipc", "2", "--epochs", "2", "--width", "16",
+            "--compile", "off", "--out", str(out)]
+    assert main(args) == 0
+    table = (out / "results.md").read_text()
+    for row in ("| kmeans + weights | 2 |", "| random | 2 |", "| random-real (pixels) | 2 |"):
+        assert row in table
+    assert len(list((out / "reports").glob("*.json"))) == 3
+    from pipelines import run as run_module
+
+    def fail(*a, **k):
+        raise AssertionError("a finished stage ran again")
+
+    monkeypatch.setattr(run_module, "evaluate_synthetic", fail)
+    monkeypatch.setattr(run_module, "distill_to_folder", fail)
+    assert main(args) == 0
+    assert (out / "results.md").read_text().splitlines()[:-1] == table.splitlines()[:-1]
