@@ -139,7 +139,9 @@ def results_markdown(rows: list[dict], dataset: str) -> str:
         pub = r["published"]
         pub_text = "—" if pub is None else (f"{pub[0]} ± {pub[1]}" if pub[1] is not None else f"{pub[0]}")
         within = "—"
-        if pub is not None and pub[1] is not None and r["protocol"] == "dc":
+        if r["protocol"] == "dsa" and pub is not None:
+            pub_text = f"— (DC protocol: {pub_text})"  # no random-real figure is published under DSA
+        elif pub is not None and pub[1] is not None and r["protocol"] == "dc":
             within = "yes" if abs(r["mean"] - pub[0]) <= 2 * pub[1] else "no"
         ipc = r["ipc"] or "all"
         lines.append(f"| {r['method']} | {r['protocol']} | {ipc} | {r['mean']:.2f} ± {r['std']:.2f} (n={r['n']}) "
