@@ -261,8 +261,8 @@ class KMeansDistiller:
 
     def distill(self, latents: Latents, ipc: int, *, seed: int) -> SyntheticLatents:
         members = check_distill_input(latents, ipc, seed)
-        out, mass_all, extras = [], [], _empty_extras("centroid_quantization_error", "weights_mass",
-                                                        "weights_sqrt", "reseeded_cells", "empty_cells")
+        out, extras = [], _empty_extras("centroid_quantization_error", "weights_mass", "weights_sqrt",
+                                        "reseeded_cells", "empty_cells")
         if self.medoid:
             extras.update(medoid_indices=[], medoid_class_indices=[])
         for k, idx in enumerate(members):
