@@ -118,7 +118,6 @@ def cmd_datasets(args, raw) -> int:
 
 
 def cmd_baseline(args, raw) -> int:
-    from latentdd.data import load_dataset
     from latentdd.export import export_image_folder
     from pipelines.baseline import make_baseline
 
@@ -130,8 +129,7 @@ def cmd_baseline(args, raw) -> int:
     if ipc is None:
         raise LatentDDError("--ipc is required (images per class)")
     out = Path(args.out)
-    train = load_dataset(data.name, "train", root=data.root, image_size=data.image_size, channels=data.channels,
-                         resize=data.resize, download=data.download)
+    train = data.load("train")
     subset = make_baseline(method, train, ipc, seed)
     resolved = {"dataset": data, "baseline": {"method": method, "ipc": ipc, "seed": seed}}
     subset.meta["config"] = {"dataset": data.__dict__, "baseline": resolved["baseline"]}
@@ -146,17 +144,14 @@ def cmd_baseline(args, raw) -> int:
 def cmd_evaluate(args, raw) -> int:
     import json
 
-    from latentdd.data import dataset_info, load_dataset
+    from latentdd.data import dataset_info
     from latentdd.evaluate.trainer import channel_stats, evaluate_synthetic
     from latentdd.export import load_image_folder
     from latentdd.record import protocol_record
 
     data = _data_config(args, raw)
     cfg, protocol = _eval_config(args, raw)
-    kw = dict(root=data.root, image_size=data.image_size, channels=data.channels, resize=data.resize,
-              download=data.download)
-    test = load_dataset(data.name, "test", **kw)
-    train = load_dataset(data.name, "train", **kw)
+    test, train = data.load("test"), data.load("train")
     size = int(test.load([0]).shape[-1])
     synthetic = load_image_folder(args.images, class_names=list(test.class_names), image_size=size,
                                   channels=int(test.load([0]).shape[1]), resize=args.images_resize)
@@ -239,14 +234,12 @@ def _latent_config(args, raw: dict):
 
 
 def cmd_fit_vae(args, raw) -> int:
-    from latentdd.data import load_dataset
     from pipelines.distill import load_or_fit_vae
 
     data = _data_config(args, raw)
     space = _latent_config(args, raw)
     space.vae = "fit"
-    kw = dict(root=data.root, image_size=data.image_size, channels=data.channels, resize=data.resize)
-    train, test = load_dataset(data.name, "train", **kw), load_dataset(data.name, "test", **kw)
+    train, test = data.load("train"), data.load("test")
     vae, report = load_or_fit_vae(space, train, test, progress=not args.quiet)
     where = "loaded from the cache" if report.get("cached") else f"trained in {report['train_seconds']:.0f} s"
     print(f"{vae.name}: {vae.num_parameters} parameters, latents {tuple(vae.latent_shape)}, {where}; "
@@ -258,7 +251,6 @@ def cmd_encode(args, raw) -> int:
     import torch
     from accelerate import PartialState
 
-    from latentdd.data import load_dataset
     from latentdd.latents.cache import CacheConfig, encode_split, write_manifest
     from latentdd.vae import VAEInputAdapter
     from pipelines.distill import load_or_fit_vae
@@ -267,9 +259,7 @@ def cmd_encode(args, raw) -> int:
     state = PartialState(cpu=not torch.cuda.is_available())
     data = _data_config(args, raw)
     space = _latent_config(args, raw)
-    kw = dict(root=data.root, image_size=data.image_size, channels=data.channels, resize=data.resize)
-    images = load_dataset(data.name, args.split, **kw)
-    train, test = load_dataset(data.name, "train", **kw), load_dataset(data.name, "test", **kw)
+    images, train, test = data.load(args.split), data.load("train"), data.load("test")
     with state.main_process_first():  # for --vae fit, rank 0 fits and the others load its cache entry
         vae, _ = load_or_fit_vae(space, train, test, progress=not args.quiet)
     vae = vae.to(state.device)

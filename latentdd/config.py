@@ -30,6 +30,13 @@ class DataConfig:
     resize: str = "pad"  # pad | resize | center_crop, when image_size differs from native
     download: bool = False  # torchvision datasets only, and only when asked
 
+    def load(self, split: str):
+        """Split `split` of this dataset, with this config's size, channels and root."""
+        from latentdd.data import load_dataset
+
+        return load_dataset(self.name, split, root=self.root, image_size=self.image_size, channels=self.channels,
+                            resize=self.resize, download=self.download)
+
 
 def load_yaml(path: str | Path | None) -> dict[str, Any]:
     """The mapping in a YAML file ({} for None)."""

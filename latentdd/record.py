@@ -25,6 +25,12 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def dataset_record(data, train, test) -> dict:
+    """The dataset part of a record: `data` a DataConfig, `train`/`test` its loaded splits."""
+    return {"name": data.name, "train_split": f"train ({len(train)} images)", "test_split": f"test ({len(test)} images)",
+            "image_shape": list(train.load([0]).shape[1:]), "resize": data.resize, "source": getattr(train, "source", "")}
+
+
 def protocol_record(
     *,
     dataset: dict,

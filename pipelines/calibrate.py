@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 
 from latentdd.config import DataConfig, save_resolved
-from latentdd.data import dataset_info, load_dataset
+from latentdd.data import dataset_info
 from latentdd.evaluate.trainer import EvalConfig, EvalReport, channel_stats, evaluate_synthetic, top1_accuracy, train_model
 from latentdd.io import atomic_write_json, atomic_write_text
 from latentdd.published import published
-from latentdd.record import protocol_record
+from latentdd.record import dataset_record, protocol_record
 from pipelines.baseline import random_real
 
 
@@ -35,20 +35,13 @@ class CalibrateConfig:
     evaluator: dict = field(default_factory=dict)  # EvalConfig overrides on top of each protocol (e.g. compile)
 
 
-def _dataset_record(data: DataConfig, train, test) -> dict:
-    return {"name": data.name, "train_split": f"train ({len(train)} images)", "test_split": f"test ({len(test)} images)",
-            "image_shape": list(test.load([0]).shape[1:]), "resize": data.resize, "source": getattr(train, "source", "")}
-
-
 def run_calibration(data: DataConfig, config: CalibrateConfig, out: Path, *, progress: bool = True) -> list[dict]:
     """Run every evaluation of `config` on dataset `data`; write reports and results under `out`."""
     out = Path(out)
     (out / "reports").mkdir(parents=True, exist_ok=True)
     save_resolved(out / "config.yaml", {"dataset": data, "calibrate": config})
     t0 = time.perf_counter()
-    kw = dict(root=data.root, image_size=data.image_size, channels=data.channels, resize=data.resize,
-              download=data.download)
-    train, test = load_dataset(data.name, "train", **kw), load_dataset(data.name, "test", **kw)
+    train, test = data.load("train"), data.load("test")
     mean, std = channel_stats(train)
     flip = dataset_info(data.name).flip_augment
     load_seconds = time.perf_counter() - t0
@@ -58,7 +51,7 @@ def run_calibration(data: DataConfig, config: CalibrateConfig, out: Path, *, pro
             path = out / "reports" / f"random_{protocol}_ipc{ipc}.json"
             if not path.exists():
                 eval_cfg = EvalConfig.preset(protocol, **(config.evaluator | {"num_eval": config.num_eval[protocol]}))
-                dataset = _dataset_record(data, train, test)
+                dataset = dataset_record(data, train, test)
                 report = _random_real_runs(train, test, ipc, eval_cfg, config.seed, mean, std, flip, dataset,
                                            path, progress)
                 report.record["stage_seconds"]["load_data"] = load_seconds
@@ -117,7 +110,7 @@ def _full_data(train, test, mean, std, data: DataConfig, config: CalibrateConfig
         seconds = time.perf_counter() - t0
         acc = top1_accuracy(model, test, mean=mean, std=std, compile=eval_cfg.compile)
         record = protocol_record(
-            dataset=_dataset_record(data, train, test), method={"name": "full", "train_images": len(train)},
+            dataset=dataset_record(data, train, test), method={"name": "full", "train_images": len(train)},
             ipc=None, evaluator=eval_cfg.record(images.shape[-1], flip=False, has_weights=False, has_soft=False),
             num_eval=1, seeds=[config.seed], stage_seconds={"train": seconds},
         )

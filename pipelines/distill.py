@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from latentdd.config import DataConfig, save_resolved
-from latentdd.data import LabelledImages, load_dataset
+from latentdd.data import LabelledImages
 from latentdd.errors import LatentDDError
 from latentdd.export import export_image_folder
 from latentdd.io import atomic_write_json
 from latentdd.latents.cache import CacheConfig, MANIFEST, encode_split, load_latents, write_manifest
 from latentdd.latents.types import Latents, SyntheticLatents
-from latentdd.record import protocol_record
+from latentdd.record import dataset_record, protocol_record
 from latentdd.render import VAEDecoder
 from latentdd.vae import FitVAEConfig, LatentVAE, VAEInputAdapter, fit_vae, load_vae
 
@@ -54,11 +54,6 @@ class LatentSpace:
     seconds: dict[str, float]
 
 
-def _dataset_record(data: DataConfig, train, test) -> dict:
-    return {"name": data.name, "train_split": f"train ({len(train)} images)", "test_split": f"test ({len(test)} images)",
-            "image_shape": list(train.load([0]).shape[1:]), "resize": data.resize, "source": getattr(train, "source", "")}
-
-
 def load_or_fit_vae(space: LatentSpaceConfig, train, test, *, progress: bool = True) -> tuple[LatentVAE, dict | None]:
     """The VAE `space.vae` names; for "fit", fitted to `train` (or loaded from its cache) with its report."""
     if space.vae == "fit":
@@ -71,9 +66,7 @@ def prepare_latent_space(data: DataConfig, space: LatentSpaceConfig, *, progress
     """Load `data`, get the VAE (fitting it if asked), and the train split's latents (cached)."""
     seconds = {}
     t = time.perf_counter()
-    kw = dict(root=data.root, image_size=data.image_size, channels=data.channels, resize=data.resize,
-              download=data.download)
-    train, test = load_dataset(data.name, "train", **kw), load_dataset(data.name, "test", **kw)
+    train, test = data.load("train"), data.load("test")
     seconds["load_data"] = time.perf_counter() - t
     cache = Path(space.cache_dir).expanduser()
 
@@ -85,7 +78,7 @@ def prepare_latent_space(data: DataConfig, space: LatentSpaceConfig, *, progress
 
     t = time.perf_counter()
     identity = vae.identity() | {"adapter": adapter.identity()}
-    dataset = _dataset_record(data, train, test)
+    dataset = dataset_record(data, train, test)
     key = hashlib.sha256(json.dumps([identity, dataset], sort_keys=True).encode()).hexdigest()[:16]
     folder = cache / "latents" / f"{data.name}-{key}" / "train"
     if not (folder / MANIFEST).exists():
