@@ -106,12 +106,14 @@ def distill_to_folder(
     params: dict | None = None,
     overwrite: bool = False,
     config: dict | None = None,
+    request: dict | None = None,
 ) -> Path:
     """Distil `ipc` latents per class with `method`, render them with the VAE, write `out`.
 
     out/images: the image folder (+ manifest with the protocol record so far);
     out/latents.safetensors: latents (M, c, h, w), labels (M,), weights (M,) if any;
-    out/distill.json: method, parameters, extras (quantization errors, indices, ...).
+    out/distill.json: method, parameters, extras (quantization errors, indices, ...) and
+    `request`, what the caller asked for (compared by `latentdd run` on resume).
     Written into a temporary sibling folder and renamed into place.
     """
     from safetensors.torch import save_file
@@ -143,7 +145,8 @@ def distill_to_folder(
             tensors["weights"] = synthetic.weights
         save_file(tensors, str(tmp / "latents.safetensors"))
         atomic_write_json(tmp / "distill.json", {"method": method, "params": synthetic.params, "ipc": ipc,
-                                                 "seed": seed, "extras": synthetic.extras, "record": record})
+                                                 "seed": seed, "extras": synthetic.extras, "record": record,
+                                                 "request": request})
         if config:
             save_resolved(tmp / "config.yaml", config)
         if out.exists():

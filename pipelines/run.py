@@ -8,30 +8,94 @@ same protocol in the same run, as every table must have it.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 from latentdd.config import DataConfig, save_resolved
 from latentdd.data import dataset_info
+from latentdd.distill import distiller_params, make_distiller
+from latentdd.errors import DataError
 from latentdd.evaluate.trainer import EvalConfig, channel_stats, evaluate_synthetic
-from latentdd.export import load_image_folder, read_manifest
+from latentdd.export import MANIFEST_NAME, export_image_folder, load_image_folder, read_manifest
 from latentdd.io import atomic_write_json, atomic_write_text
 from latentdd.record import protocol_record
 from pipelines.baseline import random_real
 from pipelines.distill import LatentSpaceConfig, distill_to_folder, prepare_latent_space
 
 
+@dataclass(frozen=True)
+class MethodSpec:
+    """One row family of the table: a registered distiller with parameters, under a label.
+
+    In YAML a method is a registry name (`kmeans`) or a mapping
+    `{method: kmeans, params: {medoid: true}, label: kmeans-medoid, use_weights: true}`;
+    the label names the output folder and the table row (default: the name, then
+    `key=value` of each parameter); use_weights (optional) overrides the run's.
+    """
+
+    method: str
+    params: dict = field(default_factory=dict)
+    label: str = ""
+    use_weights: bool | str | None = None
+
+    @classmethod
+    def parse(cls, entry: str | dict) -> MethodSpec:
+        if isinstance(entry, str):
+            entry = {"method": entry}
+        if not isinstance(entry, dict) or not isinstance(entry.get("method"), str):
+            raise DataError(f"run.methods: each entry is a distiller name or a mapping with `method`; got {entry!r}")
+        unknown = sorted(set(entry) - {"method", "params", "label", "use_weights"})
+        if unknown:
+            raise DataError(f"run.methods entry {entry!r}: unknown key(s) {unknown}; "
+                            "known: method, params, label, use_weights")
+        _check_use_weights(entry.get("use_weights"), allow_none=True)
+        params = dict(entry.get("params") or {})
+        make_distiller(entry["method"], **params)  # unknown names and bad parameters fail here, before any work
+        label = entry.get("label") or "-".join([entry["method"], *(f"{k}={v}" for k, v in sorted(params.items()))])
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.=+-]*", label):
+            raise DataError(f"run.methods label {label!r} must be a plain folder name (letters, digits, _ . = + -)")
+        return cls(entry["method"], params, label, entry.get("use_weights"))
+
+
 @dataclass
 class RunConfig:
-    """What the main job distils and how it evaluates."""
+    """What the main job distils and how it evaluates.
 
-    methods: list[str] = field(default_factory=lambda: ["kmeans", "random"])
+    use_weights: true evaluates weighted methods (kmeans) with their weights, false
+    without, "both" gives one row each.
+    """
+
+    methods: list = field(default_factory=lambda: ["kmeans", "random"])
     ipcs: list[int] = field(default_factory=lambda: [10])
     seed: int = 0
-    use_weights: bool = True  # evaluate weighted methods (kmeans) with their weights
+    use_weights: bool | str = True
     random_real: bool = True  # the pixel-space random-real baseline, same protocol
+
+    def __post_init__(self) -> None:
+        _check_use_weights(self.use_weights)
+        if not self.ipcs or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in self.ipcs):
+            raise DataError(f"run.ipcs must be a list of positive integers; got {self.ipcs!r}")
+        labels = [spec.label for spec in self.specs()]
+        if len(set(labels)) != len(labels):
+            raise DataError(f"run.methods labels must be distinct; got {labels} (give each variant a `label`)")
+
+    def specs(self) -> list[MethodSpec]:
+        return [MethodSpec.parse(entry) for entry in self.methods]
+
+    def weight_modes(self, spec: MethodSpec) -> list[bool]:
+        mode = self.use_weights if spec.use_weights is None else spec.use_weights
+        return [True, False] if mode == "both" else [mode]
+
+
+def _check_use_weights(value, allow_none: bool = False) -> None:
+    if not (value is True or value is False or value == "both" or (allow_none and value is None)):
+        raise DataError(f"use_weights must be true, false or both; got {value!r}")
 
 
 def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator: EvalConfig, out: Path,
@@ -43,58 +107,84 @@ def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator
     prepared = prepare_latent_space(data, space, progress=progress)
     mean, std = channel_stats(prepared.train)
     flip = dataset_info(data.name).flip_augment
+    evaluate = partial(_evaluate, test=prepared.test, evaluator=evaluator, mean=mean, std=std, flip=flip,
+                       reports=out / "reports", progress=progress)
     rows = []
     for ipc in config.ipcs:
-        for method in config.methods:
-            folder = out / f"{method}_ipc{ipc}"
-            if not (folder / "distill.json").exists():
-                distill_to_folder(prepared, method, ipc, config.seed, folder, overwrite=True)
-            rows.append(_evaluate(folder / "images", f"{method}", ipc, prepared.test, evaluator, mean, std, flip,
-                                  out, config.use_weights, progress))
+        for spec in config.specs():
+            folder = out / f"{spec.label}_ipc{ipc}"
+            request = _distill_request(spec, ipc, config.seed, prepared.record["vae"])
+            if _stored_request(folder) != request:
+                distill_to_folder(prepared, spec.method, ipc, config.seed, folder, params=spec.params,
+                                  overwrite=True, request=request)
+            extras = json.loads((folder / "distill.json").read_text())["extras"]
+            for use_weights in config.weight_modes(spec):
+                row = evaluate(folder / "images", spec.label, ipc, use_weights=use_weights)
+                row["quantization_error"] = _mean_or_none(extras.get("quantization_error"))
+                if row not in rows:  # an unweighted set gives the same row under both modes
+                    rows.append(row)
         if config.random_real:
             folder = out / f"random-real_ipc{ipc}"
             if not (folder / "manifest.json").exists():
-                from latentdd.export import export_image_folder
-
                 subset = random_real(prepared.train, ipc, config.seed)
                 record = protocol_record(dataset=prepared.record["dataset"], method=subset.meta["method"], ipc=ipc,
                                          evaluator={}, num_eval=0, seeds=[config.seed])
                 export_image_folder(subset, folder, record=record, overwrite=True)
-            rows.append(_evaluate(folder, "random-real (pixels)", ipc, prepared.test, evaluator, mean, std, flip, out,
-                                  False, progress))
+            rows.append(evaluate(folder, "random-real (pixels)", ipc, use_weights=False) | {"quantization_error": None})
     atomic_write_json(out / "results.json", rows)
     table = results_markdown(rows, data.name, evaluator, prepared.record["vae"], time.perf_counter() - t0)
     atomic_write_text(out / "results.md", table)
     return rows
 
 
-def _evaluate(images: Path, label: str, ipc: int, test, evaluator: EvalConfig, mean, std, flip, out: Path,
-              use_weights: bool, progress: bool) -> dict:
+def _distill_request(spec: MethodSpec, ipc: int, seed: int, vae: dict) -> dict:
+    """Everything a distilled folder depends on, in JSON form (compared on resume)."""
+    params = distiller_params(spec.method) | spec.params
+    vae = {k: v for k, v in vae.items() if k != "fit_report"}  # the fit report says whether it was cached
+    return json.loads(json.dumps({"method": spec.method, "params": params, "ipc": ipc, "seed": seed, "vae": vae}))
+
+
+def _stored_request(folder: Path) -> dict | None:
+    path = folder / "distill.json"
+    return json.loads(path.read_text()).get("request") if path.exists() else None
+
+
+def _evaluate(images: Path, label: str, ipc: int, *, use_weights: bool, test, evaluator: EvalConfig, mean, std, flip,
+              reports: Path, progress: bool) -> dict:
+    """Evaluate a folder (or reuse its report when the folder and the evaluator are unchanged)."""
     synthetic = load_image_folder(images, class_names=list(test.class_names))
     # Equal weights train exactly like no weights; only a non-uniform set is "weighted".
     weights = synthetic.weights
     weighted = use_weights and weights is not None and not bool((weights == weights[0]).all())
-    name = f"{images.parent.name if images.name == 'images' else images.name}{'_weighted' if weighted else ''}"
-    path = out / "reports" / f"{name}.json"
-    if not path.exists():
-        from dataclasses import replace
-
-        cfg = replace(evaluator, use_weights=weighted)
+    folder = images.parent if images.name == "images" else images
+    path = reports / f"{folder.name}{'_weighted' if weighted else ''}.json"
+    cfg = replace(evaluator, use_weights=weighted)
+    inputs = json.loads(json.dumps({"evaluator": dataclasses.asdict(cfg),
+                                    "manifest_sha256": hashlib.sha256((images / MANIFEST_NAME).read_bytes()).hexdigest()}))
+    report = json.loads(path.read_text()) if path.exists() else {}
+    if report.get("inputs") != inputs:
         record = read_manifest(images).get("record") or {}
-        report = evaluate_synthetic(synthetic, test, cfg, mean=mean, std=std, flip=flip, record=record,
+        result = evaluate_synthetic(synthetic, test, cfg, mean=mean, std=std, flip=flip, record=record,
                                     progress=progress)
-        report.save_json(path)
-    report = json.loads(path.read_text())
+        report = result.to_dict() | {"inputs": inputs}
+        atomic_write_json(path, report)
     return {"method": label + (" + weights" if weighted else ""), "ipc": ipc, "mean": report["mean"],
             "std": report["std"], "n": len(report["accuracies"]), "report": str(path)}
+
+
+def _mean_or_none(values) -> float | None:
+    return float(sum(values) / len(values)) if values else None
 
 
 def results_markdown(rows: list[dict], dataset: str, evaluator: EvalConfig, vae: dict, seconds: float) -> str:
     lines = [f"# latentdd run: {dataset}", "",
              f"VAE `{vae.get('name')}` (latents {vae.get('latent_shape')}); evaluator {evaluator.model}, "
              f"{evaluator.epochs} epochs, {'DSA' if evaluator.dsa else 'no augmentation'}, "
-             f"{evaluator.num_eval} run(s) per set; full protocol records under reports/.", "",
-             "| method | IPC | test accuracy % (mean ± std, n) |", "|---|---|---|"]
-    lines += [f"| {r['method']} | {r['ipc']} | {r['mean']:.2f} ± {r['std']:.2f} (n={r['n']}) |" for r in rows]
+             f"{evaluator.num_eval} run(s) per set; full protocol records under reports/. "
+             "Latent W2: the class's latents to the set's nearest points, mean over classes.", "",
+             "| method | IPC | test accuracy % (mean ± std, n) | latent W2 |", "|---|---|---|---|"]
+    for r in rows:
+        w2 = "" if r["quantization_error"] is None else f"{r['quantization_error']:.3f}"
+        lines.append(f"| {r['method']} | {r['ipc']} | {r['mean']:.2f} ± {r['std']:.2f} (n={r['n']}) | {w2} |")
     lines += ["", f"wall time of this invocation: {seconds:.0f} s"]
     return "\n".join(lines) + "\n"

@@ -119,3 +119,44 @@ def test_run_main_job_tabulates_and_resumes(tmp_path, common, monkeypatch):
     monkeypatch.setattr(run_module, "distill_to_folder", fail)
     assert main(args) == 0
     assert (out / "results.md").read_text().splitlines()[:-1] == table.splitlines()[:-1]
+
+
+def test_run_method_variants_weight_rows_and_stale_stages(tmp_path, common, monkeypatch):
+    from pipelines import run as run_module
+
+    config = tmp_path / "table.yaml"
+    config.write_text(yaml.safe_dump({
+        "run": {"methods": ["kmeans", {"method": "kmeans", "params": {"medoid": True}, "label": "kmeans-medoid",
+                                       "use_weights": True}, "random"],
+                "ipcs": [2], "use_weights": "both", "random_real": False},
+        "evaluator": {"epochs": 2, "width": 16, "compile": "off"},
+    }))
+    out = tmp_path / "run"
+    args = ["run", "--config", str(config), *common, "--out", str(out)]
+    assert main(args) == 0
+    methods = [row["method"] for row in json.loads((out / "results.json").read_text())]
+    assert methods == ["kmeans + weights", "kmeans", "kmeans-medoid + weights", "random"]
+    medoid = json.loads((out / "kmeans-medoid_ipc2" / "distill.json").read_text())
+    assert medoid["params"]["medoid"] is True and "medoid_indices" in medoid["extras"]
+
+    calls = []
+    real_evaluate = run_module.evaluate_synthetic
+    monkeypatch.setattr(run_module, "evaluate_synthetic", lambda *a, **k: calls.append(1) or real_evaluate(*a, **k))
+    # A changed evaluator re-evaluates every set (4 reports) but distils nothing again.
+    monkeypatch.setattr(run_module, "distill_to_folder", lambda *a, **k: pytest.fail("distilled again"))
+    assert main([*args, "--epochs", "1"]) == 0
+    assert len(calls) == 4
+    # A changed distillation seed redoes the distillations and their evaluations.
+    monkeypatch.undo()
+    data = yaml.safe_load(config.read_text())
+    data["run"]["seed"] = 1
+    config.write_text(yaml.safe_dump(data))
+    before = (out / "random_ipc2" / "latents.safetensors").read_bytes()
+    assert main([*args, "--epochs", "1"]) == 0
+    assert (out / "random_ipc2" / "latents.safetensors").read_bytes() != before
+
+
+def test_run_config_errors_are_actionable(tmp_path, common, capsys):
+    for methods, needle in [("kmeans,nope", "unknown distiller 'nope'"), ("kmeans,kmeans", "labels must be distinct")]:
+        assert main(["run", *common, "--methods", methods, "--ipc", "2", "--out", str(tmp_path / "x")]) == 2
+        assert needle in capsys.readouterr().err
