@@ -19,6 +19,7 @@ from latentdd.distill import (
     nearest_centroid,
     quantization_error,
     sqrt_weights,
+    weighted_w2,
 )
 from latentdd.distill.quantize import fill_empty_cells, nearest_distinct_rows
 from latentdd.errors import DataError
@@ -84,6 +85,17 @@ def test_quantization_error_hand_computed():
     assert index.tolist() == [0, 1, 1]
     assert sqdist.tolist() == [0.0, 1.0, 8.0]  # (0,3) -> (2,1): 4 + 4
     assert quantization_error(points, centroids) == pytest.approx(math.sqrt(3.0), abs=1e-12)
+
+
+def test_weighted_w2_hand_computed():
+    points = np.array([[0, 0], [2, 0], [0, 3]], dtype=np.float32)
+    centroids = np.array([[0, 0], [2, 1]], dtype=np.float32)
+    # Voronoi masses (1/3, 2/3): the plan is the nearest assignment, so W2 = the quantization error.
+    assert weighted_w2(points, centroids, np.array([1.0, 2.0])) == pytest.approx(math.sqrt(3.0), abs=1e-6)
+    # Uniform (1/2, 1/2): 1/6 of (0,3)'s mass must go to (0,0) instead, costing 9 - 8 = 1 more per unit.
+    assert weighted_w2(points, centroids, np.array([0.5, 0.5])) == pytest.approx(math.sqrt(3 + 1 / 6), abs=1e-6)
+    with pytest.raises(DataError, match="weights"):
+        weighted_w2(points, centroids, np.array([1.0]))
 
 
 def test_sqrt_weights():

@@ -27,6 +27,7 @@ from latentdd.distill.quantize import (  # noqa: E402
     quantization_error,
     sqrt_weights,
     voronoi_masses,
+    weighted_w2,
 )
 
 __all__ = [
@@ -46,4 +47,5 @@ __all__ = [
     "register_distiller",
     "sqrt_weights",
     "voronoi_masses",
+    "weighted_w2",
 ]
