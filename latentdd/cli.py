@@ -23,6 +23,10 @@ EXAMPLES = {
         "  latentdd evaluate --images my_folder --dataset fashion_mnist --epochs 300 --no-dsa --use-weights"
     ),
     "fit-vae": "examples:\n  latentdd fit-vae --dataset fashion_mnist\n  latentdd fit-vae --dataset fashion_mnist --set max_steps=3000",
+    "fit-prior": (
+        "examples:\n  latentdd fit-prior --dataset fashion_mnist --vae fit\n"
+        "  latentdd fit-prior --dataset fashion_mnist --prior-set max_steps=3000 --prior-set 'block_out_channels=[64, 128]'"
+    ),
     "encode": (
         "examples:\n  latentdd encode --dataset fashion_mnist --vae fit --out runs/latents/train\n"
         "  accelerate launch --num_processes 2 -m latentdd encode --dataset imagefolder --root ~/imagenette "
@@ -211,6 +215,32 @@ def _add_latent_args(p: argparse.ArgumentParser, with_vae: bool = True) -> None:
                    help="FitVAEConfig field for --vae fit, e.g. --set max_steps=3000")
 
 
+def _add_decoder_args(p: argparse.ArgumentParser, with_sampler: bool = True) -> None:
+    g = p.add_argument_group("decoder")
+    if with_sampler:
+        from latentdd.render import DECODERS
+
+        g.add_argument("--decoder", dest="decoder_name", choices=sorted(DECODERS),
+                       help="vae: decode latents directly (default); diffusion: img2img with the fitted prior first")
+        g.add_argument("--strength", dest="decoder_strength", type=float,
+                       help="diffusion: share of the steps run from the latent, 0..1 (default 0.7; 0 = vae)")
+        g.add_argument("--steps", dest="decoder_num_inference_steps", type=int, help="diffusion: DDIM steps (default 50)")
+        g.add_argument("--guidance-scale", dest="decoder_guidance_scale", type=float,
+                       help="diffusion: classifier-free guidance (default 4; 1 = none)")
+        g.add_argument("--eta", dest="decoder_eta", type=float, help="diffusion: DDIM eta (default 0, deterministic)")
+        g.add_argument("--decode-batch-size", dest="decoder_batch_size", type=int, help="latents per decoder call")
+    g.add_argument("--prior-set", dest="prior_overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="FitPriorConfig field for the diffusion prior, e.g. --prior-set max_steps=3000")
+
+
+def _decoder_config(args, raw: dict):
+    from pipelines.distill import DecoderConfig
+
+    section = dict(raw.get("decoder") or {})
+    prior = dict(section.pop("prior", None) or {}) | _key_values(getattr(args, "prior_overrides", []))
+    return build(DecoderConfig, section, _section(args, "decoder_"), {"prior": prior}, section="decoder")
+
+
 def _key_values(pairs: list[str]) -> dict:
     """["a=1", "b=true"] -> {"a": 1, "b": True} (values parsed as YAML scalars)."""
     import yaml
@@ -247,6 +277,24 @@ def cmd_fit_vae(args, raw) -> int:
     return 0
 
 
+def cmd_fit_prior(args, raw) -> int:
+    from latentdd.prior import FitPriorConfig, fit_prior
+    from pipelines.distill import prepare_latent_space
+
+    data = _data_config(args, raw)
+    space = _latent_config(args, raw)
+    decoder = _decoder_config(args, raw)
+    prepared = prepare_latent_space(data, space, progress=not args.quiet)
+    _, _, report = fit_prior(prepared.latents, FitPriorConfig(**decoder.prior),
+                             Path(space.cache_dir).expanduser() / "prior", progress=not args.quiet,
+                             device=prepared.vae.device)
+    where = "loaded from the cache" if report["cached"] else f"trained in {report['train_seconds']:.0f} s"
+    print(f"{report['name']}: {report['num_parameters']} parameters, {report['num_classes']} classes + the null class, "
+          f"latents {tuple(prepared.latents.latent_shape)}, {report['steps']} steps, final loss "
+          f"{report['final_loss']:.4f}, {where}; saved in {report['directory']}")
+    return 0
+
+
 def cmd_encode(args, raw) -> int:
     import torch
     from accelerate import PartialState
@@ -278,10 +326,11 @@ def cmd_encode(args, raw) -> int:
 
 
 def cmd_distill(args, raw) -> int:
-    from pipelines.distill import distill_to_folder, prepare_latent_space
+    from pipelines.distill import distill_to_folder, make_decoder, prepare_latent_space
 
     data = _data_config(args, raw)
     space = _latent_config(args, raw)
+    decoder_config = _decoder_config(args, raw)
     section = dict(raw.get("distill") or {})
     method = args.method or section.get("method", "kmeans")
     ipc = args.ipc or section.get("ipc")
@@ -290,9 +339,12 @@ def cmd_distill(args, raw) -> int:
     if ipc is None:
         raise LatentDDError("--ipc is required (images per class)")
     prepared = prepare_latent_space(data, space, progress=not args.quiet)
-    resolved = {"dataset": data, "latent": space, "distill": {"method": method, "ipc": ipc, "seed": seed, "params": params}}
+    decoder, decoder_record = make_decoder(decoder_config, prepared, space.cache_dir, progress=not args.quiet)
+    resolved = {"dataset": data, "latent": space, "distill": {"method": method, "ipc": ipc, "seed": seed, "params": params},
+                "decoder": decoder_config}
     out = distill_to_folder(prepared, method, ipc, seed, args.out, params=params, overwrite=args.overwrite,
-                            config=resolved)
+                            config=resolved, decoder=decoder, decoder_record=decoder_record,
+                            progress=not args.quiet)
     print(f"wrote {ipc} x {len(prepared.latents.class_names)} images ({method}, seed {seed}) to {out}/images; "
           f"evaluate with: latentdd evaluate --images {out}/images --dataset {data.name}")
     return 0
@@ -303,6 +355,7 @@ def cmd_run(args, raw) -> int:
 
     data = _data_config(args, raw)
     space = _latent_config(args, raw)
+    decoder = _decoder_config(args, raw)
     evaluator, _ = _eval_config(args, {"evaluator": {"num_eval": 1, **(raw.get("evaluator") or {})}})
     section = dict(raw.get("run") or {})
     if args.methods:
@@ -311,7 +364,7 @@ def cmd_run(args, raw) -> int:
         section["ipcs"] = [int(v) for v in args.ipc.split(",")]
     config = build(RunConfig, section, section="run")
     out = Path(args.out or raw.get("out") or f"runs/{data.name}")
-    run(data, space, config, evaluator, out, progress=not args.quiet)
+    run(data, space, config, evaluator, out, decoder=decoder, progress=not args.quiet)
     print((out / "results.md").read_text())
     return 0
 
@@ -370,6 +423,12 @@ def make_parser() -> argparse.ArgumentParser:
     _add_latent_args(p, with_vae=False)
     p.set_defaults(func=cmd_fit_vae)
 
+    p = add("fit-prior", "Fit the class-conditional diffusion prior behind --decoder diffusion (cached: a second call is instant).")
+    _add_data_args(p)
+    _add_latent_args(p)
+    _add_decoder_args(p, with_sampler=False)
+    p.set_defaults(func=cmd_fit_prior)
+
     p = add("encode", "Encode a split into a resumable latent cache (run under `accelerate launch` for several processes).")
     _add_data_args(p)
     _add_latent_args(p)
@@ -385,6 +444,7 @@ def make_parser() -> argparse.ArgumentParser:
                    help="distiller parameter, e.g. --param weights_mode=sqrt --param medoid=true")
     p.add_argument("--ipc", type=int, help="images per class")
     p.add_argument("--seed", type=int, help="distillation seed (default 0)")
+    _add_decoder_args(p)
     p.add_argument("--out", required=True, help="output folder: images/, latents.safetensors, distill.json")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_distill)
@@ -393,6 +453,7 @@ def make_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     _add_latent_args(p)
     _add_eval_args(p)
+    _add_decoder_args(p)
     p.add_argument("--methods", help="comma-separated distillers (default kmeans,random)")
     p.add_argument("--ipc", help="comma-separated IPCs (default 10)")
     p.add_argument("--out", help="output folder (default runs/<dataset>); re-running resumes")

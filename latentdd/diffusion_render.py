@@ -14,11 +14,13 @@ Blurry "mean" latents come out as sharper, more typical members of their class.
           x = DDIM step(eps, t, x, eta)
       images = adapter.from_vae(vae.decode(x))               exactly as VAEDecoder
 
-strength 0 (or any strength with n = 0) is plain VAE decoding, bit for bit; strength 1
-starts from t_1 = the first inference timestep (980 of 1000 for 50 steps), almost pure
-noise. The noise of latent i comes from a torch.Generator seeded by (seed, i) alone, so
-images depend on neither the batch size nor the device the model runs on (noise is drawn
-on the CPU). `LatentImg2Img` holds this loop; `DiffusionDecoder` runs it with the prior
+strength 0 (or any strength with n = 0) is VAEDecoder(vae, adapter, batch_size) bit for
+bit (decoding goes in batches of the decoder's batch_size, and VAE outputs differ in the
+last bits between batch sizes); strength 1 starts from t_1 = the first inference timestep
+(980 of 1000 for 50 steps), almost pure noise. The noise of latent i comes from a
+torch.Generator seeded by (seed, i) alone and is drawn on the CPU, so it depends on
+neither the batch size nor the device (the images then agree up to float rounding).
+`LatentImg2Img` holds this loop; `DiffusionDecoder` runs it with the prior
 fitted by `latentdd.prior.fit_prior`, `latentdd.prior.pretrained.DiTDecoder` with DiT.
 """
 
@@ -27,16 +29,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from latentdd.data.base import SyntheticImages
 from latentdd.errors import DataError
 from latentdd.latents.types import SyntheticLatents
-from latentdd.render import VAEDecoder
 from latentdd.vae.base import LatentVAE, VAEInputAdapter
 
 # eps = predict_noise(x (B, c, h, w), t (scalar timestep tensor), class labels (B,)) -> (B, c, h, w)
@@ -180,6 +181,9 @@ class LatentImg2Img:
 
         Deterministic for a seed: latent i's noise depends on (seed, i) only.
         """
+        # Imported here, not at the top: latentdd.render lists DiffusionDecoder in DECODERS.
+        from latentdd.render import VAEDecoder
+
         plain = VAEDecoder(self.vae, self.adapter, self.batch_size)
         if denoising_steps(self.strength, self.num_inference_steps) == 0:
             return plain.render(synthetic, seed=seed)
@@ -259,7 +263,7 @@ class DiffusionDecoder(LatentImg2Img):
 
     @classmethod
     def from_prior(cls, directory: Path | str, vae: LatentVAE, adapter: VAEInputAdapter, *,
-                   device: str | torch.device = "cpu", **params) -> "DiffusionDecoder":
+                   device: str | torch.device = "cpu", **params) -> DiffusionDecoder:
         """The decoder with the prior saved in `directory` (a fit_prior cache entry); params: the fields above."""
         from latentdd.prior.fit import load_prior
 
@@ -289,9 +293,10 @@ class DiffusionDecoder(LatentImg2Img):
             )
         config = self.unet.config
         size = config.sample_size
-        h, w = (size, size) if isinstance(size, int) else tuple(size)
+        h, w = (size, size) if isinstance(size, int) or size is None else tuple(size)
         expected = (config.in_channels, h, w)
-        if tuple(synthetic.latents.shape[1:]) != expected:
+        got = tuple(synthetic.latents.shape[1:])
+        if got[0] != expected[0] or (size is not None and got != expected):
             raise DataError(
                 f"the prior was trained on latents of shape {expected}; got {tuple(synthetic.latents.shape[1:])}"
             )

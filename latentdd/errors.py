@@ -11,3 +11,7 @@ class DatasetNotFoundError(LatentDDError, FileNotFoundError):
 
 class DataError(LatentDDError, ValueError):
     """Input data is malformed: wrong shape, corrupt file, unknown class, too few images."""
+
+
+class OutputExistsError(LatentDDError, FileExistsError):
+    """The output folder exists and overwriting was not asked for."""

@@ -22,8 +22,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import secrets
 import shutil
 import tempfile
 from pathlib import Path, PurePosixPath
@@ -35,7 +33,8 @@ from PIL import Image
 from latentdd.data.base import SyntheticImages
 from latentdd.data.image_folder import ImageFolderImages, class_folder_name, class_folder_names
 from latentdd.data.transforms import RESIZE_POLICIES, ImageTransform, decode_image_bytes
-from latentdd.errors import DataError, DatasetNotFoundError, LatentDDError
+from latentdd.errors import DataError, DatasetNotFoundError, LatentDDError, OutputExistsError
+from latentdd.io import replace_dir
 
 __all__ = [
     "FORMAT_NAME",
@@ -52,10 +51,6 @@ __all__ = [
 FORMAT_NAME = "latentdd-image-folder"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-
-
-class OutputExistsError(LatentDDError, FileExistsError):
-    """The output folder exists and overwriting was not asked for."""
 
 
 def _to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -155,30 +150,11 @@ def export_image_folder(
         except (TypeError, ValueError) as e:
             raise DataError(f"meta or record cannot be stored as JSON: {e}") from e
         (tmp / MANIFEST_NAME).write_text(text)  # written last: its presence marks a complete export
-        _move_into_place(tmp, out, overwrite)
+        replace_dir(tmp, out, overwrite=overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def _move_into_place(tmp: Path, out: Path, overwrite: bool) -> None:
-    if not (out.exists() or out.is_symlink()):
-        os.rename(tmp, out)
-        return
-    if not overwrite:  # appeared while we were writing
-        raise OutputExistsError(f"{out} already exists; choose another --out or pass --overwrite")
-    aside = out.with_name(f"{out.name}.old-{secrets.token_hex(4)}")
-    os.rename(out, aside)
-    try:
-        os.rename(tmp, out)
-    except BaseException:
-        os.rename(aside, out)  # put the old copy back rather than leave neither
-        raise
-    if aside.is_symlink() or aside.is_file():  # --out named a link or a file: remove it, not its target
-        aside.unlink()
-    else:
-        shutil.rmtree(aside, ignore_errors=True)
 
 
 def read_manifest(path: Path | str) -> dict:

@@ -1,12 +1,16 @@
-"""Atomic file writes: write a sibling temporary file, then rename it into place."""
+"""Atomic writes: write a sibling temporary file or folder, then rename it into place."""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from latentdd.errors import OutputExistsError
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -32,3 +36,27 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def replace_dir(tmp: Path, out: Path, *, overwrite: bool) -> None:
+    """Rename the finished folder `tmp` to `out` (a sibling), replacing `out` only if `overwrite`.
+
+    An existing `out` is renamed aside first and deleted after the swap (put back if the
+    swap fails), so `out` is always either the old or the new whole folder.
+    """
+    if not (out.exists() or out.is_symlink()):
+        os.rename(tmp, out)
+        return
+    if not overwrite:  # appeared while we were writing
+        raise OutputExistsError(f"{out} already exists; choose another --out or pass --overwrite")
+    aside = out.with_name(f"{out.name}.old-{secrets.token_hex(4)}")
+    os.rename(out, aside)
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        os.rename(aside, out)  # put the old copy back rather than leave neither
+        raise
+    if aside.is_symlink() or aside.is_file():  # out named a link or a file: remove it, not its target
+        aside.unlink()
+    else:
+        shutil.rmtree(aside, ignore_errors=True)

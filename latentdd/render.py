@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from latentdd.data.base import SyntheticImages
+from latentdd.diffusion_render import DiffusionDecoder
 from latentdd.latents.types import SyntheticLatents
 from latentdd.vae.base import LatentVAE, VAEInputAdapter
 
@@ -42,4 +43,4 @@ class VAEDecoder:
         return {"name": self.name, "vae": self.vae.name, "adapter": self.adapter.identity()}
 
 
-DECODERS: dict[str, type] = {"vae": VAEDecoder}
+DECODERS: dict[str, type] = {"vae": VAEDecoder, "diffusion": DiffusionDecoder}

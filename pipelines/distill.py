@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -20,13 +19,15 @@ from pathlib import Path
 
 from latentdd.config import DataConfig, save_resolved
 from latentdd.data import LabelledImages
-from latentdd.errors import LatentDDError
+from latentdd.diffusion_render import DiffusionDecoder
+from latentdd.errors import DataError, LatentDDError
 from latentdd.export import export_image_folder
-from latentdd.io import atomic_write_json
+from latentdd.io import atomic_write_json, replace_dir
 from latentdd.latents.cache import CacheConfig, MANIFEST, encode_split, load_latents, write_manifest
 from latentdd.latents.types import Latents, SyntheticLatents
+from latentdd.prior import FitPriorConfig, fit_prior
 from latentdd.record import dataset_record, protocol_record
-from latentdd.render import VAEDecoder
+from latentdd.render import DECODERS, VAEDecoder
 from latentdd.vae import FitVAEConfig, LatentVAE, VAEInputAdapter, fit_vae, load_vae
 
 
@@ -52,6 +53,40 @@ class LatentSpace:
     latents: Latents
     record: dict  # dataset and vae parts of the protocol record
     seconds: dict[str, float]
+
+
+@dataclass
+class DecoderConfig:
+    """How synthetic latents become images: `vae` decodes them directly; `diffusion` first runs
+    img2img from each latent with a class-conditional prior fitted to the train latents
+    (`latentdd.prior.fit_prior`, cached by content under cache_dir/prior)."""
+
+    name: str = "vae"  # vae | diffusion (latentdd.render.DECODERS)
+    strength: float = 0.7  # diffusion: share of the inference steps run from the latent (D4M: 0.7)
+    num_inference_steps: int = 50
+    guidance_scale: float = 4.0  # classifier-free guidance (1: none)
+    eta: float = 0.0  # DDIM's (0: deterministic after the starting noise)
+    batch_size: int = 256
+    prior: dict = field(default_factory=dict)  # FitPriorConfig overrides
+
+    def __post_init__(self) -> None:
+        if self.name not in DECODERS:
+            raise DataError(f"decoder must be one of {', '.join(sorted(DECODERS))}; got {self.name!r}")
+
+
+def make_decoder(config: DecoderConfig, space: LatentSpace, cache_dir: str, *, progress: bool = True):
+    """(decoder, its protocol record); for diffusion, the prior is fitted to space.latents or loaded from its cache."""
+    if config.name == "vae":
+        decoder = VAEDecoder(space.vae, space.adapter, config.batch_size)
+        return decoder, decoder.record()
+    unet, scheduler, report = fit_prior(space.latents, FitPriorConfig(**config.prior),
+                                        Path(cache_dir).expanduser() / "prior", progress=progress,
+                                        device=space.vae.device)
+    decoder = DiffusionDecoder(space.vae, space.adapter, unet, dict(scheduler.config), strength=config.strength,
+                               num_inference_steps=config.num_inference_steps, guidance_scale=config.guidance_scale,
+                               eta=config.eta, batch_size=config.batch_size, prior=report["name"])
+    fit = {k: report[k] for k in ("steps", "train_seconds", "final_loss", "num_parameters", "cached")}
+    return decoder, decoder.record() | {"prior_fit": fit, "prior_config": report["config"]}
 
 
 def load_or_fit_vae(space: LatentSpaceConfig, train, test, *, progress: bool = True) -> tuple[LatentVAE, dict | None]:
@@ -107,6 +142,9 @@ def distill_to_folder(
     overwrite: bool = False,
     config: dict | None = None,
     request: dict | None = None,
+    decoder=None,
+    decoder_record: dict | None = None,
+    progress: bool = False,
 ) -> Path:
     """Distil `ipc` latents per class with `method`, render them with the VAE, write `out`.
 
@@ -118,21 +156,26 @@ def distill_to_folder(
     """
     from safetensors.torch import save_file
 
-    from latentdd.distill import make_distiller
+    from latentdd.distill import DistillContext, make_distiller
 
     out = Path(out).expanduser()
     if out.exists() and not overwrite:
         raise LatentDDError(f"{out} already exists; choose another --out or pass --overwrite")
     t = time.perf_counter()
-    synthetic: SyntheticLatents = make_distiller(method, **(params or {})).distill(space.latents, ipc, seed=seed)
+    distiller = make_distiller(method, **(params or {}))
+    extra = {}
+    if getattr(distiller, "uses_context", False):  # e.g. bacon: the decoder, checkpoints beside the output
+        extra["context"] = DistillContext(decode=lambda z: space.adapter.from_vae(space.vae.decode(z)),
+                                          checkpoint_dir=out.with_name(f"{out.name}.checkpoint"), progress=progress)
+    synthetic: SyntheticLatents = distiller.distill(space.latents, ipc, seed=seed, **extra)
     distill_seconds = time.perf_counter() - t
     t = time.perf_counter()
-    decoder = VAEDecoder(space.vae, space.adapter)
+    decoder = decoder or VAEDecoder(space.vae, space.adapter)
     images = decoder.render(synthetic, seed=seed)
     render_seconds = time.perf_counter() - t
     record = protocol_record(
         dataset=space.record["dataset"], vae=space.record["vae"],
-        method={"name": method, **synthetic.params}, ipc=ipc, decoder=decoder.record(),
+        method={"name": method, **synthetic.params}, ipc=ipc, decoder=decoder_record or decoder.record(),
         evaluator={}, num_eval=0, seeds=[seed],
         stage_seconds={**space.seconds, "distill": distill_seconds, "render": render_seconds},
     )
@@ -149,13 +192,9 @@ def distill_to_folder(
                                                  "request": request})
         if config:
             save_resolved(tmp / "config.yaml", config)
-        if out.exists():
-            aside = out.with_name(f"{out.name}.old-{os.getpid()}")
-            os.rename(out, aside)
-            os.rename(tmp, out)
-            shutil.rmtree(aside, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
+        replace_dir(tmp, out, overwrite=overwrite)
+        if "context" in extra:
+            shutil.rmtree(extra["context"].checkpoint_dir, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -26,7 +26,7 @@ from latentdd.export import MANIFEST_NAME, export_image_folder, load_image_folde
 from latentdd.io import atomic_write_json, atomic_write_text
 from latentdd.record import protocol_record
 from pipelines.baseline import random_real
-from pipelines.distill import LatentSpaceConfig, distill_to_folder, prepare_latent_space
+from pipelines.distill import DecoderConfig, LatentSpaceConfig, distill_to_folder, make_decoder, prepare_latent_space
 
 
 @dataclass(frozen=True)
@@ -99,12 +99,18 @@ def _check_use_weights(value, allow_none: bool = False) -> None:
 
 
 def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator: EvalConfig, out: Path,
-        *, progress: bool = True) -> list[dict]:
+        *, decoder: DecoderConfig | None = None, progress: bool = True) -> list[dict]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    save_resolved(out / "config.yaml", {"dataset": data, "latent": space, "run": config, "evaluator": evaluator})
+    decoder = decoder or DecoderConfig()
+    save_resolved(out / "config.yaml",
+                  {"dataset": data, "latent": space, "decoder": decoder, "run": config, "evaluator": evaluator})
     t0 = time.perf_counter()
     prepared = prepare_latent_space(data, space, progress=progress)
+    renderer, decoder_record = make_decoder(decoder, prepared, space.cache_dir, progress=progress)
+    # Folders rendered by the plain VAE before decoders were configurable keep their request (and reports).
+    decoder_request = None if decoder.name == "vae" else dataclasses.asdict(decoder) | {
+        "prior": decoder_record.get("prior")}
     mean, std = channel_stats(prepared.train)
     flip = dataset_info(data.name).flip_augment
     evaluate = partial(_evaluate, test=prepared.test, evaluator=evaluator, mean=mean, std=std, flip=flip,
@@ -113,10 +119,11 @@ def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator
     for ipc in config.ipcs:
         for spec in config.specs():
             folder = out / f"{spec.label}_ipc{ipc}"
-            request = _distill_request(spec, ipc, config.seed, prepared.record["vae"])
+            request = _distill_request(spec, ipc, config.seed, prepared.record["vae"], decoder_request)
             if _stored_request(folder) != request:
                 distill_to_folder(prepared, spec.method, ipc, config.seed, folder, params=spec.params,
-                                  overwrite=True, request=request)
+                                  overwrite=True, request=request, decoder=renderer, decoder_record=decoder_record,
+                                  progress=progress)
             extras = json.loads((folder / "distill.json").read_text())["extras"]
             for use_weights in config.weight_modes(spec):
                 row = evaluate(folder / "images", spec.label, ipc, use_weights=use_weights)
@@ -137,11 +144,14 @@ def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator
     return rows
 
 
-def _distill_request(spec: MethodSpec, ipc: int, seed: int, vae: dict) -> dict:
+def _distill_request(spec: MethodSpec, ipc: int, seed: int, vae: dict, decoder: dict | None = None) -> dict:
     """Everything a distilled folder depends on, in JSON form (compared on resume)."""
     params = distiller_params(spec.method) | spec.params
     vae = {k: v for k, v in vae.items() if k != "fit_report"}  # the fit report says whether it was cached
-    return json.loads(json.dumps({"method": spec.method, "params": params, "ipc": ipc, "seed": seed, "vae": vae}))
+    request = {"method": spec.method, "params": params, "ipc": ipc, "seed": seed, "vae": vae}
+    if decoder is not None:
+        request["decoder"] = decoder
+    return json.loads(json.dumps(request))
 
 
 def _stored_request(folder: Path) -> dict | None:

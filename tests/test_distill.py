@@ -314,11 +314,16 @@ def test_coresets_record_global_indices_on_interleaved_labels():
 # Every registered distiller.
 
 
+# Parameters that keep the optimising distillers to a few cheap iterations in tests.
+FAST = {name: {"iterations": 3, "width": 8, "pool_start": 1, "batch_real": 6, "net_batch": 8, "train_steps": 1}
+        for name in ("bacon", "idm")}
+
+
 @pytest.mark.parametrize("name", list(DISTILLERS))
 def test_every_distiller_shapes_labels_weights_and_determinism(name):
     rng = np.random.default_rng(5)
     latents = as_latents([rng.normal(size=(n, 8)) + 5 * k for k, n in enumerate([12, 20, 15])])
-    distiller = make_distiller(name)
+    distiller = make_distiller(name, **FAST.get(name, {}))
     assert isinstance(distiller, Distiller) and distiller.name == name
     syn = distiller.distill(latents, 4, seed=3)
     assert syn.latents.shape == (12, *SHAPE) and syn.latents.dtype == torch.float32
@@ -367,7 +372,7 @@ def test_empty_class_nan_and_bad_ipc_are_refused():
 
 
 def test_registry_lists_distillers_and_their_parameters():
-    assert list(DISTILLERS) == ["kmeans", "kmeans-online", "random", "herding", "kcenter"]
+    assert list(DISTILLERS) == ["kmeans", "kmeans-online", "random", "herding", "kcenter", "bacon", "idm"]
     assert distiller_params("kmeans") == {"backend": "auto", "niter": 100, "restarts": 1,
                                           "weights_mode": "mass", "medoid": False}
     assert distiller_params("herding") == {}

@@ -160,3 +160,26 @@ def test_run_config_errors_are_actionable(tmp_path, common, capsys):
     for methods, needle in [("kmeans,nope", "unknown distiller 'nope'"), ("kmeans,kmeans", "labels must be distinct")]:
         assert main(["run", *common, "--methods", methods, "--ipc", "2", "--out", str(tmp_path / "x")]) == 2
         assert needle in capsys.readouterr().err
+
+
+def test_distill_with_the_diffusion_decoder_records_it(tmp_path, common):
+    out = tmp_path / "diffusion"
+    prior = ["--prior-set", "block_out_channels=[8, 16]", "--prior-set", "norm_num_groups=4",
+             "--prior-set", "attention_head_dim=8", "--prior-set", "max_steps=5"]
+    assert main(["distill", *common, "--method", "kmeans", "--ipc", "2", "--decoder", "diffusion", "--steps", "4",
+                 "--strength", "0.5", *prior, "--out", str(out)]) == 0
+    record = json.loads((out / "distill.json").read_text())["record"]
+    assert record["decoder"]["name"] == "diffusion" and record["decoder"]["prior"].startswith("prior:")
+    assert record["decoder"]["prior_fit"]["steps"] == 5
+    assert len(list((out / "images").glob("*/*.png"))) == 20
+
+
+def test_distill_bacon_through_the_cli_in_pixel_space(tmp_path, common):
+    out = tmp_path / "bacon"
+    params = ["iterations=2", "width=8", "pool_start=1", "batch_real=4", "net_batch=8", "train_steps=1",
+              "embedding=pixel"]
+    assert main(["distill", *common, "--method", "bacon", "--ipc", "1", *sum([["--param", p] for p in params], []),
+                 "--out", str(out)]) == 0
+    distilled = json.loads((out / "distill.json").read_text())
+    assert distilled["params"]["embedding"] == "pixel" and distilled["extras"]["iterations"] == 2
+    assert not (tmp_path / "bacon.checkpoint").exists()  # removed once the folder is written

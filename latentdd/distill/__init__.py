@@ -1,17 +1,26 @@
 """Distillers: `Latents` -> `SyntheticLatents` (IPC latents per class).
 
 Importing this package registers every distiller in `DISTILLERS`, in this order:
-kmeans, kmeans-online (quantize.py), random, herding, kcenter (coreset.py).
+kmeans, kmeans-online (quantize.py), random, herding, kcenter (coreset.py), bacon, idm
+(bacon.py).
 
     from latentdd.distill import make_distiller
     synthetic = make_distiller("kmeans", weights_mode="sqrt").distill(latents, ipc=10, seed=0)
 """
 
-from latentdd.distill.base import DISTILLERS, Distiller, distiller_params, make_distiller, register_distiller
+from latentdd.distill.base import (
+    DISTILLERS,
+    DistillContext,
+    Distiller,
+    distiller_params,
+    make_distiller,
+    register_distiller,
+)
 
 # Distiller modules register themselves on import; the order here is the order of DISTILLERS.
 from latentdd.distill import quantize as _quantize  # noqa: E402,F401  kmeans, kmeans-online
 from latentdd.distill import coreset as _coreset  # noqa: E402,F401  random, herding, kcenter
+from latentdd.distill import bacon as _bacon  # noqa: E402,F401  bacon, idm
 
 from latentdd.distill.coreset import (  # noqa: E402
     HerdingDistiller,
@@ -32,6 +41,7 @@ from latentdd.distill.quantize import (  # noqa: E402
 
 __all__ = [
     "DISTILLERS",
+    "DistillContext",
     "Distiller",
     "HerdingDistiller",
     "KCenterDistiller",

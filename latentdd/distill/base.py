@@ -16,6 +16,9 @@ depends only on (seed, k, that class's latents, the parameters).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
@@ -34,6 +37,21 @@ class Distiller(Protocol):
     def distill(self, latents: Latents, ipc: int, *, seed: int) -> SyntheticLatents:
         """`ipc` synthetic latents per class -> SyntheticLatents of (K*ipc, c, h, w) float32."""
         ...
+
+
+@dataclass
+class DistillContext:
+    """What a distiller with `uses_context = True` may receive beyond the latents.
+
+    decode: (B, c, h, w) latents -> (B, C, H, W) images in [0, 1] at the dataset's shape,
+        differentiable (the frozen VAE decoder and the input adapter's inverse).
+    checkpoint_dir: where a long optimisation checkpoints and resumes from (None: never).
+    progress: show a progress bar.
+    """
+
+    decode: Callable[[torch.Tensor], torch.Tensor] | None = None
+    checkpoint_dir: str | Path | None = None
+    progress: bool = False
 
 
 DISTILLERS: dict[str, type] = {}
