@@ -40,6 +40,11 @@ EXAMPLES = {
         "examples:\n  latentdd run                                  # configs/fashion_mnist.yaml defaults\n"
         "  latentdd run --config configs/fashion_mnist.yaml --num-eval 3 --out runs/fmnist_n3"
     ),
+    "compare": (
+        "examples:\n  latentdd compare --dataset fashion_mnist --methods bacon,kmeans,idm,random,herding --ipc 1,10 "
+        "--num-eval 3 --out runs/compare\n"
+        "  latentdd compare --config configs/compare_fashion_mnist.yaml"
+    ),
     "calibrate": (
         "examples:\n  latentdd calibrate --out runs/calibration\n"
         "  latentdd calibrate --config configs/calibrate_fashion_mnist.yaml --out runs/calibration"
@@ -369,6 +374,28 @@ def cmd_run(args, raw) -> int:
     return 0
 
 
+def cmd_compare(args, raw) -> int:
+    from pipelines.compare import compare
+    from pipelines.run import RunConfig
+
+    data = _data_config(args, raw)
+    space = _latent_config(args, raw)
+    decoder = _decoder_config(args, raw)
+    evaluator, _ = _eval_config(args, {"evaluator": {"num_eval": 3, **(raw.get("evaluator") or {})}})
+    section = {"methods": ["bacon", "kmeans", "idm", "random", "herding"], "ipcs": [1, 10],
+               **dict(raw.get("run") or {})}
+    if args.methods:
+        section["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if args.ipc:
+        section["ipcs"] = [int(v) for v in args.ipc.split(",")]
+    config = build(RunConfig, section, section="run")
+    out = Path(args.out or raw.get("out") or f"runs/{data.name}_compare")
+    compare(data, space, config, evaluator, out, decoder=decoder, progress=not args.quiet)
+    print((out / "results.md").read_text())
+    print(f"also in {out}: results.csv, accuracy_vs_ipc.png, grid_<method>.png, and each method's folder")
+    return 0
+
+
 def cmd_calibrate(args, raw) -> int:
     from pipelines.calibrate import CalibrateConfig, run_calibration
 
@@ -458,6 +485,16 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--ipc", help="comma-separated IPCs (default 10)")
     p.add_argument("--out", help="output folder (default runs/<dataset>); re-running resumes")
     p.set_defaults(func=cmd_run)
+
+    p = add("compare", "Several distillers on the same latents, decoder and evaluator: table, CSV, plot, image grids.")
+    _add_data_args(p)
+    _add_latent_args(p)
+    _add_eval_args(p)
+    _add_decoder_args(p)
+    p.add_argument("--methods", help="comma-separated distillers (default bacon,kmeans,idm,random,herding)")
+    p.add_argument("--ipc", help="comma-separated IPCs (default 1,10)")
+    p.add_argument("--out", help="output folder (default runs/<dataset>_compare); re-running resumes")
+    p.set_defaults(func=cmd_compare)
 
     p = add("calibrate", "Reproduce the published random-real and full-data accuracies (the ruler's check).")
     _add_data_args(p)

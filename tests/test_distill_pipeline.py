@@ -183,3 +183,34 @@ def test_distill_bacon_through_the_cli_in_pixel_space(tmp_path, common):
     distilled = json.loads((out / "distill.json").read_text())
     assert distilled["params"]["embedding"] == "pixel" and distilled["extras"]["iterations"] == 2
     assert not (tmp_path / "bacon.checkpoint").exists()  # removed once the folder is written
+
+
+def test_compare_writes_table_csv_plot_grids_and_resumes(tmp_path, common, monkeypatch):
+    config = tmp_path / "compare.yaml"
+    config.write_text(yaml.safe_dump({
+        "run": {"methods": [{"method": "bacon", "label": "bacon", "params": {
+            "iterations": 2, "width": 8, "pool_start": 1, "batch_real": 4, "net_batch": 8, "train_steps": 1}},
+            "kmeans", "random"], "ipcs": [1, 2]},
+        "evaluator": {"epochs": 1, "width": 8, "compile": "off", "num_eval": 1},
+    }))
+    out = tmp_path / "compare"
+    args = ["compare", "--config", str(config), *common, "--out", str(out)]
+    assert main(args) == 0
+    import csv
+
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [(r["method"], r["ipc"]) for r in rows] == [
+        ("bacon", "1"), ("kmeans", "1"), ("random", "1"), ("random-real (pixels)", "1"),
+        ("bacon", "2"), ("kmeans + weights", "2"), ("random", "2"), ("random-real (pixels)", "2")]
+    assert float(rows[0]["distill_s"]) > 0 and float(rows[0]["evaluate_s"]) > 0
+    assert "| bacon | 1 |" in (out / "results.md").read_text()
+    for name in ("accuracy_vs_ipc.png", "grid_bacon.png", "grid_kmeans.png", "grid_random.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+
+    assert Image.open(out / "grid_kmeans.png").size == (10 * 9 + 1, 10 * 9 + 1)  # 10 classes x 10 slots of 8 px
+    from pipelines import run as run_module
+
+    monkeypatch.setattr(run_module, "evaluate_synthetic", lambda *a, **k: pytest.fail("evaluated again"))
+    monkeypatch.setattr(run_module, "distill_to_folder", lambda *a, **k: pytest.fail("distilled again"))
+    assert main(args) == 0
