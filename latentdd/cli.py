@@ -355,20 +355,29 @@ def cmd_distill(args, raw) -> int:
     return 0
 
 
-def cmd_run(args, raw) -> int:
-    from pipelines.run import RunConfig, run
+def _run_setup(args, raw, *, num_eval: int, run_defaults: dict, out_default: str):
+    """The shared inputs of `run` and `compare` -> (data, space, decoder, evaluator, RunConfig, out)."""
+    from pipelines.run import RunConfig
 
     data = _data_config(args, raw)
     space = _latent_config(args, raw)
     decoder = _decoder_config(args, raw)
-    evaluator, _ = _eval_config(args, {"evaluator": {"num_eval": 1, **(raw.get("evaluator") or {})}})
-    section = dict(raw.get("run") or {})
+    evaluator, _ = _eval_config(args, {"evaluator": {"num_eval": num_eval, **(raw.get("evaluator") or {})}})
+    section = run_defaults | dict(raw.get("run") or {})
     if args.methods:
         section["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
     if args.ipc:
         section["ipcs"] = [int(v) for v in args.ipc.split(",")]
     config = build(RunConfig, section, section="run")
-    out = Path(args.out or raw.get("out") or f"runs/{data.name}")
+    out = Path(args.out or raw.get("out") or out_default.format(dataset=data.name))
+    return data, space, decoder, evaluator, config, out
+
+
+def cmd_run(args, raw) -> int:
+    from pipelines.run import run
+
+    data, space, decoder, evaluator, config, out = _run_setup(args, raw, num_eval=1, run_defaults={},
+                                                              out_default="runs/{dataset}")
     run(data, space, config, evaluator, out, decoder=decoder, progress=not args.quiet)
     print((out / "results.md").read_text())
     return 0
@@ -376,20 +385,10 @@ def cmd_run(args, raw) -> int:
 
 def cmd_compare(args, raw) -> int:
     from pipelines.compare import compare
-    from pipelines.run import RunConfig
 
-    data = _data_config(args, raw)
-    space = _latent_config(args, raw)
-    decoder = _decoder_config(args, raw)
-    evaluator, _ = _eval_config(args, {"evaluator": {"num_eval": 3, **(raw.get("evaluator") or {})}})
-    section = {"methods": ["bacon", "kmeans", "idm", "random", "herding"], "ipcs": [1, 10],
-               **dict(raw.get("run") or {})}
-    if args.methods:
-        section["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if args.ipc:
-        section["ipcs"] = [int(v) for v in args.ipc.split(",")]
-    config = build(RunConfig, section, section="run")
-    out = Path(args.out or raw.get("out") or f"runs/{data.name}_compare")
+    defaults = {"methods": ["bacon", "kmeans", "idm", "random", "herding"], "ipcs": [1, 10]}
+    data, space, decoder, evaluator, config, out = _run_setup(args, raw, num_eval=3, run_defaults=defaults,
+                                                              out_default="runs/{dataset}_compare")
     compare(data, space, config, evaluator, out, decoder=decoder, progress=not args.quiet)
     print((out / "results.md").read_text())
     print(f"also in {out}: results.csv, accuracy_vs_ipc.png, grid_<method>.png, and each method's folder")
@@ -476,25 +475,21 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_distill)
 
-    p = add("run", "The main job: fit/load the VAE, encode, distil, render, evaluate next to random real, tabulate.")
-    _add_data_args(p)
-    _add_latent_args(p)
-    _add_eval_args(p)
-    _add_decoder_args(p)
-    p.add_argument("--methods", help="comma-separated distillers (default kmeans,random)")
-    p.add_argument("--ipc", help="comma-separated IPCs (default 10)")
-    p.add_argument("--out", help="output folder (default runs/<dataset>); re-running resumes")
-    p.set_defaults(func=cmd_run)
-
-    p = add("compare", "Several distillers on the same latents, decoder and evaluator: table, CSV, plot, image grids.")
-    _add_data_args(p)
-    _add_latent_args(p)
-    _add_eval_args(p)
-    _add_decoder_args(p)
-    p.add_argument("--methods", help="comma-separated distillers (default bacon,kmeans,idm,random,herding)")
-    p.add_argument("--ipc", help="comma-separated IPCs (default 1,10)")
-    p.add_argument("--out", help="output folder (default runs/<dataset>_compare); re-running resumes")
-    p.set_defaults(func=cmd_compare)
+    for command, about, methods, ipcs, out, func in (
+        ("run", "The main job: fit/load the VAE, encode, distil, render, evaluate next to random real, tabulate.",
+         "kmeans,random", "10", "runs/<dataset>", cmd_run),
+        ("compare", "Several distillers on the same latents, decoder and evaluator: table, CSV, plot, image grids.",
+         "bacon,kmeans,idm,random,herding", "1,10", "runs/<dataset>_compare", cmd_compare),
+    ):
+        p = add(command, about)
+        _add_data_args(p)
+        _add_latent_args(p)
+        _add_eval_args(p)
+        _add_decoder_args(p)
+        p.add_argument("--methods", help=f"comma-separated distillers (default {methods})")
+        p.add_argument("--ipc", help=f"comma-separated IPCs (default {ipcs})")
+        p.add_argument("--out", help=f"output folder (default {out}); re-running resumes")
+        p.set_defaults(func=func)
 
     p = add("calibrate", "Reproduce the published random-real and full-data accuracies (the ruler's check).")
     _add_data_args(p)
