@@ -44,6 +44,7 @@ __all__ = [
     "class_folder_name",
     "class_folder_names",
     "export_image_folder",
+    "image_grid",
     "load_image_folder",
     "read_manifest",
 ]
@@ -155,6 +156,21 @@ def export_image_folder(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def image_grid(synthetic: SyntheticImages, max_per_class: int = 10) -> bytes:
+    """PNG bytes of a synthetic set: a row per class, its first `max_per_class` images (white
+    padding where a class has fewer), 1 px grey gaps."""
+    from torchvision.utils import make_grid
+
+    rows = []
+    for k in range(len(synthetic.class_names)):
+        x = synthetic.images[synthetic.labels == k][:max_per_class]  # (n, C, H, W)
+        rows.append(torch.cat([x, x.new_ones(max_per_class - len(x), *x.shape[1:])]))
+    grid = make_grid(torch.cat(rows), nrow=max_per_class, padding=1, pad_value=0.5)  # (3, H', W')
+    buffer = io.BytesIO()
+    Image.fromarray((grid.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def read_manifest(path: Path | str) -> dict:

@@ -17,11 +17,10 @@ import io
 import json
 from pathlib import Path
 
-import torch
 
 from latentdd.config import DataConfig
 from latentdd.evaluate.trainer import EvalConfig
-from latentdd.export import load_image_folder, read_manifest
+from latentdd.export import image_grid, load_image_folder, read_manifest
 from latentdd.io import atomic_write_bytes, atomic_write_text
 from latentdd.published import published
 from pipelines.distill import DecoderConfig, LatentSpaceConfig
@@ -46,7 +45,8 @@ def compare(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evalu
     atomic_write_bytes(out / "accuracy_vs_ipc.png", accuracy_plot(rows, data.name))
     for spec in config.specs():
         folder = out / f"{spec.label}_ipc{max(config.ipcs)}" / "images"
-        atomic_write_bytes(out / f"grid_{spec.label}.png", image_grid(folder))
+        synthetic = load_image_folder(folder, class_names=list(read_manifest(folder)["class_names"]))
+        atomic_write_bytes(out / f"grid_{spec.label}.png", image_grid(synthetic))
     return rows
 
 
@@ -99,22 +99,4 @@ def accuracy_plot(rows: list[dict], dataset: str) -> bytes:
     fig.tight_layout()
     fig.savefig(buffer, format="png")
     plt.close(fig)
-    return buffer.getvalue()
-
-
-def image_grid(images: Path, max_per_class: int = 10) -> bytes:
-    """PNG bytes of an image folder: a row per class, at most `max_per_class` images each."""
-    from torchvision.utils import make_grid
-
-    names = list(read_manifest(images)["class_names"])
-    synthetic = load_image_folder(images, class_names=names)
-    rows = []
-    for k in range(len(names)):
-        x = synthetic.images[synthetic.labels == k][:max_per_class]  # (n, C, H, W)
-        rows.append(torch.cat([x, x.new_ones(max_per_class - len(x), *x.shape[1:])]))  # white padding
-    grid = make_grid(torch.cat(rows), nrow=max_per_class, padding=1, pad_value=0.5)  # (3, H', W')
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray((grid.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()).save(buffer, format="PNG")
     return buffer.getvalue()

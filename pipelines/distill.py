@@ -21,7 +21,7 @@ from latentdd.config import DataConfig, save_resolved
 from latentdd.data import LabelledImages
 from latentdd.diffusion_render import DiffusionDecoder
 from latentdd.errors import DataError, LatentDDError
-from latentdd.export import export_image_folder
+from latentdd.export import export_image_folder, image_grid
 from latentdd.io import atomic_write_json, replace_dir
 from latentdd.latents.cache import CacheConfig, MANIFEST, encode_split, load_latents, write_manifest
 from latentdd.latents.types import Latents, SyntheticLatents
@@ -150,6 +150,7 @@ def distill_to_folder(
 
     out/images: the image folder (+ manifest with the protocol record so far);
     out/latents.safetensors: latents (M, c, h, w), labels (M,), weights (M,) if any;
+    out/grid.png: the images, a row per class;
     out/distill.json: method, parameters, extras (quantization errors, indices, ...) and
     `request`, what the caller asked for (compared by `latentdd run` on resume).
     Written into a temporary sibling folder and renamed into place.
@@ -183,6 +184,7 @@ def distill_to_folder(
     tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
     try:
         export_image_folder(images, tmp / "images", record=record)
+        (tmp / "grid.png").write_bytes(image_grid(images))  # a row per class, for a look at a glance
         tensors = {"latents": synthetic.latents.contiguous(), "labels": synthetic.labels}
         if synthetic.weights is not None:
             tensors["weights"] = synthetic.weights

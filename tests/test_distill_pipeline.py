@@ -25,6 +25,9 @@ def test_distill_writes_images_latents_and_record(tmp_path, common, capsys):
     out = tmp_path / "kmeans"
     assert main(["distill", *common, "--method", "kmeans", "--ipc", "2", "--seed", "0", "--out", str(out)]) == 0
     assert len(list((out / "images").glob("*/*.png"))) == 20
+    from PIL import Image
+
+    assert Image.open(out / "grid.png").size == (10 * 9 + 1, 10 * 9 + 1)  # 10 classes x 10 slots of 8 px
     tensors = load_file(str(out / "latents.safetensors"))
     assert tensors["latents"].shape == (20, 2, 4, 4) and tensors["labels"].tolist() == sum([[k] * 2 for k in range(10)], [])
     weights = tensors["weights"].view(10, 2).sum(1)
