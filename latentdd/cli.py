@@ -62,6 +62,8 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
                    help="how to reach --image-size (default pad)")
     g.add_argument("--download", dest="data_download", action="store_true", default=None,
                    help="let torchvision download cifar10/cifar100/svhn")
+    g.add_argument("--validation", dest="data_validation", type=float,
+                   help="hold this fraction of each class of train out as the val split (e.g. 0.1; default 0)")
 
 
 def _section(args: argparse.Namespace, prefix: str) -> dict:
@@ -368,6 +370,8 @@ def _run_setup(args, raw, *, num_eval: int, run_defaults: dict, out_default: str
         section["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
     if args.ipc:
         section["ipcs"] = [int(v) for v in args.ipc.split(",")]
+    if args.run_eval_split:
+        section["eval_split"] = args.run_eval_split
     config = build(RunConfig, section, section="run")
     out = Path(args.out or raw.get("out") or out_default.format(dataset=data.name))
     return data, space, decoder, evaluator, config, out
@@ -488,6 +492,8 @@ def make_parser() -> argparse.ArgumentParser:
         _add_decoder_args(p)
         p.add_argument("--methods", help=f"comma-separated distillers (default {methods})")
         p.add_argument("--ipc", help=f"comma-separated IPCs (default {ipcs})")
+        p.add_argument("--eval-split", dest="run_eval_split", choices=("test", "val"),
+                       help="evaluate on the test split (default) or the val split (needs --validation)")
         p.add_argument("--out", help=f"output folder (default {out}); re-running resumes")
         p.set_defaults(func=func)
 

@@ -29,13 +29,30 @@ class DataConfig:
     channels: int | None = None  # None: native channels
     resize: str = "pad"  # pad | resize | center_crop, when image_size differs from native
     download: bool = False  # torchvision datasets only, and only when asked
+    # Fraction of each class of the train split held out as the "val" split (fixed,
+    # stratified, seed 0); "train" is then the rest. For choosing settings without ever
+    # looking at the test split. 0: no validation split.
+    validation: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.validation < 1.0:
+            raise DataError(f"dataset.validation must lie in [0, 1); got {self.validation!r}")
 
     def load(self, split: str):
-        """Split `split` of this dataset, with this config's size, channels and root."""
+        """Split `split` (train, test, or val when `validation` > 0) with this config's size, channels and root."""
         from latentdd.data import load_dataset
+        from latentdd.data.base import split_rows
+        from latentdd.data.select import stratified_split
 
-        return load_dataset(self.name, split, root=self.root, image_size=self.image_size, channels=self.channels,
-                            resize=self.resize, download=self.download)
+        if split == "val" and not self.validation:
+            raise DataError("there is no val split: set dataset.validation (e.g. 0.1) to hold one out of train")
+        load = lambda name: load_dataset(self.name, name, root=self.root, image_size=self.image_size,  # noqa: E731
+                                         channels=self.channels, resize=self.resize, download=self.download)
+        if split not in ("train", "val") or not self.validation:
+            return load(split)
+        train = load("train")
+        keep, held = stratified_split(train.labels.numpy(), self.validation, seed=0)
+        return split_rows(train, keep if split == "train" else held, split)
 
 
 def load_yaml(path: str | Path | None) -> dict[str, Any]:

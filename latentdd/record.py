@@ -27,8 +27,12 @@ def library_versions() -> dict[str, str]:
 
 def dataset_record(data, train, test) -> dict:
     """The dataset part of a record: `data` a DataConfig, `train`/`test` its loaded splits."""
-    return {"name": data.name, "train_split": f"train ({len(train)} images)", "test_split": f"test ({len(test)} images)",
-            "image_shape": list(train.load([0]).shape[1:]), "resize": data.resize, "source": getattr(train, "source", "")}
+    record = {"name": data.name, "train_split": f"train ({len(train)} images)",
+              "test_split": f"test ({len(test)} images)", "image_shape": list(train.load([0]).shape[1:]),
+              "resize": data.resize, "source": getattr(train, "source", "")}
+    if getattr(data, "validation", 0):  # train is the rest after holding out the val split
+        record["validation"] = f"{data.validation} of each class of the train split held out as val (seed 0)"
+    return record
 
 
 def protocol_record(

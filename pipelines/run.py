@@ -69,6 +69,8 @@ class RunConfig:
 
     use_weights: true evaluates weighted methods (kmeans) with their weights, false
     without, "both" gives one row each.
+    eval_split: "test", or "val" (the split `dataset.validation` holds out of train) for
+        choosing settings (decoder strength, guidance, iterations) without the test split.
     """
 
     methods: list = field(default_factory=lambda: ["kmeans", "random"])
@@ -76,9 +78,12 @@ class RunConfig:
     seed: int = 0
     use_weights: bool | str = True
     random_real: bool = True  # the pixel-space random-real baseline, same protocol
+    eval_split: str = "test"
 
     def __post_init__(self) -> None:
         _check_use_weights(self.use_weights)
+        if self.eval_split not in ("test", "val"):
+            raise DataError(f"run.eval_split must be test or val; got {self.eval_split!r}")
         if not self.ipcs or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in self.ipcs):
             raise DataError(f"run.ipcs must be a list of positive integers; got {self.ipcs!r}")
         labels = [spec.label for spec in self.specs()]
@@ -113,7 +118,8 @@ def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator
         "prior": decoder_record.get("prior")}
     mean, std = channel_stats(prepared.train)
     flip = dataset_info(data.name).flip_augment
-    evaluate = partial(_evaluate, test=prepared.test, evaluator=evaluator, mean=mean, std=std, flip=flip,
+    held_out = prepared.test if config.eval_split == "test" else data.load("val")
+    evaluate = partial(_evaluate, test=held_out, evaluator=evaluator, mean=mean, std=std, flip=flip,
                        reports=out / "reports", progress=progress)
     rows = []
     for ipc in config.ipcs:
@@ -139,7 +145,8 @@ def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator
                 export_image_folder(subset, folder, record=record, overwrite=True)
             rows.append(evaluate(folder, "random-real (pixels)", ipc, use_weights=False) | {"quantization_error": None})
     atomic_write_json(out / "results.json", rows)
-    table = results_markdown(rows, data.name, evaluator, prepared.record["vae"], time.perf_counter() - t0)
+    table = results_markdown(rows, data.name, evaluator, prepared.record["vae"], time.perf_counter() - t0,
+                             eval_split=f"{config.eval_split} ({len(held_out)} images)")
     atomic_write_text(out / "results.md", table)
     return rows
 
@@ -167,13 +174,20 @@ def _evaluate(images: Path, label: str, ipc: int, *, use_weights: bool, test, ev
     weights = synthetic.weights
     weighted = use_weights and weights is not None and not bool((weights == weights[0]).all())
     folder = images.parent if images.name == "images" else images
-    path = reports / f"{folder.name}{'_weighted' if weighted else ''}.json"
+    split = getattr(test, "split", "test")
+    on_val = split == "val"  # val reports sit beside the test ones, never in their place
+    path = reports / f"{folder.name}{'_weighted' if weighted else ''}{'_val' if on_val else ''}.json"
     cfg = replace(evaluator, use_weights=weighted)
-    inputs = json.loads(json.dumps({"evaluator": dataclasses.asdict(cfg),
-                                    "manifest_sha256": hashlib.sha256((images / MANIFEST_NAME).read_bytes()).hexdigest()}))
+    inputs = {"evaluator": dataclasses.asdict(cfg),
+              "manifest_sha256": hashlib.sha256((images / MANIFEST_NAME).read_bytes()).hexdigest()}
+    if on_val:
+        inputs["evaluated_on"] = f"val ({len(test)} images)"
+    inputs = json.loads(json.dumps(inputs))
     report = json.loads(path.read_text()) if path.exists() else {}
     if report.get("inputs") != inputs:
         record = read_manifest(images).get("record") or {}
+        if on_val:
+            record.setdefault("dataset", {})["evaluated_on"] = inputs["evaluated_on"]
         result = evaluate_synthetic(synthetic, test, cfg, mean=mean, std=std, flip=flip, record=record,
                                     progress=progress)
         report = result.to_dict() | {"inputs": inputs}
@@ -186,11 +200,13 @@ def _mean_or_none(values) -> float | None:
     return float(sum(values) / len(values)) if values else None
 
 
-def results_markdown(rows: list[dict], dataset: str, evaluator: EvalConfig, vae: dict, seconds: float) -> str:
+def results_markdown(rows: list[dict], dataset: str, evaluator: EvalConfig, vae: dict, seconds: float, *,
+                     eval_split: str = "test") -> str:
     lines = [f"# latentdd run: {dataset}", "",
              f"VAE `{vae.get('name')}` (latents {vae.get('latent_shape')}); evaluator {evaluator.model}, "
              f"{evaluator.epochs} epochs, {'DSA' if evaluator.dsa else 'no augmentation'}, "
-             f"{evaluator.num_eval} run(s) per set; full protocol records under reports/. "
+             f"{evaluator.num_eval} run(s) per set, accuracy on the {eval_split} split; "
+             "full protocol records under reports/. "
              "Latent W2: the class's latents to the set's nearest points, mean over classes.", "",
              "| method | IPC | test accuracy % (mean ± std, n) | latent W2 |", "|---|---|---|---|"]
     for r in rows:

@@ -217,3 +217,20 @@ def test_compare_writes_table_csv_plot_grids_and_resumes(tmp_path, common, monke
     monkeypatch.setattr(run_module, "evaluate_synthetic", lambda *a, **k: pytest.fail("evaluated again"))
     monkeypatch.setattr(run_module, "distill_to_folder", lambda *a, **k: pytest.fail("distilled again"))
     assert main(args) == 0
+
+
+def test_run_on_a_validation_split_held_out_of_train(tmp_path, common):
+    from latentdd.config import DataConfig
+
+    train, val = DataConfig(name="digits", validation=0.2).load("train"), DataConfig(name="digits", validation=0.2).load("val")
+    assert len(train) + len(val) == len(DataConfig(name="digits").load("train")) and val.split == "val"
+    assert torch.bincount(val.labels).min() >= 28  # about a fifth of each class (143-146 per class)
+    out = tmp_path / "run"
+    args = ["run", *common, "--validation", "0.2", "--eval-split", "val", "--methods", "random", "--ipc", "2",
+            "--epochs", "1", "--width", "8", "--compile", "off", "--out", str(out)]
+    assert main(args) == 0
+    report = json.loads((out / "reports" / "random_ipc2_val.json").read_text())
+    assert report["record"]["dataset"]["evaluated_on"] == f"val ({len(val)} images)"
+    assert "validation" in report["record"]["dataset"] and "accuracy on the val" in (out / "results.md").read_text()
+    assert main(["run", *common, "--eval-split", "val", "--methods", "random", "--ipc", "2", "--out",
+                 str(tmp_path / "x")]) == 2  # no val split without --validation

@@ -75,6 +75,36 @@ class ImageSet:
         return ImageSet(self.images[idx], self.labels[idx], list(self.class_names), self.name, self.split, self.source)
 
 
+class IndexedView:
+    """Rows `indices` of a streamed split (a LabelledImages without `subset`), loaded lazily."""
+
+    def __init__(self, base: LabelledImages, indices: torch.Tensor, split: str) -> None:
+        self.base, self.indices, self.split = base, torch.as_tensor(indices, dtype=torch.long), split
+        self.labels = base.labels[self.indices]
+        self.class_names = list(base.class_names)
+        self.name, self.source = getattr(base, "name", ""), getattr(base, "source", "")
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def load(self, indices: torch.Tensor | list[int]) -> torch.Tensor:
+        return self.base.load(self.indices[torch.as_tensor(indices, dtype=torch.long)])
+
+    def iter_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for start in range(0, len(self), batch_size):
+            stop = min(start + batch_size, len(self))
+            yield self.load(range(start, stop)), self.labels[start:stop]
+
+
+def split_rows(data: LabelledImages, indices, split: str) -> LabelledImages:
+    """Rows `indices` of `data` as a split of its own: an ImageSet in memory, else a lazy view."""
+    if isinstance(data, ImageSet):
+        part = data.subset(indices)
+        part.split = split
+        return part
+    return IndexedView(data, torch.as_tensor(indices), split)
+
+
 @dataclass
 class SyntheticImages(ImageSet):
     """A distilled (or baseline) set: images plus optional per-sample weights and soft labels.
