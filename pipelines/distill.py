@@ -146,7 +146,7 @@ def distill_to_folder(
     decoder_record: dict | None = None,
     progress: bool = False,
 ) -> Path:
-    """Distil `ipc` latents per class with `method`, render them with the VAE, write `out`.
+    """Distil `ipc` latents per class with `method`, render them (`decoder`, VAE decoding by default), write `out`.
 
     out/images: the image folder (+ manifest with the protocol record so far);
     out/latents.safetensors: latents (M, c, h, w), labels (M,), weights (M,) if any;

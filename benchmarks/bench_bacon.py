@@ -1,0 +1,59 @@
+"""BACON / IDM iterations per second for each embedding, side by side.
+
+Loads the cached latents of the fitted VAE (fitting / encoding first if missing, untimed),
+then times `--iterations` iterations of `make_distiller(method, embedding=...)` at
+`--ipc`, reference settings otherwise (real batch 256 per class, 5000 at IPC 1; pool
+training 2 nets x 10 steps of 256). The first embedding is the baseline of the ratio
+column; the last column compares with the public reference BACON code, which takes
+about 21 s per iteration on these 2 cores for Fashion-MNIST at IPC 10 (PROTOCOLS.md /
+the issue), i.e. 118 hours for its 20,000 iterations.
+
+    python benchmarks/bench_bacon.py                       # bacon, latent vs pixel, IPC 10, 10 iterations
+    python benchmarks/bench_bacon.py --method idm --ipc 1 --iterations 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from latentdd.config import DataConfig
+from latentdd.distill import DistillContext, make_distiller
+from pipelines.distill import LatentSpaceConfig, prepare_latent_space
+
+REFERENCE_SECONDS_PER_ITERATION = 21.0
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", default="fashion_mnist")
+    p.add_argument("--method", default="bacon", choices=("bacon", "idm"))
+    p.add_argument("--ipc", type=int, default=10)
+    p.add_argument("--iterations", type=int, default=10)
+    p.add_argument("--embeddings", nargs="+", default=["latent", "pixel"])
+    p.add_argument("--cache-dir", default="~/.cache/latentdd")
+    args = p.parse_args(argv)
+
+    space = prepare_latent_space(DataConfig(name=args.dataset), LatentSpaceConfig(cache_dir=args.cache_dir),
+                                 progress=False)
+    context = DistillContext(decode=lambda z: space.adapter.from_vae(space.vae.decode(z)))
+    print(f"{args.dataset}: {len(space.latents)} latents {tuple(space.latents.latent_shape)}, {args.method}, "
+          f"IPC {args.ipc}, {args.iterations} timed iterations, {torch.get_num_threads()} threads\n")
+    print(f"{'embedding':<10} {'s/iteration':>12} {'it/s':>8} {'vs first':>9} {'vs reference (21 s/it)':>24}")
+    base = None
+    for embedding in args.embeddings:
+        distiller = make_distiller(args.method, embedding=embedding, iterations=1)
+        distiller.distill(space.latents, args.ipc, seed=0, context=context)  # untimed: first-call allocations
+        distiller = make_distiller(args.method, embedding=embedding, iterations=args.iterations)
+        start = time.perf_counter()
+        distiller.distill(space.latents, args.ipc, seed=0, context=context)
+        per_it = (time.perf_counter() - start) / args.iterations
+        base = base or per_it
+        print(f"{embedding:<10} {per_it:>12.3f} {1 / per_it:>8.2f} {base / per_it:>8.2f}x "
+              f"{REFERENCE_SECONDS_PER_ITERATION / per_it:>23.1f}x")
+
+
+if __name__ == "__main__":
+    main()
