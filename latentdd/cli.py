@@ -285,16 +285,13 @@ def cmd_fit_vae(args, raw) -> int:
 
 
 def cmd_fit_prior(args, raw) -> int:
-    from latentdd.prior import FitPriorConfig, fit_prior
-    from pipelines.distill import prepare_latent_space
+    from pipelines.distill import load_or_fit_prior, prepare_latent_space
 
     data = _data_config(args, raw)
     space = _latent_config(args, raw)
     decoder = _decoder_config(args, raw)
     prepared = prepare_latent_space(data, space, progress=not args.quiet)
-    _, _, report = fit_prior(prepared.latents, FitPriorConfig(**decoder.prior),
-                             Path(space.cache_dir).expanduser() / "prior", progress=not args.quiet,
-                             device=prepared.vae.device)
+    _, _, report = load_or_fit_prior(decoder, prepared, space.cache_dir, progress=not args.quiet)
     where = "loaded from the cache" if report["cached"] else f"trained in {report['train_seconds']:.0f} s"
     print(f"{report['name']}: {report['num_parameters']} parameters, {report['num_classes']} classes + the null class, "
           f"latents {tuple(prepared.latents.latent_shape)}, {report['steps']} steps, final loss "

@@ -74,14 +74,19 @@ class DecoderConfig:
             raise DataError(f"decoder must be one of {', '.join(sorted(DECODERS))}; got {self.name!r}")
 
 
+def load_or_fit_prior(config: DecoderConfig, space: LatentSpace, cache_dir: str, *, progress: bool = True):
+    """The diffusion prior of `config.prior` fitted to space.latents (or loaded from cache_dir/prior)
+    -> (unet, scheduler, report)."""
+    return fit_prior(space.latents, FitPriorConfig(**config.prior), Path(cache_dir).expanduser() / "prior",
+                     progress=progress, device=space.vae.device)
+
+
 def make_decoder(config: DecoderConfig, space: LatentSpace, cache_dir: str, *, progress: bool = True):
     """(decoder, its protocol record); for diffusion, the prior is fitted to space.latents or loaded from its cache."""
     if config.name == "vae":
         decoder = VAEDecoder(space.vae, space.adapter, config.batch_size)
         return decoder, decoder.record()
-    unet, scheduler, report = fit_prior(space.latents, FitPriorConfig(**config.prior),
-                                        Path(cache_dir).expanduser() / "prior", progress=progress,
-                                        device=space.vae.device)
+    unet, scheduler, report = load_or_fit_prior(config, space, cache_dir, progress=progress)
     decoder = DiffusionDecoder(space.vae, space.adapter, unet, dict(scheduler.config), strength=config.strength,
                                num_inference_steps=config.num_inference_steps, guidance_scale=config.guidance_scale,
                                eta=config.eta, batch_size=config.batch_size, prior=report["name"])

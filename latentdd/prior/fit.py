@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from latentdd.errors import DataError, LatentDDError
 from latentdd.io import atomic_write_bytes, atomic_write_json
 from latentdd.latents.types import Latents
-from latentdd.vae.fit import learning_rate
+from latentdd.vae.fit import check_blocks, learning_rate
 
 # Bump when a change to this file makes the same config train a different prior.
 PRIOR_VERSION = 1
@@ -111,12 +111,7 @@ class FitPriorConfig:
     log_every: int = 50
 
     def __post_init__(self) -> None:
-        self.block_out_channels = tuple(int(c) for c in self.block_out_channels)
-        if not self.block_out_channels or any(c % self.norm_num_groups for c in self.block_out_channels):
-            raise DataError(
-                f"block_out_channels {self.block_out_channels} must be non-empty multiples of "
-                f"norm_num_groups {self.norm_num_groups}"
-            )
+        self.block_out_channels = check_blocks(self.block_out_channels, self.norm_num_groups, self.lr_schedule)
         if self.attention and any(c % self.attention_head_dim for c in self.block_out_channels[1:]):
             raise DataError(
                 f"block_out_channels {self.block_out_channels[1:]} (the attention blocks) must be multiples of "
@@ -124,8 +119,6 @@ class FitPriorConfig:
             )
         if self.beta_schedule not in ("linear", "scaled_linear", "squaredcos_cap_v2"):
             raise DataError(f"beta_schedule must be linear, scaled_linear or squaredcos_cap_v2; got {self.beta_schedule!r}")
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise DataError(f"lr_schedule must be 'constant' or 'cosine'; got {self.lr_schedule!r}")
         if not 0 <= self.label_dropout < 1:
             raise DataError(f"label_dropout must lie in [0, 1); got {self.label_dropout}")
         if not 0 <= self.ema_decay < 1:

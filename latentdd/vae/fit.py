@@ -41,6 +41,16 @@ _CHECKPOINT_FILE = "checkpoint.pt"
 _NOT_HASHED = ("checkpoint_every", "log_every")
 
 
+def check_blocks(block_out_channels, norm_num_groups: int, lr_schedule: str) -> tuple[int, ...]:
+    """The checks FitVAEConfig and FitPriorConfig share -> block_out_channels as a tuple of ints."""
+    blocks = tuple(int(c) for c in block_out_channels)
+    if not blocks or any(c % norm_num_groups for c in blocks):
+        raise DataError(f"block_out_channels {blocks} must be non-empty multiples of norm_num_groups {norm_num_groups}")
+    if lr_schedule not in ("constant", "cosine"):
+        raise DataError(f"lr_schedule must be 'constant' or 'cosine'; got {lr_schedule!r}")
+    return blocks
+
+
 @dataclass
 class FitVAEConfig:
     """How to fit the VAE. Defaults: a 0.24M-parameter AutoencoderKL, 28 px images zero-padded
@@ -81,18 +91,11 @@ class FitVAEConfig:
     scale_images: int = 10000
 
     def __post_init__(self) -> None:
-        self.block_out_channels = tuple(int(c) for c in self.block_out_channels)
-        if not self.block_out_channels or any(c % self.norm_num_groups for c in self.block_out_channels):
-            raise DataError(
-                f"block_out_channels {self.block_out_channels} must be non-empty multiples of "
-                f"norm_num_groups {self.norm_num_groups}"
-            )
+        self.block_out_channels = check_blocks(self.block_out_channels, self.norm_num_groups, self.lr_schedule)
         factor = 2 ** (len(self.block_out_channels) - 1)
         if self.image_size % factor:
             blocks = len(self.block_out_channels)
             raise DataError(f"image_size {self.image_size} must be a multiple of {factor} for {blocks} blocks")
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise DataError(f"lr_schedule must be 'constant' or 'cosine'; got {self.lr_schedule!r}")
         if self.batch_size < 1 or self.max_steps < 1 or self.lr <= 0 or self.kl_weight < 0:
             raise DataError("batch_size and max_steps must be >= 1, lr > 0 and kl_weight >= 0")
 
