@@ -369,6 +369,8 @@ def _run_setup(args, raw, *, num_eval: int, run_defaults: dict, out_default: str
         section["ipcs"] = [int(v) for v in args.ipc.split(",")]
     if args.run_eval_split:
         section["eval_split"] = args.run_eval_split
+    if args.latents_from:
+        section["latents_from"] = args.latents_from
     config = build(RunConfig, section, section="run")
     out = Path(args.out or raw.get("out") or out_default.format(dataset=data.name))
     return data, space, decoder, evaluator, config, out
@@ -491,6 +493,9 @@ def make_parser() -> argparse.ArgumentParser:
         p.add_argument("--ipc", help=f"comma-separated IPCs (default {ipcs})")
         p.add_argument("--eval-split", dest="run_eval_split", choices=("test", "val"),
                        help="evaluate on the test split (default) or the val split (needs --validation)")
+        p.add_argument("--latents-from", dest="latents_from", metavar="DIR",
+                       help="an earlier run's folder: render its synthetic latents where method, parameters, IPC, "
+                            "seed and VAE match, instead of distilling again (e.g. another --decoder)")
         p.add_argument("--out", help=f"output folder (default {out}); re-running resumes")
         p.set_defaults(func=func)
 

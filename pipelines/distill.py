@@ -136,6 +136,22 @@ def prepare_latent_space(data: DataConfig, space: LatentSpaceConfig, *, progress
     return LatentSpace(train, test, vae, adapter, latents, record, seconds)
 
 
+def load_synthetic(folder: Path, class_names: list[str]) -> tuple[SyntheticLatents, float]:
+    """The synthetic latents a `distill_to_folder` folder stores, and the seconds their distillation took."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / "distill.json").read_text())
+        tensors = load_file(str(folder / "latents.safetensors"))
+    except (OSError, ValueError) as err:
+        raise DataError(f"cannot read the synthetic latents in {folder}: {err}; distil them again "
+                        "(delete the folder or drop latents_from)") from err
+    synthetic = SyntheticLatents(tensors["latents"], tensors["labels"], class_names, meta["method"], meta["params"],
+                                 weights=tensors.get("weights"), extras=meta["extras"])
+    return synthetic, meta["record"]["stage_seconds"]["distill"]
+
+
 def distill_to_folder(
     space: LatentSpace,
     method: str,
@@ -149,6 +165,7 @@ def distill_to_folder(
     request: dict | None = None,
     decoder=None,
     decoder_record: dict | None = None,
+    latents_from: Path | None = None,
     progress: bool = False,
 ) -> Path:
     """Distil `ipc` latents per class with `method`, render them (`decoder`, VAE decoding by default), write `out`.
@@ -158,6 +175,9 @@ def distill_to_folder(
     out/grid.png: the images, a row per class;
     out/distill.json: method, parameters, extras (quantization errors, indices, ...) and
     `request`, what the caller asked for (compared by `latentdd run` on resume).
+    latents_from: a folder this function wrote earlier for the same method, parameters,
+    IPC, seed and latents (the caller checks): its synthetic latents are rendered again
+    instead of distilled again; the record keeps the original distill time.
     Written into a temporary sibling folder and renamed into place.
     """
     from safetensors.torch import save_file
@@ -168,13 +188,17 @@ def distill_to_folder(
     if out.exists() and not overwrite:
         raise LatentDDError(f"{out} already exists; choose another --out or pass --overwrite")
     t = time.perf_counter()
-    distiller = make_distiller(method, **(params or {}))
     extra = {}
-    if getattr(distiller, "uses_context", False):  # e.g. bacon: the decoder, checkpoints beside the output
-        extra["context"] = DistillContext(decode=lambda z: space.adapter.from_vae(space.vae.decode(z)),
-                                          checkpoint_dir=out.with_name(f"{out.name}.checkpoint"), progress=progress)
-    synthetic: SyntheticLatents = distiller.distill(space.latents, ipc, seed=seed, **extra)
-    distill_seconds = time.perf_counter() - t
+    if latents_from is not None:
+        synthetic, distill_seconds = load_synthetic(latents_from, list(space.latents.class_names))
+    else:
+        distiller = make_distiller(method, **(params or {}))
+        if getattr(distiller, "uses_context", False):  # e.g. bacon: the decoder, checkpoints beside the output
+            extra["context"] = DistillContext(decode=lambda z: space.adapter.from_vae(space.vae.decode(z)),
+                                              checkpoint_dir=out.with_name(f"{out.name}.checkpoint"),
+                                              progress=progress)
+        synthetic: SyntheticLatents = distiller.distill(space.latents, ipc, seed=seed, **extra)
+        distill_seconds = time.perf_counter() - t
     t = time.perf_counter()
     decoder = decoder or VAEDecoder(space.vae, space.adapter)
     images = decoder.render(synthetic, seed=seed)
@@ -185,6 +209,8 @@ def distill_to_folder(
         evaluator={}, num_eval=0, seeds=[seed],
         stage_seconds={**space.seconds, "distill": distill_seconds, "render": render_seconds},
     )
+    if latents_from is not None:
+        record["method"]["latents_from"] = str(latents_from)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
     try:

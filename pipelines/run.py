@@ -71,6 +71,10 @@ class RunConfig:
     without, "both" gives one row each.
     eval_split: "test", or "val" (the split `dataset.validation` holds out of train) for
         choosing settings (decoder strength, guidance, iterations) without the test split.
+    latents_from: an earlier run's folder; where it holds a method's latents made with the
+        same method, parameters, IPC, seed and VAE, they are rendered again (with this run's
+        decoder) instead of distilled again. A folder of this run whose decoder changed is
+        reused the same way.
     """
 
     methods: list = field(default_factory=lambda: ["kmeans", "random"])
@@ -79,6 +83,7 @@ class RunConfig:
     use_weights: bool | str = True
     random_real: bool = True  # the pixel-space random-real baseline, same protocol
     eval_split: str = "test"
+    latents_from: str | None = None
 
     def __post_init__(self) -> None:
         _check_use_weights(self.use_weights)
@@ -127,9 +132,10 @@ def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator
             folder = out / f"{spec.label}_ipc{ipc}"
             request = _distill_request(spec, ipc, config.seed, prepared.record["vae"], decoder_request)
             if _stored_request(folder) != request:
+                candidates = [folder] + ([Path(config.latents_from) / folder.name] if config.latents_from else [])
                 distill_to_folder(prepared, spec.method, ipc, config.seed, folder, params=spec.params,
                                   overwrite=True, request=request, decoder=renderer, decoder_record=decoder_record,
-                                  progress=progress)
+                                  latents_from=_same_latents(request, candidates), progress=progress)
             extras = json.loads((folder / "distill.json").read_text())["extras"]
             for use_weights in config.weight_modes(spec):
                 row = evaluate(folder / "images", spec.label, ipc, use_weights=use_weights)
@@ -159,6 +165,17 @@ def _distill_request(spec: MethodSpec, ipc: int, seed: int, vae: dict, decoder: 
     if decoder is not None:
         request["decoder"] = decoder
     return json.loads(json.dumps(request))
+
+
+def _same_latents(request: dict, folders: list[Path]) -> Path | None:
+    """The first folder whose synthetic latents `request` would reproduce (all but the decoder match)."""
+    latents_only = {k: v for k, v in request.items() if k != "decoder"}
+    for folder in folders:
+        stored = _stored_request(folder)
+        if (folder / "latents.safetensors").exists() and stored is not None and \
+                {k: v for k, v in stored.items() if k != "decoder"} == latents_only:
+            return folder
+    return None
 
 
 def _stored_request(folder: Path) -> dict | None:

@@ -234,3 +234,33 @@ def test_run_on_a_validation_split_held_out_of_train(tmp_path, common):
     assert "validation" in report["record"]["dataset"] and "accuracy on the val" in (out / "results.md").read_text()
     assert main(["run", *common, "--eval-split", "val", "--methods", "random", "--ipc", "2", "--out",
                  str(tmp_path / "x")]) == 2  # no val split without --validation
+
+
+def test_run_renders_an_earlier_runs_latents_with_another_decoder(tmp_path, common, monkeypatch):
+    import latentdd.distill
+
+    bacon = {"method": "bacon", "label": "bacon", "params": {
+        "iterations": 2, "width": 8, "pool_start": 1, "batch_real": 4, "net_batch": 8, "train_steps": 1}}
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"run": {"methods": [bacon, "kmeans"], "ipcs": [1], "random_real": False},
+                                      "evaluator": {"epochs": 1, "width": 8, "compile": "off", "num_eval": 1}}))
+    first = tmp_path / "vae"
+    assert main(["run", "--config", str(config), *common, "--out", str(first)]) == 0
+    # Distilling again would fail: every set must come from the first run's latents.
+    monkeypatch.setattr(latentdd.distill, "make_distiller", lambda *a, **k: pytest.fail("distilled again"))
+    second = tmp_path / "diffusion"
+    prior = ["--prior-set", "block_out_channels=[8, 16]", "--prior-set", "norm_num_groups=4",
+             "--prior-set", "attention_head_dim=8", "--prior-set", "max_steps=5"]
+    assert main(["run", "--config", str(config), *common, "--decoder", "diffusion", "--steps", "4", *prior,
+                 "--latents-from", str(first), "--out", str(second)]) == 0
+    for label in ("bacon_ipc1", "kmeans_ipc1"):
+        a, b = (load_file(str(run / label / "latents.safetensors")) for run in (first, second))
+        assert torch.equal(a["latents"], b["latents"])
+        redone = json.loads((second / label / "distill.json").read_text())
+        assert redone["record"]["decoder"]["name"] == "diffusion"
+        assert redone["record"]["method"]["latents_from"] == str(first / label)
+        assert redone["extras"] == json.loads((first / label / "distill.json").read_text())["extras"]
+    # The same folder re-rendered with yet another decoder setting also reuses its own latents.
+    assert main(["run", "--config", str(config), *common, "--decoder", "diffusion", "--steps", "4", "--strength",
+                 "0.3", *prior, "--out", str(second)]) == 0
+    assert json.loads((second / "bacon_ipc1" / "distill.json").read_text())["request"]["decoder"]["strength"] == 0.3
