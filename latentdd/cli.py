@@ -371,6 +371,8 @@ def _run_setup(args, raw, *, num_eval: int, run_defaults: dict, out_default: str
         section["eval_split"] = args.run_eval_split
     if args.latents_from:
         section["latents_from"] = args.latents_from
+    if args.consistency:
+        section["consistency"] = True
     config = build(RunConfig, section, section="run")
     out = Path(args.out or raw.get("out") or out_default.format(dataset=data.name))
     return data, space, decoder, evaluator, config, out
@@ -496,6 +498,9 @@ def make_parser() -> argparse.ArgumentParser:
         p.add_argument("--latents-from", dest="latents_from", metavar="DIR",
                        help="an earlier run's folder: render its synthetic latents where method, parameters, IPC, "
                             "seed and VAE match, instead of distilling again (e.g. another --decoder)")
+        p.add_argument("--consistency", action="store_true",
+                       help="also report each set's class consistency (the share of its images a ConvNet trained "
+                            "on the real train split calls their class)")
         p.add_argument("--out", help=f"output folder (default {out}); re-running resumes")
         p.set_defaults(func=func)
 

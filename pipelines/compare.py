@@ -26,8 +26,8 @@ from latentdd.published import published
 from pipelines.distill import DecoderConfig, LatentSpaceConfig
 from pipelines.run import RunConfig, run
 
-CSV_FIELDS = ("method", "ipc", "mean", "std", "n", "latent_w2", "published_mean", "distill_s", "render_s",
-              "evaluate_s", "report")
+CSV_FIELDS = ("method", "ipc", "mean", "std", "n", "latent_w2", "class_consistency", "published_mean", "distill_s",
+              "render_s", "evaluate_s", "report")
 
 
 def compare(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator: EvalConfig, out: Path, *,
@@ -67,12 +67,13 @@ def comparison_markdown(rows: list[dict], dataset: str, evaluator: EvalConfig) -
              f"{evaluator.num_eval} run(s) per set; every method distils the same cached latents and is rendered by "
              "the same decoder; full protocol records in the reports/ folder. Published figures are PIXEL-space "
              "methods (PROTOCOLS.md section 2; IDM and BACON there train on 4 factorized sub-images per image).", "",
-             "| method | IPC | accuracy % (mean ± std, n) | published (pixel space) | latent W2 | distill s | "
-             "render s | evaluate s |", "|---|---|---|---|---|---|---|---|"]
+             "| method | IPC | accuracy % (mean ± std, n) | published (pixel space) | latent W2 | class consistency % | "
+             "distill s | render s | evaluate s |", "|---|---|---|---|---|---|---|---|---|"]
     fmt = lambda v, spec: "" if v is None else format(v, spec)  # noqa: E731
     for r in rows:
         lines.append(f"| {r['method']} | {r['ipc']} | {r['mean']:.2f} ± {r['std']:.2f} (n={r['n']}) | "
-                     f"{fmt(r['published_mean'], '.2f')} | {fmt(r['latent_w2'], '.3f')} | {fmt(r['distill_s'], '.1f')} | "
+                     f"{fmt(r['published_mean'], '.2f')} | {fmt(r['latent_w2'], '.3f')} | "
+                     f"{fmt(r.get('class_consistency'), '.1f')} | {fmt(r['distill_s'], '.1f')} | "
                      f"{fmt(r['render_s'], '.1f')} | {fmt(r['evaluate_s'], '.0f')} |")
     return "\n".join(lines) + "\n"
 

@@ -21,6 +21,7 @@ from latentdd.config import DataConfig, save_resolved
 from latentdd.data import dataset_info
 from latentdd.distill import distiller_params, make_distiller
 from latentdd.errors import DataError
+from latentdd.evaluate.consistency import Judge, JudgeConfig, class_consistency, fit_judge
 from latentdd.evaluate.trainer import EvalConfig, channel_stats, evaluate_synthetic
 from latentdd.export import MANIFEST_NAME, export_image_folder, load_image_folder, read_manifest
 from latentdd.io import atomic_write_json, atomic_write_text
@@ -75,6 +76,9 @@ class RunConfig:
         same method, parameters, IPC, seed and VAE, they are rendered again (with this run's
         decoder) instead of distilled again. A folder of this run whose decoder changed is
         reused the same way.
+    consistency: also report each set's class consistency, the share of its images that a
+        ConvNet trained on the whole real train split calls their class
+        (`latentdd.evaluate.consistency`; the judge is cached under cache_dir/judge).
     """
 
     methods: list = field(default_factory=lambda: ["kmeans", "random"])
@@ -84,6 +88,7 @@ class RunConfig:
     random_real: bool = True  # the pixel-space random-real baseline, same protocol
     eval_split: str = "test"
     latents_from: str | None = None
+    consistency: bool = False
 
     def __post_init__(self) -> None:
         _check_use_weights(self.use_weights)
@@ -126,6 +131,9 @@ def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator
     held_out = prepared.test if config.eval_split == "test" else data.load("val")
     evaluate = partial(_evaluate, test=held_out, evaluator=evaluator, mean=mean, std=std, flip=flip,
                        reports=out / "reports", progress=progress)
+    judge = fit_judge(prepared.train, prepared.test, JudgeConfig(), Path(space.cache_dir) / "judge",
+                      progress=progress) if config.consistency else None
+    consistency = {}
     rows = []
     for ipc in config.ipcs:
         for spec in config.specs():
@@ -140,6 +148,8 @@ def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator
             for use_weights in config.weight_modes(spec):
                 row = evaluate(folder / "images", spec.label, ipc, use_weights=use_weights)
                 row["quantization_error"] = _mean_or_none(extras.get("quantization_error"))
+                if judge is not None:
+                    row["class_consistency"] = _consistency(judge, folder / "images", consistency)
                 if row not in rows:  # an unweighted set gives the same row under both modes
                     rows.append(row)
         if config.random_real:
@@ -149,7 +159,12 @@ def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator
                 record = protocol_record(dataset=prepared.record["dataset"], method=subset.meta["method"], ipc=ipc,
                                          evaluator={}, num_eval=0, seeds=[config.seed])
                 export_image_folder(subset, folder, record=record, overwrite=True)
-            rows.append(evaluate(folder, "random-real (pixels)", ipc, use_weights=False) | {"quantization_error": None})
+            row = evaluate(folder, "random-real (pixels)", ipc, use_weights=False) | {"quantization_error": None}
+            if judge is not None:
+                row["class_consistency"] = _consistency(judge, folder, consistency)
+            rows.append(row)
+    if judge is not None:
+        atomic_write_json(out / "consistency.json", {"judge": judge.report, "sets": consistency})
     atomic_write_json(out / "results.json", rows)
     table = results_markdown(rows, data.name, evaluator, prepared.record["vae"], time.perf_counter() - t0,
                              eval_split=f"{config.eval_split} ({len(held_out)} images)")
@@ -213,6 +228,14 @@ def _evaluate(images: Path, label: str, ipc: int, *, use_weights: bool, test, ev
             "std": report["std"], "n": len(report["accuracies"]), "report": str(path)}
 
 
+def _consistency(judge: Judge, images: Path, results: dict) -> float:
+    """The share (%) of the folder's images the judge calls their class; details go into `results`."""
+    synthetic = load_image_folder(images, class_names=list(read_manifest(images)["class_names"]))
+    name = images.parent.name if images.name == "images" else images.name
+    results[name] = class_consistency(judge, synthetic.images, synthetic.labels)
+    return results[name]["share"]
+
+
 def _mean_or_none(values) -> float | None:
     return float(sum(values) / len(values)) if values else None
 
@@ -224,10 +247,15 @@ def results_markdown(rows: list[dict], dataset: str, evaluator: EvalConfig, vae:
              f"{evaluator.epochs} epochs, {'DSA' if evaluator.dsa else 'no augmentation'}, "
              f"{evaluator.num_eval} run(s) per set, accuracy on the {eval_split} split; "
              "full protocol records under reports/. "
-             "Latent W2: the class's latents to the set's nearest points, mean over classes.", "",
-             "| method | IPC | test accuracy % (mean ± std, n) | latent W2 |", "|---|---|---|---|"]
+             "Latent W2: the class's latents to the set's nearest points, mean over classes. Class consistency: "
+             "the share of the set's images a ConvNet trained on the real train split calls their class "
+             "(consistency.json).", "",
+             "| method | IPC | test accuracy % (mean ± std, n) | latent W2 | class consistency % |",
+             "|---|---|---|---|---|"]
     for r in rows:
         w2 = "" if r["quantization_error"] is None else f"{r['quantization_error']:.3f}"
-        lines.append(f"| {r['method']} | {r['ipc']} | {r['mean']:.2f} ± {r['std']:.2f} (n={r['n']}) | {w2} |")
+        consistent = "" if r.get("class_consistency") is None else f"{r['class_consistency']:.1f}"
+        lines.append(f"| {r['method']} | {r['ipc']} | {r['mean']:.2f} ± {r['std']:.2f} (n={r['n']}) | {w2} | "
+                     f"{consistent} |")
     lines += ["", f"wall time of this invocation: {seconds:.0f} s"]
     return "\n".join(lines) + "\n"
