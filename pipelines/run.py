@@ -146,7 +146,9 @@ def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator
                                   latents_from=_same_latents(request, candidates), progress=progress)
             extras = json.loads((folder / "distill.json").read_text())["extras"]
             for use_weights in config.weight_modes(spec):
-                row = evaluate(folder / "images", spec.label, ipc, use_weights=use_weights)
+                # A factorized set (e.g. bacon with factor 2) trains on its tiles, whatever the evaluator's factor.
+                row = evaluate(folder / "images", spec.label, ipc, use_weights=use_weights,
+                               factor=spec.params.get("factor", evaluator.factor))
                 row["quantization_error"] = _mean_or_none(extras.get("quantization_error"))
                 if judge is not None:
                     row["class_consistency"] = _consistency(judge, folder / "images", consistency)
@@ -194,12 +196,17 @@ def _same_latents(request: dict, folders: list[Path]) -> Path | None:
 
 
 def _stored_request(folder: Path) -> dict | None:
+    """The request a folder was made for; parameters added to its distiller since then read as
+    their defaults (a new parameter's default keeps the behaviour from before it existed)."""
     path = folder / "distill.json"
-    return json.loads(path.read_text()).get("request") if path.exists() else None
+    request = json.loads(path.read_text()).get("request") if path.exists() else None
+    if request is not None:
+        request["params"] = json.loads(json.dumps(distiller_params(request["method"]))) | request["params"]
+    return request
 
 
 def _evaluate(images: Path, label: str, ipc: int, *, use_weights: bool, test, evaluator: EvalConfig, mean, std, flip,
-              reports: Path, progress: bool) -> dict:
+              reports: Path, progress: bool, factor: int | None = None) -> dict:
     """Evaluate a folder (or reuse its report when the folder and the evaluator are unchanged)."""
     synthetic = load_image_folder(images, class_names=list(test.class_names))
     # Equal weights train exactly like no weights; only a non-uniform set is "weighted".
@@ -209,14 +216,17 @@ def _evaluate(images: Path, label: str, ipc: int, *, use_weights: bool, test, ev
     split = getattr(test, "split", "test")
     on_val = split == "val"  # val reports sit beside the test ones, never in their place
     path = reports / f"{folder.name}{'_weighted' if weighted else ''}{'_val' if on_val else ''}.json"
-    cfg = replace(evaluator, use_weights=weighted)
+    cfg = replace(evaluator, use_weights=weighted, factor=evaluator.factor if factor is None else factor)
     inputs = {"evaluator": dataclasses.asdict(cfg),
               "manifest_sha256": hashlib.sha256((images / MANIFEST_NAME).read_bytes()).hexdigest()}
     if on_val:
         inputs["evaluated_on"] = f"val ({len(test)} images)"
     inputs = json.loads(json.dumps(inputs))
     report = json.loads(path.read_text()) if path.exists() else {}
-    if report.get("inputs") != inputs:
+    stored = report.get("inputs")
+    if stored is not None:  # evaluator settings added since the report read as their defaults
+        stored["evaluator"] = json.loads(json.dumps(dataclasses.asdict(EvalConfig()))) | stored["evaluator"]
+    if stored != inputs:
         record = read_manifest(images).get("record") or {}
         if on_val:
             record.setdefault("dataset", {})["evaluated_on"] = inputs["evaluated_on"]

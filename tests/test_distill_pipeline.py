@@ -268,3 +268,17 @@ def test_run_renders_an_earlier_runs_latents_with_another_decoder(tmp_path, comm
     assert main(["run", "--config", str(config), *common, "--decoder", "diffusion", "--steps", "4", "--strength",
                  "0.3", *prior, "--out", str(second)]) == 0
     assert json.loads((second / "bacon_ipc1" / "distill.json").read_text())["request"]["decoder"]["strength"] == 0.3
+
+
+def test_run_evaluates_a_factorized_set_on_its_tiles(tmp_path, common):
+    bacon = {"method": "bacon", "label": "bacon-f2", "params": {
+        "iterations": 2, "width": 8, "pool_start": 1, "batch_real": 4, "net_batch": 8, "train_steps": 1, "factor": 2}}
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"run": {"methods": [bacon, "random"], "ipcs": [1], "random_real": False},
+                                      "evaluator": {"epochs": 1, "width": 8, "compile": "off", "num_eval": 1}}))
+    out = tmp_path / "run"
+    assert main(["run", "--config", str(config), *common, "--out", str(out)]) == 0
+    factorized = json.loads((out / "reports" / "bacon-f2_ipc1.json").read_text())["record"]["evaluator"]
+    assert factorized["factorization"] == {"factor": 2, "images_trained": 40}
+    assert json.loads((out / "reports" / "random_ipc1.json").read_text())["record"]["evaluator"]["factorization"] is False
+    assert json.loads((out / "bacon-f2_ipc1" / "distill.json").read_text())["extras"]["factorization"]["factor"] == 2

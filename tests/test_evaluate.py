@@ -6,11 +6,14 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from latentdd.data import SyntheticImages, load_dataset
 from latentdd.errors import DataError
 from latentdd.evaluate import ConvNet, DiffAugment, DSAConfig, EvalConfig, build_model, evaluate_synthetic, train_model
 from latentdd.evaluate.convnet import MODELS
+from latentdd.evaluate import trainer
+from latentdd.evaluate.factorization import tile, untile
 from latentdd.evaluate.trainer import channel_stats, top1_accuracy
 
 MEAN, STD = torch.tensor([0.5]), torch.tensor([0.25])
@@ -227,6 +230,50 @@ def test_evaluate_synthetic_rejects_mismatched_inputs():
         tiny_config(epochs=0)
 
 
+def test_tile_then_untile_gives_back_the_sources():
+    g = torch.Generator().manual_seed(0)
+    flat = torch.rand(8, 3, 1, 1, generator=g).expand(8, 3, 8, 8)  # constant sources survive pooling exactly
+    tiled = tile(flat, 2)  # (2, 3, 8, 8): source t*N + n in tile t of image n
+    assert tiled.shape == (2, 3, 8, 8)
+    assert torch.equal(tiled[1, :, :4, 4:], flat[1 * 2 + 1, :, :4, :4])  # tile 1 = top right
+    torch.testing.assert_close(untile(tiled, 2), flat)
+    smooth = F.interpolate(torch.rand(8, 3, 3, 3, generator=g), size=(16, 16), mode="bilinear")
+    rough = torch.rand(8, 3, 16, 16, generator=g)
+    assert (untile(tile(smooth, 2), 2) - smooth).abs().mean() < 0.02
+    assert (untile(tile(rough, 2), 2) - rough).abs().mean() > 0.1  # the test can tell
+    assert untile(rough, 1) is rough
+    with pytest.raises(DataError, match="must be multiples of 3"):
+        untile(rough, 3)
+
+
+def test_factor_2_trains_on_four_upsampled_tiles_per_image(monkeypatch):
+    seen = {}
+
+    def spy(images, labels, **kw):
+        seen.update(images=images, labels=labels, weights=kw["weights"])
+        return original(images, labels, **kw)
+
+    original = trainer.train_model
+    monkeypatch.setattr(trainer, "train_model", spy)
+    test = load_dataset("digits", "test")
+    images, labels = toy_set(n_per_class=2, classes=10, size=8)  # N = 20 stored images
+    weights = torch.rand(20)
+    report = evaluate_synthetic(SyntheticImages(images, labels, list(test.class_names), weights=weights), test,
+                                tiny_config(factor=2, use_weights=True), mean=MEAN, std=STD, progress=False)
+    assert seen["images"].shape == (80, 1, 8, 8)
+    assert torch.equal(seen["labels"], labels.repeat(4))
+    torch.testing.assert_close(seen["weights"].view(4, 20).sum(0), weights)  # each image keeps its weight
+    top_right = F.interpolate(images[:, :, :4, 4:], size=(8, 8), mode="bilinear")
+    torch.testing.assert_close(seen["images"][20:40], top_right)  # tile 1 of every image, upsampled
+    assert report.record["evaluator"]["factorization"] == {"factor": 2, "images_trained": 80}
+    with pytest.raises(DataError, match="must be multiples of 3"):
+        evaluate_synthetic(SyntheticImages(images, labels, list(test.class_names)), test, tiny_config(factor=3),
+                           mean=MEAN, std=STD, progress=False)
+    for bad in (0, True, 1.5):
+        with pytest.raises(DataError, match="factor must be a positive integer"):
+            tiny_config(factor=bad)
+
+
 @pytest.mark.slow
 def test_compiled_training_matches_eager():
     images, labels = toy_set(size=16)
@@ -234,3 +281,23 @@ def test_compiled_training_matches_eager():
     compiled = train_model(images, labels, num_classes=3, config=tiny_config(width=8, compile="on"), mean=MEAN,
                            std=STD, seed=0)
     assert torch.allclose(params_of(eager), params_of(compiled), atol=1e-4)
+
+
+def test_class_consistency_judge_trains_caches_and_scores(tmp_path):
+    from latentdd.data import ImageSet
+    from latentdd.evaluate.consistency import JudgeConfig, class_consistency, fit_judge
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(3).repeat_interleave(40)
+    images = (torch.rand(120, 1, 8, 8, generator=g) * 0.2 + labels.view(-1, 1, 1, 1) * 0.4).clamp(0, 1)
+    train = ImageSet(images, labels, ["a", "b", "c"], name="toy", split="train")
+    test = ImageSet(images[::4], labels[::4], ["a", "b", "c"], name="toy", split="test")
+    config = JudgeConfig(width=8, epochs=20, lr=0.05, batch_size=32)
+    judge = fit_judge(train, test, config, tmp_path)
+    assert judge.report["test_accuracy"] == 100.0 and not judge.report["cached"]
+    result = class_consistency(judge, images, labels)
+    assert result["share"] == 100.0 and result["per_class"] == [100.0, 100.0, 100.0]
+    wrong = class_consistency(judge, images[:40], torch.full((40,), 2))  # class-a images labelled c
+    assert wrong["share"] == 0.0 and wrong["per_class"] == [None, None, 0.0]
+    again = fit_judge(train, test, config, tmp_path)
+    assert again.report["cached"] and torch.equal(again.model(images).argmax(1), judge.model(images).argmax(1))

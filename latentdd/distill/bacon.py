@@ -13,7 +13,8 @@ initialised one joins.
 Two embeddings (PROTOCOLS.md section 3):
 - "pixel": decode the latents with the frozen, differentiable VAE decoder (passed in
   `DistillContext.decode`), normalise, and embed the pixels with ConvNet-3 -- closest to
-  the reference code, which works on pixels;
+  the reference code, which works on pixels. The real latents are decoded once, up front
+  (see `_Inputs`); the synthetic ones every iteration, with gradients;
 - "latent": ConvNets built for the latent shape embed the latents directly -- no decoder
   in the loop, so an iteration is far cheaper.
 
@@ -23,6 +24,10 @@ one every 30 iterations (5 at IPC 1) up to 100; 2 pool networks trained per iter
 for 10 steps of SGD (0.01, momentum 0.9, weight decay 5e-4, batch 256); CE weight 0.5;
 20,000 iterations. Unlike the reference, everything is seeded (one torch.Generator), and
 nothing is selected by test accuracy: the result is the last iteration's.
+
+Factorization (`factor` 2; off by default, as in this project's comparisons; the published
+IDM/BACON runs use it, PROTOCOLS.md section 2): each stored latent holds 2x2 sub-latents,
+and the matching sees the 4 tiles of each, upsampled, as the evaluator with factor 2 will.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ from latentdd.distill.quantize import KMeansDistiller, quantization_error
 from latentdd.errors import DataError
 from latentdd.evaluate.convnet import ConvNet, default_depth
 from latentdd.evaluate.dsa import DiffAugment, DSAConfig
+from latentdd.evaluate.factorization import check_factor, tile, untile
 from latentdd.io import atomic_write_bytes
 from latentdd.latents.types import Latents, SyntheticLatents
 
@@ -63,6 +69,9 @@ INITS = ("real", "kmeans")
 _CHECKPOINT = "bacon_checkpoint.pt"
 # DSA groups that make sense on latent maps: colour and cutout act on pixel intensities.
 _LATENT_DSA = "crop_flip_scale_rotate"
+# The pixel embedding keeps every real latent decoded (float32): refuse above this many bytes.
+PIXEL_CACHE_MAX_BYTES = 4 * 2**30
+_DECODE_BATCH = 1024
 
 
 @dataclass
@@ -95,6 +104,11 @@ class BaconDistiller:
         latents; flip False for classes that flipping changes (digits).
     lam: BACON's TV weight (CLIP gets 1 - lam).
     checkpoint_every: iterations between checkpoints (when the context names a folder).
+    factor: factorization (IDM/BACON's --aug: 2; 1 = off). Each stored latent (c, h, w)
+        holds factor**2 sub-latents, initialised from factor**2 * IPC real latents (or
+        k-means centroids) per class, average-pooled and tiled; the matching and the CE
+        term see the factor**2 * IPC tiles upsampled back to full size. Evaluate the
+        result with EvalConfig(factor=...) set the same.
     """
 
     name: ClassVar[str] = "bacon"
@@ -125,12 +139,13 @@ class BaconDistiller:
     flip: bool = True
     lam: float = 0.8
     checkpoint_every: int = 100
+    factor: int = 1
 
     def __post_init__(self) -> None:
         for field, allowed in (("loss", LOSS_NAMES), ("embedding", EMBEDDINGS), ("init", INITS)):
             if getattr(self, field) not in allowed:
                 raise DataError(f"{self.name} {field} must be one of {', '.join(allowed)}; got {getattr(self, field)!r}")
-        positive = ("iterations", "pool_start", "pool_max", "net_batch", "width", "checkpoint_every")
+        positive = ("iterations", "pool_start", "pool_max", "net_batch", "width", "checkpoint_every", "factor")
         optional = ("batch_real", "pool_add_every", "depth")
         for field in positive + optional:
             value = getattr(self, field)
@@ -155,7 +170,9 @@ class BaconDistiller:
     def distill(self, latents: Latents, ipc: int, *, seed: int, context: DistillContext | None = None) -> SyntheticLatents:
         context = context or DistillContext()
         members = check_distill_input(latents, ipc, seed)
-        inputs = _Inputs.make(self.embedding, latents, context, seed)
+        self._check_factor(latents, members, ipc)
+        inputs = _Inputs.make(self.embedding, latents, context)
+        check_factor(self.factor, inputs.size, inputs.size, f"{self.embedding} network input")
         num_classes = len(members)
         gen = torch.Generator().manual_seed(seed)
         batch_real = self.batch_real or (5000 if ipc == 1 else 256)
@@ -186,7 +203,7 @@ class BaconDistiller:
                 start, elapsed, curve = state["iteration"], state["seconds"], state["curve"]
                 _load_state(state, syn, optimizer, pool, gen)
 
-        labels = [torch.full((ipc,), k, dtype=torch.long) for k in range(num_classes)]
+        labels = [torch.full((ipc * self.factor**2,), k, dtype=torch.long) for k in range(num_classes)]
         all_members = torch.from_numpy(np.concatenate(members))
         bar = tqdm(range(start, self.iterations), initial=start, total=self.iterations, desc=self.name,
                    disable=not context.progress, unit="it")
@@ -201,8 +218,12 @@ class BaconDistiller:
             terms: dict[str, float] = {}
             for k, idx in enumerate(members):
                 pick = torch.from_numpy(idx)[torch.randperm(len(idx), generator=gen)[:batch_real]]
-                x_real = inputs.real(latents.latents[pick])  # (b, C, S, S)
-                x_syn = inputs.syn(syn[k * ipc : (k + 1) * ipc])  # (ipc, C, S, S)
+                x_real = inputs.real(pick)  # (b, C, S, S)
+                # Split after decoding: the evaluator splits the decoded stored image, so for "pixel"
+                # the decoder sees the whole tiled latent, as at render time (decoding each upsampled
+                # sub-latent instead would match images nobody trains on). For "latent" syn() is the
+                # identity and this unfolds the latent.
+                x_syn = untile(inputs.syn(syn[k * ipc : (k + 1) * ipc]), self.factor)  # (f*f*ipc, C, S, S)
                 if augment is not None:
                     x_real, x_syn = augment.siamese(x_real, x_syn, generator=gen)
                 e_real = net.model.embed(x_real).detach()  # (b, F)
@@ -221,8 +242,8 @@ class BaconDistiller:
                 raise DataError(self._nan_message(it, "a gradient of the synthetic latents is NaN or inf", path))
             optimizer.step()
             for _ in range(self.train_nets):
-                self._train_pool_net(pool[int(torch.randint(len(pool), (1,), generator=gen))], latents, all_members,
-                                     inputs, augment, gen)
+                self._train_pool_net(pool[int(torch.randint(len(pool), (1,), generator=gen))], latents.labels,
+                                     all_members, inputs, augment, gen)
             for name, value in terms.items():
                 window.setdefault(name, []).append(value)
             if (it + 1) % self.checkpoint_every == 0 or it + 1 == self.iterations:
@@ -232,27 +253,51 @@ class BaconDistiller:
                 if path is not None:
                     _save_state(path, key, it + 1, time.perf_counter() - t0, curve, syn, optimizer, pool, gen)
         seconds = time.perf_counter() - t0
+        factorization = {"factor": self.factor, "latents_matched_per_class": ipc * self.factor**2}
         params = {**dataclasses.asdict(self), "ipc": ipc, "seed": seed}
         extras = {"iterations": self.iterations, "seconds": seconds,
                   "iterations_per_second": (self.iterations - start) / max(seconds - elapsed, 1e-9),
                   "resumed_from": start, "pool_size": len(pool), "batch_real": batch_real,
                   "pool_add_every": add_every, "depth": depth, "dsa_strategy": strategy if self.dsa else None,
-                  "embedding_features": pool[0].model.num_features, "loss_curve": curve}
-        per_class = [syn.detach()[k * ipc : (k + 1) * ipc].reshape(ipc, -1).numpy() for k in range(num_classes)]
-        extras["quantization_error"] = [quantization_error(class_points(latents, idx), c)
-                                        for idx, c in zip(members, per_class)]
+                  "embedding_features": pool[0].model.num_features, "loss_curve": curve,
+                  "factorization": factorization if self.factor > 1 else False}
+        per_class = [syn.detach()[k * ipc : (k + 1) * ipc] for k in range(num_classes)]  # (ipc, c, h, w) each
+        # With factorization the points that stand for the class are the upsampled tiles, not the mosaics.
+        extras["quantization_error"] = [
+            quantization_error(class_points(latents, idx), untile(z, self.factor).reshape(-1, z[0].numel()).numpy())
+            for idx, z in zip(members, per_class)]
+        per_class = [z.reshape(ipc, -1).numpy() for z in per_class]
         return assemble(latents, per_class, method=self.name, params=params,
                         weights=uniform_weights(num_classes, ipc), extras=extras)
 
     # -----------------------------------------------------------------------------------
 
+    def _check_factor(self, latents: Latents, members: list[np.ndarray], ipc: int) -> None:
+        """DataError unless the latents split into factor x factor tiles and every class has factor**2 * ipc."""
+        if self.factor == 1:
+            return
+        _, h, w = latents.latent_shape
+        check_factor(self.factor, h, w, "latent")
+        need = ipc * self.factor**2
+        smallest = min(range(len(members)), key=lambda k: len(members[k]))
+        if len(members[smallest]) < need:
+            raise DataError(f"factor {self.factor} starts each class from {need} latents (factor^2 x IPC) but "
+                            f"class {latents.class_names[smallest]!r} has {len(members[smallest])}; "
+                            "lower --ipc or the factor")
+
     def _initial(self, latents: Latents, members: list[np.ndarray], ipc: int, seed: int,
                  gen: torch.Generator) -> torch.Tensor:
-        """(K*ipc, c, h, w) float32 starting latents, grouped by class."""
+        """(K*ipc, c, h, w) float32 starting latents, grouped by class; with factorization each
+        tiles factor**2 average-pooled real latents (or centroids) of its class."""
+        n = ipc * self.factor**2  # sub-latents per class
         if self.init == "kmeans":
-            return KMeansDistiller().distill(latents, ipc, seed=seed).latents.clone()
-        picks = [torch.from_numpy(idx)[torch.randperm(len(idx), generator=gen)[:ipc]] for idx in members]
-        return latents.latents[torch.cat(picks)].to(torch.float32).clone()
+            z = KMeansDistiller().distill(latents, n, seed=seed).latents.clone()
+        else:
+            picks = [torch.from_numpy(idx)[torch.randperm(len(idx), generator=gen)[:n]] for idx in members]
+            z = latents.latents[torch.cat(picks)].to(torch.float32).clone()  # (K*n, c, h, w)
+        if self.factor == 1:
+            return z
+        return torch.cat([tile(part, self.factor) for part in z.split(n)])
 
     def _match(self, e_syn: torch.Tensor, e_real: torch.Tensor, it: int, k: int):
         """-> (0-d matching loss, [(term name, value), ...])."""
@@ -265,19 +310,21 @@ class BaconDistiller:
             raise DataError(self._nan_message(it, f"class {k}: {err}", None)) from err
         return t.total, [("lh", t.likelihood), ("tv", t.tv), ("clip", t.clip)]
 
-    def _train_pool_net(self, net: _PoolNet, latents: Latents, members: torch.Tensor, inputs: _Inputs,
+    def _train_pool_net(self, net: _PoolNet, labels: torch.Tensor, members: torch.Tensor, inputs: _Inputs,
                         augment: DiffAugment | None, gen: torch.Generator) -> None:
-        """`train_steps` SGD steps on random real batches (every class); sets the running accuracy."""
+        """`train_steps` SGD steps on random real batches (every class); sets the running accuracy.
+
+        labels (N,) of all latents; members: the row indices to draw from."""
         if self.train_steps == 0:
             return
         correct = seen = 0
         for _ in range(self.train_steps):
             pick = members[torch.randint(len(members), (self.net_batch,), generator=gen)]
             with torch.no_grad():
-                x = inputs.real(latents.latents[pick])
+                x = inputs.real(pick)
                 if augment is not None:
                     x = augment(x, gen)
-            y = latents.labels[pick]
+            y = labels[pick]
             logits = net.model(x)
             loss = F.cross_entropy(logits, y)
             net.optimizer.zero_grad(set_to_none=True)
@@ -319,44 +366,65 @@ class IDMDistiller(BaconDistiller):
 
 @dataclass
 class _Inputs:
-    """How latents become network inputs: the latents themselves, or normalised decoded pixels."""
+    """How latents become network inputs: the latents themselves, or normalised decoded pixels.
+
+    rows: what `real` indexes -- the latents (N, c, h, w) themselves for "latent"; for "pixel"
+    every real latent decoded once, up front, normalised, (N, C, H, W) float32. That costs
+    N*C*H*W*4 bytes (Fashion-MNIST at 32 px: 60000 x 1 x 32 x 32 x 4 = 246 MB) and is refused
+    above PIXEL_CACHE_MAX_BYTES; decoding each real batch every iteration instead took 26 s
+    an iteration on 2 CPU cores there.
+    mean, std: (C,) of all decoded real latents, for "pixel".
+    """
 
     embedding: str
     channels: int
     size: int
+    rows: torch.Tensor
     decode: object = None
-    mean: torch.Tensor | None = None  # (C,) of decoded real latents
+    mean: torch.Tensor | None = None
     std: torch.Tensor | None = None
 
     @classmethod
-    def make(cls, embedding: str, latents: Latents, context: DistillContext, seed: int) -> _Inputs:
+    def make(cls, embedding: str, latents: Latents, context: DistillContext) -> _Inputs:
         c, h, w = latents.latent_shape
         if embedding == "latent":
             if h != w:
                 raise DataError(f"latent embedding needs square latents; got {h}x{w}")
-            return cls(embedding, c, h)
+            return cls(embedding, c, h, latents.latents)
         if context.decode is None:
             raise DataError("embedding 'pixel' needs the VAE decoder: run it through `latentdd distill` / `run`, "
                             "or pass DistillContext(decode=...)")
-        g = torch.Generator().manual_seed(seed)
-        sample = latents.latents[torch.randperm(len(latents), generator=g)[:1024]]
         with torch.no_grad():
-            pixels = context.decode(sample.to(torch.float32))  # (n, C, H, W) in [0, 1]
-        if pixels.ndim != 4 or pixels.shape[-1] != pixels.shape[-2]:
-            raise DataError(f"the decoder must give square (n, C, H, W) images; got {tuple(pixels.shape)}")
-        std = pixels.std(dim=(0, 2, 3)).clamp_min(1e-6)
-        return cls(embedding, pixels.shape[1], pixels.shape[-1], context.decode, pixels.mean(dim=(0, 2, 3)), std)
+            shape = context.decode(latents.latents[:1].to(torch.float32)).shape  # (1, C, H, W)
+            if len(shape) != 4 or shape[-1] != shape[-2]:
+                raise DataError(f"the decoder must give square (n, C, H, W) images; got {tuple(shape)}")
+            n = len(latents)
+            nbytes = n * math.prod(shape[1:]) * 4
+            if nbytes > PIXEL_CACHE_MAX_BYTES:
+                raise DataError(
+                    f"embedding 'pixel' keeps all {n} real latents decoded: {nbytes / 2**30:.1f} GiB of float32 "
+                    f"{tuple(shape[1:])} images, above the {PIXEL_CACHE_MAX_BYTES / 2**30:g} GiB limit "
+                    "(latentdd.distill.bacon.PIXEL_CACHE_MAX_BYTES); use embedding 'latent', or distil a smaller "
+                    "subset of the latents")
+            pixels = torch.empty((n, *shape[1:]), dtype=torch.float32)
+            for start in range(0, n, _DECODE_BATCH):
+                pixels[start : start + _DECODE_BATCH] = context.decode(
+                    latents.latents[start : start + _DECODE_BATCH].to(torch.float32))  # in [0, 1]
+            mean, std = pixels.mean(dim=(0, 2, 3)), pixels.std(dim=(0, 2, 3)).clamp_min(1e-6)
+            pixels.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
+        return cls(embedding, shape[1], shape[-1], pixels, context.decode, mean, std)
 
     def default_depth(self) -> int:
         if self.embedding == "pixel":
             return default_depth(self.size)
         return max(1, int(math.log2(self.size)) - 1)  # poolings that leave maps of at least 2x2
 
-    def real(self, z: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self.syn(z.to(torch.float32))
+    def real(self, indices: torch.Tensor) -> torch.Tensor:
+        """(b,) row indices into the latents -> (b, C, S, S) float32 inputs, without gradient."""
+        return self.rows[indices].to(torch.float32)
 
     def syn(self, z: torch.Tensor) -> torch.Tensor:
+        """(n, c, h, w) latents -> (n, C, S, S) inputs, differentiable (decoded each call for "pixel")."""
         if self.embedding == "latent":
             return z
         x = self.decode(z)  # (n, C, H, W) in [0, 1]

@@ -23,6 +23,7 @@ from latentdd.data.base import LabelledImages, SyntheticImages
 from latentdd.errors import DataError, LatentDDError
 from latentdd.evaluate.convnet import build_model, default_depth
 from latentdd.evaluate.dsa import DiffAugment, DSAConfig
+from latentdd.evaluate.factorization import untile
 from latentdd.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class EvalConfig:
     seed: int = 0  # run i uses seed + i for initialisation, shuffling and augmentation
     test_batch_size: int = 1000
     compile: str = "auto"  # torch.compile the training step: auto (fall back to eager) | on | off
+    factor: int = 1  # factorization: train on factor x factor upsampled tiles of each image (IDM's --aug: 2); 1 = off
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "EvalConfig":
@@ -65,6 +67,9 @@ class EvalConfig:
         for name in ("epochs", "batch_size", "num_eval", "test_batch_size"):
             if getattr(self, name) < 1:
                 raise DataError(f"{name} must be at least 1; got {getattr(self, name)}")
+        if isinstance(self.factor, bool) or not isinstance(self.factor, int) or self.factor < 1:
+            raise DataError(f"factor must be a positive integer (1: no factorization, 2: IDM's --aug); "
+                            f"got {self.factor!r}")
 
     def arch_kwargs(self, image_size: int) -> dict:
         if self.model == "convnet":
@@ -72,8 +77,10 @@ class EvalConfig:
                     "act": self.act, "pool": self.pool}
         return {"norm": self.norm}  # resnet18: instancenorm (as DC's ResNet18) or batchnorm
 
-    def record(self, image_size: int, *, flip: bool, has_weights: bool, has_soft: bool) -> dict:
-        """The evaluator part of the protocol record."""
+    def record(self, image_size: int, *, flip: bool, has_weights: bool, has_soft: bool,
+               num_images: int | None = None) -> dict:
+        """The evaluator part of the protocol record; `num_images`: stored images, before factorization."""
+        trained = None if num_images is None else num_images * self.factor**2
         return {
             "architecture": self.model,
             **self.arch_kwargs(image_size),
@@ -85,7 +92,7 @@ class EvalConfig:
             "augmentation_mode": "DSA single (one group per batch), per-image parameters" if self.dsa else None,
             "labels": "soft" if (self.use_soft_labels and has_soft) else "hard",
             "sample_weights": bool(self.use_weights and has_weights),
-            "factorization": False,
+            "factorization": {"factor": self.factor, "images_trained": trained} if self.factor > 1 else False,
             "normalisation": "per-channel mean/std of the real train split",
             "std": "population std (numpy default) over runs, as DC/DSA report",
         }
@@ -282,6 +289,9 @@ def evaluate_synthetic(
 ) -> EvalReport:
     """Train `config.num_eval` models on the synthetic set, test each on `test_set`.
 
+    With `config.factor` f > 1 every stored image (N, C, H, W) is split into f x f tiles,
+    each upsampled to H x W (see `factorization.untile`): the models train on f**2 * N
+    images whose labels, soft labels and weights (divided by f**2) repeat per tile.
     `mean`/`std` (C,) are the real train split's statistics (see `channel_stats`);
     `flip=False` drops flips from DSA for classes that flipping changes. `record` is
     the protocol record of the stages before; the evaluator's part is added to it.
@@ -303,6 +313,11 @@ def evaluate_synthetic(
     soft = synthetic.soft_labels if config.use_soft_labels else None
     if config.use_soft_labels and soft is None:
         raise DataError("use_soft_labels is set but the synthetic set carries no soft labels")
+    tiles = config.factor**2
+    images = untile(synthetic.images.float(), config.factor)  # (tiles*N, C, H, W), tile-major
+    labels = synthetic.labels.repeat(tiles)
+    weights = None if weights is None else weights.repeat(tiles) / tiles  # each stored image keeps its weight
+    soft = None if soft is None else soft.repeat(tiles, 1)
     start = time.perf_counter()
     seeds = [config.seed + i for i in range(config.num_eval)]
     accuracies, seconds = [], []
@@ -310,7 +325,7 @@ def evaluate_synthetic(
     for seed in runs:
         t0 = time.perf_counter()
         model = train_model(
-            synthetic.images, synthetic.labels, num_classes=synthetic.num_classes, config=config, mean=mean,
+            images, labels, num_classes=synthetic.num_classes, config=config, mean=mean,
             std=std, flip=flip, seed=seed, weights=weights, soft_labels=soft, progress=progress,
         )
         seconds.append(time.perf_counter() - t0)
@@ -320,7 +335,8 @@ def evaluate_synthetic(
         runs.set_postfix(acc=f"{accuracies[-1]:.2f}")
     full_record = copy.deepcopy(record) if record else {}
     full_record["evaluator"] = config.record(
-        synthetic.image_shape[-1], flip=flip, has_weights=weights is not None, has_soft=soft is not None
+        synthetic.image_shape[-1], flip=flip, has_weights=weights is not None, has_soft=soft is not None,
+        num_images=len(synthetic),
     )
     full_record["num_eval"] = config.num_eval
     full_record["seeds"] = seeds
