@@ -44,7 +44,7 @@ def compare(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evalu
     atomic_write_text(out / "results.md", comparison_markdown(rows, data.name, evaluator))
     atomic_write_bytes(out / "accuracy_vs_ipc.png", accuracy_plot(rows, data.name))
     for spec in config.specs():
-        folder = out / f"{spec.label}_ipc{max(config.ipcs)}" / "images"
+        folder = out / f"{spec.label}_ipc{max(filter(spec.runs_at, config.ipcs))}" / "images"
         synthetic = load_image_folder(folder, class_names=list(read_manifest(folder)["class_names"]))
         atomic_write_bytes(out / f"grid_{spec.label}.png", image_grid(synthetic))
     return rows

@@ -37,13 +37,16 @@ class MethodSpec:
     In YAML a method is a registry name (`kmeans`) or a mapping
     `{method: kmeans, params: {medoid: true}, label: kmeans-medoid, use_weights: true}`;
     the label names the output folder and the table row (default: the name, then
-    `key=value` of each parameter); use_weights (optional) overrides the run's.
+    `key=value` of each parameter); use_weights (optional) overrides the run's; ipcs
+    (optional) limits the method to those of the run's IPCs (e.g. a costly variant at
+    IPC 10 only).
     """
 
     method: str
     params: dict = field(default_factory=dict)
     label: str = ""
     use_weights: bool | str | None = None
+    ipcs: tuple[int, ...] | None = None
 
     @classmethod
     def parse(cls, entry: str | dict) -> MethodSpec:
@@ -51,17 +54,24 @@ class MethodSpec:
             entry = {"method": entry}
         if not isinstance(entry, dict) or not isinstance(entry.get("method"), str):
             raise DataError(f"run.methods: each entry is a distiller name or a mapping with `method`; got {entry!r}")
-        unknown = sorted(set(entry) - {"method", "params", "label", "use_weights"})
+        unknown = sorted(set(entry) - {"method", "params", "label", "use_weights", "ipcs"})
         if unknown:
             raise DataError(f"run.methods entry {entry!r}: unknown key(s) {unknown}; "
-                            "known: method, params, label, use_weights")
+                            "known: method, params, label, use_weights, ipcs")
+        ipcs = entry.get("ipcs")
+        if ipcs is not None and (not isinstance(ipcs, list) or not ipcs or
+                                 any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in ipcs)):
+            raise DataError(f"run.methods entry {entry!r}: ipcs must be a list of positive integers")
         _check_use_weights(entry.get("use_weights"), allow_none=True)
         params = dict(entry.get("params") or {})
         make_distiller(entry["method"], **params)  # unknown names and bad parameters fail here, before any work
         label = entry.get("label") or "-".join([entry["method"], *(f"{k}={v}" for k, v in sorted(params.items()))])
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.=+-]*", label):
             raise DataError(f"run.methods label {label!r} must be a plain folder name (letters, digits, _ . = + -)")
-        return cls(entry["method"], params, label, entry.get("use_weights"))
+        return cls(entry["method"], params, label, entry.get("use_weights"), None if ipcs is None else tuple(ipcs))
+
+    def runs_at(self, ipc: int) -> bool:
+        return self.ipcs is None or ipc in self.ipcs
 
 
 @dataclass
@@ -96,6 +106,9 @@ class RunConfig:
             raise DataError(f"run.eval_split must be test or val; got {self.eval_split!r}")
         if not self.ipcs or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in self.ipcs):
             raise DataError(f"run.ipcs must be a list of positive integers; got {self.ipcs!r}")
+        idle = [spec.label for spec in self.specs() if not any(map(spec.runs_at, self.ipcs))]
+        if idle:
+            raise DataError(f"run.methods {idle}: their ipcs include none of run.ipcs {self.ipcs}")
         labels = [spec.label for spec in self.specs()]
         if len(set(labels)) != len(labels):
             raise DataError(f"run.methods labels must be distinct; got {labels} (give each variant a `label`)")
@@ -136,7 +149,7 @@ def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator
     consistency = {}
     rows = []
     for ipc in config.ipcs:
-        for spec in config.specs():
+        for spec in filter(lambda s: s.runs_at(ipc), config.specs()):
             folder = out / f"{spec.label}_ipc{ipc}"
             request = _distill_request(spec, ipc, config.seed, prepared.record["vae"], decoder_request)
             if _stored_request(folder) != request:

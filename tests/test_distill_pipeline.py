@@ -193,7 +193,7 @@ def test_compare_writes_table_csv_plot_grids_and_resumes(tmp_path, common, monke
     config.write_text(yaml.safe_dump({
         "run": {"methods": [{"method": "bacon", "label": "bacon", "params": {
             "iterations": 2, "width": 8, "pool_start": 1, "batch_real": 4, "net_batch": 8, "train_steps": 1}},
-            "kmeans", "random"], "ipcs": [1, 2], "consistency": True},
+            "kmeans", {"method": "random", "ipcs": [2]}], "ipcs": [1, 2], "consistency": True},
         "evaluator": {"epochs": 1, "width": 8, "compile": "off", "num_eval": 1},
     }))
     out = tmp_path / "compare"
@@ -203,13 +203,14 @@ def test_compare_writes_table_csv_plot_grids_and_resumes(tmp_path, common, monke
 
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [(r["method"], r["ipc"]) for r in rows] == [
-        ("bacon", "1"), ("kmeans", "1"), ("random", "1"), ("random-real (pixels)", "1"),
+        ("bacon", "1"), ("kmeans", "1"), ("random-real (pixels)", "1"),
         ("bacon", "2"), ("kmeans + weights", "2"), ("random", "2"), ("random-real (pixels)", "2")]
     assert float(rows[0]["distill_s"]) > 0 and float(rows[0]["evaluate_s"]) > 0
     assert all(0 <= float(r["class_consistency"]) <= 100 for r in rows)
     consistency = json.loads((out / "consistency.json").read_text())
     assert consistency["judge"]["test_accuracy"] > 50 and len(consistency["sets"]["kmeans_ipc2"]["per_class"]) == 10
-    assert float(rows[3]["class_consistency"]) == consistency["sets"]["random-real_ipc1"]["share"]
+    assert float(rows[2]["class_consistency"]) == consistency["sets"]["random-real_ipc1"]["share"]
+    assert not (out / "random_ipc1").exists()  # random runs at IPC 2 only
     assert "| bacon | 1 |" in (out / "results.md").read_text()
     for name in ("accuracy_vs_ipc.png", "grid_bacon.png", "grid_kmeans.png", "grid_random.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -282,3 +283,11 @@ def test_run_evaluates_a_factorized_set_on_its_tiles(tmp_path, common):
     assert factorized["factorization"] == {"factor": 2, "images_trained": 40}
     assert json.loads((out / "reports" / "random_ipc1.json").read_text())["record"]["evaluator"]["factorization"] is False
     assert json.loads((out / "bacon-f2_ipc1" / "distill.json").read_text())["extras"]["factorization"]["factor"] == 2
+
+
+def test_run_method_ipcs_must_meet_the_runs(tmp_path, common, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"run": {"methods": ["kmeans", {"method": "random", "ipcs": [50]}],
+                                              "ipcs": [1, 10]}}))
+    assert main(["run", "--config", str(config), *common, "--out", str(tmp_path / "x")]) == 2
+    assert "include none of run.ipcs" in capsys.readouterr().err
