@@ -97,7 +97,7 @@ def class_consistency(judge: Judge, images: torch.Tensor, labels: torch.Tensor) 
     """images (N, C, H, W) in [0, 1], labels (N,) -> share (%) the judge assigns to their label, overall and per class."""
     predicted = torch.cat([judge.model(_normalise(x.float(), judge.mean, judge.std)).argmax(1)
                            for x in images.split(512)])  # (N,)
-    hit = (predicted == labels).float()
+    hit = (predicted == labels).double()
     per_class = [100.0 * float(hit[labels == k].mean()) if bool((labels == k).any()) else None
                  for k in range(int(labels.max()) + 1)]
     return {"share": 100.0 * float(hit.mean()), "per_class": per_class, "judge": judge.report["name"],
