@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
 
     space = prepare_latent_space(DataConfig(name=args.dataset), LatentSpaceConfig(cache_dir=args.cache_dir),
                                  progress=False)
-    context = DistillContext(decode=lambda z: space.adapter.from_vae(space.vae.decode(z)))
+    context = DistillContext(decode=space.decode)
     print(f"{args.dataset}: {len(space.latents)} latents {tuple(space.latents.latent_shape)}, {args.method}, "
           f"IPC {args.ipc}, {args.iterations} timed iterations, {torch.get_num_threads()} threads\n")
     print(f"{'embedding':<10} {'setup s':>8} {'s/iteration':>12} {'it/s':>8} {'vs first':>9} "
@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         base = base or per_it
         print(f"{embedding:<10} {one - per_it:>8.1f} {per_it:>12.3f} {1 / per_it:>8.2f} {base / per_it:>8.2f}x "
               f"{REFERENCE_SECONDS_PER_ITERATION / per_it:>23.1f}x")
+
 
 if __name__ == "__main__":
     main()

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from latentdd.config import DataConfig, save_resolved
 from latentdd.data import LabelledImages
 from latentdd.diffusion_render import DiffusionDecoder
@@ -53,6 +55,10 @@ class LatentSpace:
     latents: Latents
     record: dict  # dataset and vae parts of the protocol record
     seconds: dict[str, float]
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents (n, c, h, w) -> images (n, C, H, W) at the dataset's shape, differentiable."""
+        return self.adapter.from_vae(self.vae.decode(z))
 
 
 @dataclass
@@ -195,9 +201,8 @@ def distill_to_folder(
     else:
         distiller = make_distiller(method, **(params or {}))
         if getattr(distiller, "uses_context", False):  # e.g. bacon: the decoder, checkpoints beside the output
-            extra["context"] = DistillContext(decode=lambda z: space.adapter.from_vae(space.vae.decode(z)),
-                                              checkpoint_dir=out.with_name(f"{out.name}.checkpoint"),
-                                              progress=progress)
+            extra["context"] = DistillContext(decode=space.decode, progress=progress,
+                                              checkpoint_dir=out.with_name(f"{out.name}.checkpoint"))
         synthetic: SyntheticLatents = distiller.distill(space.latents, ipc, seed=seed, **extra)
         distill_seconds = time.perf_counter() - t
     t = time.perf_counter()

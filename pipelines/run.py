@@ -59,9 +59,8 @@ class MethodSpec:
             raise DataError(f"run.methods entry {entry!r}: unknown key(s) {unknown}; "
                             "known: method, params, label, use_weights, ipcs")
         ipcs = entry.get("ipcs")
-        if ipcs is not None and (not isinstance(ipcs, list) or not ipcs or
-                                 any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in ipcs)):
-            raise DataError(f"run.methods entry {entry!r}: ipcs must be a list of positive integers")
+        if ipcs is not None:
+            _check_ipcs(ipcs, f"run.methods entry {entry!r}: ipcs")
         _check_use_weights(entry.get("use_weights"), allow_none=True)
         params = dict(entry.get("params") or {})
         make_distiller(entry["method"], **params)  # unknown names and bad parameters fail here, before any work
@@ -104,8 +103,7 @@ class RunConfig:
         _check_use_weights(self.use_weights)
         if self.eval_split not in ("test", "val"):
             raise DataError(f"run.eval_split must be test or val; got {self.eval_split!r}")
-        if not self.ipcs or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in self.ipcs):
-            raise DataError(f"run.ipcs must be a list of positive integers; got {self.ipcs!r}")
+        _check_ipcs(self.ipcs, "run.ipcs")
         idle = [spec.label for spec in self.specs() if not any(map(spec.runs_at, self.ipcs))]
         if idle:
             raise DataError(f"run.methods {idle}: their ipcs include none of run.ipcs {self.ipcs}")
@@ -119,6 +117,12 @@ class RunConfig:
     def weight_modes(self, spec: MethodSpec) -> list[bool]:
         mode = self.use_weights if spec.use_weights is None else spec.use_weights
         return [True, False] if mode == "both" else [mode]
+
+
+def _check_ipcs(value, what: str) -> None:
+    if not isinstance(value, list) or not value or \
+            any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
+        raise DataError(f"{what} must be a list of positive integers; got {value!r}")
 
 
 def _check_use_weights(value, allow_none: bool = False) -> None:
@@ -194,7 +198,18 @@ def _distill_request(spec: MethodSpec, ipc: int, seed: int, vae: dict, decoder: 
     request = {"method": spec.method, "params": params, "ipc": ipc, "seed": seed, "vae": vae}
     if decoder is not None:
         request["decoder"] = decoder
-    return json.loads(json.dumps(request))
+    return _as_json(request)
+
+
+def _as_json(value):
+    """`value` as it reads back from JSON (tuples become lists, ...), so that it compares with stored values."""
+    return json.loads(json.dumps(value))
+
+
+def _with_defaults(stored: dict, defaults: dict) -> dict:
+    """Stored settings, with each setting added to the code since then read as its default (a new
+    setting's default keeps the behaviour from before it existed)."""
+    return _as_json(defaults) | stored
 
 
 def _same_latents(request: dict, folders: list[Path]) -> Path | None:
@@ -209,12 +224,11 @@ def _same_latents(request: dict, folders: list[Path]) -> Path | None:
 
 
 def _stored_request(folder: Path) -> dict | None:
-    """The request a folder was made for; parameters added to its distiller since then read as
-    their defaults (a new parameter's default keeps the behaviour from before it existed)."""
+    """The request a folder was made for (its distiller's parameters added since, at their defaults)."""
     path = folder / "distill.json"
     request = json.loads(path.read_text()).get("request") if path.exists() else None
     if request is not None:
-        request["params"] = json.loads(json.dumps(distiller_params(request["method"]))) | request["params"]
+        request["params"] = _with_defaults(request["params"], distiller_params(request["method"]))
     return request
 
 
@@ -234,11 +248,11 @@ def _evaluate(images: Path, label: str, ipc: int, *, use_weights: bool, test, ev
               "manifest_sha256": hashlib.sha256((images / MANIFEST_NAME).read_bytes()).hexdigest()}
     if on_val:
         inputs["evaluated_on"] = f"val ({len(test)} images)"
-    inputs = json.loads(json.dumps(inputs))
+    inputs = _as_json(inputs)
     report = json.loads(path.read_text()) if path.exists() else {}
     stored = report.get("inputs")
-    if stored is not None:  # evaluator settings added since the report read as their defaults
-        stored["evaluator"] = json.loads(json.dumps(dataclasses.asdict(EvalConfig()))) | stored["evaluator"]
+    if stored is not None:
+        stored["evaluator"] = _with_defaults(stored["evaluator"], dataclasses.asdict(EvalConfig()))
     if stored != inputs:
         record = read_manifest(images).get("record") or {}
         if on_val:

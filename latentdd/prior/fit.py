@@ -60,8 +60,8 @@ class FitPriorConfig:
     """How to fit the prior. Defaults: a 0.70M-parameter UNet2DModel for Fashion-MNIST's
     (4, 8, 8) latents (one 2x downsampling, 8x8 -> 4x4; self-attention at 4x4 and in the
     middle block), 1500 AdamW steps of 64 latents (1.6 epochs of 60k). Measured alone on 2
-    CPU cores: 112 s (12.5 steps/s), final loss 0.117; the samples are recognisably of
-    their class (accuracy with this decoder is not measured yet). A 4.0M-parameter
+    CPU cores: 112 s (12.5 steps/s), final loss 0.117; its pure samples are 99% class
+    consistent (benchmarks/bench_render.py, strength 1). A 4.0M-parameter
     (64, 128) x 2-layer UNet at batch 128 took 2.5-4 s per step on a busy machine.
 
     block_out_channels, layers_per_block, attention_head_dim, norm_num_groups: the
