@@ -173,6 +173,7 @@ def distill_to_folder(
     decoder=None,
     decoder_record: dict | None = None,
     latents_from: Path | None = None,
+    checkpoint_dir: Path | None = None,
     progress: bool = False,
 ) -> Path:
     """Distil `ipc` latents per class with `method`, render them (`decoder`, VAE decoding by default), write `out`.
@@ -185,6 +186,11 @@ def distill_to_folder(
     latents_from: a folder this function wrote earlier for the same method, parameters,
     IPC, seed and latents (the caller checks): its synthetic latents are rendered again
     instead of distilled again; the record keeps the original distill time.
+    checkpoint_dir: where an iterative distiller (bacon) checkpoints, kept afterwards so a
+    later call with more iterations continues from it; by default `<out>.checkpoint`,
+    removed once the folder is written.
+    The distill time recorded is the distiller's own count when it reports one (a resumed
+    BACON run: the seconds of all its iterations), else this call's.
     Written into a temporary sibling folder and renamed into place.
     """
     from safetensors.torch import save_file
@@ -202,9 +208,9 @@ def distill_to_folder(
         distiller = make_distiller(method, **(params or {}))
         if getattr(distiller, "uses_context", False):  # e.g. bacon: the decoder, checkpoints beside the output
             extra["context"] = DistillContext(decode=space.decode, progress=progress,
-                                              checkpoint_dir=out.with_name(f"{out.name}.checkpoint"))
+                                              checkpoint_dir=checkpoint_dir or out.with_name(f"{out.name}.checkpoint"))
         synthetic: SyntheticLatents = distiller.distill(space.latents, ipc, seed=seed, **extra)
-        distill_seconds = time.perf_counter() - t
+        distill_seconds = synthetic.extras.get("seconds", time.perf_counter() - t)
     t = time.perf_counter()
     decoder = decoder or VAEDecoder(space.vae, space.adapter)
     images = decoder.render(synthetic, seed=seed)
@@ -232,7 +238,7 @@ def distill_to_folder(
         if config:
             save_resolved(tmp / "config.yaml", config)
         replace_dir(tmp, out, overwrite=overwrite)
-        if "context" in extra:
+        if "context" in extra and checkpoint_dir is None:
             shutil.rmtree(extra["context"].checkpoint_dir, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

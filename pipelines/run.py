@@ -40,6 +40,12 @@ class MethodSpec:
     `key=value` of each parameter); use_weights (optional) overrides the run's; ipcs
     (optional) limits the method to those of the run's IPCs (e.g. a costly variant at
     IPC 10 only).
+
+    curve (optional, iterative distillers such as bacon/idm): a list of increasing
+    iteration counts, e.g. [250, 500, 1000]. One optimisation runs to the largest, and the
+    set after each count becomes its own folder and row, `<label>_it<N>` (an accuracy vs.
+    iterations curve for the price of the longest run: each point continues from the
+    previous point's checkpoint, kept in `<label>_ipc<IPC>.checkpoint`).
     """
 
     method: str
@@ -47,6 +53,8 @@ class MethodSpec:
     label: str = ""
     use_weights: bool | str | None = None
     ipcs: tuple[int, ...] | None = None
+    curve: tuple[int, ...] | None = None
+    chain: str | None = None  # a curve point: the curve's label, which names the shared checkpoint
 
     @classmethod
     def parse(cls, entry: str | dict) -> MethodSpec:
@@ -54,20 +62,37 @@ class MethodSpec:
             entry = {"method": entry}
         if not isinstance(entry, dict) or not isinstance(entry.get("method"), str):
             raise DataError(f"run.methods: each entry is a distiller name or a mapping with `method`; got {entry!r}")
-        unknown = sorted(set(entry) - {"method", "params", "label", "use_weights", "ipcs"})
+        unknown = sorted(set(entry) - {"method", "params", "label", "use_weights", "ipcs", "curve"})
         if unknown:
             raise DataError(f"run.methods entry {entry!r}: unknown key(s) {unknown}; "
-                            "known: method, params, label, use_weights, ipcs")
+                            "known: method, params, label, use_weights, ipcs, curve")
         ipcs = entry.get("ipcs")
         if ipcs is not None:
             _check_ipcs(ipcs, f"run.methods entry {entry!r}: ipcs")
         _check_use_weights(entry.get("use_weights"), allow_none=True)
         params = dict(entry.get("params") or {})
-        make_distiller(entry["method"], **params)  # unknown names and bad parameters fail here, before any work
+        distiller = make_distiller(entry["method"], **params)  # unknown names and bad parameters fail here
+        curve = entry.get("curve")
+        if curve is not None:
+            _check_ipcs(curve, f"run.methods entry {entry!r}: curve")
+            if list(curve) != sorted(set(curve)):
+                raise DataError(f"run.methods entry {entry!r}: curve must list iteration counts in increasing "
+                                f"order, each once; got {curve}")
+            if not getattr(distiller, "uses_context", False) or "iterations" in params:
+                raise DataError(f"run.methods entry {entry!r}: curve needs an iterative distiller (bacon, idm) "
+                                "and sets `iterations` itself: drop it from params")
         label = entry.get("label") or "-".join([entry["method"], *(f"{k}={v}" for k, v in sorted(params.items()))])
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.=+-]*", label):
             raise DataError(f"run.methods label {label!r} must be a plain folder name (letters, digits, _ . = + -)")
-        return cls(entry["method"], params, label, entry.get("use_weights"), None if ipcs is None else tuple(ipcs))
+        return cls(entry["method"], params, label, entry.get("use_weights"), None if ipcs is None else tuple(ipcs),
+                   None if curve is None else tuple(curve))
+
+    def points(self) -> list[MethodSpec]:
+        """The spec itself, or one spec per curve point (`<label>_it<N>`, iterations N)."""
+        if self.curve is None:
+            return [self]
+        return [replace(self, params=self.params | {"iterations": n}, label=f"{self.label}_it{n}", curve=None,
+                        chain=self.label) for n in self.curve]
 
     def runs_at(self, ipc: int) -> bool:
         return self.ipcs is None or ipc in self.ipcs
@@ -112,7 +137,8 @@ class RunConfig:
             raise DataError(f"run.methods labels must be distinct; got {labels} (give each variant a `label`)")
 
     def specs(self) -> list[MethodSpec]:
-        return [MethodSpec.parse(entry) for entry in self.methods]
+        """Every row family, a curve's points each on their own."""
+        return [point for entry in self.methods for point in MethodSpec.parse(entry).points()]
 
     def weight_modes(self, spec: MethodSpec) -> list[bool]:
         mode = self.use_weights if spec.use_weights is None else spec.use_weights
@@ -158,9 +184,11 @@ def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator
             request = _distill_request(spec, ipc, config.seed, prepared.record["vae"], decoder_request)
             if _stored_request(folder) != request:
                 candidates = [folder] + ([Path(config.latents_from) / folder.name] if config.latents_from else [])
+                chain = out / f"{spec.chain}_ipc{ipc}.checkpoint" if spec.chain else None
                 distill_to_folder(prepared, spec.method, ipc, config.seed, folder, params=spec.params,
                                   overwrite=True, request=request, decoder=renderer, decoder_record=decoder_record,
-                                  latents_from=_same_latents(request, candidates), progress=progress)
+                                  latents_from=_same_latents(request, candidates), checkpoint_dir=chain,
+                                  progress=progress)
             extras = json.loads((folder / "distill.json").read_text())["extras"]
             for use_weights in config.weight_modes(spec):
                 # A factorized set (e.g. bacon with factor 2) trains on its tiles, whatever the evaluator's factor.

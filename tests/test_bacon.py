@@ -79,6 +79,15 @@ def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(latents, tmp_path)
     assert other.extras["resumed_from"] == 0  # another configuration never resumes a foreign checkpoint
 
 
+def test_a_checkpoint_past_the_requested_iterations_is_not_rewound(latents, tmp_path):
+    ckpt = DistillContext(checkpoint_dir=tmp_path)
+    make_distiller("bacon", **TINY).distill(latents, 2, seed=0, context=ckpt)  # leaves iteration 6 behind
+    short = make_distiller("bacon", **{**TINY, "iterations": 3}).distill(latents, 2, seed=0, context=ckpt)
+    assert short.extras["resumed_from"] == 0 and short.extras["loss_curve"][-1]["iteration"] == 3
+    fresh = make_distiller("bacon", **{**TINY, "iterations": 3}).distill(latents, 2, seed=0)
+    assert torch.equal(short.latents, fresh.latents)
+
+
 def test_pixel_embedding_decodes_and_moves_the_latents(latents):
     ctx = DistillContext(decode=decode)
     syn = make_distiller("bacon", embedding="pixel", **TINY).distill(latents, 2, seed=0, context=ctx)

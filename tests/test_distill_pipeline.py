@@ -291,3 +291,30 @@ def test_run_method_ipcs_must_meet_the_runs(tmp_path, common, capsys):
                                               "ipcs": [1, 10]}}))
     assert main(["run", "--config", str(config), *common, "--out", str(tmp_path / "x")]) == 2
     assert "include none of run.ipcs" in capsys.readouterr().err
+
+
+def test_run_curve_evaluates_one_optimisation_at_each_iteration_count(tmp_path, common, capsys):
+    params = {"width": 8, "pool_start": 1, "batch_real": 4, "net_batch": 8, "train_steps": 1, "checkpoint_every": 1}
+    curve = {"method": "bacon", "label": "bacon", "params": params, "curve": [2, 3]}
+    straight = {"method": "bacon", "label": "straight", "params": params | {"iterations": 3}}
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"run": {"methods": [curve, straight], "ipcs": [1], "random_real": False},
+                                      "evaluator": {"epochs": 1, "width": 8, "compile": "off", "num_eval": 1}}))
+    out = tmp_path / "run"
+    assert main(["run", "--config", str(config), *common, "--out", str(out)]) == 0
+    assert [r["method"] for r in json.loads((out / "results.json").read_text())] == ["bacon_it2", "bacon_it3",
+                                                                                     "straight"]
+    last = json.loads((out / "bacon_it3_ipc1" / "distill.json").read_text())
+    assert last["extras"]["resumed_from"] == 2 and last["params"]["iterations"] == 3
+    assert last["record"]["stage_seconds"]["distill"] == last["extras"]["seconds"]  # all 3 iterations' time
+    a, b = (load_file(str(out / f / "latents.safetensors")) for f in ("bacon_it3_ipc1", "straight_ipc1"))
+    assert torch.equal(a["latents"], b["latents"])  # continuing equals running straight through
+    assert (out / "bacon_ipc1.checkpoint").is_dir()  # kept, so a longer curve continues from it
+    assert not (out / "straight_ipc1.checkpoint").exists()
+
+    bad = [{"method": "kmeans", "curve": [2, 3]}, {"method": "bacon", "curve": [3, 2]},
+           {"method": "bacon", "curve": [2], "params": {"iterations": 5}}]
+    for entry in bad:
+        config.write_text(yaml.safe_dump({"run": {"methods": [entry], "ipcs": [1]}}))
+        assert main(["run", "--config", str(config), *common, "--out", str(tmp_path / "x")]) == 2
+        assert "curve" in capsys.readouterr().err

@@ -197,7 +197,8 @@ class BaconDistiller:
         path = Path(context.checkpoint_dir) / _CHECKPOINT if context.checkpoint_dir else None
         if path is not None and path.is_file():
             state = torch.load(path, map_location="cpu", weights_only=False)
-            if state.get("key") == key:
+            # A checkpoint past this run's end (a longer run's) cannot be rewound: start afresh.
+            if state.get("key") == key and state["iteration"] <= self.iterations:
                 while len(pool) < len(state["pool"]):
                     pool.append(new_net())
                 start, elapsed, curve = state["iteration"], state["seconds"], state["curve"]
