@@ -315,7 +315,7 @@ def results_markdown(rows: list[dict], dataset: str, evaluator: EvalConfig, vae:
              "Latent W2: the class's latents to the set's nearest points, mean over classes. Class consistency: "
              "the share of the set's images a ConvNet trained on the real train split calls their class "
              "(consistency.json).", "",
-             "| method | IPC | test accuracy % (mean ± std, n) | latent W2 | class consistency % |",
+             f"| method | IPC | {eval_split.split()[0]} accuracy % (mean ± std, n) | latent W2 | class consistency % |",
              "|---|---|---|---|---|"]
     for r in rows:
         w2 = "" if r["quantization_error"] is None else f"{r['quantization_error']:.3f}"
