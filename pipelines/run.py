@@ -68,13 +68,13 @@ class MethodSpec:
                             "known: method, params, label, use_weights, ipcs, curve")
         ipcs = entry.get("ipcs")
         if ipcs is not None:
-            _check_ipcs(ipcs, f"run.methods entry {entry!r}: ipcs")
+            _check_counts(ipcs, f"run.methods entry {entry!r}: ipcs")
         _check_use_weights(entry.get("use_weights"), allow_none=True)
         params = dict(entry.get("params") or {})
         distiller = make_distiller(entry["method"], **params)  # unknown names and bad parameters fail here
         curve = entry.get("curve")
         if curve is not None:
-            _check_ipcs(curve, f"run.methods entry {entry!r}: curve")
+            _check_counts(curve, f"run.methods entry {entry!r}: curve")
             if list(curve) != sorted(set(curve)):
                 raise DataError(f"run.methods entry {entry!r}: curve must list iteration counts in increasing "
                                 f"order, each once; got {curve}")
@@ -128,7 +128,7 @@ class RunConfig:
         _check_use_weights(self.use_weights)
         if self.eval_split not in ("test", "val"):
             raise DataError(f"run.eval_split must be test or val; got {self.eval_split!r}")
-        _check_ipcs(self.ipcs, "run.ipcs")
+        _check_counts(self.ipcs, "run.ipcs")
         idle = [spec.label for spec in self.specs() if not any(map(spec.runs_at, self.ipcs))]
         if idle:
             raise DataError(f"run.methods {idle}: their ipcs include none of run.ipcs {self.ipcs}")
@@ -145,7 +145,8 @@ class RunConfig:
         return [True, False] if mode == "both" else [mode]
 
 
-def _check_ipcs(value, what: str) -> None:
+def _check_counts(value, what: str) -> None:
+    """DataError unless `value` is a non-empty list of positive integers (IPCs, a curve's iteration counts)."""
     if not isinstance(value, list) or not value or \
             any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
         raise DataError(f"{what} must be a list of positive integers; got {value!r}")
