@@ -524,6 +524,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if not args.quiet else logging.WARNING, format="%(levelname)s %(message)s")
     # torch's C++ builder warns about CUDA on every CPU-only machine; it is not ours to act on.
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    # faiss logs which CPU build it loaded (four lines) at INFO on import; only its warnings concern a user.
+    logging.getLogger("faiss").setLevel(logging.WARNING)
     try:
         raw = load_yaml(args.config)
         return args.func(args, raw)
