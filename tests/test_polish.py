@@ -3,10 +3,18 @@ published figures, warnings on missing classes, a stop on diverging latents."""
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from latentdd.data import SyntheticImages, load_dataset
+from latentdd.evaluate.trainer import EvalConfig, evaluate_synthetic
+from latentdd.progress import PlainProgress, progress_bar
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,3 +30,41 @@ def test_cli_logging_hides_faiss_loader_info_but_keeps_ours():
     assert done.returncode == 0, done.stderr
     assert "INFO ours" in done.stderr
     assert "faiss" not in done.stderr.lower(), done.stderr
+
+
+def test_nested_progress_off_a_terminal_prints_plain_lines(capsys):
+    test, train = load_dataset("digits", "test"), load_dataset("digits", "train")
+    synthetic = SyntheticImages(train.images[:50], train.labels[:50], list(train.class_names))
+    config = EvalConfig(width=8, depth=2, epochs=3, batch_size=64, dsa=False, num_eval=2, compile="off")
+    evaluate_synthetic(synthetic, test, config, mean=torch.tensor([0.5]), std=torch.tensor([0.25]), flip=False,
+                       progress=True)  # an evaluation's bar over runs, each with a bar over epochs
+    err = capsys.readouterr().err
+    assert "\x1b[" not in err and "\r" not in err
+    lines = err.splitlines()
+    assert lines[0] == "evaluate 50 images: start 0/2 it"
+    assert lines[1].startswith("train seed 0: done 3/3 it in ")
+    assert lines[-1].startswith("evaluate 50 images: done 2/2 it in ") and "acc=" in lines[-1]
+    assert len(lines) == 5  # start, 50%, done, and one line per inner bar
+
+
+def test_plain_progress_prints_at_most_one_line_per_tenth_and_resumes():
+    out = io.StringIO()
+    bar = progress_bar(total=1000, initial=200, desc="fit prior", unit="step", file=out)
+    for _ in range(800):
+        bar.update(1)
+    bar.set_postfix(loss="0.1")
+    bar.close()
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "fit prior: resume 200/1000 step"
+    assert [line.split()[2] for line in lines[1:-1]] == [f"{p}%" for p in range(30, 100, 10)]
+    assert lines[-1].startswith("fit prior: done 1000/1000 step in ") and lines[-1].endswith("loss=0.1")
+
+
+def test_progress_on_a_terminal_is_tqdm():
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    assert isinstance(progress_bar(range(3), file=Terminal()), tqdm)
+    assert isinstance(progress_bar(range(3), file=io.StringIO()), PlainProgress)

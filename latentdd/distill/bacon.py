@@ -44,7 +44,6 @@ from typing import ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from latentdd.distill.bacon_loss import bacon_loss, dm_loss
 from latentdd.distill.base import (
@@ -62,6 +61,7 @@ from latentdd.evaluate.dsa import DiffAugment, DSAConfig
 from latentdd.evaluate.factorization import check_factor, tile, untile
 from latentdd.io import atomic_write_bytes
 from latentdd.latents.types import Latents, SyntheticLatents
+from latentdd.progress import progress_bar
 
 LOSS_NAMES = ("bacon", "bacon-reference", "dm")
 EMBEDDINGS = ("latent", "pixel")
@@ -206,7 +206,7 @@ class BaconDistiller:
 
         labels = [torch.full((ipc * self.factor**2,), k, dtype=torch.long) for k in range(num_classes)]
         all_members = torch.from_numpy(np.concatenate(members))
-        bar = tqdm(range(start, self.iterations), initial=start, total=self.iterations, desc=self.name,
+        bar = progress_bar(range(start, self.iterations), initial=start, total=self.iterations, desc=self.name,
                    disable=not context.progress, unit="it")
         window: dict[str, list[float]] = {}
         t0 = time.perf_counter() - elapsed

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from latentdd.data.base import LabelledImages, SyntheticImages
 from latentdd.errors import DataError, LatentDDError
@@ -25,6 +24,7 @@ from latentdd.evaluate.convnet import build_model, default_depth
 from latentdd.evaluate.dsa import DiffAugment, DSAConfig
 from latentdd.evaluate.factorization import untile
 from latentdd.io import atomic_write_json
+from latentdd.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +236,7 @@ def train_model(
     x_all = _normalise(images.float(), mean, std)
     y_all = labels.long()
     model.train()
-    epochs = tqdm(range(config.epochs), desc=f"train seed {seed}", disable=not progress, leave=False)
+    epochs = progress_bar(range(config.epochs), desc=f"train seed {seed}", disable=not progress, leave=False)
     for epoch in epochs:
         if epoch == config.epochs // 2 + 1:
             for group in optimizer.param_groups:
@@ -321,7 +321,7 @@ def evaluate_synthetic(
     start = time.perf_counter()
     seeds = [config.seed + i for i in range(config.num_eval)]
     accuracies, seconds = [], []
-    runs = tqdm(seeds, desc=f"evaluate {len(synthetic)} images", disable=not progress)
+    runs = progress_bar(seeds, desc=f"evaluate {len(synthetic)} images", disable=not progress)
     for seed in runs:
         t0 = time.perf_counter()
         model = train_model(

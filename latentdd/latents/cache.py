@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
 
 from latentdd.data.base import LabelledImages
 from latentdd.errors import DataError, LatentDDError
 from latentdd.io import atomic_write_json
 from latentdd.latents.types import Latents
+from latentdd.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def encode_split(
         atomic_write_json(out / PLAN, plan)
     mine = [(i, r) for i, r in enumerate(ranges) if i % world_size == rank]
     todo = [(i, r) for i, r in mine if not _shard_is_complete(out / shard_name(i), r[1] - r[0])]
-    bar = tqdm(total=sum(b - a for _, (a, b) in todo), desc=f"encode (rank {rank})", unit="img", disable=not progress)
+    bar = progress_bar(total=sum(b - a for _, (a, b) in todo), desc=f"encode (rank {rank})", unit="img", disable=not progress)
     for index, (start, stop) in todo:
         parts = []
         for lo in range(start, stop, config.batch_size):

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from latentdd.errors import DataError, LatentDDError
 from latentdd.io import atomic_write_bytes, atomic_write_json
 from latentdd.latents.types import Latents
+from latentdd.progress import progress_bar
 from latentdd.vae.fit import check_blocks, learning_rate
 
 # Bump when a change to this file makes the same config train a different prior.
@@ -273,7 +274,6 @@ def prior_hash(config: FitPriorConfig, data: dict) -> str:
 def _train(latents: Latents, config: FitPriorConfig, checkpoint: Path, progress: bool, device):
     """Train; returns (EMA UNet in eval mode, DDPMScheduler, [[step, mean loss], ...])."""
     from diffusers import DDPMScheduler, UNet2DModel
-    from tqdm.auto import tqdm
 
     x_all = latents.latents.float()  # (N, c, h, w), stays on the CPU; batches move
     y_all = latents.labels
@@ -297,7 +297,7 @@ def _train(latents: Latents, config: FitPriorConfig, checkpoint: Path, progress:
         step, curve, window = state["step"], state["curve"], state["window"]
 
     unet.train()
-    bar = tqdm(total=total, initial=step, disable=not progress, desc="fit prior", unit="step")
+    bar = progress_bar(total=total, initial=step, disable=not progress, desc="fit prior", unit="step")
     order = None
     while step < total:
         epoch, i = divmod(step, steps_per_epoch)

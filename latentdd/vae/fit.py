@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from latentdd.data.base import LabelledImages
 from latentdd.errors import DataError, LatentDDError
 from latentdd.io import atomic_write_bytes, atomic_write_json
+from latentdd.progress import progress_bar
 from latentdd.vae.base import VAEInputAdapter
 from latentdd.vae.diffusers_kl import DiffusersKL
 
@@ -280,9 +281,7 @@ def _train(
         optimizer.load_state_dict(state["optimizer"])
         step, curve = state["step"], state["curve"]
 
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total, initial=step, disable=not progress, desc="fit VAE", unit="step")
+    bar = progress_bar(total=total, initial=step, disable=not progress, desc="fit VAE", unit="step")
     order, window = None, []
     while step < total:
         epoch, i = divmod(step, steps_per_epoch)
