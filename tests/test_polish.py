@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from latentdd.data import SyntheticImages, load_dataset
 from latentdd.evaluate.trainer import EvalConfig, evaluate_synthetic
+from latentdd.prior import fit as prior_fit
 from latentdd.progress import PlainProgress, progress_bar
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,3 +69,19 @@ def test_progress_on_a_terminal_is_tqdm():
 
     assert isinstance(progress_bar(range(3), file=Terminal()), tqdm)
     assert isinstance(progress_bar(range(3), file=io.StringIO()), PlainProgress)
+
+
+def test_prior_ema_is_diffusers_ema_model_with_a_constant_capped_decay():
+    model = torch.nn.Linear(3, 2)
+    ema = prior_fit._ema(model, decay=0.2)
+    expected = [p.detach().clone() for p in model.parameters()]
+    gen = torch.Generator().manual_seed(0)
+    for n in range(1, 6):  # n / (9 + n) passes the cap 0.2 at n = 3
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen))
+        ema.step(model.parameters())
+        decay = 0.0 if n == 1 else min(0.2, n / (9 + n))
+        expected = [decay * e + (1 - decay) * p.detach() for e, p in zip(expected, model.parameters())]
+        for e, s in zip(expected, ema.shadow_params):
+            torch.testing.assert_close(s, e)

@@ -185,7 +185,10 @@ def test_fit_prior_resumes_from_a_checkpoint_to_the_same_weights(fitted, tmp_pat
     monkeypatch.setattr(prior_fit, "_save_checkpoint", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
         fit_prior(learnable_latents(), config, tmp_path, progress=False)
-    assert saves == [10, 20] and (tmp_path / f".partial-{report['hash'][:16]}" / "checkpoint.pt").is_file()
+    checkpoint = tmp_path / f".partial-{report['hash'][:16]}" / "checkpoint.pt"
+    assert saves == [10, 20] and checkpoint.is_file()
+    ema = torch.load(checkpoint, weights_only=True)["ema"]  # EMAModel's state, no pickle needed
+    assert ema["optimization_step"] == 20 and len(ema["shadow_params"]) == len(list(unet.parameters()))
     monkeypatch.setattr(prior_fit, "_save_checkpoint", real_save)
     resumed, _, resumed_report = fit_prior(learnable_latents(), config, tmp_path, progress=False)
     assert resumed_report["cached"] is False and resumed_report["loss_curve"] == report["loss_curve"]

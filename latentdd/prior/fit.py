@@ -24,7 +24,6 @@ with the same weights as an uninterrupted one.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import io
@@ -48,7 +47,7 @@ from latentdd.progress import progress_bar
 from latentdd.vae.fit import check_blocks, learning_rate
 
 # Bump when a change to this file makes the same config train a different prior.
-PRIOR_VERSION = 1
+PRIOR_VERSION = 2  # 2: diffusers EMAModel (its first update copies the weights)
 PRIOR_META_FILE = "latentdd_prior.json"
 LOSS_CURVE_FILE = "loss_curve.png"
 _CHECKPOINT_FILE = "checkpoint.pt"
@@ -82,7 +81,8 @@ class FitPriorConfig:
         lr to lr / 10 over the run (`latentdd.vae.fit.learning_rate`). grad_clip: max
         gradient norm (0: none).
     ema_decay: the saved weights are an exponential moving average of the trained ones,
-        with decay min(ema_decay, (1 + step) / (10 + step)) so that short fits still move;
+        with decay min(ema_decay, n / (9 + n)) at update n (the first copies the weights) so that
+        short fits still move (diffusers' EMAModel without warmup);
         0.995 averages over about the last 200 of the 1500 steps; 0 saves the last weights.
     seed: initial weights, data order, label dropout, timesteps and noise all follow from it.
     checkpoint_every: steps between resumable checkpoints (0: never).
@@ -285,7 +285,7 @@ def _train(latents: Latents, config: FitPriorConfig, checkpoint: Path, progress:
     with torch.random.fork_rng(devices=[]):  # seeded weights, the global RNG left alone
         torch.manual_seed(config.seed)
         unet = UNet2DModel(**config.unet_config(latents.latent_shape, null)).to(device)
-    ema = copy.deepcopy(unet).requires_grad_(False)
+    ema = _ema(unet, config.ema_decay)
     scheduler = DDPMScheduler(**config.scheduler_config())
     optimizer = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     step, curve, window = 0, [], []
@@ -327,7 +327,7 @@ def _train(latents: Latents, config: FitPriorConfig, checkpoint: Path, progress:
         if config.grad_clip:
             torch.nn.utils.clip_grad_norm_(unet.parameters(), config.grad_clip)
         optimizer.step()
-        _update_ema(ema, unet, min(config.ema_decay, (1 + step) / (10 + step)))
+        ema.step(unet.parameters())
         step += 1
         window.append(loss.item())
         if len(window) == config.log_every or step == total:
@@ -340,14 +340,16 @@ def _train(latents: Latents, config: FitPriorConfig, checkpoint: Path, progress:
                      "step": step, "curve": curve, "window": window}
             _save_checkpoint(checkpoint, state)
     bar.close()
-    return ema.eval(), scheduler, curve
+    ema.copy_to(unet.parameters())  # UNet2DModel has no buffers, so its parameters are all there is to average
+    return unet.eval().requires_grad_(False), scheduler, curve
 
 
-@torch.no_grad()
-def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * model, parameter by parameter (UNet2DModel has no buffers to average)."""
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p.detach(), 1.0 - decay)
+def _ema(unet: torch.nn.Module, decay: float):
+    """diffusers' EMAModel of `unet`'s parameters: its n-th update (n from 1) averages with decay
+    min(decay, n / (9 + n)), except the first, which copies the weights (decay 0)."""
+    from diffusers.training_utils import EMAModel
+
+    return EMAModel(unet.parameters(), decay=decay, use_ema_warmup=False)
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
