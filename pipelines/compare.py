@@ -26,8 +26,8 @@ from latentdd.published import published
 from pipelines.distill import DecoderConfig, LatentSpaceConfig
 from pipelines.run import RunConfig, run
 
-CSV_FIELDS = ("method", "ipc", "mean", "std", "n", "latent_w2", "class_consistency", "published_mean", "distill_s",
-              "render_s", "evaluate_s", "report")
+CSV_FIELDS = ("method", "ipc", "mean", "std", "n", "latent_w2", "class_consistency", "published_mean",
+              "published_protocol", "distill_s", "render_s", "evaluate_s", "report")
 
 
 def compare(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator: EvalConfig, out: Path, *,
@@ -56,7 +56,8 @@ def _with_costs(row: dict, dataset: str) -> dict:
     stages = report.get("record", {}).get("stage_seconds", {})
     base = row["method"].removesuffix(" + weights")
     pub = published(dataset, "random" if base.startswith("random-real") else base, row["ipc"])
-    return row | {"latent_w2": row.get("quantization_error"), "published_mean": pub[0] if pub else None,
+    return row | {"latent_w2": row.get("quantization_error"), "published_mean": pub.mean if pub else None,
+                  "published_protocol": pub.protocol if pub else None,
                   "distill_s": stages.get("distill"), "render_s": stages.get("render"),
                   "evaluate_s": report.get("wall_seconds")}
 
@@ -66,16 +67,23 @@ def comparison_markdown(rows: list[dict], dataset: str, evaluator: EvalConfig) -
              f"Evaluator {evaluator.model}, {evaluator.epochs} epochs, {'DSA' if evaluator.dsa else 'no augmentation'}, "
              f"{evaluator.num_eval} run(s) per set; every method distils the same cached latents and is rendered by "
              "the same decoder; full protocol records in the reports/ folder. Published figures are PIXEL-space "
-             "methods (PROTOCOLS.md section 2; IDM and BACON there train on 4 factorized sub-images per image).", "",
-             "| method | IPC | accuracy % (mean ± std, n) | published (pixel space) | latent W2 | class consistency % | "
+             "methods (PROTOCOLS.md section 2), each with the protocol it was measured under, which need not be "
+             "this table's: compare a row with its published figure only where the protocols match.", "",
+             "| method | IPC | accuracy % (mean ± std, n) | published (pixel space, its protocol) | latent W2 | "
+             "class consistency % | "
              "distill s | render s | evaluate s |", "|---|---|---|---|---|---|---|---|---|"]
     fmt = lambda v, spec: "" if v is None else format(v, spec)  # noqa: E731
     for r in rows:
         lines.append(f"| {r['method']} | {r['ipc']} | {r['mean']:.2f} ± {r['std']:.2f} (n={r['n']}) | "
-                     f"{fmt(r['published_mean'], '.2f')} | {fmt(r['latent_w2'], '.3f')} | "
+                     f"{_published_text(r)} | {fmt(r['latent_w2'], '.3f')} | "
                      f"{fmt(r.get('class_consistency'), '.1f')} | {fmt(r['distill_s'], '.1f')} | "
                      f"{fmt(r['render_s'], '.1f')} | {fmt(r['evaluate_s'], '.0f')} |")
     return "\n".join(lines) + "\n"
+
+
+def _published_text(row: dict) -> str:
+    """The published figure as printed, with its protocol: "73.8 (DC protocol: 300 ep, no aug)"."""
+    return "" if row["published_mean"] is None else f"{row['published_mean']:g} ({row['published_protocol']})"
 
 
 def accuracy_plot(rows: list[dict], dataset: str) -> bytes:

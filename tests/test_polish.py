@@ -4,6 +4,7 @@ published figures, warnings on missing classes, a stop on diverging latents."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -16,6 +17,8 @@ from latentdd.data import SyntheticImages, load_dataset
 from latentdd.evaluate.trainer import EvalConfig, evaluate_synthetic
 from latentdd.prior import fit as prior_fit
 from latentdd.progress import PlainProgress, progress_bar
+from latentdd.published import PROTOCOL, PUBLISHED, published
+from pipelines.compare import _with_costs, comparison_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,3 +88,23 @@ def test_prior_ema_is_diffusers_ema_model_with_a_constant_capped_decay():
         expected = [decay * e + (1 - decay) * p.detach() for e, p in zip(expected, model.parameters())]
         for e, s in zip(expected, ema.shadow_params):
             torch.testing.assert_close(s, e)
+
+
+def test_compare_table_labels_each_published_figure_with_its_protocol(tmp_path):
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"wall_seconds": 5.0, "record": {"stage_seconds": {"distill": 1.0}}}))
+    rows = [_with_costs({"method": method, "ipc": 10, "mean": 77.2, "std": 0.2, "n": 3, "report": str(report)},
+                        "fashion_mnist") for method in ("random-real (pixels)", "herding", "bacon", "kmeans")]
+    table = comparison_markdown(rows, "fashion_mnist", EvalConfig())
+    assert "| random-real (pixels) | 10 | 77.20 ± 0.20 (n=3) | 73.8 (DC protocol: 300 ep, no aug) |" in table
+    assert "| herding | 10 | 77.20 ± 0.20 (n=3) | 71.1 (DC protocol: 300 ep, no aug) |" in table
+    assert "| bacon | 10 | 77.20 ± 0.20 (n=3) | 84.23 (IDM/BACON protocol: 1000 ep, DSA aug, factorized --aug" in table
+    assert "| kmeans | 10 | 77.20 ± 0.20 (n=3) |  |" in table
+    assert [r["published_protocol"] for r in rows][::3] == ["DC protocol: 300 ep, no aug", None]
+
+
+def test_published_figures_carry_their_protocol():
+    assert published("fashion_mnist", "dsa", 10) == (84.6, 0.3, "DSA protocol: 1000 ep, DSA aug")
+    assert published("mnist", "dc", 10).protocol == "DC protocol: 300 ep, crop/scale/rotate aug"
+    assert published("fashion_mnist", "kmeans", 10) is None
+    assert all(method in PROTOCOL for figures in PUBLISHED.values() for method in figures)
