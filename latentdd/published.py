@@ -32,6 +32,7 @@ class Published(NamedTuple):
     std: float | None
     protocol: str
 
+
 PUBLISHED: dict[str, dict[str, dict[int, tuple[float, float | None]]]] = {
     "fashion_mnist": {
         "random": {1: (51.4, 3.8), 10: (73.8, 0.7), 50: (82.5, 0.7)},
