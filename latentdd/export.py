@@ -23,7 +23,6 @@ import hashlib
 import io
 import json
 import shutil
-import tempfile
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -33,8 +32,8 @@ from PIL import Image
 from latentdd.data.base import SyntheticImages
 from latentdd.data.image_folder import ImageFolderImages, class_folder_name, class_folder_names
 from latentdd.data.transforms import RESIZE_POLICIES, ImageTransform, decode_image_bytes
-from latentdd.errors import DataError, DatasetNotFoundError, LatentDDError, OutputExistsError
-from latentdd.io import replace_dir
+from latentdd.errors import DataError, DatasetNotFoundError, OutputExistsError
+from latentdd.io import is_temporary, replace_dir, start_output
 
 __all__ = [
     "FORMAT_NAME",
@@ -80,34 +79,19 @@ def _json_default(value):
     raise TypeError(f"{type(value).__name__} is not JSON-serializable")
 
 
-def _check_replaceable(out: Path) -> None:
-    # --overwrite deletes the old folder: make sure it is one of ours, so a mistyped
-    # --out (a home directory, a dataset) is never removed.
-    if out.is_dir() and ((out / MANIFEST_NAME).is_file() or not any(out.iterdir())):
-        return
-    raise LatentDDError(
-        f"refusing to replace {out}: it is not an image folder written by latentdd (no {MANIFEST_NAME}); "
-        "choose another --out or remove it yourself"
-    )
-
-
 def export_image_folder(
     synthetic: SyntheticImages, out: Path | str, *, record: dict | None = None, overwrite: bool = False
 ) -> Path:
     """Write `synthetic` as `<out>/<class folder>/<index>.png` + `<out>/manifest.json` -> `out`.
 
     Atomic: everything is written to a sibling `<out>.tmp-<random>` folder, renamed into place
-    when complete, and removed if anything fails. If `out` exists: OutputExistsError unless
-    `overwrite`; with `overwrite` (allowed only over an earlier latentdd export or an empty
-    folder) the old folder is renamed aside, the new one renamed in, then the old one deleted,
-    so at every moment at least one complete copy exists on disk.
+    when complete, and removed if anything fails (`latentdd.io.start_output` / `replace_dir`,
+    which also clean what a killed export left). If `out` exists: OutputExistsError unless
+    `overwrite`; with `overwrite` (allowed only over a folder latentdd wrote or an empty one)
+    the old folder is renamed aside, the new one renamed in, then the old one deleted.
     record: the protocol record, stored as is in the manifest (JSON-serializable).
     """
     out = Path(out).expanduser()
-    if out.exists() or out.is_symlink():
-        if not overwrite:
-            raise OutputExistsError(f"{out} already exists; choose another --out or pass --overwrite")
-        _check_replaceable(out)
     c = synthetic.image_shape[0]
     if c not in (1, 3):
         raise DataError(f"only 1- or 3-channel images can be written as PNG; these have {c} channels")
@@ -115,8 +99,7 @@ def export_image_folder(
     folders = class_folder_names(synthetic.class_names)
     width = max(6, len(str(len(synthetic) - 1)))
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
+    tmp = start_output(out, overwrite=overwrite)
     try:
         entries = []
         labels = synthetic.labels.tolist()
@@ -215,6 +198,9 @@ def load_image_folder(
         have one size.
     """
     path = Path(path).expanduser()
+    if is_temporary(path):
+        raise DataError(f"{path} is a temporary folder an interrupted latentdd write left behind, not a finished "
+                        "image folder; write the output again (that removes it), or remove it yourself")
     if not path.exists():
         raise DatasetNotFoundError(f"image folder {path} does not exist")
     if not path.is_dir():

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +21,9 @@ import torch
 from latentdd.config import DataConfig, save_resolved
 from latentdd.data import LabelledImages
 from latentdd.diffusion_render import DiffusionDecoder
-from latentdd.errors import DataError, LatentDDError
+from latentdd.errors import DataError
 from latentdd.export import export_image_folder, image_grid
-from latentdd.io import atomic_write_json, replace_dir
+from latentdd.io import atomic_write_json, mark, replace_dir, start_output
 from latentdd.latents.cache import CacheConfig, MANIFEST, encode_split, load_latents, write_manifest
 from latentdd.latents.types import Latents, SyntheticLatents
 from latentdd.prior import FitPriorConfig, fit_prior
@@ -191,41 +190,40 @@ def distill_to_folder(
     removed once the folder is written.
     The distill time recorded is the distiller's own count when it reports one (a resumed
     BACON run: the seconds of all its iterations), else this call's.
-    Written into a temporary sibling folder and renamed into place.
+    Written into a temporary sibling folder and renamed into place; an existing `out` must be a
+    folder latentdd wrote (or an empty one), which is checked, like `out`'s writability, first.
     """
     from safetensors.torch import save_file
 
     from latentdd.distill import DistillContext, make_distiller
+    from latentdd.distill.bacon import remove_checkpoint
 
     out = Path(out).expanduser()
-    if out.exists() and not overwrite:
-        raise LatentDDError(f"{out} already exists; choose another --out or pass --overwrite")
-    t = time.perf_counter()
-    extra = {}
-    if latents_from is not None:
-        synthetic, distill_seconds = load_synthetic(latents_from, list(space.latents.class_names))
-    else:
-        distiller = make_distiller(method, **(params or {}))
-        if getattr(distiller, "uses_context", False):  # e.g. bacon: the decoder, checkpoints beside the output
-            extra["context"] = DistillContext(decode=space.decode, progress=progress,
-                                              checkpoint_dir=checkpoint_dir or out.with_name(f"{out.name}.checkpoint"))
-        synthetic: SyntheticLatents = distiller.distill(space.latents, ipc, seed=seed, **extra)
-        distill_seconds = synthetic.extras.get("seconds", time.perf_counter() - t)
-    t = time.perf_counter()
-    decoder = decoder or VAEDecoder(space.vae, space.adapter)
-    images = decoder.render(synthetic, seed=seed)
-    render_seconds = time.perf_counter() - t
-    record = protocol_record(
-        dataset=space.record["dataset"], vae=space.record["vae"],
-        method={"name": method, **synthetic.params}, ipc=ipc, decoder=decoder_record or decoder.record(),
-        evaluator={}, num_eval=0, seeds=[seed],
-        stage_seconds={**space.seconds, "distill": distill_seconds, "render": render_seconds},
-    )
-    if latents_from is not None:
-        record["method"]["latents_from"] = str(latents_from)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
+    tmp = start_output(out, overwrite=overwrite)  # refuses a foreign or unwritable `out` before any work
     try:
+        t = time.perf_counter()
+        extra = {}
+        if latents_from is not None:
+            synthetic, distill_seconds = load_synthetic(latents_from, list(space.latents.class_names))
+        else:
+            distiller = make_distiller(method, **(params or {}))
+            if getattr(distiller, "uses_context", False):  # e.g. bacon: the decoder, checkpoints beside the output
+                chain = checkpoint_dir or out.with_name(f"{out.name}.checkpoint")
+                extra["context"] = DistillContext(decode=space.decode, progress=progress, checkpoint_dir=chain)
+            synthetic: SyntheticLatents = distiller.distill(space.latents, ipc, seed=seed, **extra)
+            distill_seconds = synthetic.extras.get("seconds", time.perf_counter() - t)
+        t = time.perf_counter()
+        decoder = decoder or VAEDecoder(space.vae, space.adapter)
+        images = decoder.render(synthetic, seed=seed)
+        render_seconds = time.perf_counter() - t
+        record = protocol_record(
+            dataset=space.record["dataset"], vae=space.record["vae"],
+            method={"name": method, **synthetic.params}, ipc=ipc, decoder=decoder_record or decoder.record(),
+            evaluator={}, num_eval=0, seeds=[seed],
+            stage_seconds={**space.seconds, "distill": distill_seconds, "render": render_seconds},
+        )
+        if latents_from is not None:
+            record["method"]["latents_from"] = str(latents_from)
         export_image_folder(images, tmp / "images", record=record)
         (tmp / "grid.png").write_bytes(image_grid(images))  # a row per class, for a look at a glance
         tensors = {"latents": synthetic.latents.contiguous(), "labels": synthetic.labels}
@@ -237,9 +235,10 @@ def distill_to_folder(
                                                  "request": request})
         if config:
             save_resolved(tmp / "config.yaml", config)
+        mark(tmp, "distill")
         replace_dir(tmp, out, overwrite=overwrite)
         if "context" in extra and checkpoint_dir is None:
-            shutil.rmtree(extra["context"].checkpoint_dir, ignore_errors=True)
+            remove_checkpoint(extra["context"].checkpoint_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -33,8 +33,8 @@ and the matching sees the 4 tiles of each, upsampled, as the evaluator with fact
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -63,10 +63,13 @@ from latentdd.io import atomic_write_bytes
 from latentdd.latents.types import Latents, SyntheticLatents
 from latentdd.progress import progress_bar
 
+log = logging.getLogger(__name__)
+
 LOSS_NAMES = ("bacon", "bacon-reference", "dm")
 EMBEDDINGS = ("latent", "pixel")
 INITS = ("real", "kmeans")
-_CHECKPOINT = "bacon_checkpoint.pt"
+_CHECKPOINT = "bacon_checkpoint.safetensors"  # tensors, and the rest as JSON in its metadata: no pickle
+_OLD_CHECKPOINT = "bacon_checkpoint.pt"  # earlier versions pickled the checkpoint: never loaded
 # DSA groups that make sense on latent maps: colour and cutout act on pixel intensities.
 _LATENT_DSA = "crop_flip_scale_rotate"
 # The pixel embedding keeps every real latent decoded (float32): refuse above this many bytes.
@@ -195,8 +198,8 @@ class BaconDistiller:
         start, elapsed = 0, 0.0
         key = self._checkpoint_key(latents, ipc, seed)
         path = Path(context.checkpoint_dir) / _CHECKPOINT if context.checkpoint_dir else None
-        if path is not None and path.is_file():
-            state = torch.load(path, map_location="cpu", weights_only=False)
+        state = _read_state(path) if path is not None else None
+        if state is not None:
             # A checkpoint past this run's end (a longer run's) cannot be rewound: start afresh.
             if state.get("key") == key and state["iteration"] <= self.iterations:
                 while len(pool) < len(state["pool"]):
@@ -446,14 +449,66 @@ class _seeded_from:
         torch.random.set_rng_state(self.state)
 
 
+def _pack(value, tensors: dict[str, torch.Tensor]):
+    """Nested state (dicts, lists, numbers, tensors) -> JSON-able, each tensor moved to `tensors`
+    and left as {"tensor": name}; dicts with non-string keys (optimizer state) as {"items": [[k, v], ...]}."""
+    if isinstance(value, torch.Tensor):
+        name = str(len(tensors))
+        tensors[name] = value.detach().cpu().clone().contiguous()  # cloned: safetensors refuses shared memory
+        return {"tensor": name}
+    if isinstance(value, dict):
+        if all(isinstance(k, str) for k in value):
+            return {"dict": {k: _pack(v, tensors) for k, v in value.items()}}
+        return {"items": [[k, _pack(v, tensors)] for k, v in value.items()]}
+    if isinstance(value, (list, tuple)):
+        return [_pack(v, tensors) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"cannot checkpoint a {type(value).__name__}")
+
+
+def _unpack(value, tensors: dict[str, torch.Tensor]):
+    if isinstance(value, list):
+        return [_unpack(v, tensors) for v in value]
+    if isinstance(value, dict):
+        if "tensor" in value:
+            return tensors[value["tensor"]]
+        if "items" in value:
+            return {k: _unpack(v, tensors) for k, v in value["items"]}
+        return {k: _unpack(v, tensors) for k, v in value["dict"].items()}
+    return value
+
+
 def _save_state(path: Path, key: str, iteration: int, seconds: float, curve: list, syn: torch.Tensor,
                 optimizer: torch.optim.Optimizer, pool: list[_PoolNet], gen: torch.Generator) -> None:
-    buffer = io.BytesIO()
-    torch.save({"key": key, "iteration": iteration, "seconds": seconds, "curve": curve, "syn": syn.detach().clone(),
-                "optimizer": optimizer.state_dict(), "generator": gen.get_state(),
-                "pool": [{"model": n.model.state_dict(), "optimizer": n.optimizer.state_dict(), "accuracy": n.accuracy}
-                         for n in pool]}, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    from safetensors.torch import save
+
+    tensors: dict[str, torch.Tensor] = {}
+    state = _pack({"key": key, "iteration": iteration, "seconds": seconds, "curve": curve, "syn": syn,
+                   "optimizer": optimizer.state_dict(), "generator": gen.get_state(),
+                   "pool": [{"model": n.model.state_dict(), "optimizer": n.optimizer.state_dict(),
+                             "accuracy": n.accuracy} for n in pool]}, tensors)
+    atomic_write_bytes(path, save(tensors, metadata={"latentdd_state": json.dumps(state)}))
+
+
+def _read_state(path: Path) -> dict | None:
+    """The checkpoint at `path`, or None (absent or unreadable: the run starts afresh, and says why)."""
+    old = path.with_name(_OLD_CHECKPOINT)
+    if old.is_file():
+        log.warning("ignoring %s: checkpoints of earlier latentdd versions are pickles, which are never loaded "
+                    "(loading one can run any code); delete it", old)
+    if not path.is_file():
+        return None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            state = json.loads(f.metadata()["latentdd_state"])
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+        return _unpack(state, tensors)
+    except Exception as err:  # noqa: BLE001 - a damaged or foreign file is not resumed from
+        log.warning("ignoring the checkpoint %s, which cannot be read (%s); this run starts afresh", path, err)
+        return None
 
 
 def _load_state(state: dict, syn: torch.Tensor, optimizer: torch.optim.Optimizer, pool: list[_PoolNet],
@@ -466,3 +521,14 @@ def _load_state(state: dict, syn: torch.Tensor, optimizer: torch.optim.Optimizer
         net.model.load_state_dict(saved["model"])
         net.optimizer.load_state_dict(saved["optimizer"])
         net.accuracy = saved["accuracy"]
+
+
+def remove_checkpoint(folder: Path) -> None:
+    """Delete the checkpoint a run left in `folder`, and the folder if that leaves it empty (only
+    what latentdd wrote: anything else in the folder stays)."""
+    folder = Path(folder)
+    (folder / _CHECKPOINT).unlink(missing_ok=True)
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # missing, or holds files of someone else's
