@@ -20,15 +20,14 @@ import torch
 
 from latentdd.config import DataConfig, save_resolved
 from latentdd.data import LabelledImages
-from latentdd.diffusion_render import DiffusionDecoder
-from latentdd.errors import DataError
+from latentdd.errors import DataError, LatentDDError
 from latentdd.export import export_image_folder, image_grid
 from latentdd.io import atomic_write_json, mark, replace_dir, start_output
 from latentdd.latents.cache import CacheConfig, MANIFEST, encode_split, load_latents, write_manifest
 from latentdd.latents.types import Latents, SyntheticLatents
-from latentdd.prior import FitPriorConfig, fit_prior
 from latentdd.record import dataset_record, protocol_record
 from latentdd.render import DECODERS, VAEDecoder
+from latentdd.render import load_or_fit_prior as _load_or_fit_prior
 from latentdd.vae import FitVAEConfig, LatentVAE, VAEInputAdapter, fit_vae, load_vae
 
 
@@ -66,7 +65,7 @@ class DecoderConfig:
     img2img from each latent with a class-conditional prior fitted to the train latents
     (`latentdd.prior.fit_prior`, cached by content under cache_dir/prior)."""
 
-    name: str = "vae"  # vae | diffusion (latentdd.render.DECODERS)
+    name: str = "vae"  # a key of latentdd.render.DECODERS: vae | diffusion
     strength: float = 0.5  # diffusion: share of the inference steps run from the latent (chosen on a val
     # split, results/decoder_search_fashion_mnist/; D4M uses 0.7 with Stable Diffusion)
     num_inference_steps: int = 50
@@ -83,21 +82,13 @@ class DecoderConfig:
 def load_or_fit_prior(config: DecoderConfig, space: LatentSpace, cache_dir: str, *, progress: bool = True):
     """The diffusion prior of `config.prior` fitted to space.latents (or loaded from cache_dir/prior)
     -> (unet, scheduler, report)."""
-    return fit_prior(space.latents, FitPriorConfig(**config.prior), Path(cache_dir).expanduser() / "prior",
-                     progress=progress, device=space.vae.device)
+    return _load_or_fit_prior(config, space.latents, cache_dir, device=space.vae.device, progress=progress)
 
 
 def make_decoder(config: DecoderConfig, space: LatentSpace, cache_dir: str, *, progress: bool = True):
-    """(decoder, its protocol record); for diffusion, the prior is fitted to space.latents or loaded from its cache."""
-    if config.name == "vae":
-        decoder = VAEDecoder(space.vae, space.adapter, config.batch_size)
-        return decoder, decoder.record()
-    unet, scheduler, report = load_or_fit_prior(config, space, cache_dir, progress=progress)
-    decoder = DiffusionDecoder(space.vae, space.adapter, unet, dict(scheduler.config), strength=config.strength,
-                               num_inference_steps=config.num_inference_steps, guidance_scale=config.guidance_scale,
-                               eta=config.eta, batch_size=config.batch_size, prior=report["name"])
-    fit = {k: report[k] for k in ("steps", "train_seconds", "final_loss", "num_parameters", "cached")}
-    return decoder, decoder.record() | {"prior_fit": fit, "prior_config": report["config"]}
+    """(decoder, its protocol record) from the factory `latentdd.render.DECODERS[config.name]`;
+    for diffusion, the prior is fitted to space.latents or loaded from its cache."""
+    return DECODERS[config.name](config, space.vae, space.adapter, space.latents, cache_dir, progress=progress)
 
 
 def load_or_fit_vae(space: LatentSpaceConfig, train, test, *, progress: bool = True) -> tuple[LatentVAE, dict | None]:

@@ -8,28 +8,24 @@ import json
 import pytest
 import torch
 
-from latentdd.diffusion_render import (
+from latentdd.render.diffusion import (
     DiffusionDecoder,
     denoising_steps,
     latent_generators,
 )
 from latentdd.errors import DataError, LatentDDError
 from latentdd.latents.types import Latents, SyntheticLatents
-from latentdd.prior import (
+from latentdd.prior import FitPriorConfig, fit_prior, latents_identity, load_prior, prior_hash
+from latentdd.prior import fit as prior_fit
+from latentdd.render.pretrained import (
     DiTDecoder,
-    FitPriorConfig,
     StableDiffusionImg2ImgDecoder,
-    fit_prior,
     imagenet_class_index,
-    latents_identity,
     load_dit,
     load_imagenet_classes,
-    load_prior,
     load_sd_img2img,
-    prior_hash,
 )
-from latentdd.prior import fit as prior_fit
-from latentdd.render import VAEDecoder
+from latentdd.render.vae import VAEDecoder
 from latentdd.vae import DiffusersKL, VAEInputAdapter
 
 diffusers = pytest.importorskip("diffusers")

@@ -4,7 +4,7 @@ The prior is a diffusers `UNet2DModel` that predicts the noise added to a scaled
 (epsilon prediction) given the timestep and the class; it has `num_classes + 1` class
 embeddings, the last one being the *null class* that classifier-free guidance uses as
 "no label" (training replaces each label by it with probability `label_dropout`).
-`latentdd.diffusion_render.DiffusionDecoder` then runs it img2img from synthetic latents.
+`latentdd.render.diffusion.DiffusionDecoder` then runs it img2img from synthetic latents.
 
 Caching follows `latentdd.vae.fit`: the entry `cache_dir/<hash16>` is named by the
 sha256 of (PRIOR_VERSION, the config minus fields that do not change the weights, the

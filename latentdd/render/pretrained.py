@@ -5,7 +5,7 @@ the diffusion model's own VAE (same latent channels and scaling factor):
 
     DiT   facebook/DiT-XL-2-256: encode with `load_vae("facebook/DiT-XL-2-256/vae")` at
           256 px (32x32 latents); `load_dit` gives the transformer and its noise schedule,
-          `DiTDecoder` runs latentdd's img2img loop (`latentdd.diffusion_render`) with it.
+          `DiTDecoder` runs latentdd's img2img loop (`latentdd.render.diffusion`) with it.
           DiT predicts 2C channels (noise and learned variance); the first C are the noise.
           Its null class is config.num_embeds_ada_norm (1000), DiT's label-dropout class.
           Dataset classes map to ImageNet indices through `class_map`, or through their
@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 import torch
 
 from latentdd.data.base import SyntheticImages
-from latentdd.diffusion_render import (
+from latentdd.render.diffusion import (
     NOISE_NOTE,
     LatentImg2Img,
     check_img2img_params,
@@ -45,7 +45,7 @@ from latentdd.diffusion_render import (
 )
 from latentdd.errors import DataError, LatentDDError
 from latentdd.latents.types import SyntheticLatents
-from latentdd.render import VAEDecoder
+from latentdd.render.vae import VAEDecoder
 from latentdd.vae.base import LatentVAE, VAEInputAdapter
 
 DIT_DEFAULT = "facebook/DiT-XL-2-256"

@@ -1,10 +1,5 @@
-"""Rendering: synthetic latents -> synthetic images at the dataset's shape.
-
-A renderer is a small object with `render(synthetic, seed) -> SyntheticImages` and
-`record() -> dict` (the decoder part of the protocol record), looked up by name in
-`DECODERS`. `vae` decodes each latent directly (cheap; quantization centroids come out
-as blurry "mean" images); the diffusion decoder plugs in here under its own name.
-"""
+"""The `vae` decoder: each synthetic latent decoded directly (cheap; quantization
+centroids come out as blurry "mean" images)."""
 
 from __future__ import annotations
 
@@ -13,7 +8,6 @@ from dataclasses import dataclass
 import torch
 
 from latentdd.data.base import SyntheticImages
-from latentdd.diffusion_render import DiffusionDecoder
 from latentdd.latents.types import SyntheticLatents
 from latentdd.vae.base import LatentVAE, VAEInputAdapter
 
@@ -42,5 +36,3 @@ class VAEDecoder:
     def record(self) -> dict:
         return {"name": self.name, "vae": self.vae.name, "adapter": self.adapter.identity()}
 
-
-DECODERS: dict[str, type] = {"vae": VAEDecoder, "diffusion": DiffusionDecoder}

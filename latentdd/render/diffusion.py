@@ -21,7 +21,7 @@ last bits between batch sizes); strength 1 starts from t_1 = the first inference
 torch.Generator seeded by (seed, i) alone and is drawn on the CPU, so it depends on
 neither the batch size nor the device (the images then agree up to float rounding).
 `LatentImg2Img` holds this loop; `DiffusionDecoder` runs it with the prior
-fitted by `latentdd.prior.fit_prior`, `latentdd.prior.pretrained.DiTDecoder` with DiT.
+fitted by `latentdd.prior.fit_prior`, `latentdd.render.pretrained.DiTDecoder` with DiT.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import torch
 from latentdd.data.base import SyntheticImages
 from latentdd.errors import DataError
 from latentdd.latents.types import SyntheticLatents
+from latentdd.render.vae import VAEDecoder
 from latentdd.vae.base import LatentVAE, VAEInputAdapter
 
 # eps = predict_noise(x (B, c, h, w), t (scalar timestep tensor), class labels (B,)) -> (B, c, h, w)
@@ -181,9 +182,6 @@ class LatentImg2Img:
 
         Deterministic for a seed: latent i's noise depends on (seed, i) only.
         """
-        # Imported here, not at the top: latentdd.render lists DiffusionDecoder in DECODERS.
-        from latentdd.render import VAEDecoder
-
         plain = VAEDecoder(self.vae, self.adapter, self.batch_size)
         if denoising_steps(self.strength, self.num_inference_steps) == 0:
             return plain.render(synthetic, seed=seed)

@@ -1,0 +1,109 @@
+"""The import graph of latentdd/ and pipelines/ has no cycle.
+
+Only MODULE-LEVEL imports count (statements at the top of a module, including inside
+top-level `if`/`try` blocks): they run when the module is imported, so a cycle among them
+is what breaks or half-initialises a module. Imports inside functions run later and are
+the sanctioned way to defer heavy optional dependencies, so they are not edges here.
+`from pkg import name` counts as an import of `pkg.name` when that is a module, else of `pkg`.
+The parent packages Python runs first (a/__init__ before a.b) are not edges: only the module
+a statement names is, so `a/__init__` importing `a.b` which imports `from a import x` is a cycle,
+while `a.b` importing `a.c` is not.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("latentdd", "pipelines")
+
+
+def module_files() -> dict[str, Path]:
+    out = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            out[".".join(parts)] = path
+    return out
+
+
+def _top_level_imports(tree: ast.Module):
+    """Import statements that run at import time: the module body, into if/try/with blocks, not into defs."""
+    stack = list(tree.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        elif isinstance(node, (ast.If, ast.Try, ast.With)):
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                stack.extend(getattr(node, field, []) or [])
+        elif isinstance(node, ast.ExceptHandler):
+            stack.extend(node.body)
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = module_files()
+
+    def resolve(name: str) -> set[str]:
+        return {name} & modules.keys()
+
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        edges = set()
+        for node in _top_level_imports(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    edges |= resolve(alias.name)
+                continue
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            submodules = {f"{base}.{a.name}" for a in node.names} & modules.keys()
+            edges |= submodules if len(submodules) == len(node.names) else submodules | resolve(base)
+        edges.discard(name)
+        graph[name] = edges
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle [a, b, ..., a] of `graph`, or None."""
+    state: dict[str, int] = {}  # 1: on the stack, 2: done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_find_cycle_reports_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_graph_sees_the_render_modules():
+    graph = import_graph()
+    assert "latentdd.render.vae" in graph["latentdd.render.diffusion"]
+    assert "latentdd.render" in graph["pipelines.distill"]
+
+
+def test_no_import_cycle():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
