@@ -11,8 +11,39 @@ import logging
 import sys
 from pathlib import Path
 
-from latentdd.config import DataConfig, build, load_yaml, save_resolved
-from latentdd.errors import LatentDDError
+from latentdd.config import (
+    RESIZE_MODES,
+    BaselineConfig,
+    DataConfig,
+    DistillConfig,
+    build,
+    check_key,
+    check_mapping,
+    check_sections,
+    coerce,
+    load_yaml,
+    plain,
+    save_resolved,
+)
+from latentdd.errors import DataError, LatentDDError
+
+# `latentdd compare`'s run: settings where they differ from RunConfig's.
+COMPARE_DEFAULTS = {"methods": ["bacon", "kmeans", "idm", "random", "herding"], "ipcs": [1, 10]}
+
+# The top-level sections of a --config file each command reads; any other is an error.
+_RUN_SECTIONS = ("dataset", "latent", "decoder", "evaluator", "run", "out")
+SECTIONS = {
+    "datasets": (),
+    "baseline": ("dataset", "baseline"),
+    "evaluate": ("dataset", "evaluator"),
+    "fit-vae": ("dataset", "latent"),
+    "fit-prior": ("dataset", "latent", "decoder"),
+    "encode": ("dataset", "latent"),
+    "distill": ("dataset", "latent", "decoder", "distill"),
+    "run": _RUN_SECTIONS,
+    "compare": _RUN_SECTIONS,
+    "calibrate": ("dataset", "calibrate"),
+}
 
 EXAMPLES = {
     "datasets": "examples:\n  latentdd datasets\n  latentdd datasets --root ~/data",
@@ -58,12 +89,13 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--root", dest="data_root", help="folder holding the dataset (default: the standard places)")
     g.add_argument("--image-size", dest="data_image_size", type=int, help="resize/pad images to this size")
     g.add_argument("--channels", dest="data_channels", type=int, choices=(1, 3), help="convert images to 1 or 3 channels")
-    g.add_argument("--resize", dest="data_resize", choices=("pad", "resize", "center_crop"),
-                   help="how to reach --image-size (default pad)")
+    g.add_argument("--resize", dest="data_resize", choices=RESIZE_MODES,
+                   help=f"how to reach --image-size (default {DataConfig.resize})")
     g.add_argument("--download", dest="data_download", action="store_true", default=None,
                    help="let torchvision download cifar10/cifar100/svhn")
     g.add_argument("--validation", dest="data_validation", type=float,
-                   help="hold this fraction of each class of train out as the val split (e.g. 0.1; default 0)")
+                   help="hold this fraction of each class of train out as the val split "
+                        f"(e.g. 0.1; default {DataConfig.validation:g})")
 
 
 def _section(args: argparse.Namespace, prefix: str) -> dict:
@@ -79,12 +111,11 @@ def _eval_config(args, raw: dict):
     from latentdd.evaluate import EvalConfig
     from latentdd.evaluate.trainer import PROTOCOLS
 
-    yaml_eval = dict(raw.get("evaluator") or {})
+    yaml_eval = dict(check_mapping(raw.get("evaluator"), "evaluator"))
     flags = _section(args, "eval_")
     protocol = flags.pop("protocol") or yaml_eval.pop("protocol", None) or "dsa"
     yaml_eval.pop("protocol", None)
-    if protocol not in PROTOCOLS:
-        raise LatentDDError(f"unknown protocol {protocol!r}; choose one of {sorted(PROTOCOLS)}")
+    check_key(protocol, PROTOCOLS, "evaluator.protocol (--protocol)", what="protocol")
     return build(EvalConfig, PROTOCOLS[protocol], yaml_eval, flags, section="evaluator"), protocol
 
 
@@ -133,17 +164,14 @@ def cmd_baseline(args, raw) -> int:
     from pipelines.baseline import make_baseline
 
     data = _data_config(args, raw)
-    section = raw.get("baseline") or {}
-    method = args.method or section.get("method", "random")
-    ipc = args.ipc or section.get("ipc")
-    seed = args.seed if args.seed is not None else section.get("seed", 0)
-    if ipc is None:
-        raise LatentDDError("--ipc is required (images per class)")
+    job = build(BaselineConfig, raw.get("baseline"), {"method": args.method, "ipc": args.ipc, "seed": args.seed},
+                section="baseline")
+    method, ipc, seed = job.method, job.ipc, job.seed
     out = Path(args.out)
     train = data.load("train")
     subset = make_baseline(method, train, ipc, seed)
-    resolved = {"dataset": data, "baseline": {"method": method, "ipc": ipc, "seed": seed}}
-    subset.meta["config"] = {"dataset": data.__dict__, "baseline": resolved["baseline"]}
+    resolved = {"dataset": data, "baseline": job}
+    subset.meta["config"] = plain(resolved)
     export_image_folder(subset, out, overwrite=args.overwrite,
                         record={"dataset": {"name": data.name, "split": "train", "source": getattr(train, "source", "")},
                                 "method": {"name": method, "ipc": ipc, "seed": seed}})
@@ -208,34 +236,42 @@ def _ipc_of(synthetic) -> int | None:
 
 
 def _add_latent_args(p: argparse.ArgumentParser, with_vae: bool = True) -> None:
+    from pipelines.distill import LatentSpaceConfig as L
+
     g = p.add_argument_group("latent space")
     if with_vae:
         g.add_argument("--vae", dest="latent_vae",
-                       help="fit | taesd:PATH | DIR (diffusers or TAESD weights) | ORG/NAME hub id (default fit)")
+                       help=f"fit | taesd:PATH | DIR (diffusers or TAESD weights) | ORG/NAME hub id (default {L.vae})")
         g.add_argument("--vae-input-size", dest="latent_input_size", type=int, help="image side fed to the VAE")
         g.add_argument("--vae-resize", dest="latent_resize", choices=("resize", "pad"),
                        help="how dataset images reach the VAE's input size")
-    g.add_argument("--cache-dir", dest="latent_cache_dir", help="fitted VAEs and latent caches (default ~/.cache/latentdd)")
-    g.add_argument("--shard-size", dest="latent_shard_size", type=int, help="images per latent-cache shard (default 4096)")
-    g.add_argument("--encode-batch-size", dest="latent_batch_size", type=int, help="images per encoder call (default 256)")
+    g.add_argument("--cache-dir", dest="latent_cache_dir", help=f"fitted VAEs and latent caches (default {L.cache_dir})")
+    g.add_argument("--shard-size", dest="latent_shard_size", type=int, help=f"images per latent-cache shard (default {L.shard_size})")
+    g.add_argument("--encode-batch-size", dest="latent_batch_size", type=int, help=f"images per encoder call (default {L.batch_size})")
     g.add_argument("--set", dest="fit_overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="FitVAEConfig field for --vae fit, e.g. --set max_steps=3000")
 
 
 def _add_decoder_args(p: argparse.ArgumentParser, with_sampler: bool = True) -> None:
     g = p.add_argument_group("decoder")
+    from pipelines.distill import DecoderConfig
+
     if with_sampler:
         from latentdd.render import DECODERS
 
         g.add_argument("--decoder", dest="decoder_name", choices=sorted(DECODERS),
                        help="vae: decode latents directly (default); diffusion: img2img with the fitted prior first")
+        d = DecoderConfig()
         g.add_argument("--strength", dest="decoder_strength", type=float,
-                       help="diffusion: share of the steps run from the latent, 0..1 (default 0.7; 0 = vae)")
-        g.add_argument("--steps", dest="decoder_num_inference_steps", type=int, help="diffusion: DDIM steps (default 50)")
+                       help=f"diffusion: share of the steps run from the latent, 0..1 (default {d.strength:g}; 0 = vae)")
+        g.add_argument("--steps", dest="decoder_num_inference_steps", type=int,
+                       help=f"diffusion: DDIM steps (default {d.num_inference_steps})")
         g.add_argument("--guidance-scale", dest="decoder_guidance_scale", type=float,
-                       help="diffusion: classifier-free guidance (default 4; 1 = none)")
-        g.add_argument("--eta", dest="decoder_eta", type=float, help="diffusion: DDIM eta (default 0, deterministic)")
-        g.add_argument("--decode-batch-size", dest="decoder_batch_size", type=int, help="latents per decoder call")
+                       help=f"diffusion: classifier-free guidance (default {d.guidance_scale:g}; 1 = none)")
+        g.add_argument("--eta", dest="decoder_eta", type=float,
+                       help=f"diffusion: DDIM eta (default {d.eta:g}, deterministic)")
+        g.add_argument("--decode-batch-size", dest="decoder_batch_size", type=int,
+                       help=f"latents per decoder call (default {d.batch_size})")
     g.add_argument("--prior-set", dest="prior_overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="FitPriorConfig field for the diffusion prior, e.g. --prior-set max_steps=3000")
 
@@ -243,30 +279,36 @@ def _add_decoder_args(p: argparse.ArgumentParser, with_sampler: bool = True) -> 
 def _decoder_config(args, raw: dict):
     from pipelines.distill import DecoderConfig
 
-    section = dict(raw.get("decoder") or {})
-    prior = dict(section.pop("prior", None) or {}) | _key_values(getattr(args, "prior_overrides", []))
+    section = dict(check_mapping(raw.get("decoder"), "decoder"))
+    prior = dict(check_mapping(section.pop("prior", None), "decoder.prior")) | \
+        _key_values(getattr(args, "prior_overrides", []), "--prior-set")
     return build(DecoderConfig, section, _section(args, "decoder_"), {"prior": prior}, section="decoder")
 
 
-def _key_values(pairs: list[str]) -> dict:
-    """["a=1", "b=true"] -> {"a": 1, "b": True} (values parsed as YAML scalars)."""
+def _key_values(pairs: list[str], flag: str) -> dict:
+    """["a=1", "b=true"] -> {"a": 1, "b": True} (values parsed as YAML; the consumer coerces their types)."""
     import yaml
 
     out = {}
     for pair in pairs:
-        if "=" not in pair:
-            raise LatentDDError(f"expected KEY=VALUE, got {pair!r}")
-        key, value = pair.split("=", 1)
-        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key or not value.strip():
+            raise DataError(f"{flag} expects KEY=VALUE (e.g. {flag} max_steps=3000); got {pair!r}")
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise DataError(f"{flag} {pair!r}: the value is not valid YAML ({str(err).splitlines()[0]})") from None
     return out
 
 
 def _latent_config(args, raw: dict):
     from pipelines.distill import LatentSpaceConfig
 
-    section = dict(raw.get("latent") or {})
-    flags = {k: v for k, v in _section(args, "latent_").items()}
-    fit = dict(section.pop("fit", None) or {}) | _key_values(getattr(args, "fit_overrides", []))
+    section = dict(check_mapping(raw.get("latent"), "latent"))
+    flags = _section(args, "latent_")
+    fit = dict(check_mapping(section.pop("fit", None), "latent.fit")) | \
+        _key_values(getattr(args, "fit_overrides", []), "--set")
     return build(LatentSpaceConfig, section, flags, {"fit": fit}, section="latent")
 
 
@@ -307,10 +349,10 @@ def cmd_encode(args, raw) -> int:
     from latentdd.vae import VAEInputAdapter
     from pipelines.distill import load_or_fit_vae
 
-    # Without a GPU, processes started by `accelerate launch --multi_gpu` / torchrun join a gloo group.
-    state = PartialState(cpu=not torch.cuda.is_available())
     data = _data_config(args, raw)
     space = _latent_config(args, raw)
+    # Without a GPU, processes started by `accelerate launch --multi_gpu` / torchrun join a gloo group.
+    state = PartialState(cpu=not torch.cuda.is_available())
     images, train, test = data.load(args.split), data.load("train"), data.load("test")
     with state.main_process_first():  # for --vae fit, rank 0 fits and the others load its cache entry
         vae, _ = load_or_fit_vae(space, train, test, progress=not args.quiet)
@@ -330,18 +372,19 @@ def cmd_encode(args, raw) -> int:
 
 
 def cmd_distill(args, raw) -> int:
+    from latentdd.distill import make_distiller
     from pipelines.distill import distill_to_folder, make_decoder, prepare_latent_space
 
     data = _data_config(args, raw)
     space = _latent_config(args, raw)
     decoder_config = _decoder_config(args, raw)
-    section = dict(raw.get("distill") or {})
-    method = args.method or section.get("method", "kmeans")
-    ipc = args.ipc or section.get("ipc")
-    seed = args.seed if args.seed is not None else section.get("seed", 0)
-    params = dict(section.get("params") or {}) | _key_values(args.param)
-    if ipc is None:
-        raise LatentDDError("--ipc is required (images per class)")
+    section = dict(check_mapping(raw.get("distill"), "distill"))
+    params = dict(check_mapping(section.pop("params", None), "distill.params")) | _key_values(args.param, "--param")
+    job = build(DistillConfig, section, {"method": args.method, "ipc": args.ipc, "seed": args.seed},
+                section="distill")
+    method, ipc, seed = job.method, job.ipc, job.seed
+    # Every parameter, the defaults included, coerced to its type (and checked) before any work starts.
+    params = plain(make_distiller(method, **params))
     prepared = prepare_latent_space(data, space, progress=not args.quiet)
     decoder, decoder_record = make_decoder(decoder_config, prepared, space.cache_dir, progress=not args.quiet)
     resolved = {"dataset": data, "latent": space, "distill": {"method": method, "ipc": ipc, "seed": seed, "params": params},
@@ -362,11 +405,11 @@ def _run_setup(args, raw, *, num_eval: int, run_defaults: dict, out_default: str
     space = _latent_config(args, raw)
     decoder = _decoder_config(args, raw)
     evaluator, _ = _eval_config(args, {"evaluator": {"num_eval": num_eval, **(raw.get("evaluator") or {})}})
-    section = run_defaults | dict(raw.get("run") or {})
-    if args.methods:
+    section = run_defaults | dict(check_mapping(raw.get("run"), "run"))
+    if args.methods is not None:
         section["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if args.ipc:
-        section["ipcs"] = [int(v) for v in args.ipc.split(",")]
+    if args.ipc is not None:
+        section["ipcs"] = [v.strip() for v in args.ipc.split(",")]  # coerced (and checked) by build
     if args.run_eval_split:
         section["eval_split"] = args.run_eval_split
     if args.latents_from:
@@ -374,7 +417,7 @@ def _run_setup(args, raw, *, num_eval: int, run_defaults: dict, out_default: str
     if args.consistency:
         section["consistency"] = True
     config = build(RunConfig, section, section="run")
-    out = Path(args.out or raw.get("out") or out_default.format(dataset=data.name))
+    out = Path(args.out or coerce(str | None, raw.get("out"), "out") or out_default.format(dataset=data.name))
     return data, space, decoder, evaluator, config, out
 
 
@@ -391,8 +434,7 @@ def cmd_run(args, raw) -> int:
 def cmd_compare(args, raw) -> int:
     from pipelines.compare import compare
 
-    defaults = {"methods": ["bacon", "kmeans", "idm", "random", "herding"], "ipcs": [1, 10]}
-    data, space, decoder, evaluator, config, out = _run_setup(args, raw, num_eval=3, run_defaults=defaults,
+    data, space, decoder, evaluator, config, out = _run_setup(args, raw, num_eval=3, run_defaults=COMPARE_DEFAULTS,
                                                               out_default="runs/{dataset}_compare")
     compare(data, space, config, evaluator, out, decoder=decoder, progress=not args.quiet)
     print((out / "results.md").read_text())
@@ -404,11 +446,12 @@ def cmd_calibrate(args, raw) -> int:
     from pipelines.calibrate import CalibrateConfig, run_calibration
 
     data = _data_config(args, raw)
-    section = dict(raw.get("calibrate") or {})
+    section = dict(check_mapping(raw.get("calibrate"), "calibrate"))
     if args.full_data_epochs is not None:
         section["full_data_epochs"] = args.full_data_epochs
     if args.compile is not None:
-        section["evaluator"] = dict(section.get("evaluator") or {}) | {"compile": args.compile}
+        section["evaluator"] = dict(check_mapping(section.get("evaluator"), "calibrate.evaluator")) | \
+            {"compile": args.compile}
     config = build(CalibrateConfig, section, section="calibrate")
     rows = run_calibration(data, config, Path(args.out), progress=not args.quiet)
     print((Path(args.out) / "results.md").read_text())
@@ -433,9 +476,9 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = add("baseline", "Export a random real subset (IPC images per class) as an image folder.")
     _add_data_args(p)
-    p.add_argument("--method", choices=("random",), help="baseline selection (default random)")
+    p.add_argument("--method", choices=("random",), help=f"baseline selection (default {BaselineConfig.method})")
     p.add_argument("--ipc", type=int, help="images per class")
-    p.add_argument("--seed", type=int, help="selection seed (default 0)")
+    p.add_argument("--seed", type=int, help=f"selection seed (default {BaselineConfig.seed})")
     p.add_argument("--out", required=True, help="output image folder (must not exist unless --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.set_defaults(func=cmd_baseline)
@@ -470,22 +513,27 @@ def make_parser() -> argparse.ArgumentParser:
     p = add("distill", "Distil IPC synthetic latents per class, render them, export an image folder.")
     _add_data_args(p)
     _add_latent_args(p)
-    p.add_argument("--method", help="distiller (default kmeans); see --help of `latentdd.distill`")
+    p.add_argument("--method", help=f"distiller (default {DistillConfig.method}); see --help of `latentdd.distill`")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="distiller parameter, e.g. --param weights_mode=sqrt --param medoid=true")
     p.add_argument("--ipc", type=int, help="images per class")
-    p.add_argument("--seed", type=int, help="distillation seed (default 0)")
+    p.add_argument("--seed", type=int, help=f"distillation seed (default {DistillConfig.seed})")
     _add_decoder_args(p)
     p.add_argument("--out", required=True, help="output folder: images/, latents.safetensors, distill.json")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_distill)
 
-    for command, about, methods, ipcs, out, func in (
+    from pipelines.calibrate import CalibrateConfig
+    from pipelines.run import RunConfig
+
+    run_defaults = {"methods": RunConfig().methods, "ipcs": RunConfig().ipcs}
+    for command, about, defaults, out, func in (
         ("run", "The main job: fit/load the VAE, encode, distil, render, evaluate next to random real, tabulate.",
-         "kmeans,random", "10", "runs/<dataset>", cmd_run),
+         run_defaults, "runs/<dataset>", cmd_run),
         ("compare", "Several distillers on the same latents, decoder and evaluator: table, CSV, plot, image grids.",
-         "bacon,kmeans,idm,random,herding", "1,10", "runs/<dataset>_compare", cmd_compare),
+         run_defaults | COMPARE_DEFAULTS, "runs/<dataset>_compare", cmd_compare),
     ):
+        methods, ipcs = ",".join(defaults["methods"]), ",".join(map(str, defaults["ipcs"]))
         p = add(command, about)
         _add_data_args(p)
         _add_latent_args(p)
@@ -506,7 +554,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = add("calibrate", "Reproduce the published random-real and full-data accuracies (the ruler's check).")
     _add_data_args(p)
-    p.add_argument("--full-data-epochs", type=int, help="epochs on the whole train split (0 skips; default 10)")
+    p.add_argument("--full-data-epochs", type=int, help=f"epochs on the whole train split (0 skips; default {CalibrateConfig.full_data_epochs})")
     p.add_argument("--compile", choices=("auto", "on", "off"))
     p.add_argument("--out", required=True, help="output folder (re-running resumes)")
     p.set_defaults(func=cmd_calibrate)
@@ -528,6 +576,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("faiss").setLevel(logging.WARNING)
     try:
         raw = load_yaml(args.config)
+        check_sections(raw, SECTIONS[args.command], args.command)
         return args.func(args, raw)
     except LatentDDError as err:
         print(f"latentdd {args.command}: error: {err}", file=sys.stderr)

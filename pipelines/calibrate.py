@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 
-from latentdd.config import DataConfig, save_resolved
+from latentdd.config import DataConfig, build, check_key, positive_int, save_resolved
 from latentdd.data import dataset_info
-from latentdd.evaluate.trainer import EvalConfig, EvalReport, channel_stats, evaluate_synthetic, top1_accuracy, train_model
+from latentdd.errors import DataError
+from latentdd.evaluate.trainer import PROTOCOLS, EvalConfig, EvalReport, channel_stats, evaluate_synthetic, top1_accuracy, train_model
 from latentdd.io import atomic_write_json, atomic_write_text
 from latentdd.published import published
 from latentdd.record import dataset_record, protocol_record
@@ -33,6 +34,19 @@ class CalibrateConfig:
     full_data_epochs: int = 10  # 0 skips training on the whole train split
     seed: int = 0
     evaluator: dict = field(default_factory=dict)  # EvalConfig overrides on top of each protocol (e.g. compile)
+
+    def __post_init__(self) -> None:
+        for protocol, ipcs in self.runs.items():
+            check_key(protocol, PROTOCOLS, "calibrate.runs", what="protocol")
+            for ipc in ipcs:
+                positive_int(ipc, f"calibrate.runs.{protocol} (IPCs)")
+            if protocol not in self.num_eval:
+                raise DataError(f"calibrate.num_eval has no entry for protocol {protocol!r}; add {protocol}: N")
+            positive_int(self.num_eval[protocol], f"calibrate.num_eval.{protocol}")
+        if self.full_data_epochs < 0:
+            raise DataError(f"calibrate.full_data_epochs must be >= 0 (0 skips); got {self.full_data_epochs!r}")
+        overrides = build(EvalConfig, self.evaluator, section="calibrate.evaluator")  # checks keys and values
+        self.evaluator = {key: getattr(overrides, key) for key in (str(k).replace("-", "_") for k in self.evaluator)}
 
 
 def run_calibration(data: DataConfig, config: CalibrateConfig, out: Path, *, progress: bool = True) -> list[dict]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from latentdd.config import DataConfig, save_resolved
+from latentdd.config import DataConfig, positive_int, resolved_fields, save_resolved
 from latentdd.data import LabelledImages
 from latentdd.errors import DataError, LatentDDError
 from latentdd.export import export_image_folder, image_grid
@@ -41,7 +41,16 @@ class LatentSpaceConfig:
     cache_dir: str = "~/.cache/latentdd"  # fitted VAEs and latent caches (both keyed by content)
     shard_size: int = 4096
     batch_size: int = 256
-    fit: dict = field(default_factory=dict)  # FitVAEConfig overrides for vae: fit
+    fit: dict = field(default_factory=dict)  # FitVAEConfig's fields for vae: fit (missing ones: its defaults)
+
+    def __post_init__(self) -> None:
+        # Checked here and completed with the defaults, so that the saved config holds every value used.
+        self.fit = resolved_fields(FitVAEConfig, self.fit, "latent.fit")
+        if self.resize not in (None, "resize", "pad"):
+            raise DataError(f"latent.resize must be resize or pad (or null: the VAE's default); got {self.resize!r}")
+        positive_int(self.input_size, "latent.input_size", optional=True)
+        positive_int(self.shard_size, "latent.shard_size")
+        positive_int(self.batch_size, "latent.batch_size")
 
 
 @dataclass
@@ -72,11 +81,19 @@ class DecoderConfig:
     guidance_scale: float = 4.0  # classifier-free guidance (1: none)
     eta: float = 0.0  # DDIM's (0: deterministic after the starting noise)
     batch_size: int = 256
-    prior: dict = field(default_factory=dict)  # FitPriorConfig overrides
+    prior: dict = field(default_factory=dict)  # FitPriorConfig's fields (missing ones: its defaults)
 
     def __post_init__(self) -> None:
         if self.name not in DECODERS:
             raise DataError(f"decoder must be one of {', '.join(sorted(DECODERS))}; got {self.name!r}")
+        self.prior = resolved_fields(FitPriorConfig, self.prior, "decoder.prior")
+        if not 0.0 <= self.strength <= 1.0:
+            raise DataError(f"decoder.strength must lie in [0, 1]; got {self.strength!r}")
+        if self.guidance_scale < 0 or self.eta < 0:
+            raise DataError(f"decoder.guidance_scale and decoder.eta must be >= 0; got {self.guidance_scale!r}, "
+                            f"{self.eta!r}")
+        positive_int(self.num_inference_steps, "decoder.num_inference_steps")
+        positive_int(self.batch_size, "decoder.batch_size")
 
 
 def load_or_fit_prior(config: DecoderConfig, space: LatentSpace, cache_dir: str, *, progress: bool = True):

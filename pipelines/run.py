@@ -72,6 +72,7 @@ class MethodSpec:
         _check_use_weights(entry.get("use_weights"), allow_none=True)
         params = dict(entry.get("params") or {})
         distiller = make_distiller(entry["method"], **params)  # unknown names and bad parameters fail here
+        params = {key: getattr(distiller, key) for key in params}  # coerced: YAML's "1e-3" is 0.001
         curve = entry.get("curve")
         if curve is not None:
             _check_counts(curve, f"run.methods entry {entry!r}: curve")

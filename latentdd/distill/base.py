@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from latentdd.config import build, did_you_mean
 from latentdd.errors import DataError
 from latentdd.latents.types import Latents, SyntheticLatents
 
@@ -84,16 +85,18 @@ def make_distiller(name: str, **params: Any) -> Distiller:
     if unknown:
         raise DataError(
             f"distiller {name!r} has no parameter {', '.join(map(repr, unknown))}; "
-            f"its parameters are: {', '.join(accepted) or '(none)'}"
+            f"its parameters are: {', '.join(accepted) or '(none)'}{did_you_mean(unknown[0], accepted)}"
         )
-    return cls(**params)
+    # Values are coerced to the fields' types: "1e-3" (YAML's reading of 1e-3) is 0.001, "maybe" no bool.
+    return build(cls, params, section=f"distiller {name}")
 
 
 def _distiller_class(name: str) -> type:
     try:
         return DISTILLERS[name]
-    except KeyError:
-        raise DataError(f"unknown distiller {name!r}; known distillers: {', '.join(DISTILLERS)}") from None
+    except (KeyError, TypeError):
+        raise DataError(f"unknown distiller {name!r}; known distillers: {', '.join(DISTILLERS)}"
+                        f"{did_you_mean(name, DISTILLERS)}") from None
 
 
 # ---------------------------------------------------------------------------------------

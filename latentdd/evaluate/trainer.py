@@ -20,13 +20,16 @@ import torch.nn.functional as F
 
 from latentdd.data.base import LabelledImages, SyntheticImages
 from latentdd.errors import DataError, LatentDDError
-from latentdd.evaluate.convnet import build_model, default_depth
+from latentdd.evaluate.convnet import MODELS, build_model, default_depth
 from latentdd.evaluate.dsa import DiffAugment, DSAConfig
 from latentdd.evaluate.factorization import untile
 from latentdd.io import atomic_write_json
 from latentdd.progress import progress_bar
 
 log = logging.getLogger(__name__)
+
+
+NORMS = ("instancenorm", "batchnorm", "layernorm", "groupnorm", "none")  # latentdd.evaluate.convnet's
 
 
 @dataclass
@@ -62,8 +65,14 @@ class EvalConfig:
         return dataclasses.replace(cls(**PROTOCOLS[name]), **overrides)
 
     def __post_init__(self) -> None:
-        if self.compile not in ("auto", "on", "off"):
-            raise DataError(f"compile must be auto, on or off; got {self.compile!r}")
+        for name, allowed in (("model", MODELS), ("norm", NORMS), ("compile", ("auto", "on", "off"))):
+            if getattr(self, name) not in allowed:
+                raise DataError(f"evaluator.{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        if self.width < 1 or (self.depth is not None and self.depth < 1):
+            raise DataError(f"evaluator.width and depth must be positive; got {self.width!r}, {self.depth!r}")
+        if not self.lr > 0 or self.momentum < 0 or self.weight_decay < 0 or self.seed < 0:
+            raise DataError(f"evaluator: lr must be > 0 and momentum, weight_decay, seed >= 0; got lr {self.lr!r}, "
+                            f"momentum {self.momentum!r}, weight_decay {self.weight_decay!r}, seed {self.seed!r}")
         for name in ("epochs", "batch_size", "num_eval", "test_batch_size"):
             if getattr(self, name) < 1:
                 raise DataError(f"{name} must be at least 1; got {getattr(self, name)}")

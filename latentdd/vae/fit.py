@@ -45,6 +45,8 @@ _NOT_HASHED = ("checkpoint_every", "log_every")
 def check_blocks(block_out_channels, norm_num_groups: int, lr_schedule: str) -> tuple[int, ...]:
     """The checks FitVAEConfig and FitPriorConfig share -> block_out_channels as a tuple of ints."""
     blocks = tuple(int(c) for c in block_out_channels)
+    if norm_num_groups < 1 or any(c < 1 for c in blocks):
+        raise DataError(f"norm_num_groups ({norm_num_groups}) and block_out_channels {blocks} must be positive")
     if not blocks or any(c % norm_num_groups for c in blocks):
         raise DataError(f"block_out_channels {blocks} must be non-empty multiples of norm_num_groups {norm_num_groups}")
     if lr_schedule not in ("constant", "cosine"):

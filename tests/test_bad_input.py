@@ -1,0 +1,78 @@
+"""Bad CLI / config input: each case ends in exit code 2 and a message naming the problem, no traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from latentdd.cli import main
+
+OUT = ["--out", "OUT"]
+D = ["--dataset", "digits"]
+
+# (id, argv, YAML text or None, a substring the message must hold)
+CASES = [
+    ("unknown-section", ["evaluate", "--images", "x"], "evalutor: {epochs: 3}\n", "'evalutor'"),
+    ("unknown-section-hint", ["evaluate", "--images", "x"], "evalutor: {epochs: 3}\n", "did you mean 'evaluator'"),
+    ("section-of-another-command", ["evaluate", "--images", "x"], "run: {ipcs: [1]}\n", "unknown section 'run'"),
+    ("non-mapping-section", ["evaluate", "--images", "x"], "evaluator: 5\n", "evaluator must be a mapping"),
+    ("non-mapping-distill", ["distill", *D, *OUT], "distill: [1, 2]\n", "distill must be a mapping"),
+    ("distill-unknown-key", ["distill", *D, *OUT], "distill: {ipcc: 3}\n", "did you mean 'ipc'"),
+    ("baseline-unknown-key", ["baseline", *D, *OUT], "baseline: {sed: 3, ipc: 1}\n", "did you mean 'seed'"),
+    ("dataset-unknown-key", ["baseline", *OUT, "--ipc", "1"], "dataset: {nme: digits}\n", "did you mean 'name'"),
+    ("evaluator-bad-number", ["evaluate", "--images", "x", *D], "evaluator: {lr: fast}\n", "evaluator.lr"),
+    ("evaluator-bool-for-int", ["evaluate", "--images", "x", *D], "evaluator: {epochs: true}\n", "evaluator.epochs"),
+    ("evaluator-dsa-maybe", ["evaluate", "--images", "x", *D], "evaluator: {dsa: maybe}\n", "evaluator.dsa"),
+    ("evaluator-bad-model", ["evaluate", "--images", "x", *D], "evaluator: {model: vgg}\n", "evaluator.model"),
+    ("evaluator-bad-protocol", ["evaluate", "--images", "x", *D], "evaluator: {protocol: dd}\n", "protocol 'dd'"),
+    ("evaluator-zero-epochs", ["evaluate", "--images", "x", *D, "--epochs", "0"], None, "epochs must be at least 1"),
+    ("baseline-ipc-0", ["baseline", *D, *OUT, "--ipc", "0"], None, "ipc (--ipc) must be a positive integer"),
+    ("baseline-ipc-negative", ["baseline", *D, *OUT, "--ipc", "-2"], None, "must be a positive integer"),
+    ("baseline-yaml-ipc-0", ["baseline", *D, *OUT], "baseline: {ipc: 0}\n", "must be a positive integer"),
+    ("baseline-no-ipc", ["baseline", *D, *OUT], None, "IPC (images per class) is required"),
+    ("distill-ipc-0", ["distill", *D, *OUT, "--ipc", "0"], None, "distill.ipc (--ipc)"),
+    ("distill-yaml-ipc-0", ["distill", *D, *OUT], "distill: {ipc: 0}\n", "distill.ipc"),
+    ("distill-ipc-string", ["distill", *D, *OUT], "distill: {ipc: ten}\n", "distill.ipc"),
+    ("run-ipc-0", ["run", *D, "--ipc", "1,0", *OUT], None, "run.ipcs must be a list of positive integers"),
+    ("run-ipc-not-a-number", ["run", *D, "--ipc", "1,a", *OUT], None, "run.ipcs"),
+    ("compare-yaml-ipc-0", ["compare", *D, *OUT], "run: {ipcs: [0]}\n", "run.ipcs"),
+    ("param-maybe", ["distill", *D, *OUT, "--ipc", "1", "--param", "medoid=maybe"], None, "medoid"),
+    ("param-unknown", ["distill", *D, *OUT, "--ipc", "1", "--param", "medoids=true"], None, "did you mean 'medoid'"),
+    ("param-no-equals", ["distill", *D, *OUT, "--ipc", "1", "--param", "medoid"], None, "--param expects KEY=VALUE"),
+    ("param-no-value", ["distill", *D, *OUT, "--ipc", "1", "--param", "medoid="], None, "--param expects KEY=VALUE"),
+    ("param-bad-yaml", ["distill", *D, *OUT, "--ipc", "1", "--param", "niter=[1,"], None, "not valid YAML"),
+    ("param-bad-int", ["distill", *D, *OUT, "--ipc", "1", "--param", "niter=1.5"], None, "kmeans.niter"),
+    ("unknown-method", ["distill", *D, *OUT, "--ipc", "1", "--method", "kmean"], None, "did you mean 'kmeans'"),
+    ("set-unknown-key", ["fit-vae", *D, "--set", "max_stpes=30"], None, "did you mean 'max_steps'"),
+    ("set-bad-number", ["fit-vae", *D, "--set", "kl_weight=heavy"], None, "latent.fit.kl_weight"),
+    ("latent-fit-unknown-key", ["fit-vae", *D], "latent: {fit: {max_stpes: 30}}\n", "'max_stpes'"),
+    ("latent-fit-non-mapping", ["fit-vae", *D], "latent: {fit: 30}\n", "latent.fit must be a mapping"),
+    ("latent-shard-size-0", ["encode", *D, *OUT, "--shard-size", "0"], None, "latent.shard_size"),
+    ("fit-norm-groups-0", ["fit-vae", *D, "--set", "norm_num_groups=0"], None, "norm_num_groups"),
+    ("prior-set-unknown", ["fit-prior", *D, "--prior-set", "max_step=3"], None, "did you mean 'max_steps'"),
+    ("decoder-strength-range", ["distill", *D, *OUT, "--ipc", "1", "--strength", "1.5"], None, "decoder.strength"),
+    ("decoder-unknown-key", ["distill", *D, *OUT, "--ipc", "1"], "decoder: {strenght: 0.5}\n", "did you mean 'strength'"),
+    ("run-unknown-key", ["run", *D, *OUT], "run: {ipc: [1]}\n", "did you mean 'ipcs'"),
+    ("run-use-weights-string", ["run", *D, *OUT], "run: {use_weights: 'false'}\n", "use_weights"),
+    ("out-not-a-string", ["run", *D], "out: [1]\n", "out"),
+    ("dataset-bad-resize", ["baseline", *D, *OUT, "--ipc", "1"], "dataset: {resize: stretch}\n", "dataset.resize"),
+    ("dataset-bad-channels", ["baseline", *D, *OUT, "--ipc", "1"], "dataset: {channels: 2}\n", "dataset.channels"),
+    ("calibrate-ipc-0", ["calibrate", *D, *OUT], "calibrate: {runs: {dc: [0]}}\n", "calibrate.runs.dc"),
+    ("calibrate-unknown-protocol", ["calibrate", *D, *OUT], "calibrate: {runs: {dcc: [1]}}\n", "did you mean 'dc'"),
+    ("calibrate-missing-num-eval", ["calibrate", *D, *OUT], "calibrate: {runs: {dc: [1]}, num_eval: {dsa: 1}}\n",
+     "no entry for protocol 'dc'"),
+    ("calibrate-evaluator-key", ["calibrate", *D, *OUT], "calibrate: {evaluator: {epoch: 3}}\n", "did you mean 'epochs'"),
+]
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("argv, text, needle", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_a_clear_error(argv, text, needle, tmp_path, capsys):
+    argv = [str(tmp_path / "out") if a == "OUT" else a for a in argv]
+    if text is not None:
+        (tmp_path / "c.yaml").write_text(text)
+        argv += ["--config", str(tmp_path / "c.yaml")]
+    assert main([*argv, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"latentdd {argv[0]}: error: ") and "Traceback" not in err
+    assert needle in err, err
+    assert not (tmp_path / "out").exists()  # refused before any work
