@@ -20,12 +20,13 @@ import torch
 
 from latentdd.config import DataConfig, positive_int, resolved_fields, save_resolved
 from latentdd.data import LabelledImages
-from latentdd.errors import DataError, LatentDDError
+from latentdd.errors import DataError
 from latentdd.export import export_image_folder, image_grid
 from latentdd.io import atomic_write_json, mark, replace_dir, start_output
 from latentdd.latents.cache import CacheConfig, MANIFEST, encode_split, load_latents, write_manifest
 from latentdd.latents.types import Latents, SyntheticLatents
 from latentdd.record import dataset_record, protocol_record
+from latentdd.prior import FitPriorConfig
 from latentdd.render import DECODERS, VAEDecoder
 from latentdd.render import load_or_fit_prior as _load_or_fit_prior
 from latentdd.vae import FitVAEConfig, LatentVAE, VAEInputAdapter, fit_vae, load_vae
