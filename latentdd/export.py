@@ -227,7 +227,8 @@ def load_image_folder(
     if size is not None and resize is None and shape[1:] != (size, size):
         raise DataError(
             f"images in {path} are {shape[1]}x{shape[2]} but the dataset is {size}x{size}; "
-            f"pass resize= ({', '.join(RESIZE_POLICIES)}; `latentdd evaluate --images-resize`)"
+            f"pass resize ({', '.join(RESIZE_POLICIES)}): --images-resize for `latentdd evaluate --images`, "
+            "--resize for a dataset"
         )
     images = transform(images)
 

@@ -410,7 +410,7 @@ def test_imagefolder_mixed_sizes_need_image_size(tmp_path, make_class_tree):
     assert padded[2:, :, :4].abs().sum() == 0  # 24x16 gray image padded 4 rows top
     strict = ImageFolderImages(tmp_path / "m", transform=ImageTransform(20, None, None))
     strict.load([0])  # 20x20 matches
-    with pytest.raises(DataError, match=r"is 24x16 but the dataset is 20x20; pass --resize"):
+    with pytest.raises(DataError, match=r"is 24x16 but the dataset is 20x20; pass resize .*--resize for a dataset"):
         strict.load([2])
 
 

@@ -166,10 +166,10 @@ def test_image_size_policy_on_load(tmp_path, write_png):
     out = export_image_folder(make_synthetic(channels=1), tmp_path / "out")
     padded = load_image_folder(out, image_size=14, channels=3)
     assert padded.images.shape == (6, 3, 14, 14) and padded.images[:, :, :2].abs().sum() == 0
-    with pytest.raises(DataError, match=r"are 10x10 but the dataset is 14x14; pass resize=.*--images-resize"):
+    with pytest.raises(DataError, match="are 10x10 but the dataset is 14x14; pass resize .*--images-resize for `latentdd evaluate"):
         load_image_folder(out, image_size=14, resize=None)
     write_foreign_folder(tmp_path / "f", write_png, {"a": 1}, size=(12, 12))
-    with pytest.raises(DataError, match="is 12x12 but the dataset is 10x10; pass --resize"):
+    with pytest.raises(DataError, match="is 12x12 but the dataset is 10x10; pass resize .*--images-resize for `latentdd evaluate"):
         load_image_folder(tmp_path / "f", image_size=10, resize=None)
 
 

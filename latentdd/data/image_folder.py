@@ -167,7 +167,8 @@ class ImageFolderImages:
         if size is not None and self.transform.resize is None and image.shape[-2:] != (size, size):
             raise DataError(
                 f"image {path} is {image.shape[-2]}x{image.shape[-1]} but the dataset is {size}x{size}; "
-                f"pass --resize ({', '.join(RESIZE_POLICIES)})"
+                f"pass resize ({', '.join(RESIZE_POLICIES)}): --images-resize for `latentdd evaluate --images`, "
+                "--resize for a dataset"
             )
         try:
             out = self.transform(image[None])[0]
