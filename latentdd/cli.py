@@ -241,7 +241,7 @@ def _add_latent_args(p: argparse.ArgumentParser, with_vae: bool = True) -> None:
     g = p.add_argument_group("latent space")
     if with_vae:
         g.add_argument("--vae", dest="latent_vae",
-                       help=f"fit | taesd:PATH | DIR (diffusers or TAESD weights) | ORG/NAME hub id (default {L.vae})")
+                       help=f"fit | pixel (the identity space) | taesd:PATH | DIR (diffusers or TAESD weights) | ORG/NAME hub id (default {L.vae})")
         g.add_argument("--vae-input-size", dest="latent_input_size", type=int, help="image side fed to the VAE")
         g.add_argument("--vae-resize", dest="latent_resize", choices=("resize", "pad"),
                        help="how dataset images reach the VAE's input size")

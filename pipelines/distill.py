@@ -29,14 +29,14 @@ from latentdd.record import dataset_record, protocol_record
 from latentdd.prior import FitPriorConfig
 from latentdd.render import DECODERS, VAEDecoder
 from latentdd.render import load_or_fit_prior as _load_or_fit_prior
-from latentdd.vae import FitVAEConfig, LatentVAE, VAEInputAdapter, fit_vae, load_vae
+from latentdd.vae import FitVAEConfig, LatentVAE, PixelVAE, VAEInputAdapter, fit_vae, load_vae
 
 
 @dataclass
 class LatentSpaceConfig:
     """Which latent space: the VAE, how images reach it, where caches live."""
 
-    vae: str = "fit"  # fit | taesd:PATH | DIR | hub id (see `latentdd.vae.VAE_SPEC_HELP`)
+    vae: str = "fit"  # fit | pixel | taesd:PATH | DIR | hub id (see `latentdd.vae.VAE_SPEC_HELP`)
     input_size: int | None = None  # side of the VAE's input; None: the VAE's own
     resize: str | None = None  # resize | pad to reach input_size; None: the VAE's default
     cache_dir: str = "~/.cache/latentdd"  # fitted VAEs and latent caches (both keyed by content)
@@ -114,6 +114,9 @@ def load_or_fit_vae(space: LatentSpaceConfig, train, test, *, progress: bool = T
     if space.vae == "fit":
         cache = Path(space.cache_dir).expanduser() / "vae"
         return fit_vae(train, test, FitVAEConfig(**space.fit), cache, progress=progress)
+    if space.vae == "pixel":
+        channels, size, _ = train.load([0]).shape[1:]  # (1, C, H, W) -> C, H
+        return PixelVAE(int(channels), space.input_size or int(size)), None
     return load_vae(space.vae, input_size=space.input_size), None
 
 
@@ -205,7 +208,7 @@ def distill_to_folder(
     from safetensors.torch import save_file
 
     from latentdd.distill import DistillContext, make_distiller
-    from latentdd.distill.bacon import remove_checkpoint
+    from latentdd.distill.matching import remove_checkpoint
 
     out = Path(out).expanduser()
     tmp = start_output(out, overwrite=overwrite)  # refuses a foreign or unwritable `out` before any work

@@ -29,7 +29,7 @@ class _Payload:
 
 
 @pytest.mark.bad_input
-@pytest.mark.parametrize("name", ["bacon_checkpoint.pt", "bacon_checkpoint.safetensors"])
+@pytest.mark.parametrize("name", ["bacon_checkpoint.pt", "bacon_checkpoint.safetensors", "matching_checkpoint.safetensors"])
 def test_a_planted_pickle_checkpoint_is_never_loaded(tmp_path, name):
     flag = tmp_path / "pwned"
     (tmp_path / "ckpt").mkdir()

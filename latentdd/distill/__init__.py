@@ -2,7 +2,8 @@
 
 Importing this package registers every distiller in `DISTILLERS`, in this order:
 kmeans, kmeans-online (quantize.py), random, herding, kcenter (coreset.py), bacon, idm
-(bacon.py).
+(bacon.py), dm (dm.py). The matching methods (bacon, idm, dm) run on the engine in
+matching.py.
 
     from latentdd.distill import make_distiller
     synthetic = make_distiller("kmeans", weights_mode="sqrt").distill(latents, ipc=10, seed=0)
@@ -21,6 +22,7 @@ from latentdd.distill.base import (
 from latentdd.distill import quantize as _quantize  # noqa: E402,F401  kmeans, kmeans-online
 from latentdd.distill import coreset as _coreset  # noqa: E402,F401  random, herding, kcenter
 from latentdd.distill import bacon as _bacon  # noqa: E402,F401  bacon, idm
+from latentdd.distill import dm as _dm  # noqa: E402,F401  dm
 
 from latentdd.distill.coreset import (  # noqa: E402
     HerdingDistiller,

@@ -2,6 +2,8 @@
 
 Specs `load_vae` understands (also the CLI's --vae help, `VAE_SPEC_HELP`):
 
+    pixel                      the identity latent space: latents are the images (latentdd.vae.pixel);
+                               built by the caller from the dataset's image shape, not loaded here
     fit                        train a small AutoencoderKL on the dataset: not loaded here but by
                                the caller through `latentdd.vae.fit.fit_vae` (cached by content)
     taesd:PATH                 TAESD-family weights: a directory holding one *encoder.pth +
@@ -27,6 +29,7 @@ from latentdd.errors import LatentDDError
 from latentdd.vae.base import LatentVAE, VAEInputAdapter
 from latentdd.vae.diffusers_kl import DiffusersKL
 from latentdd.vae.fit import FIT_META_FILE, FitVAEConfig, fit_vae, load_fitted
+from latentdd.vae.pixel import PixelVAE
 from latentdd.vae.taesd import TAESD, DiffusersTiny, find_taesd_files, has_taesd_files
 
 __all__ = [
@@ -35,6 +38,7 @@ __all__ = [
     "DiffusersTiny",
     "FitVAEConfig",
     "LatentVAE",
+    "PixelVAE",
     "TAESD",
     "VAEInputAdapter",
     "VAE_SPEC_HELP",
@@ -43,7 +47,7 @@ __all__ = [
     "load_vae",
 ]
 
-VAE_SPEC_HELP = "fit | taesd:PATH | DIR (diffusers or TAESD weights) | ORG/NAME[/SUBFOLDER] (hub id)"
+VAE_SPEC_HELP = "fit | pixel | taesd:PATH | DIR (diffusers or TAESD weights) | ORG/NAME[/SUBFOLDER] (hub id)"
 
 # diffusers config `_class_name` -> wrapper; `load_vae` dispatches on it.
 DIFFUSERS_CLASSES: dict[str, type[LatentVAE]] = {"AutoencoderKL": DiffusersKL, "AutoencoderTiny": DiffusersTiny}
@@ -71,6 +75,11 @@ def load_vae(
             "the 'fit' VAE is trained on the dataset, not loaded: call "
             "latentdd.vae.fit_vae(train, test, FitVAEConfig(), cache_dir) (the CLI does this for --vae fit), "
             "or pass the cache directory of a VAE fitted before"
+        )
+    if spec == "pixel":
+        raise LatentDDError(
+            "the 'pixel' space is built from the dataset's image shape, not loaded: "
+            "latentdd.vae.PixelVAE(channels, size) (the CLI does this for --vae pixel)"
         )
     size = {} if input_size is None else {"input_size": input_size}
     if spec.startswith("taesd:"):

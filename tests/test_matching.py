@@ -1,0 +1,159 @@
+"""The matching engine and DM: DM's update against a hand-built one, fresh networks, optimisers,
+resume, content-keyed checkpoints, the divergence stop, and the identity (pixel) latent space."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from latentdd.distill import DistillContext, make_distiller, matching
+from latentdd.errors import DataError, LatentDDError
+from latentdd.evaluate.convnet import ConvNet
+from latentdd.latents.types import Latents
+from latentdd.vae import PixelVAE, load_vae
+
+TINY = {"iterations": 4, "width": 8, "batch_real": 8, "checkpoint_every": 1, "embedding": "latent"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def latents():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 2, 4, 4, generator=g) + torch.arange(3).repeat_interleave(20).view(-1, 1, 1, 1)
+    return Latents(x, torch.arange(3).repeat_interleave(20), ["a", "b", "c"])
+
+
+def _capture_networks(monkeypatch) -> list[ConvNet]:
+    seen: list[ConvNet] = []
+    original = matching.FreshNetworks.next
+
+    def next_(self, it):
+        net = original(self, it)
+        seen.append(net.model)
+        return net
+
+    monkeypatch.setattr(matching.FreshNetworks, "next", next_)
+    return seen
+
+
+def test_one_dm_step_is_sgd_on_the_summed_squared_mean_gaps(latents, monkeypatch):
+    """DM's update by hand: lr * grad of sum_k ||mean e(real_k) - mean e(syn_k)||^2 through the same network.
+
+    batch_real 20 takes every member of each class, whose mean does not depend on the draw."""
+    nets = _capture_networks(monkeypatch)
+    params = {**TINY, "iterations": 1, "batch_real": 20, "dsa": False, "lr": 0.5, "momentum": 0.0}
+    start = make_distiller("dm", **{**params, "iterations": 1, "lr": 1e-30}).distill(latents, 2, seed=3).latents
+    nets.clear()
+    after = make_distiller("dm", **params).distill(latents, 2, seed=3).latents
+    (net,) = nets
+    syn = start.clone().requires_grad_(True)
+    loss = sum(((net.embed(syn[2 * k : 2 * k + 2]).mean(0) - net.embed(latents.latents[20 * k : 20 * k + 20]).mean(0))
+                ** 2).sum() for k in range(3))
+    loss.backward()
+    torch.testing.assert_close(after, start - 0.5 * syn.grad, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(after, start)
+
+
+def test_dm_draws_a_fresh_untrained_network_every_iteration(latents, monkeypatch):
+    nets = _capture_networks(monkeypatch)
+    syn = make_distiller("dm", **TINY).distill(latents, 2, seed=0)
+    assert len(nets) == 4 and syn.extras["networks"].startswith("fresh")
+    firsts = [n.features[0].weight.detach() for n in nets]
+    assert all(not torch.equal(a, b) for a, b in zip(firsts, firsts[1:]))
+    # Nothing trains them: each still holds the weights its seed gives a new ConvNet.
+    again = _capture_networks(monkeypatch)
+    make_distiller("dm", **TINY).distill(latents, 2, seed=0)
+    assert all(torch.equal(a.features[0].weight, b.features[0].weight) for a, b in zip(nets, again))
+
+
+def test_dm_same_seed_same_bits_other_seed_other_set_and_adam_differs(latents):
+    a = make_distiller("dm", **TINY).distill(latents, 2, seed=0)
+    b = make_distiller("dm", **TINY).distill(latents, 2, seed=0)
+    assert torch.equal(a.latents, b.latents) and a.method == "dm" and a.latents.shape == (6, 2, 4, 4)
+    assert not torch.equal(a.latents, make_distiller("dm", **TINY).distill(latents, 2, seed=1).latents)
+    adam = make_distiller("dm", **TINY, optimizer="adam", lr=0.01).distill(latents, 2, seed=0)
+    assert not torch.equal(adam.latents, a.latents) and adam.params["optimizer"] == "adam"
+    assert [p["iteration"] for p in a.extras["loss_curve"]] == [1, 2, 3, 4]
+    assert all("match" in p and p["seconds"] >= 0 for p in a.extras["loss_curve"])
+
+
+def test_dm_resume_equals_an_uninterrupted_run_and_other_latents_never_resume(latents, tmp_path):
+    whole = make_distiller("dm", **TINY).distill(latents, 2, seed=0)
+    ckpt = DistillContext(checkpoint_dir=tmp_path)
+    make_distiller("dm", **{**TINY, "iterations": 2}).distill(latents, 2, seed=0, context=ckpt)
+    resumed = make_distiller("dm", **TINY).distill(latents, 2, seed=0, context=ckpt)
+    assert resumed.extras["resumed_from"] == 2 and torch.equal(resumed.latents, whole.latents)
+    # Same shape, same sums, other content: the content key tells them apart.
+    x = latents.latents.clone()
+    x[0, 0, 0, 0], x[0, 0, 0, 1] = x[0, 0, 0, 1].item(), x[0, 0, 0, 0].item()
+    swapped = Latents(x, latents.labels, latents.class_names)
+    make_distiller("dm", **{**TINY, "iterations": 2}).distill(swapped, 2, seed=0, context=ckpt)
+    assert make_distiller("dm", **TINY).distill(latents, 2, seed=0, context=ckpt).extras["resumed_from"] == 0
+
+
+@pytest.mark.bad_input
+def test_a_diverging_set_stops_with_advice_before_anything_is_written(latents, tmp_path):
+    with pytest.raises(DataError, match=r"dm stopped at iteration \d+: the synthetic set diverges .*Lower lr"):
+        make_distiller("dm", **{**TINY, "lr": 1e6}).distill(latents, 2, seed=0)
+    with pytest.raises(DataError, match="bacon stopped at iteration .*diverges.*Lower lr .* or ce_weight"):
+        make_distiller("bacon", **{**TINY, "lr": 1e6, "loss": "dm", "ce_weight": 0.0, "pool_start": 1,
+                                   "train_steps": 1, "net_batch": 8}).distill(latents, 2, seed=0)
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("params, needle", [({"optimizer": "lbfgs"}, "optimizer must be one of sgd, adam"),
+                                            ({"divergence": 0.5}, "divergence must be > 1"),
+                                            ({"batch_real": 0}, "batch_real must be a positive integer"),
+                                            ({"embedding": "clip"}, "embedding must be one of")])
+def test_bad_engine_parameters_are_refused(params, needle):
+    with pytest.raises(DataError, match=needle):
+        make_distiller("dm", **params)
+
+
+# ---------------------------------------------------------------------------------------
+# The identity latent space
+
+
+def test_pixel_space_is_the_identity_with_straight_through_clamping():
+    vae = PixelVAE(1, 8)
+    x = torch.rand(3, 1, 8, 8)
+    assert torch.equal(vae.encode(x), x) and torch.equal(vae.decode(x), x)
+    assert vae.latent_shape == (1, 8, 8) and vae.scaling_factor == 1.0 and vae.num_parameters == 0
+    z = torch.tensor([[[[-0.5, 0.5], [1.5, 0.25]]]], requires_grad=True)
+    out = PixelVAE(1, 2).decode(z)
+    assert out.tolist() == [[[[0.0, 0.5], [1.0, 0.25]]]]
+    out.sum().backward()
+    assert z.grad.tolist() == [[[[1.0, 1.0], [1.0, 1.0]]]]  # a clamped pixel keeps its gradient
+    with pytest.raises(DataError, match=r"decodes \(B, 1, 8, 8\)"):
+        vae.decode(torch.zeros(1, 1, 4, 4))
+    with pytest.raises(LatentDDError, match="built from the dataset's image shape"):
+        load_vae("pixel")
+
+
+def test_cli_distils_dm_in_the_pixel_space_and_exports_the_optimised_pixels(tmp_path):
+    from latentdd.cli import main
+
+    out = tmp_path / "dm"
+    main(["distill", "--dataset", "digits", "--vae", "pixel", "--method", "dm", "--ipc", "2", "--quiet",
+          "--param", "iterations=3", "--param", "width=8", "--param", "lr=0.05",
+          "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])
+    record = json.loads((out / "distill.json").read_text())
+    assert record["method"] == "dm" and record["record"]["vae"]["class"] == "PixelVAE"
+    from safetensors.torch import load_file
+
+    pixels = load_file(out / "latents.safetensors")["latents"]  # (20, 1, 8, 8), the optimised images
+    assert pixels.shape == (20, 1, 8, 8)
+    first = sorted((out / "images" / "0").glob("*.png"))[0]
+    png = np.asarray(Image.open(first), dtype=np.float32) / 255.0
+    assert np.abs(png - pixels[0, 0].clamp(0, 1).numpy()).max() <= 0.5 / 255 + 1e-6
