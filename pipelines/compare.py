@@ -24,7 +24,7 @@ from latentdd.export import image_grid, load_image_folder, read_manifest
 from latentdd.io import atomic_write_bytes, atomic_write_text
 from latentdd.published import published
 from pipelines.distill import DecoderConfig, LatentSpaceConfig
-from pipelines.run import RunConfig, run
+from pipelines.run import RunConfig, accuracy_text, run
 
 CSV_FIELDS = ("method", "ipc", "mean", "std", "n", "latent_w2", "class_consistency", "published_mean",
               "published_protocol", "distill_s", "render_s", "evaluate_s", "report")
@@ -52,7 +52,7 @@ def compare(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evalu
 
 def _with_costs(row: dict, dataset: str) -> dict:
     """Add the stage seconds (from the folder's record and the report) and the published figure."""
-    report = json.loads(Path(row["report"]).read_text())
+    report = json.loads(Path(row["report"]).read_text()) if row["report"] else {}  # None: over subsets
     stages = report.get("record", {}).get("stage_seconds", {})
     base = row["method"].removesuffix(" + weights")
     pub = published(dataset, "random" if base.startswith("random-real") else base, row["ipc"])
@@ -74,7 +74,7 @@ def comparison_markdown(rows: list[dict], dataset: str, evaluator: EvalConfig) -
              "distill s | render s | evaluate s |", "|---|---|---|---|---|---|---|---|---|"]
     fmt = lambda v, spec: "" if v is None else format(v, spec)  # noqa: E731
     for r in rows:
-        lines.append(f"| {r['method']} | {r['ipc']} | {r['mean']:.2f} ± {r['std']:.2f} (n={r['n']}) | "
+        lines.append(f"| {r['method']} | {r['ipc']} | {accuracy_text(r)} | "
                      f"{_published_text(r)} | {fmt(r['latent_w2'], '.3f')} | "
                      f"{fmt(r.get('class_consistency'), '.1f')} | {fmt(r['distill_s'], '.1f')} | "
                      f"{fmt(r['render_s'], '.1f')} | {fmt(r['evaluate_s'], '.0f')} |")
@@ -94,6 +94,7 @@ def accuracy_plot(rows: list[dict], dataset: str) -> bytes:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    rows = [r for r in rows if not r.get("subset_of")]  # random real: the line over its subsets
     for method in dict.fromkeys(r["method"] for r in rows):
         points = sorted((r["ipc"], r["mean"], r["std"]) for r in rows if r["method"] == method)
         ipcs, means, stds = zip(*points)

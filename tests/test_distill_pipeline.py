@@ -193,7 +193,8 @@ def test_compare_writes_table_csv_plot_grids_and_resumes(tmp_path, common, monke
     config.write_text(yaml.safe_dump({
         "run": {"methods": [{"method": "bacon", "label": "bacon", "params": {
             "iterations": 2, "width": 8, "pool_start": 1, "batch_real": 4, "net_batch": 8, "train_steps": 1}},
-            "kmeans", {"method": "random", "ipcs": [2]}], "ipcs": [1, 2], "consistency": True},
+            "kmeans", {"method": "random", "ipcs": [2]}], "ipcs": [1, 2], "consistency": True,
+            "random_real_subsets": 2},
         "evaluator": {"epochs": 1, "width": 8, "compile": "off", "num_eval": 1},
     }))
     out = tmp_path / "compare"
@@ -202,14 +203,23 @@ def test_compare_writes_table_csv_plot_grids_and_resumes(tmp_path, common, monke
     import csv
 
     rows = list(csv.DictReader((out / "results.csv").open()))
+    real = [("random-real (pixels) s0", "1"), ("random-real (pixels) s1", "1"), ("random-real (pixels), 2 subsets", "1")]
     assert [(r["method"], r["ipc"]) for r in rows] == [
-        ("bacon", "1"), ("kmeans", "1"), ("random-real (pixels)", "1"),
-        ("bacon", "2"), ("kmeans + weights", "2"), ("random", "2"), ("random-real (pixels)", "2")]
+        ("bacon", "1"), ("kmeans", "1"), *real,
+        ("bacon", "2"), ("kmeans + weights", "2"), ("random", "2"), *[(m, "2") for m, _ in real]]
     assert float(rows[0]["distill_s"]) > 0 and float(rows[0]["evaluate_s"]) > 0
-    assert all(0 <= float(r["class_consistency"]) <= 100 for r in rows)
+    # Two independently drawn subsets; the row over them is their mean, with the spread between them.
+    s0, s1 = (json.loads((out / f"random-real-s{i}_ipc1" / "manifest.json").read_text()) for i in (0, 1))
+    assert s0["record"]["method"]["seed"] == 0 and s1["record"]["method"]["seed"] == 1
+    assert s0["record"]["method"]["train_indices"] != s1["record"]["method"]["train_indices"]
+    means = [float(rows[i]["mean"]) for i in (2, 3)]
+    assert float(rows[4]["mean"]) == pytest.approx(sum(means) / 2)
+    assert float(rows[4]["std"]) == pytest.approx(abs(means[0] - means[1]) / 2)
+    assert "over 2 subsets (training spread" in (out / "results.md").read_text()
+    assert all(0 <= float(r["class_consistency"]) <= 100 for r in rows if r["class_consistency"])
     consistency = json.loads((out / "consistency.json").read_text())
     assert consistency["judge"]["test_accuracy"] > 50 and len(consistency["sets"]["kmeans_ipc2"]["per_class"]) == 10
-    assert float(rows[2]["class_consistency"]) == consistency["sets"]["random-real_ipc1"]["share"]
+    assert float(rows[2]["class_consistency"]) == consistency["sets"]["random-real-s0_ipc1"]["share"]
     assert not (out / "random_ipc1").exists()  # random runs at IPC 2 only
     assert "| bacon | 1 |" in (out / "results.md").read_text()
     for name in ("accuracy_vs_ipc.png", "grid_bacon.png", "grid_kmeans.png", "grid_random.png"):
