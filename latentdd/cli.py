@@ -208,7 +208,9 @@ def cmd_evaluate(args, raw) -> int:
     report = evaluate_synthetic(synthetic, test, cfg, mean=mean, std=std, flip=dataset_info(data.name).flip_augment,
                                 record=record, progress=not args.quiet)
     print(f"{data.name} | {len(synthetic)} images | protocol {protocol} ({cfg.epochs} epochs, "
-          f"{'DSA' if cfg.dsa else 'no aug'}) | test accuracy {report.summary()} | runs {report.accuracies}")
+          f"{'DSA' if cfg.dsa else 'no aug'}) | test accuracy {report.summary()} | runs {report.accuracies}"
+          + (f" | no images of classes {', '.join(report.record['missing_classes'])}"
+             if report.record["missing_classes"] else ""))
     if args.json:
         out = report.to_dict()
         out["config"] = {"dataset": data.__dict__, "evaluator": cfg.__dict__, "protocol": protocol}

@@ -335,7 +335,8 @@ def evaluate_synthetic(
     images whose labels, soft labels and weights (divided by f**2) repeat per tile.
     `mean`/`std` (C,) are the real train split's statistics (see `channel_stats`);
     `flip=False` drops flips from DSA for classes that flipping changes. `record` is
-    the protocol record of the stages before; the evaluator's part is added to it.
+    the protocol record of the stages before; the evaluator's part is added to it, and
+    `missing_classes`: the classes the set has no image of (warned about; [] for a full set).
     """
     if synthetic.class_names != list(test_set.class_names):
         raise DataError(
@@ -348,6 +349,12 @@ def evaluate_synthetic(
             f"synthetic images are {synthetic.image_shape} (C, H, W) but test images are {tuple(sample.shape[1:])}; "
             "load the dataset with the same image_size/channels"
         )
+    counts = torch.bincount(synthetic.labels, minlength=synthetic.num_classes)
+    missing = [name for name, count in zip(synthetic.class_names, counts.tolist()) if count == 0]
+    if missing:  # e.g. an external folder with only some class folders: its models never see those classes
+        log.warning("the set has no images of %d of its %d classes (%s); its models cannot learn them, so the "
+                    "accuracy is not comparable to a full set's; the record lists them under missing_classes",
+                    len(missing), synthetic.num_classes, ", ".join(missing[:10]) + (", ..." if len(missing) > 10 else ""))
     weights = synthetic.weights if config.use_weights else None
     if config.use_weights and weights is None:
         raise DataError("use_weights is set but the synthetic set carries no weights")
@@ -382,6 +389,7 @@ def evaluate_synthetic(
         synthetic.image_shape[-1], flip=flip, has_weights=weights is not None, has_soft=soft is not None,
         num_images=len(synthetic), compile_status=status,
     )
+    full_record["missing_classes"] = missing  # classes without a single training image
     full_record["num_eval"] = config.num_eval
     full_record["seeds"] = seeds
     return EvalReport(accuracies, seeds, seconds, time.perf_counter() - start, full_record)
