@@ -375,6 +375,7 @@ def cmd_encode(args, raw) -> int:
 
 def cmd_distill(args, raw) -> int:
     from latentdd.distill import make_distiller
+    from latentdd.io import check_output
     from pipelines.distill import distill_to_folder, make_decoder, prepare_latent_space
 
     data = _data_config(args, raw)
@@ -387,6 +388,7 @@ def cmd_distill(args, raw) -> int:
     method, ipc, seed = job.method, job.ipc, job.seed
     # Every parameter, the defaults included, coerced to its type (and checked) before any work starts.
     params = plain(make_distiller(method, **params))
+    check_output(Path(args.out).expanduser(), overwrite=args.overwrite)  # a foreign or unwritable --out: before fitting
     prepared = prepare_latent_space(data, space, progress=not args.quiet)
     decoder, decoder_record = make_decoder(decoder_config, prepared, space.cache_dir, progress=not args.quiet)
     resolved = {"dataset": data, "latent": space, "distill": {"method": method, "ipc": ipc, "seed": seed, "params": params},
