@@ -347,6 +347,7 @@ def cmd_encode(args, raw) -> int:
     import torch
     from accelerate import PartialState
 
+    from latentdd.io import claim_folder
     from latentdd.latents.cache import CacheConfig, encode_split, write_manifest
     from latentdd.vae import VAEInputAdapter
     from pipelines.distill import load_or_fit_vae
@@ -355,6 +356,8 @@ def cmd_encode(args, raw) -> int:
     space = _latent_config(args, raw)
     # Without a GPU, processes started by `accelerate launch --multi_gpu` / torchrun join a gloo group.
     state = PartialState(cpu=not torch.cuda.is_available())
+    with state.main_process_first():  # --out: missing, empty or latentdd's, and writable -- before any work
+        claim_folder(Path(args.out), "latent-cache")
     images, train, test = data.load(args.split), data.load("train"), data.load("test")
     with state.main_process_first():  # for --vae fit, rank 0 fits and the others load its cache entry
         vae, _ = load_or_fit_vae(space, train, test, progress=not args.quiet)

@@ -20,7 +20,7 @@ from latentdd.data import dataset_info
 from latentdd.errors import DataError
 from latentdd.evaluate.trainer import (PROTOCOLS, CompileStatus, EvalConfig, EvalReport, channel_stats, evaluate_synthetic,
                                        top1_accuracy, train_model)
-from latentdd.io import atomic_write_json, atomic_write_text
+from latentdd.io import atomic_write_json, atomic_write_text, claim_folder
 from latentdd.published import published
 from latentdd.record import dataset_record, protocol_record
 from pipelines.baseline import random_real
@@ -52,8 +52,8 @@ class CalibrateConfig:
 
 def run_calibration(data: DataConfig, config: CalibrateConfig, out: Path, *, progress: bool = True) -> list[dict]:
     """Run every evaluation of `config` on dataset `data`; write reports and results under `out`."""
-    out = Path(out)
-    (out / "reports").mkdir(parents=True, exist_ok=True)
+    out = claim_folder(Path(out), "calibrate")  # missing, empty or latentdd's, and writable: before any work
+    (out / "reports").mkdir(exist_ok=True)
     save_resolved(out / "config.yaml", {"dataset": data, "calibrate": config})
     t0 = time.perf_counter()
     train, test = data.load("train"), data.load("test")

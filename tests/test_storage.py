@@ -141,3 +141,30 @@ def test_an_unwritable_out_fails_before_the_vae_is_fitted(tmp_path, monkeypatch,
     assert main([command, *args]) == 2
     assert "cannot write the output" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("kind", ["folder", "file"])
+@pytest.mark.parametrize("command", ["run", "calibrate", "encode"])
+def test_run_calibrate_and_encode_refuse_an_out_latentdd_did_not_write(tmp_path, monkeypatch, capsys, kind, command):
+    """Each writes into --out in place (re-running resumes): a foreign folder or a file is refused
+    before any work, and what it held survives."""
+    from latentdd.cli import main
+    from pipelines import calibrate
+
+    out = tmp_path / "notours"
+    if kind == "folder":
+        out.mkdir()
+        (out / "data.txt").write_text("precious")
+    else:
+        out.write_text("precious")
+    _no_fitting(monkeypatch)
+    monkeypatch.setattr(calibrate, "random_real", lambda *a, **k: pytest.fail("calibrate started before the check"))
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    args = {"run": ["--methods", "kmeans", "--ipc", "1", *cache], "calibrate": [], "encode": ["--vae", "fit", *cache]}
+    assert main([command, "--dataset", "digits", *args[command], "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"refusing to replace or write into {out}" in err and "choose another --out" in err
+    assert (out / "data.txt" if kind == "folder" else out).read_text() == "precious"
+    if kind == "folder":
+        assert sorted(p.name for p in out.iterdir()) == ["data.txt"]  # no marker, no reports/ written into it
