@@ -389,9 +389,9 @@ def cmd_distill(args, raw) -> int:
     job = build(DistillConfig, section, {"method": args.method, "ipc": args.ipc, "seed": args.seed},
                 section="distill")
     method, ipc, seed = job.method, job.ipc, job.seed
+    check_output(Path(args.out).expanduser(), overwrite=args.overwrite)  # a foreign or unwritable --out: before fitting
     # Every parameter, the defaults included, coerced to its type (and checked) before any work starts.
     params = plain(make_distiller(method, **params))
-    check_output(Path(args.out).expanduser(), overwrite=args.overwrite)  # a foreign or unwritable --out: before fitting
     prepared = prepare_latent_space(data, space, progress=not args.quiet)
     decoder, decoder_record = make_decoder(decoder_config, prepared, space.cache_dir, progress=not args.quiet)
     resolved = {"dataset": data, "latent": space, "distill": {"method": method, "ipc": ipc, "seed": seed, "params": params},
