@@ -208,7 +208,9 @@ def cmd_evaluate(args, raw) -> int:
     report = evaluate_synthetic(synthetic, test, cfg, mean=mean, std=std, flip=dataset_info(data.name).flip_augment,
                                 record=record, progress=not args.quiet)
     print(f"{data.name} | {len(synthetic)} images | protocol {protocol} ({cfg.epochs} epochs, "
-          f"{'DSA' if cfg.dsa else 'no aug'}) | test accuracy {report.summary()} | runs {report.accuracies}")
+          f"{'DSA' if cfg.dsa else 'no aug'}) | test accuracy {report.summary()} | runs {report.accuracies}"
+          + (f" | no images of classes {', '.join(report.record['missing_classes'])}"
+             if report.record["missing_classes"] else ""))
     if args.json:
         out = report.to_dict()
         out["config"] = {"dataset": data.__dict__, "evaluator": cfg.__dict__, "protocol": protocol}
@@ -345,6 +347,7 @@ def cmd_encode(args, raw) -> int:
     import torch
     from accelerate import PartialState
 
+    from latentdd.io import claim_folder
     from latentdd.latents.cache import CacheConfig, encode_split, write_manifest
     from latentdd.vae import VAEInputAdapter
     from pipelines.distill import load_or_fit_vae
@@ -353,6 +356,8 @@ def cmd_encode(args, raw) -> int:
     space = _latent_config(args, raw)
     # Without a GPU, processes started by `accelerate launch --multi_gpu` / torchrun join a gloo group.
     state = PartialState(cpu=not torch.cuda.is_available())
+    with state.main_process_first():  # --out: missing, empty or latentdd's, and writable -- before any work
+        claim_folder(Path(args.out), "latent-cache")
     images, train, test = data.load(args.split), data.load("train"), data.load("test")
     with state.main_process_first():  # for --vae fit, rank 0 fits and the others load its cache entry
         vae, _ = load_or_fit_vae(space, train, test, progress=not args.quiet)
@@ -373,6 +378,7 @@ def cmd_encode(args, raw) -> int:
 
 def cmd_distill(args, raw) -> int:
     from latentdd.distill import make_distiller
+    from latentdd.io import check_output
     from pipelines.distill import distill_to_folder, make_decoder, prepare_latent_space
 
     data = _data_config(args, raw)
@@ -383,6 +389,7 @@ def cmd_distill(args, raw) -> int:
     job = build(DistillConfig, section, {"method": args.method, "ipc": args.ipc, "seed": args.seed},
                 section="distill")
     method, ipc, seed = job.method, job.ipc, job.seed
+    check_output(Path(args.out).expanduser(), overwrite=args.overwrite)  # a foreign or unwritable --out: before fitting
     # Every parameter, the defaults included, coerced to its type (and checked) before any work starts.
     params = plain(make_distiller(method, **params))
     prepared = prepare_latent_space(data, space, progress=not args.quiet)

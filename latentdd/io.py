@@ -171,6 +171,12 @@ def start_output(out: Path, *, overwrite: bool) -> Path:
         raise _cannot_write(out, err) from err
 
 
+def check_output(out: Path, *, overwrite: bool) -> None:
+    """The checks of `start_output` (which is called again when writing), leaving nothing behind:
+    for a command that fits a VAE or distils for a long time before it writes `out`."""
+    start_output(Path(out), overwrite=overwrite).rmdir()
+
+
 def replace_dir(tmp: Path, out: Path, *, overwrite: bool) -> None:
     """Rename the finished folder `tmp` to `out` (a sibling), replacing `out` only if `overwrite`.
 

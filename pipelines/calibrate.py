@@ -18,8 +18,9 @@ import torch
 from latentdd.config import DataConfig, build, check_key, positive_int, save_resolved
 from latentdd.data import dataset_info
 from latentdd.errors import DataError
-from latentdd.evaluate.trainer import PROTOCOLS, EvalConfig, EvalReport, channel_stats, evaluate_synthetic, top1_accuracy, train_model
-from latentdd.io import atomic_write_json, atomic_write_text
+from latentdd.evaluate.trainer import (PROTOCOLS, CompileStatus, EvalConfig, EvalReport, channel_stats, evaluate_synthetic,
+                                       top1_accuracy, train_model)
+from latentdd.io import atomic_write_json, atomic_write_text, claim_folder
 from latentdd.published import published
 from latentdd.record import dataset_record, protocol_record
 from pipelines.baseline import random_real
@@ -51,8 +52,8 @@ class CalibrateConfig:
 
 def run_calibration(data: DataConfig, config: CalibrateConfig, out: Path, *, progress: bool = True) -> list[dict]:
     """Run every evaluation of `config` on dataset `data`; write reports and results under `out`."""
-    out = Path(out)
-    (out / "reports").mkdir(parents=True, exist_ok=True)
+    out = claim_folder(Path(out), "calibrate")  # missing, empty or latentdd's, and writable: before any work
+    (out / "reports").mkdir(exist_ok=True)
     save_resolved(out / "config.yaml", {"dataset": data, "calibrate": config})
     t0 = time.perf_counter()
     train, test = data.load("train"), data.load("test")
@@ -104,6 +105,10 @@ def _random_real_runs(train, test, ipc, eval_cfg: EvalConfig, seed, mean, std, f
     record["method"] = {"name": "random", "ipc": ipc, "subset_seeds": [seed + i for i in range(len(runs))],
                         "note": "run i evaluates its own random subset (seed + i) with its own network (seed + i)",
                         "train_indices": [r["record"]["method"]["train_indices"] for r in runs]}
+    evaluators = [r["record"]["evaluator"] for r in runs]  # each run says whether it trained compiled
+    record["evaluator"]["compiled"] = all(e.get("compiled", False) for e in evaluators)
+    record["evaluator"]["compile_fallback"] = next((e["compile_fallback"] for e in evaluators
+                                                    if e.get("compile_fallback")), None)
     record["num_eval"] = len(runs)
     record["seeds"] = [r["seeds"][0] for r in runs]
     record["stage_seconds"] = {"evaluate": sum(r["wall_seconds"] for r in runs)}
@@ -119,13 +124,15 @@ def _full_data(train, test, mean, std, data: DataConfig, config: CalibrateConfig
     if not path.exists():
         t0 = time.perf_counter()
         images, labels = train.load(torch.arange(len(train))), train.labels
+        status = CompileStatus(eval_cfg.compile)
         model = train_model(images, labels, num_classes=len(train.class_names), config=eval_cfg, mean=mean, std=std,
-                            seed=config.seed, progress=progress)
+                            seed=config.seed, progress=progress, compile_status=status)
         seconds = time.perf_counter() - t0
-        acc = top1_accuracy(model, test, mean=mean, std=std, compile=eval_cfg.compile)
+        acc = top1_accuracy(model, test, mean=mean, std=std, compile=eval_cfg.compile, compile_status=status)
         record = protocol_record(
             dataset=dataset_record(data, train, test), method={"name": "full", "train_images": len(train)},
-            ipc=None, evaluator=eval_cfg.record(images.shape[-1], flip=False, has_weights=False, has_soft=False),
+            ipc=None, evaluator=eval_cfg.record(images.shape[-1], flip=False, has_weights=False, has_soft=False,
+                                              compile_status=status),
             num_eval=1, seeds=[config.seed], stage_seconds={"train": seconds},
         )
         EvalReport([acc], [config.seed], [seconds], seconds, record).save_json(path)

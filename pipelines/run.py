@@ -26,7 +26,7 @@ from latentdd.errors import DataError
 from latentdd.evaluate.consistency import Judge, JudgeConfig, class_consistency, fit_judge
 from latentdd.evaluate.trainer import EvalConfig, channel_stats, evaluate_synthetic
 from latentdd.export import MANIFEST_NAME, export_image_folder, load_image_folder, read_manifest
-from latentdd.io import atomic_write_json, atomic_write_text
+from latentdd.io import atomic_write_json, atomic_write_text, claim_folder
 from latentdd.record import protocol_record
 from pipelines.baseline import random_real
 from pipelines.distill import DecoderConfig, LatentSpaceConfig, distill_to_folder, make_decoder, prepare_latent_space
@@ -164,8 +164,8 @@ def _check_use_weights(value, allow_none: bool = False) -> None:
 
 def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator: EvalConfig, out: Path,
         *, decoder: DecoderConfig | None = None, progress: bool = True) -> list[dict]:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    # Missing, empty or latentdd's, and writable -- checked before any fitting (latentdd.io).
+    out = claim_folder(Path(out), "run")
     decoder = decoder or DecoderConfig()
     save_resolved(out / "config.yaml",
                   {"dataset": data, "latent": space, "decoder": decoder, "run": config, "evaluator": evaluator})

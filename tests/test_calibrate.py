@@ -22,6 +22,10 @@ def test_calibration_writes_results_and_resumes(tmp_path, monkeypatch):
     first, second = method["train_indices"]
     assert len(first) == 20 and first != second  # each run draws its own subset
     assert report["record"]["selection"].startswith("final epoch")
+    full = json.loads((tmp_path / "reports" / "full_data_1ep.json").read_text())
+    for record in (report["record"], full["record"]):  # compile off: eager, and the record says so
+        assert {k: record["evaluator"][k] for k in ("compile", "compiled", "compile_fallback")} == \
+            {"compile": "off", "compiled": False, "compile_fallback": None}
     assert "| random | dc | 2 |" in (tmp_path / "results.md").read_text()
 
     def fail(*a, **k):

@@ -98,3 +98,20 @@ def test_shipped_calibrate_config_resolves():
     raw = load_yaml(Path(__file__).resolve().parents[1] / "configs/calibrate_fashion_mnist.yaml")
     cfg = build(CalibrateConfig, raw["calibrate"])
     assert cfg.runs == {"dc": [1, 10, 50], "dsa": [1, 10]} and cfg.full_data_epochs == 10
+
+
+@pytest.mark.bad_input
+def test_evaluate_on_a_folder_missing_classes_warns_and_records_them(tmp_path, capsys, caplog, make_class_tree):
+    folder = tmp_path / "half"
+    make_class_tree(folder, {str(k): 2 for k in range(5)}, size=(8, 8), rgb=False)  # digits 0-4 only
+    report = tmp_path / "report.json"
+    assert main(["evaluate", "--images", str(folder), "--dataset", "digits", "--num-eval", "1",
+                 "--json", str(report), *FAST]) == 0
+    assert "no images of 5 of its 10 classes (5, 6, 7, 8, 9)" in caplog.text
+    assert json.loads(report.read_text())["record"]["missing_classes"] == ["5", "6", "7", "8", "9"]
+    assert "no images of classes 5, 6, 7, 8, 9" in capsys.readouterr().out
+    caplog.clear()
+    make_class_tree(folder, {str(k): 2 for k in range(5, 10)}, size=(8, 8), rgb=False)  # now every class
+    assert main(["evaluate", "--images", str(folder), "--dataset", "digits", "--num-eval", "1",
+                 "--json", str(report), *FAST]) == 0
+    assert "missing_classes" not in caplog.text and json.loads(report.read_text())["record"]["missing_classes"] == []

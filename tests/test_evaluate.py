@@ -301,3 +301,55 @@ def test_class_consistency_judge_trains_caches_and_scores(tmp_path):
     assert wrong["share"] == 0.0 and wrong["per_class"] == [None, None, 0.0]
     again = fit_judge(train, test, config, tmp_path)
     assert again.report["cached"] and torch.equal(again.model(images).argmax(1), judge.model(images).argmax(1))
+
+
+def _compile_that_fails_on_call(n: int, calls: list):
+    """A stand-in for torch.compile whose callable runs the model eagerly but raises on call n
+    (counted over every compiled callable), as a failed recompile for a new shape does."""
+
+    def fake_compile(model, **kw):
+        def compiled(x):
+            calls.append(tuple(x.shape))
+            if len(calls) == n:
+                raise RuntimeError("inductor: recompile failed for the new shape")
+            return model(x)
+
+        return compiled
+
+    return fake_compile
+
+
+def test_a_compile_failure_after_the_first_call_falls_back_to_eager_and_is_recorded(monkeypatch):
+    calls: list = []
+    monkeypatch.setattr(trainer.torch, "compile", _compile_that_fails_on_call(2, calls))
+    test = load_dataset("digits", "test")
+    images, labels = toy_set(n_per_class=3, classes=10, size=8)  # 30 images: batches of 16 and 14
+    synthetic = SyntheticImages(images, labels, list(test.class_names))
+    report = evaluate_synthetic(synthetic, test, tiny_config(compile="auto", batch_size=16, num_eval=2),
+                                mean=MEAN, std=STD, progress=False)
+    assert len(report.accuracies) == 2
+    assert calls == [(16, 1, 8, 8), (14, 1, 8, 8)]  # after the failing 2nd call nothing ran compiled
+    evaluator = report.record["evaluator"]
+    assert evaluator["compile"] == "auto" and evaluator["compiled"] is False
+    assert evaluator["compile_fallback"] == "train call 2: inductor: recompile failed for the new shape"
+    with pytest.raises(RuntimeError, match="recompile failed"):  # compile on: no fallback
+        calls.clear()
+        evaluate_synthetic(synthetic, test, tiny_config(compile="on", batch_size=16), mean=MEAN, std=STD,
+                           progress=False)
+
+
+def test_the_record_says_whether_training_ran_compiled(monkeypatch):
+    calls: list = []
+    monkeypatch.setattr(trainer.torch, "compile", _compile_that_fails_on_call(0, calls))  # never fails
+    test = load_dataset("digits", "test")
+    images, labels = toy_set(n_per_class=2, classes=10, size=8)
+    synthetic = SyntheticImages(images, labels, list(test.class_names))
+    compiled = evaluate_synthetic(synthetic, test, tiny_config(compile="auto"), mean=MEAN, std=STD, progress=False)
+    assert calls  # the compiled callable was used
+    assert {k: compiled.record["evaluator"][k] for k in ("compile", "compiled", "compile_fallback")} == \
+        {"compile": "auto", "compiled": True, "compile_fallback": None}
+    calls.clear()
+    eager = evaluate_synthetic(synthetic, test, tiny_config(compile="off"), mean=MEAN, std=STD, progress=False)
+    assert not calls
+    assert {k: eager.record["evaluator"][k] for k in ("compile", "compiled", "compile_fallback")} == \
+        {"compile": "off", "compiled": False, "compile_fallback": None}

@@ -103,3 +103,68 @@ def test_an_empty_folder_and_a_marked_folder_are_replaceable(tmp_path):
     (tmp_path / "run" / "results.md").write_text("x")
     io.check_replaceable(tmp_path / "run")
     export_image_folder(make_synthetic(), tmp_path / "run", overwrite=True)
+
+
+def _read_only_place(tmp_path: Path, kind: str) -> Path:
+    """A location no output can be written to: under /sys, or in a folder chmod 0o555 (not for root)."""
+    if kind == "sys":
+        if not Path("/sys").is_dir():
+            pytest.skip("no /sys")
+        return Path("/sys/latentdd-test-out")
+    if os.geteuid() == 0:
+        pytest.skip("root writes into a read-only folder anyway")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    return locked / "out"
+
+
+def _no_fitting(monkeypatch):
+    import pipelines.distill
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the VAE was loaded or fitted before the output was checked")
+
+    monkeypatch.setattr(pipelines.distill, "load_or_fit_vae", fail)
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("kind", ["sys", "chmod"])
+@pytest.mark.parametrize("command", ["distill", "run"])
+def test_an_unwritable_out_fails_before_the_vae_is_fitted(tmp_path, monkeypatch, capsys, kind, command):
+    from latentdd.cli import main
+
+    out = _read_only_place(tmp_path, kind)
+    _no_fitting(monkeypatch)
+    args = ["--dataset", "digits", "--vae", "fit", "--cache-dir", str(tmp_path / "cache"), "--out", str(out), "--quiet"]
+    args += ["--method", "kmeans", "--ipc", "1", "--overwrite"] if command == "distill" else ["--methods", "kmeans", "--ipc", "1"]
+    assert main([command, *args]) == 2
+    assert "cannot write the output" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("kind", ["folder", "file"])
+@pytest.mark.parametrize("command", ["run", "calibrate", "encode"])
+def test_run_calibrate_and_encode_refuse_an_out_latentdd_did_not_write(tmp_path, monkeypatch, capsys, kind, command):
+    """Each writes into --out in place (re-running resumes): a foreign folder or a file is refused
+    before any work, and what it held survives."""
+    from latentdd.cli import main
+    from pipelines import calibrate
+
+    out = tmp_path / "notours"
+    if kind == "folder":
+        out.mkdir()
+        (out / "data.txt").write_text("precious")
+    else:
+        out.write_text("precious")
+    _no_fitting(monkeypatch)
+    monkeypatch.setattr(calibrate, "random_real", lambda *a, **k: pytest.fail("calibrate started before the check"))
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    args = {"run": ["--methods", "kmeans", "--ipc", "1", *cache], "calibrate": [], "encode": ["--vae", "fit", *cache]}
+    assert main([command, "--dataset", "digits", *args[command], "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"refusing to replace or write into {out}" in err and "choose another --out" in err
+    assert (out / "data.txt" if kind == "folder" else out).read_text() == "precious"
+    if kind == "folder":
+        assert sorted(p.name for p in out.iterdir()) == ["data.txt"]  # no marker, no reports/ written into it

@@ -87,8 +87,9 @@ class EvalConfig:
         return {"norm": self.norm}  # resnet18: instancenorm (as DC's ResNet18) or batchnorm
 
     def record(self, image_size: int, *, flip: bool, has_weights: bool, has_soft: bool,
-               num_images: int | None = None) -> dict:
-        """The evaluator part of the protocol record; `num_images`: stored images, before factorization."""
+               num_images: int | None = None, compile_status: "CompileStatus | None" = None) -> dict:
+        """The evaluator part of the protocol record; `num_images`: stored images, before factorization;
+        `compile_status`: how the training ran (None: not known, only the setting is recorded)."""
         trained = None if num_images is None else num_images * self.factor**2
         return {
             "architecture": self.model,
@@ -104,6 +105,7 @@ class EvalConfig:
             "factorization": {"factor": self.factor, "images_trained": trained} if self.factor > 1 else False,
             "normalisation": "per-channel mean/std of the real train split",
             "std": "population std (numpy default) over runs, as DC/DSA report",
+            **(compile_status.record() if compile_status else {"compile": self.compile}),
         }
 
 
@@ -156,6 +158,27 @@ def _normalise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.
     return (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
 
 
+@dataclass
+class CompileStatus:
+    """How the steps of an evaluation ran: through torch.compile or eagerly (shared by its models).
+
+    `compiled` holds while every step so far ran compiled; `fallback` is the reason of the
+    first fall back to eager (mode auto), after which the later models of the evaluation
+    run eagerly too, so that its runs do not mix compiled and eager training.
+    """
+
+    mode: str  # EvalConfig.compile: auto | on | off
+    compiled: bool = field(init=False)  # mode != off, until a fall back
+    fallback: str | None = None
+
+    def __post_init__(self) -> None:
+        self.compiled = self.mode != "off"
+
+    def record(self) -> dict:
+        """The protocol record's fields: compiled and eager training give different accuracies."""
+        return {"compile": self.mode, "compiled": self.compiled, "compile_fallback": self.fallback}
+
+
 class _Step:
     """SGD steps and test forwards of one model, through torch.compile when asked and able.
 
@@ -163,26 +186,32 @@ class _Step:
     architecture, so only the first evaluation of a process pays for compilation.
     """
 
-    def __init__(self, model: torch.nn.Module, mode: str) -> None:
+    def __init__(self, model: torch.nn.Module, mode: str, status: CompileStatus | None = None) -> None:
         self.model = model
         self.mode = mode
-        self.forward = torch.compile(model, dynamic=False) if mode != "off" else model
-        self.checked = {"train": mode == "off", "test": mode == "off"}
+        self.status = status or CompileStatus(mode)
+        eager = mode == "off" or self.status.fallback is not None
+        self.forward = model if eager else torch.compile(model, dynamic=False)
+        self.calls = {"train": 0, "test": 0}
 
     def _guarded(self, phase: str, fn):
-        """Run fn(); on the first call of a phase, fall back to eager if compilation fails."""
-        if self.checked[phase]:
+        """Run fn(); in mode auto, fall back to eager if compilation fails, on any call: a new
+        shape (the smaller last batch, the test batches) compiles again on its first call."""
+        self.calls[phase] += 1
+        if self.forward is self.model:
             return fn()
         try:
-            out = fn()
+            return fn()
         except Exception as err:  # noqa: BLE001 - any compiler failure
             if self.mode == "on":
                 raise
-            log.warning("torch.compile failed (%s); running eagerly", str(err).splitlines()[0][:200])
+            first_line = (str(err).splitlines() or [type(err).__name__])[0][:200]
+            reason = f"{phase} call {self.calls[phase]}: {first_line}"
+            log.warning("torch.compile failed (%s); running eagerly", reason)
             self.forward = self.model
-            out = fn()
-        self.checked[phase] = True
-        return out
+            self.status.compiled = False
+            self.status.fallback = self.status.fallback or reason
+            return fn()  # fn starts from zeroed gradients, so a step that failed half-way is redone whole
 
     def _loss(self, x, y, weights, soft) -> torch.Tensor:
         logits = self.forward(x)
@@ -223,11 +252,13 @@ def train_model(
     weights: torch.Tensor | None = None,
     soft_labels: torch.Tensor | None = None,
     progress: bool = False,
+    compile_status: CompileStatus | None = None,
 ) -> torch.nn.Module:
     """Train a freshly initialised model on images (N, C, H, W) in [0, 1] with labels (N,).
 
     weights (N,) turn the loss into a weighted mean; soft_labels (N, K) replace the hard
-    targets. Returns the model after the final epoch, in eval mode.
+    targets. `compile_status` (mode config.compile) is told whether the steps ran compiled.
+    Returns the model after the final epoch, in eval mode.
     """
     if not torch.isfinite(images).all():
         raise DataError("the training images contain NaN or infinite values")
@@ -241,7 +272,7 @@ def train_model(
     augment = DiffAugment(DSAConfig(strategy=config.dsa_strategy), flip=flip) if config.dsa else None
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
-    step = _Step(model, config.compile)
+    step = _Step(model, config.compile, compile_status)
     x_all = _normalise(images.float(), mean, std)
     y_all = labels.long()
     model.train()
@@ -270,11 +301,12 @@ def train_model(
 
 @torch.no_grad()
 def top1_accuracy(
-    model: torch.nn.Module, test_set: LabelledImages, *, mean, std, batch_size: int = 1000, compile: str = "off"
+    model: torch.nn.Module, test_set: LabelledImages, *, mean, std, batch_size: int = 1000, compile: str = "off",
+    compile_status: CompileStatus | None = None,
 ) -> float:
     """Top-1 accuracy in percent of `model` on every image of `test_set`."""
     model.eval()
-    runner = _Step(model, compile)
+    runner = _Step(model, compile, compile_status)
     correct = total = 0
     for images, labels in test_set.iter_batches(batch_size):
         pred = runner.predict(_normalise(images.float(), mean, std))
@@ -303,7 +335,8 @@ def evaluate_synthetic(
     images whose labels, soft labels and weights (divided by f**2) repeat per tile.
     `mean`/`std` (C,) are the real train split's statistics (see `channel_stats`);
     `flip=False` drops flips from DSA for classes that flipping changes. `record` is
-    the protocol record of the stages before; the evaluator's part is added to it.
+    the protocol record of the stages before; the evaluator's part is added to it, and
+    `missing_classes`: the classes the set has no image of (warned about; [] for a full set).
     """
     if synthetic.class_names != list(test_set.class_names):
         raise DataError(
@@ -316,6 +349,12 @@ def evaluate_synthetic(
             f"synthetic images are {synthetic.image_shape} (C, H, W) but test images are {tuple(sample.shape[1:])}; "
             "load the dataset with the same image_size/channels"
         )
+    counts = torch.bincount(synthetic.labels, minlength=synthetic.num_classes)
+    missing = [name for name, count in zip(synthetic.class_names, counts.tolist()) if count == 0]
+    if missing:  # e.g. an external folder with only some class folders: its models never see those classes
+        log.warning("the set has no images of %d of its %d classes (%s); its models cannot learn them, so the "
+                    "accuracy is not comparable to a full set's; the record lists them under missing_classes",
+                    len(missing), synthetic.num_classes, ", ".join(missing[:10]) + (", ..." if len(missing) > 10 else ""))
     weights = synthetic.weights if config.use_weights else None
     if config.use_weights and weights is None:
         raise DataError("use_weights is set but the synthetic set carries no weights")
@@ -330,23 +369,27 @@ def evaluate_synthetic(
     start = time.perf_counter()
     seeds = [config.seed + i for i in range(config.num_eval)]
     accuracies, seconds = [], []
+    status = CompileStatus(config.compile)
     runs = progress_bar(seeds, desc=f"evaluate {len(synthetic)} images", disable=not progress)
     for seed in runs:
         t0 = time.perf_counter()
         model = train_model(
             images, labels, num_classes=synthetic.num_classes, config=config, mean=mean,
             std=std, flip=flip, seed=seed, weights=weights, soft_labels=soft, progress=progress,
+            compile_status=status,
         )
         seconds.append(time.perf_counter() - t0)
         accuracies.append(
-            top1_accuracy(model, test_set, mean=mean, std=std, batch_size=config.test_batch_size, compile=config.compile)
+            top1_accuracy(model, test_set, mean=mean, std=std, batch_size=config.test_batch_size,
+                          compile=config.compile, compile_status=status)
         )
         runs.set_postfix(acc=f"{accuracies[-1]:.2f}")
     full_record = copy.deepcopy(record) if record else {}
     full_record["evaluator"] = config.record(
         synthetic.image_shape[-1], flip=flip, has_weights=weights is not None, has_soft=soft is not None,
-        num_images=len(synthetic),
+        num_images=len(synthetic), compile_status=status,
     )
+    full_record["missing_classes"] = missing  # classes without a single training image
     full_record["num_eval"] = config.num_eval
     full_record["seeds"] = seeds
     return EvalReport(accuracies, seeds, seconds, time.perf_counter() - start, full_record)
