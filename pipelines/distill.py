@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -23,13 +24,22 @@ from latentdd.data import LabelledImages
 from latentdd.errors import DataError
 from latentdd.export import export_image_folder, image_grid
 from latentdd.io import atomic_write_json, mark, replace_dir, start_output
-from latentdd.latents.cache import CacheConfig, MANIFEST, encode_split, load_latents, write_manifest
+from latentdd.latents.cache import (
+    MANIFEST,
+    CacheConfig,
+    CacheDamagedError,
+    encode_split,
+    load_latents,
+    write_manifest,
+)
 from latentdd.latents.types import Latents, SyntheticLatents
 from latentdd.record import dataset_record, protocol_record
 from latentdd.prior import FitPriorConfig
 from latentdd.render import DECODERS, VAEDecoder
 from latentdd.render import load_or_fit_prior as _load_or_fit_prior
 from latentdd.vae import FitVAEConfig, LatentVAE, VAEInputAdapter, fit_vae, load_vae
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -117,6 +127,14 @@ def load_or_fit_vae(space: LatentSpaceConfig, train, test, *, progress: bool = T
     return load_vae(space.vae, input_size=space.input_size), None
 
 
+def cache_dataset_record(data: DataConfig, train, test, split: str = "train") -> dict:
+    """The dataset record of a latent cache of `split`. The train split's is the one
+    `prepare_latent_space` writes, so `latentdd encode --split train --out <its cache folder>`
+    and distill / run accept and reuse each other's caches."""
+    record = dataset_record(data, train, test)
+    return record if split == "train" else record | {"encoded_split": split}
+
+
 def prepare_latent_space(data: DataConfig, space: LatentSpaceConfig, *, progress: bool = True) -> LatentSpace:
     """Load `data`, get the VAE (fitting it if asked), and the train split's latents (cached)."""
     seconds = {}
@@ -133,14 +151,20 @@ def prepare_latent_space(data: DataConfig, space: LatentSpaceConfig, *, progress
 
     t = time.perf_counter()
     identity = vae.identity() | {"adapter": adapter.identity()}
-    dataset = dataset_record(data, train, test)
+    dataset = cache_dataset_record(data, train, test)
     key = hashlib.sha256(json.dumps([identity, dataset], sort_keys=True).encode()).hexdigest()[:16]
     folder = cache / "latents" / f"{data.name}-{key}" / "train"
-    if not (folder / MANIFEST).exists():
+    latents = None
+    if (folder / MANIFEST).exists():
+        try:
+            latents = load_latents(folder, expect_vae=identity)
+        except CacheDamagedError as err:  # repaired below: encode_split re-encodes only the damaged shards
+            log.warning("%s", err)
+    if latents is None:
         encode_split(train, lambda x: vae.encode(adapter.to_vae(x)), folder, vae=identity, dataset=dataset,
                      config=CacheConfig(space.shard_size, space.batch_size), progress=progress)
         write_manifest(folder, list(train.class_names))
-    latents = load_latents(folder, expect_vae=identity)
+        latents = load_latents(folder, expect_vae=identity)
     seconds["encode"] = time.perf_counter() - t
     record = {
         "dataset": dataset,
