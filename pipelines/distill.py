@@ -159,7 +159,7 @@ def prepare_latent_space(data: DataConfig, space: LatentSpaceConfig, *, progress
         try:
             latents = load_latents(folder, expect_vae=identity)
         except CacheDamagedError as err:  # repaired below: encode_split re-encodes only the damaged shards
-            log.warning("%s", err)
+            log.warning("the latent cache is damaged (%s); encoding the damaged shards again", str(err).split(";")[0])
     if latents is None:
         encode_split(train, lambda x: vae.encode(adapter.to_vae(x)), folder, vae=identity, dataset=dataset,
                      config=CacheConfig(space.shard_size, space.batch_size), progress=progress)
