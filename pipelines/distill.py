@@ -1,7 +1,8 @@
 """Real images -> VAE latents (cached) -> per-class synthetic latents -> rendered image folder.
 
     prepare_latent_space   load the dataset, fit or load the VAE, encode the train split
-                           into the latent cache (reused when VAE and data match)
+                           into the latent cache (keyed by `cachekey.content_key` of the VAE,
+                           the dataset record and the train images' and labels' sha256)
     distill_to_folder      run a distiller on those latents, render, and write
                            <out>/images (image folder), <out>/latents.safetensors,
                            <out>/distill.json and <out>/config.yaml, all or nothing
@@ -9,7 +10,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from latentdd.cachekey import content_key, split_sha256
 from latentdd.config import DataConfig, positive_int, resolved_fields, save_resolved
 from latentdd.data import LabelledImages
 from latentdd.errors import DataError
@@ -73,6 +74,7 @@ class LatentSpace:
     latents: Latents
     record: dict  # dataset and vae parts of the protocol record
     seconds: dict[str, float]
+    train_sha256: dict = field(default_factory=dict)  # images_sha256, labels_sha256 of `train` (cachekey.split_sha256)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latents (n, c, h, w) -> images (n, C, H, W) at the dataset's shape, differentiable."""
@@ -152,7 +154,9 @@ def prepare_latent_space(data: DataConfig, space: LatentSpaceConfig, *, progress
     t = time.perf_counter()
     identity = vae.identity() | {"adapter": adapter.identity()}
     dataset = cache_dataset_record(data, train, test)
-    key = hashlib.sha256(json.dumps([identity, dataset], sort_keys=True).encode()).hexdigest()[:16]
+    images_sha256, labels_sha256, _ = split_sha256(train.iter_batches(space.batch_size))
+    content = {"images_sha256": images_sha256, "labels_sha256": labels_sha256}
+    key = content_key("latent-cache", vae=identity, dataset=dataset, train=content)[:16]
     folder = cache / "latents" / f"{data.name}-{key}" / "train"
     latents = None
     if (folder / MANIFEST).exists():
@@ -172,7 +176,7 @@ def prepare_latent_space(data: DataConfig, space: LatentSpaceConfig, *, progress
                 **({"fit_report": {k: vae_report[k] for k in ("test_psnr", "train_seconds", "steps", "cached")}}
                    if vae_report else {})},
     }
-    return LatentSpace(train, test, vae, adapter, latents, record, seconds)
+    return LatentSpace(train, test, vae, adapter, latents, record, seconds, train_sha256=content)
 
 
 def load_synthetic(folder: Path, class_names: list[str]) -> tuple[SyntheticLatents, float]:
