@@ -3,7 +3,8 @@
 A rendered synthetic image can train a good student and still not look like its class
 (or the other way round); D4M and DDOQ-style decoders are judged on both. The judge is a
 ConvNet trained on the whole real train split (no augmentation, a few epochs), cached
-under `cache_dir/<hash16>` by its config and a checksum of the train images, with its
+under `cache_dir/<hash16>` (`cachekey.content_key` of its config and the train images'
+and labels' checksums), with its
 test accuracy kept beside it so that a consistency figure can be read against it.
 
     judge = fit_judge(train, test, JudgeConfig(), cache_dir)
