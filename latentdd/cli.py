@@ -350,7 +350,7 @@ def cmd_encode(args, raw) -> int:
     from latentdd.io import claim_folder
     from latentdd.latents.cache import CacheConfig, encode_split, write_manifest
     from latentdd.vae import VAEInputAdapter
-    from pipelines.distill import load_or_fit_vae
+    from pipelines.distill import cache_dataset_record, load_or_fit_vae
 
     data = _data_config(args, raw)
     space = _latent_config(args, raw)
@@ -364,7 +364,7 @@ def cmd_encode(args, raw) -> int:
     vae = vae.to(state.device)
     adapter = VAEInputAdapter.for_vae(vae, tuple(images.load([0]).shape[1:]), space.resize)
     identity = vae.identity() | {"adapter": adapter.identity()}
-    dataset = {"name": data.name, "split": args.split, "num_images": len(images), "source": getattr(images, "source", "")}
+    dataset = cache_dataset_record(data, train, test, args.split)  # distill's, so each reuses the other's cache
     encode_split(images, lambda x: vae.encode(adapter.to_vae(x.to(state.device))), args.out, vae=identity,
                  dataset=dataset, config=CacheConfig(space.shard_size, space.batch_size),
                  rank=state.process_index, world_size=state.num_processes, progress=not args.quiet)

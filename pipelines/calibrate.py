@@ -2,7 +2,9 @@
 
 Reproduces numbers nobody here produced (the published random-real baselines and the
 full-data accuracy) so that every later figure is read on a checked scale. Each
-(protocol, IPC) report is saved as it finishes; re-running skips finished ones.
+(protocol, IPC) report is saved as it finishes, under a `cachekey.content_key` of its
+resolved evaluator settings, IPC, seed and the train and test splits' content; re-running
+skips the finished ones whose key still matches and redoes the others.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from latentdd.cachekey import content_key, split_sha256
 from latentdd.config import DataConfig, build, check_key, positive_int, save_resolved
 from latentdd.data import dataset_info
 from latentdd.errors import DataError
@@ -59,48 +62,66 @@ def run_calibration(data: DataConfig, config: CalibrateConfig, out: Path, *, pro
     train, test = data.load("train"), data.load("test")
     mean, std = channel_stats(train)
     flip = dataset_info(data.name).flip_augment
+    splits = {name: dict(zip(("images_sha256", "labels_sha256"), split_sha256(split.iter_batches(4096))[:2]))
+              for name, split in (("train", train), ("test", test))}
+    data_key = content_key("calibrate-data", **splits, flip=flip)
     load_seconds = time.perf_counter() - t0
     rows = []
     for protocol, ipcs in config.runs.items():
         for ipc in ipcs:
             path = out / "reports" / f"random_{protocol}_ipc{ipc}.json"
-            if not path.exists():
-                eval_cfg = EvalConfig.preset(protocol, **(config.evaluator | {"num_eval": config.num_eval[protocol]}))
+            eval_cfg = EvalConfig.preset(protocol, **(config.evaluator | {"num_eval": config.num_eval[protocol]}))
+            key = content_key("calibrate-random", evaluator=eval_cfg, ipc=ipc, seed=config.seed, data=data_key)
+            report = _reusable(path, key)
+            if report is None:
                 dataset = dataset_record(data, train, test)
-                report = _random_real_runs(train, test, ipc, eval_cfg, config.seed, mean, std, flip, dataset,
-                                           path, progress)
-                report.record["stage_seconds"]["load_data"] = load_seconds
-                report.save_json(path)
-            report = json.loads(path.read_text())
+                result = _random_real_runs(train, test, ipc, eval_cfg, config.seed, mean, std, flip, dataset,
+                                           path, data_key, progress)
+                result.record["stage_seconds"]["load_data"] = load_seconds
+                report = result.to_dict() | {"key": key}
+                atomic_write_json(path, report)
             rows.append({"method": "random", "protocol": protocol, "ipc": ipc, "mean": report["mean"],
                          "std": report["std"], "n": len(report["accuracies"]),
                          "seconds": sum(report["train_seconds"]), "published": published(data.name, "random", ipc)})
     if config.full_data_epochs > 0:
-        rows.append(_full_data(train, test, mean, std, data, config, out, progress))
+        rows.append(_full_data(train, test, mean, std, data, config, out, data_key, progress))
     atomic_write_json(out / "results.json", rows)
     atomic_write_text(out / "results.md", results_markdown(rows, data.name))
     return rows
 
 
+def _reusable(path: Path, key: str) -> dict | None:
+    """The report saved at `path` if it was made under `key` (the same data and settings), else None."""
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) and report.get("key") == key else None
+
+
 def _random_real_runs(train, test, ipc, eval_cfg: EvalConfig, seed, mean, std, flip, dataset: dict, path: Path,
-                      progress: bool) -> EvalReport:
+                      data_key: str, progress: bool) -> EvalReport:
     """Run i draws its own random subset (seed + i) and trains its own network (seed + i).
 
     The published random-real std (DC) spans different random selections, not only
     different initialisations, so each run re-draws the subset. Finished runs are kept
-    in `<path>.run<i>.json`, so an interrupted IPC-50 calibration resumes mid-way.
+    in `<path>.run<i>.json` under their own key, so an interrupted IPC-50 calibration
+    resumes mid-way, and more runs (a larger num_eval) reuse the earlier ones.
     """
     runs = []
     for i in range(eval_cfg.num_eval):
         run_path = path.with_suffix(f".run{i}.json")
-        if not run_path.exists():
+        cfg = dataclasses.replace(eval_cfg, num_eval=1, seed=seed + i)
+        key = content_key("calibrate-random-run", evaluator=cfg, ipc=ipc, subset_seed=seed + i, data=data_key)
+        run = _reusable(run_path, key)
+        if run is None:
             subset = random_real(train, ipc, seed + i)
-            cfg = dataclasses.replace(eval_cfg, num_eval=1, seed=seed + i)
             record = protocol_record(dataset=dataset, method=subset.meta["method"], ipc=ipc, evaluator={},
                                      num_eval=1, seeds=[])
-            evaluate_synthetic(subset, test, cfg, mean=mean, std=std, flip=flip, record=record,
-                               progress=progress).save_json(run_path)
-        runs.append(json.loads(run_path.read_text()))
+            run = evaluate_synthetic(subset, test, cfg, mean=mean, std=std, flip=flip, record=record,
+                                     progress=progress).to_dict() | {"key": key}
+            atomic_write_json(run_path, run)
+        runs.append(run)
     record = runs[0]["record"]
     record["method"] = {"name": "random", "ipc": ipc, "subset_seeds": [seed + i for i in range(len(runs))],
                         "note": "run i evaluates its own random subset (seed + i) with its own network (seed + i)",
@@ -116,12 +137,15 @@ def _random_real_runs(train, test, ipc, eval_cfg: EvalConfig, seed, mean, std, f
                       record["stage_seconds"]["evaluate"], record)
 
 
-def _full_data(train, test, mean, std, data: DataConfig, config: CalibrateConfig, out: Path, progress: bool) -> dict:
+def _full_data(train, test, mean, std, data: DataConfig, config: CalibrateConfig, out: Path, data_key: str,
+               progress: bool) -> dict:
     """One ConvNet-3 trained on the whole train split: SGD lr 0.01, no augmentation, short schedule."""
     path = out / "reports" / f"full_data_{config.full_data_epochs}ep.json"
     eval_cfg = EvalConfig(**(config.evaluator | {"epochs": config.full_data_epochs, "dsa": False, "num_eval": 1,
                                                   "seed": config.seed}))
-    if not path.exists():
+    key = content_key("calibrate-full", evaluator=eval_cfg, data=data_key)
+    report = _reusable(path, key)
+    if report is None:
         t0 = time.perf_counter()
         images, labels = train.load(torch.arange(len(train))), train.labels
         status = CompileStatus(eval_cfg.compile)
@@ -135,8 +159,8 @@ def _full_data(train, test, mean, std, data: DataConfig, config: CalibrateConfig
                                               compile_status=status),
             num_eval=1, seeds=[config.seed], stage_seconds={"train": seconds},
         )
-        EvalReport([acc], [config.seed], [seconds], seconds, record).save_json(path)
-    report = json.loads(path.read_text())
+        report = EvalReport([acc], [config.seed], [seconds], seconds, record).to_dict() | {"key": key}
+        atomic_write_json(path, report)
     return {"method": "full", "protocol": f"{config.full_data_epochs} epochs, no aug", "ipc": 0,
             "mean": report["mean"], "std": report["std"], "n": 1, "seconds": report["wall_seconds"],
             "published": published(data.name, "full", 0)}

@@ -1,7 +1,8 @@
 """Real images -> VAE latents (cached) -> per-class synthetic latents -> rendered image folder.
 
     prepare_latent_space   load the dataset, fit or load the VAE, encode the train split
-                           into the latent cache (reused when VAE and data match)
+                           into the latent cache (keyed by `cachekey.content_key` of the VAE,
+                           the dataset record and the train images' and labels' sha256)
     distill_to_folder      run a distiller on those latents, render, and write
                            <out>/images (image folder), <out>/latents.safetensors,
                            <out>/distill.json and <out>/config.yaml, all or nothing
@@ -9,8 +10,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -18,18 +19,28 @@ from pathlib import Path
 
 import torch
 
+from latentdd.cachekey import content_key, split_sha256
 from latentdd.config import DataConfig, positive_int, resolved_fields, save_resolved
 from latentdd.data import LabelledImages
 from latentdd.errors import DataError
 from latentdd.export import export_image_folder, image_grid
 from latentdd.io import atomic_write_json, mark, replace_dir, start_output
-from latentdd.latents.cache import CacheConfig, MANIFEST, encode_split, load_latents, write_manifest
+from latentdd.latents.cache import (
+    MANIFEST,
+    CacheConfig,
+    CacheDamagedError,
+    encode_split,
+    load_latents,
+    write_manifest,
+)
 from latentdd.latents.types import Latents, SyntheticLatents
 from latentdd.record import dataset_record, protocol_record
 from latentdd.prior import FitPriorConfig
 from latentdd.render import DECODERS, VAEDecoder
 from latentdd.render import load_or_fit_prior as _load_or_fit_prior
 from latentdd.vae import FitVAEConfig, LatentVAE, PixelVAE, VAEInputAdapter, fit_vae, load_vae
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -63,6 +74,7 @@ class LatentSpace:
     latents: Latents
     record: dict  # dataset and vae parts of the protocol record
     seconds: dict[str, float]
+    train_sha256: dict = field(default_factory=dict)  # images_sha256, labels_sha256 of `train` (cachekey.split_sha256)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latents (n, c, h, w) -> images (n, C, H, W) at the dataset's shape, differentiable."""
@@ -120,6 +132,14 @@ def load_or_fit_vae(space: LatentSpaceConfig, train, test, *, progress: bool = T
     return load_vae(space.vae, input_size=space.input_size), None
 
 
+def cache_dataset_record(data: DataConfig, train, test, split: str = "train") -> dict:
+    """The dataset record of a latent cache of `split`. The train split's is the one
+    `prepare_latent_space` writes, so `latentdd encode --split train --out <its cache folder>`
+    and distill / run accept and reuse each other's caches."""
+    record = dataset_record(data, train, test)
+    return record if split == "train" else record | {"encoded_split": split}
+
+
 def prepare_latent_space(data: DataConfig, space: LatentSpaceConfig, *, progress: bool = True) -> LatentSpace:
     """Load `data`, get the VAE (fitting it if asked), and the train split's latents (cached)."""
     seconds = {}
@@ -136,14 +156,22 @@ def prepare_latent_space(data: DataConfig, space: LatentSpaceConfig, *, progress
 
     t = time.perf_counter()
     identity = vae.identity() | {"adapter": adapter.identity()}
-    dataset = dataset_record(data, train, test)
-    key = hashlib.sha256(json.dumps([identity, dataset], sort_keys=True).encode()).hexdigest()[:16]
+    dataset = cache_dataset_record(data, train, test)
+    images_sha256, labels_sha256, _ = split_sha256(train.iter_batches(space.batch_size))
+    content = {"images_sha256": images_sha256, "labels_sha256": labels_sha256}
+    key = content_key("latent-cache", vae=identity, dataset=dataset, train=content)[:16]
     folder = cache / "latents" / f"{data.name}-{key}" / "train"
-    if not (folder / MANIFEST).exists():
+    latents = None
+    if (folder / MANIFEST).exists():
+        try:
+            latents = load_latents(folder, expect_vae=identity)
+        except CacheDamagedError as err:  # repaired below: encode_split re-encodes only the damaged shards
+            log.warning("the latent cache is damaged (%s); encoding the damaged shards again", str(err).split(";")[0])
+    if latents is None:
         encode_split(train, lambda x: vae.encode(adapter.to_vae(x)), folder, vae=identity, dataset=dataset,
                      config=CacheConfig(space.shard_size, space.batch_size), progress=progress)
         write_manifest(folder, list(train.class_names))
-    latents = load_latents(folder, expect_vae=identity)
+        latents = load_latents(folder, expect_vae=identity)
     seconds["encode"] = time.perf_counter() - t
     record = {
         "dataset": dataset,
@@ -151,7 +179,7 @@ def prepare_latent_space(data: DataConfig, space: LatentSpaceConfig, *, progress
                 **({"fit_report": {k: vae_report[k] for k in ("test_psnr", "train_seconds", "steps", "cached")}}
                    if vae_report else {})},
     }
-    return LatentSpace(train, test, vae, adapter, latents, record, seconds)
+    return LatentSpace(train, test, vae, adapter, latents, record, seconds, train_sha256=content)
 
 
 def load_synthetic(folder: Path, class_names: list[str]) -> tuple[SyntheticLatents, float]:

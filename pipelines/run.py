@@ -1,15 +1,16 @@
 """The main job: fit or load the VAE, encode (cached), distil, render, evaluate, tabulate.
 
 Every stage is cached and resumable: the fitted VAE and the latent cache by content,
-each method's folder and each evaluation report by path, so a second run only redoes
-what changed. The random-real baseline (real pixels, no VAE) is evaluated under the
-same protocol in the same run, as every table must have it.
+each method's folder by its request, the random-real subset and each evaluation report
+by a `cachekey.content_key` of their inputs (the images' content, the data, the resolved
+settings), so a second run only redoes what changed. The random-real baseline (real
+pixels, no VAE) is evaluated under the same protocol in the same run, as every table
+must have it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import re
 import time
@@ -19,13 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
+from latentdd.cachekey import content_key, split_sha256
 from latentdd.config import DataConfig, save_resolved
 from latentdd.data import dataset_info
 from latentdd.distill import distiller_params, make_distiller
-from latentdd.errors import DataError
+from latentdd.errors import DataError, LatentDDError
 from latentdd.evaluate.consistency import Judge, JudgeConfig, class_consistency, fit_judge
 from latentdd.evaluate.trainer import EvalConfig, channel_stats, evaluate_synthetic
-from latentdd.export import MANIFEST_NAME, export_image_folder, load_image_folder, read_manifest
+from latentdd.export import export_image_folder, load_image_folder, read_manifest
 from latentdd.io import atomic_write_json, atomic_write_text, claim_folder
 from latentdd.record import protocol_record
 from pipelines.baseline import random_real
@@ -178,8 +180,12 @@ def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator
     mean, std = channel_stats(prepared.train)
     flip = dataset_info(data.name).flip_augment
     held_out = prepared.test if config.eval_split == "test" else data.load("val")
+    # What every report also depends on: the held-out split, and the train split (its channel stats).
+    held_images, held_labels, _ = split_sha256(held_out.iter_batches(space.batch_size))
+    data_key = content_key("evaluation-data", train=prepared.train_sha256, flip=flip,
+                           held_out={"images_sha256": held_images, "labels_sha256": held_labels})
     evaluate = partial(_evaluate, test=held_out, evaluator=evaluator, mean=mean, std=std, flip=flip,
-                       reports=out / "reports", progress=progress)
+                       reports=out / "reports", data_key=data_key, progress=progress)
     judge = fit_judge(prepared.train, prepared.test, JudgeConfig(), Path(space.cache_dir) / "judge",
                       progress=progress) if config.consistency else None
     consistency = {}
@@ -210,8 +216,11 @@ def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator
             for i in range(config.random_real_subsets):  # DC's baseline: independently drawn subsets, seed + i
                 seed = config.seed + i
                 folder = out / f"random-real-s{seed}_ipc{ipc}"
-                if _subset_seed(folder) != seed:
+                # Keyed on what draws the subset: the train split's content, the IPC and the seed.
+                key = content_key("random-real", train=prepared.train_sha256, ipc=ipc, seed=seed)
+                if _stored_key(folder) != key:
                     subset = random_real(prepared.train, ipc, seed)
+                    subset.meta["key"] = key
                     record = protocol_record(dataset=prepared.record["dataset"], method=subset.meta["method"],
                                              ipc=ipc, evaluator={}, num_eval=0, seeds=[seed])
                     export_image_folder(subset, folder, record=record, overwrite=True)
@@ -271,9 +280,25 @@ def _stored_request(folder: Path) -> dict | None:
     return request
 
 
+def _stored_key(folder: Path) -> str | None:
+    """The content key an exported folder was written under (in its manifest's meta), if any."""
+    try:
+        return (read_manifest(folder).get("meta") or {}).get("key")
+    except (LatentDDError, OSError, ValueError):  # missing or unreadable: made again
+        return None
+
+
+def images_key(manifest: dict) -> str:
+    """Content key of an image folder's set: each image's sha256, label and weight in set order, the class
+    names and soft labels -- not the manifest's bytes, whose record holds stage timings."""
+    images = [[entry["sha256"], entry["label"], entry.get("weight")] for entry in manifest["images"]]
+    return content_key("image-set", images=images, class_names=manifest["class_names"],
+                       image_shape=manifest["image_shape"], soft_labels=manifest.get("soft_labels"))
+
+
 def _evaluate(images: Path, label: str, ipc: int, *, use_weights: bool, test, evaluator: EvalConfig, mean, std, flip,
-              reports: Path, progress: bool, factor: int | None = None) -> dict:
-    """Evaluate a folder (or reuse its report when the folder and the evaluator are unchanged)."""
+              reports: Path, progress: bool, factor: int | None = None, data_key: str = "") -> dict:
+    """Evaluate a folder (or reuse its report when the set's images, the evaluator and the data are unchanged)."""
     synthetic = load_image_folder(images, class_names=list(test.class_names))
     # Equal weights train exactly like no weights; only a non-uniform set is "weighted".
     weights = synthetic.weights
@@ -283,22 +308,20 @@ def _evaluate(images: Path, label: str, ipc: int, *, use_weights: bool, test, ev
     on_val = split == "val"  # val reports sit beside the test ones, never in their place
     path = reports / f"{folder.name}{'_weighted' if weighted else ''}{'_val' if on_val else ''}.json"
     cfg = replace(evaluator, use_weights=weighted, factor=evaluator.factor if factor is None else factor)
-    inputs = {"evaluator": dataclasses.asdict(cfg),
-              "manifest_sha256": hashlib.sha256((images / MANIFEST_NAME).read_bytes()).hexdigest()}
+    manifest = read_manifest(images)
+    inputs = {"evaluator": dataclasses.asdict(cfg), "images": images_key(manifest), "data": data_key}
     if on_val:
         inputs["evaluated_on"] = f"val ({len(test)} images)"
     inputs = _as_json(inputs)
+    key = content_key("evaluate", **inputs)
     report = json.loads(path.read_text()) if path.exists() else {}
-    stored = report.get("inputs")
-    if stored is not None:
-        stored["evaluator"] = _with_defaults(stored["evaluator"], dataclasses.asdict(EvalConfig()))
-    if stored != inputs:
-        record = read_manifest(images).get("record") or {}
+    if report.get("key") != key:
+        record = manifest.get("record") or {}
         if on_val:
             record.setdefault("dataset", {})["evaluated_on"] = inputs["evaluated_on"]
         result = evaluate_synthetic(synthetic, test, cfg, mean=mean, std=std, flip=flip, record=record,
                                     progress=progress)
-        report = result.to_dict() | {"inputs": inputs}
+        report = result.to_dict() | {"inputs": inputs, "key": key}
         atomic_write_json(path, report)
     return {"method": label + (" + weights" if weighted else ""), "ipc": ipc, "mean": report["mean"],
             "std": report["std"], "n": len(report["accuracies"]), "report": str(path)}
@@ -310,13 +333,6 @@ def _consistency(judge: Judge, images: Path, results: dict) -> float:
     name = images.parent.name if images.name == "images" else images.name
     results[name] = class_consistency(judge, synthetic.images, synthetic.labels)
     return results[name]["share"]
-
-
-def _subset_seed(folder: Path) -> int | None:
-    """The seed a random-real folder was drawn with (None: no such folder)."""
-    if not (folder / MANIFEST_NAME).exists():
-        return None
-    return read_manifest(folder).get("record", {}).get("method", {}).get("seed")
 
 
 def _over_subsets(rows: list[dict], label: str, ipc: int) -> dict:

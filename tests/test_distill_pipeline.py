@@ -57,8 +57,11 @@ def test_second_distill_reuses_vae_and_latents_and_is_identical(tmp_path, common
     def fail(*args, **kwargs):
         raise AssertionError("cached stage ran again")
 
+    import pipelines.distill
+
     monkeypatch.setattr(fit, "_train", fail)
     monkeypatch.setattr(cache, "encode_split", fail)
+    monkeypatch.setattr(pipelines.distill, "encode_split", fail)  # the name prepare_latent_space calls
     assert main(["distill", *common, "--method", "herding", "--ipc", "3", "--out", str(b)]) == 0
     assert torch.equal(load_file(str(a / "latents.safetensors"))["latents"],
                        load_file(str(b / "latents.safetensors"))["latents"])

@@ -3,7 +3,8 @@
 A rendered synthetic image can train a good student and still not look like its class
 (or the other way round); D4M and DDOQ-style decoders are judged on both. The judge is a
 ConvNet trained on the whole real train split (no augmentation, a few epochs), cached
-under `cache_dir/<hash16>` by its config and a checksum of the train images, with its
+under `cache_dir/<hash16>` (`cachekey.content_key` of its config and the train images'
+and labels' checksums), with its
 test accuracy kept beside it so that a consistency figure can be read against it.
 
     judge = fit_judge(train, test, JudgeConfig(), cache_dir)
@@ -13,7 +14,6 @@ test accuracy kept beside it so that a consistency figure can be read against it
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import json
 import time
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from latentdd.cachekey import content_key, tensor_sha256
 from latentdd.data import LabelledImages
 from latentdd.evaluate.convnet import build_model
 from latentdd.evaluate.trainer import EvalConfig, _normalise, channel_stats, top1_accuracy, train_model
@@ -63,8 +64,9 @@ class Judge:
 def fit_judge(train: LabelledImages, test: LabelledImages, config: JudgeConfig, cache_dir: Path | str, *,
               progress: bool = False) -> Judge:
     """Train the judge on every image of `train` (or load it from cache_dir) and test it on `test`."""
-    identity = {"version": JUDGE_VERSION, "config": dataclasses.asdict(config), "train": data_identity(train)}
-    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    identity = {"version": JUDGE_VERSION, "config": dataclasses.asdict(config), "train": data_identity(train),
+                "labels_sha256": tensor_sha256(train.labels.long())}
+    key = content_key("judge", **identity)[:16]
     folder = Path(cache_dir).expanduser() / key
     sample = train.load([0])  # (1, C, H, W)
     _, c, h, _ = sample.shape

@@ -4,11 +4,14 @@ Layout of a cache folder:
 
     plan.json                 what is being encoded (dataset, VAE identity, shard ranges)
     shard-00000.safetensors   latents (n, c, h, w), labels (n,), indices (n,) of images [start, stop)
+    shard-00000.safetensors.sha256   its sha256, in `sha256sum` format (`sha256sum -c` checks it)
     ...
     manifest.json             written last: shapes, dtype, per-class counts, sha256 of every shard
 
-Every shard is written to a temporary file and renamed, so a shard file that exists is
-complete; an interrupted run re-encodes only the missing shards. Work is split over
+Every shard is written to a temporary file, its checksum beside it, and then renamed into
+place. A resumed encode reads every shard whole and checks it against its checksum, so a
+missing, truncated or altered shard (even one of the right size) is encoded again and the
+manifest only ever holds checksums of data that was checked. Work is split over
 processes by shard (shard s belongs to rank s % world_size), so `accelerate launch`
 encodes an ImageNet-scale subset on several GPUs; rank 0 writes the manifest once every
 shard is there. Memory stays bounded by one batch of images and one shard of latents.
@@ -29,7 +32,7 @@ import torch
 
 from latentdd.data.base import LabelledImages
 from latentdd.errors import DataError, LatentDDError
-from latentdd.io import atomic_write_json
+from latentdd.io import atomic_write_json, atomic_write_text
 from latentdd.latents.types import Latents
 from latentdd.progress import progress_bar
 
@@ -38,10 +41,22 @@ log = logging.getLogger(__name__)
 FORMAT_NAME = "latentdd-latent-cache"
 FORMAT_VERSION = 1
 PLAN, MANIFEST = "plan.json", "manifest.json"
+# What repairs a damaged cache: the encode checks every shard and re-encodes only the bad ones.
+REPAIR_ADVICE = ("run the same command again (the `latentdd encode` that wrote this cache, with the same "
+                 "settings and --out, or the distill / run that made it under --cache-dir): it checks every "
+                 "shard and encodes the missing or damaged ones again")
 
 
 def shard_name(index: int) -> str:
     return f"shard-{index:05d}.safetensors"
+
+
+def _checksum_path(shard: Path) -> Path:
+    return shard.with_name(shard.name + ".sha256")
+
+
+class CacheDamagedError(DataError):
+    """A shard of a finished cache is missing or fails its checksum; re-running the encode repairs it."""
 
 
 @dataclass(frozen=True)
@@ -69,26 +84,55 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _shard_is_complete(path: Path, rows: int) -> bool:
-    """A renamed-into-place shard is complete; a damaged one (bad header, wrong length) is not."""
+def _stored_checksum(shard: Path, legacy: dict[str, str]) -> str | None:
+    """The checksum written beside `shard`, else the one an older cache's manifest holds (`legacy`)."""
+    record = _checksum_path(shard)
+    try:
+        return record.read_text().split()[0] if record.is_file() else legacy.get(shard.name)
+    except (OSError, IndexError):
+        return None
+
+
+def _verified_sha256(shard: Path, rows: int, legacy: dict[str, str]) -> str | None:
+    """sha256 of `shard` when it is whole (its bytes match its stored checksum and it holds `rows`
+    images), else None -- with a warning for a shard that exists but is damaged."""
     from safetensors import safe_open
 
-    if not path.exists():
-        return False
+    if not shard.exists():
+        return None
+    expected, actual = _stored_checksum(shard, legacy), _sha256(shard)
+    if expected != actual:
+        log.warning("shard %s fails its checksum (%s); encoding it again", shard,
+                    "none stored" if expected is None else "altered or truncated")
+        return None
     try:
-        with safe_open(str(path), framework="pt") as f:
-            return f.get_slice("labels").get_shape() == [rows]
+        with safe_open(str(shard), framework="pt") as f:
+            if f.get_slice("labels").get_shape() == [rows]:
+                return actual
     except Exception as err:  # noqa: BLE001 - any unreadable shard is re-encoded
-        log.warning("shard %s is unreadable (%s); encoding it again", path, err)
-        return False
+        log.warning("shard %s is unreadable (%s); encoding it again", shard, err)
+        return None
+    log.warning("shard %s holds the wrong number of images; encoding it again", shard)
+    return None
+
+
+def _legacy_checksums(out: Path) -> dict[str, str]:
+    """file -> sha256 from an existing manifest: caches written before the per-shard checksum files."""
+    try:
+        manifest = json.loads((out / MANIFEST).read_text())
+        return {shard["file"]: shard["sha256"] for shard in manifest["shards"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def _write_shard(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Write the shard and its checksum; the checksum lands first, so a shard in place always has one."""
     from safetensors.torch import save_file
 
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+        atomic_write_text(_checksum_path(path), f"{_sha256(tmp)}  {path.name}\n")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -120,7 +164,7 @@ def encode_split(
     world_size: int = 1,
     progress: bool = True,
 ) -> list[Path]:
-    """Encode this rank's shards of `data` into `out`; existing complete shards are kept.
+    """Encode this rank's shards of `data` into `out`; existing shards that pass their checksum are kept.
 
     encode: images (b, C, H, W) float32 in [0, 1], as `data` yields them -> latents
     (b, c, h, w); any resizing for the VAE happens inside it. vae / dataset: identities
@@ -135,7 +179,8 @@ def encode_split(
     if rank == 0:
         atomic_write_json(out / PLAN, plan)
     mine = [(i, r) for i, r in enumerate(ranges) if i % world_size == rank]
-    todo = [(i, r) for i, r in mine if not _shard_is_complete(out / shard_name(i), r[1] - r[0])]
+    legacy = _legacy_checksums(out)
+    todo = [(i, r) for i, r in mine if _verified_sha256(out / shard_name(i), r[1] - r[0], legacy) is None]
     bar = progress_bar(total=sum(b - a for _, (a, b) in todo), desc=f"encode (rank {rank})", unit="img", disable=not progress)
     for index, (start, stop) in todo:
         parts = []
@@ -156,21 +201,24 @@ def encode_split(
 
 
 def write_manifest(out: Path | str, class_names: list[str]) -> dict:
-    """Check that every planned shard is there, then write manifest.json (rank 0, at the end)."""
+    """Check every planned shard against its checksum, then write manifest.json (rank 0, at the end)."""
     from safetensors import safe_open
 
     out = Path(out)
     plan = json.loads((out / PLAN).read_text())
+    legacy = _legacy_checksums(out)
     shards, counts, latent_shape = [], torch.zeros(len(class_names), dtype=torch.long), None
     for index, (start, stop) in enumerate(plan["shards"]):
         path = out / shard_name(index)
-        if not _shard_is_complete(path, stop - start):
-            raise LatentDDError(f"shard {path} is missing or incomplete; run the encode again to finish it")
+        digest = _verified_sha256(path, stop - start, legacy)
+        if digest is None:
+            raise LatentDDError(f"shard {path} is missing or damaged; run the same encode again: it encodes "
+                                "every missing or damaged shard and keeps the others")
         with safe_open(str(path), framework="pt") as f:
             labels = f.get_tensor("labels")
             latent_shape = f.get_slice("latents").get_shape()[1:]
         counts += torch.bincount(labels, minlength=len(class_names))
-        shards.append({"file": path.name, "start": start, "stop": stop, "sha256": _sha256(path)})
+        shards.append({"file": path.name, "start": start, "stop": stop, "sha256": digest})
     manifest = {**plan, "class_names": class_names, "latent_shape": latent_shape, "dtype": "float32",
                 "per_class_counts": counts.tolist(), "shards": shards, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     atomic_write_json(out / MANIFEST, manifest)
@@ -205,11 +253,11 @@ def load_latents(out: Path | str, *, expect_vae: dict | None = None, verify: boo
     for shard in manifest["shards"]:
         path = out / shard["file"]
         if verify and (not path.exists() or _sha256(path) != shard["sha256"]):
-            raise DataError(f"shard {path} is missing or corrupt (checksum mismatch); delete it and run the encode again")
+            raise CacheDamagedError(f"shard {path} is missing or corrupt (checksum mismatch); {REPAIR_ADVICE}")
         try:
             tensors = load_file(str(path))
         except Exception as err:  # noqa: BLE001
-            raise DataError(f"shard {path} cannot be read ({err}); delete it and run the encode again") from err
+            raise CacheDamagedError(f"shard {path} cannot be read ({err}); {REPAIR_ADVICE}") from err
         parts.append(tensors["latents"])
         labels.append(tensors["labels"])
     latents = torch.cat(parts)

@@ -7,7 +7,7 @@ embeddings, the last one being the *null class* that classifier-free guidance us
 `latentdd.render.diffusion.DiffusionDecoder` then runs it img2img from synthetic latents.
 
 Caching follows `latentdd.vae.fit`: the entry `cache_dir/<hash16>` is named by the
-sha256 of (PRIOR_VERSION, the config minus fields that do not change the weights, the
+`cachekey.content_key` of (PRIOR_VERSION, the config minus fields that do not change the weights, the
 number / shape / class names of the latents and a checksum of latents and labels). It
 holds
 
@@ -25,7 +25,6 @@ with the same weights as an uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import json
 import math
@@ -40,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from latentdd.cachekey import content_key, tensor_sha256
 from latentdd.errors import DataError, LatentDDError
 from latentdd.io import atomic_write_bytes, atomic_write_json
 from latentdd.latents.types import Latents
@@ -249,26 +249,23 @@ def latents_identity(latents: Latents) -> dict:
         raise DataError(f"{bad} of {len(latents)} latents hold NaN or infinite values; re-encode them")
     if not latents.class_names:
         raise DataError("the latents carry no class names")
-    digest = hashlib.sha256()
-    digest.update(np.ascontiguousarray(x.detach().float().cpu().numpy()).tobytes())
-    digest.update(np.ascontiguousarray(latents.labels.cpu().numpy().astype(np.int64)).tobytes())
     return {
         "num_latents": len(latents),
         "latent_shape": list(latents.latent_shape),
         "class_names": list(latents.class_names),
-        "latents_sha256": digest.hexdigest(),
+        "latents_sha256": tensor_sha256(x.detach().float(), latents.labels.long()),
         "vae": latents.vae.get("name", ""),
     }
 
 
 def prior_hash(config: FitPriorConfig, data: dict) -> str:
-    """sha256 naming the cache entry: what makes two fits the same."""
-    key = {
-        "prior_version": PRIOR_VERSION,
-        "config": {k: v for k, v in dataclasses.asdict(config).items() if k not in _NOT_HASHED},
+    """sha256 naming the cache entry: what makes two fits the same (the resolved config and the latents)."""
+    return content_key(
+        "prior-fit",
+        prior_version=PRIOR_VERSION,
+        config={k: v for k, v in dataclasses.asdict(config).items() if k not in _NOT_HASHED},
         **{k: data[k] for k in ("num_latents", "latent_shape", "class_names", "latents_sha256")},
-    }
-    return hashlib.sha256(json.dumps(key, sort_keys=True, default=list).encode()).hexdigest()
+    )
 
 
 def _train(latents: Latents, config: FitPriorConfig, checkpoint: Path, progress: bool, device):

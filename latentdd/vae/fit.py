@@ -1,8 +1,8 @@
 """Fit a small diffusers AutoencoderKL to a dataset: the VAE behind `--vae fit`.
 
 The fitted VAE is cached by content: its directory `cache_dir/<hash>` is named by the
-sha256 of (FIT_VERSION, the config, the dataset's name, image shape and number of
-images, and a checksum of the training images), so a second call with the same config
+`cachekey.content_key` of (FIT_VERSION, the config, the dataset's name, image shape and
+number of images, and a checksum of the training images), so a second call with the same config
 and data loads it instantly, and any change trains a new one. The directory is what
 `save_pretrained` writes plus `latentdd_fit.json` (config, data identity, report); it is
 written under a temporary name and renamed, so a crash never leaves a half-written VAE.
@@ -12,7 +12,6 @@ Training checkpoints to `cache_dir/.partial-<hash>/` and resumes from there.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import json
 import math
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from latentdd.cachekey import content_key, split_sha256
 from latentdd.data.base import LabelledImages
 from latentdd.errors import DataError, LatentDDError
 from latentdd.io import atomic_write_bytes, atomic_write_json
@@ -222,36 +222,30 @@ def load_fitted(directory: Path | str, *, input_size: int | None = None) -> Diff
 
 
 def data_identity(data: LabelledImages) -> dict:
-    """Name, split, number and shape of images, and sha256 of their float32 bytes."""
-    digest = hashlib.sha256()
-    shape = None
-    for images, _ in data.iter_batches(4096):
-        shape = tuple(images.shape[1:])
-        digest.update(np.ascontiguousarray(images.float().numpy()).tobytes())
+    """Name, split, number and shape of images, and sha256 of their float32 values (`cachekey.split_sha256`)."""
+    shape = tuple(data.load([0]).shape[1:]) if len(data) else None
     if shape is None:
         raise DataError("cannot fit a VAE to an empty dataset")
     if shape[0] not in (1, 3):
         raise DataError(f"the fitted VAE takes 1- or 3-channel images; got {shape[0]} channels")
+    images_sha256, _, _ = split_sha256(data.iter_batches(4096))
     return {
         "name": getattr(data, "name", ""),
         "split": getattr(data, "split", ""),
         "num_images": len(data),
         "image_shape": list(shape),
-        "images_sha256": digest.hexdigest(),
+        "images_sha256": images_sha256,
     }
 
 
 def fit_hash(config: FitVAEConfig, data: dict) -> str:
-    """sha256 naming the cache entry: what makes two fits the same."""
-    key = {
-        "fit_version": FIT_VERSION,
-        "config": {k: v for k, v in dataclasses.asdict(config).items() if k not in _NOT_HASHED},
-        "dataset": data["name"],
-        "num_images": data["num_images"],
-        "image_shape": data["image_shape"],
-        "images_sha256": data["images_sha256"],
-    }
-    return hashlib.sha256(json.dumps(key, sort_keys=True, default=list).encode()).hexdigest()
+    """sha256 naming the cache entry: what makes two fits the same (the resolved config and the images)."""
+    return content_key(
+        "vae-fit",
+        fit_version=FIT_VERSION,
+        config={k: v for k, v in dataclasses.asdict(config).items() if k not in _NOT_HASHED},
+        **{k: data[k] for k in ("name", "num_images", "image_shape", "images_sha256")},
+    )
 
 
 def _train(
