@@ -113,9 +113,10 @@ def test_run_main_job_tabulates_and_resumes(tmp_path, common, monkeypatch):
             "--compile", "off", "--out", str(out)]
     assert main(args) == 0
     table = (out / "results.md").read_text()
-    for row in ("| kmeans + weights | 2 |", "| random | 2 |", "| random-real (pixels) | 2 |"):
+    for row in ("| kmeans + weights | 2 |", "| random | 2 |", "| random-real (pixels) s4 | 2 |",
+                "| random-real (pixels), 5 subsets | 2 |"):
         assert row in table
-    assert len(list((out / "reports").glob("*.json"))) == 3
+    assert len(list((out / "reports").glob("*.json"))) == 2 + 5  # kmeans, random, 5 random-real subsets
     from pipelines import run as run_module
 
     def fail(*a, **k):
