@@ -260,7 +260,17 @@ def _add_decoder_args(p: argparse.ArgumentParser, with_sampler: bool = True) -> 
         from latentdd.render import DECODERS
 
         g.add_argument("--decoder", dest="decoder_name", choices=sorted(DECODERS),
-                       help="vae: decode latents directly (default); diffusion: img2img with the fitted prior first")
+                       help="vae: decode latents directly (default); diffusion: img2img with the fitted prior first; "
+                            "dit / sd-img2img: img2img with a pretrained DiT / Stable Diffusion (--prior)")
+        g.add_argument("--prior", dest="decoder_prior", metavar="HUB_ID|DIR",
+                       help="dit / sd-img2img: the pretrained model, a hub id or a downloaded folder; encode with its "
+                            "VAE (--vae DIR/vae). Unset: facebook/DiT-XL-2-256 or stable-diffusion-v1-5/stable-diffusion-v1-5")
+        g.add_argument("--class-map", dest="decoder_class_map", metavar="I,J,...",
+                       help="dit: the ImageNet class index of each dataset class, comma-separated")
+        g.add_argument("--imagenet-classes", dest="decoder_imagenet_classes", metavar="FILE",
+                       help="dit: an ImageNet class list (e.g. LOC_synset_mapping.txt), for classes named by WordNet id")
+        g.add_argument("--prompt", dest="decoder_prompt",
+                       help="sd-img2img: a class's prompt, {} standing for the class name (unset: the class name)")
         d = DecoderConfig()
         g.add_argument("--strength", dest="decoder_strength", type=float,
                        help=f"diffusion: share of the steps run from the latent, 0..1 (default {d.strength:g}; 0 = vae)")
@@ -280,9 +290,21 @@ def _decoder_config(args, raw: dict):
     from pipelines.distill import DecoderConfig
 
     section = dict(check_mapping(raw.get("decoder"), "decoder"))
-    prior = dict(check_mapping(section.pop("prior", None), "decoder.prior")) | \
-        _key_values(getattr(args, "prior_overrides", []), "--prior-set")
-    return build(DecoderConfig, section, _section(args, "decoder_"), {"prior": prior}, section="decoder")
+    flags = _section(args, "decoder_")
+    if flags.get("class_map") is not None:
+        flags["class_map"] = [v.strip() for v in flags["class_map"].split(",")]  # coerced (and checked) by build
+    # prior: a pretrained model's hub id or folder (dit, sd-img2img; --prior), or the fitted prior's settings
+    # (diffusion; a mapping, --prior-set).
+    prior = flags.pop("prior", None) or section.pop("prior", None)
+    section.pop("prior", None)
+    overrides = _key_values(getattr(args, "prior_overrides", []), "--prior-set")
+    if isinstance(prior, str):
+        if overrides:
+            raise DataError(f"--prior-set sets the fitted prior of --decoder diffusion; the prior {prior!r} is a "
+                            "pretrained model (drop --prior-set, or the --prior / decoder.prior)")
+    else:
+        prior = dict(check_mapping(prior, "decoder.prior")) | overrides
+    return build(DecoderConfig, section, flags, {"prior": prior}, section="decoder")
 
 
 def _key_values(pairs: list[str], flag: str) -> dict:
