@@ -65,7 +65,10 @@ EXAMPLES = {
     ),
     "distill": (
         "examples:\n  latentdd distill --dataset fashion_mnist --vae fit --method kmeans --ipc 10 --seed 0 --out runs/kmeans10\n"
-        "  latentdd evaluate --images runs/kmeans10/images --dataset fashion_mnist --use-weights"
+        "  latentdd evaluate --images runs/kmeans10/images --dataset fashion_mnist --use-weights\n"
+        "  latentdd encode --dataset fashion_mnist --vae fit --out runs/latents/train\n"
+        "  latentdd distill --dataset fashion_mnist --vae fit --latents runs/latents/train --method kmeans --ipc 10 "
+        "--out runs/kmeans10"
     ),
     "run": (
         "examples:\n  latentdd run                                  # configs/fashion_mnist.yaml defaults\n"
@@ -402,14 +405,15 @@ def cmd_distill(args, raw) -> int:
     decoder_config = _decoder_config(args, raw)
     section = dict(check_mapping(raw.get("distill"), "distill"))
     params = dict(check_mapping(section.pop("params", None), "distill.params")) | _key_values(args.param, "--param")
-    job = build(DistillConfig, section, {"method": args.method, "ipc": args.ipc, "seed": args.seed},
-                section="distill")
+    job = build(DistillConfig, section, {"method": args.method, "ipc": args.ipc, "seed": args.seed,
+                                         "latents": args.latents}, section="distill")
     method, ipc, seed = job.method, job.ipc, job.seed
     # Every parameter, the defaults included, coerced to its type (and checked) before any work starts.
     params = plain(make_distiller(method, **params))
-    prepared = prepare_latent_space(data, space, progress=not args.quiet)
+    prepared = prepare_latent_space(data, space, latents_dir=job.latents, progress=not args.quiet)
     decoder, decoder_record = make_decoder(decoder_config, prepared, space.cache_dir, progress=not args.quiet)
-    resolved = {"dataset": data, "latent": space, "distill": {"method": method, "ipc": ipc, "seed": seed, "params": params},
+    resolved = {"dataset": data, "latent": space,
+                "distill": {"method": method, "ipc": ipc, "seed": seed, "params": params, "latents": job.latents},
                 "decoder": decoder_config}
     out = distill_to_folder(prepared, method, ipc, seed, args.out, params=params, overwrite=args.overwrite,
                             config=resolved, decoder=decoder, decoder_record=decoder_record,
@@ -540,6 +544,9 @@ def make_parser() -> argparse.ArgumentParser:
                    help="distiller parameter, e.g. --param weights_mode=sqrt --param medoid=true")
     p.add_argument("--ipc", type=int, help="images per class")
     p.add_argument("--seed", type=int, help=f"distillation seed (default {DistillConfig.seed})")
+    p.add_argument("--latents", metavar="DIR",
+                   help="distil the latent cache `latentdd encode --out DIR` wrote (its train split, encoded with "
+                        "the --vae given here) instead of encoding")
     _add_decoder_args(p)
     p.add_argument("--out", required=True, help="output folder: images/, latents.safetensors, distill.json")
     p.add_argument("--overwrite", action="store_true")

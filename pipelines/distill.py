@@ -23,7 +23,7 @@ from latentdd.data import LabelledImages
 from latentdd.errors import DataError
 from latentdd.export import export_image_folder, image_grid
 from latentdd.io import atomic_write_json, mark, replace_dir, start_output
-from latentdd.latents.cache import CacheConfig, MANIFEST, encode_split, load_latents, write_manifest
+from latentdd.latents.cache import CacheConfig, MANIFEST, encode_split, load_latents, read_manifest, write_manifest
 from latentdd.latents.types import Latents, SyntheticLatents
 from latentdd.record import dataset_record, protocol_record
 from latentdd.prior import FitPriorConfig
@@ -156,8 +156,13 @@ def load_or_fit_vae(space: LatentSpaceConfig, train, test, *, progress: bool = T
     return load_vae(space.vae, input_size=space.input_size), None
 
 
-def prepare_latent_space(data: DataConfig, space: LatentSpaceConfig, *, progress: bool = True) -> LatentSpace:
-    """Load `data`, get the VAE (fitting it if asked), and the train split's latents (cached)."""
+def prepare_latent_space(data: DataConfig, space: LatentSpaceConfig, *, latents_dir: Path | str | None = None,
+                         progress: bool = True) -> LatentSpace:
+    """Load `data`, get the VAE (fitting it if asked), and the train split's latents (cached).
+
+    latents_dir: a latent cache `latentdd encode --out DIR` wrote, read instead of encoding;
+    DataError unless it holds this dataset's train split encoded with this VAE and adapter.
+    """
     seconds = {}
     t = time.perf_counter()
     train, test = data.load("train"), data.load("test")
@@ -175,7 +180,10 @@ def prepare_latent_space(data: DataConfig, space: LatentSpaceConfig, *, progress
     dataset = dataset_record(data, train, test)
     key = hashlib.sha256(json.dumps([identity, dataset], sort_keys=True).encode()).hexdigest()[:16]
     folder = cache / "latents" / f"{data.name}-{key}" / "train"
-    if not (folder / MANIFEST).exists():
+    if latents_dir is not None:
+        folder = Path(latents_dir).expanduser()
+        check_latent_cache(folder, identity, data, train)
+    elif not (folder / MANIFEST).exists():
         encode_split(train, lambda x: vae.encode(adapter.to_vae(x)), folder, vae=identity, dataset=dataset,
                      config=CacheConfig(space.shard_size, space.batch_size), progress=progress)
         write_manifest(folder, list(train.class_names))
@@ -188,6 +196,33 @@ def prepare_latent_space(data: DataConfig, space: LatentSpaceConfig, *, progress
                    if vae_report else {})},
     }
     return LatentSpace(train, test, vae, adapter, latents, record, seconds)
+
+
+def check_latent_cache(folder: Path, identity: dict, data: DataConfig, train: LabelledImages) -> None:
+    """DataError unless the finished cache `folder` holds `train` (data's train split) encoded with the
+    VAE and adapter of `identity` -- the ones the synthetic latents will be rendered with."""
+    manifest = read_manifest(folder)  # DataError if it is not a finished latent cache
+    encoded = manifest.get("dataset") or {}
+    if encoded.get("name") != data.name or encoded.get("split", "train") != "train":
+        raise DataError(
+            f"the latent cache {folder} holds the {encoded.get('split', '?')} split of {encoded.get('name')!r}; "
+            f"distilling {data.name!r} needs its train split: latentdd encode --dataset {data.name} --split train "
+            "--out DIR (with the --vae you distil with), then --latents DIR")
+    if list(manifest.get("class_names", [])) != list(train.class_names) or \
+            encoded.get("num_images", len(train)) != len(train):
+        raise DataError(
+            f"the latent cache {folder} holds {encoded.get('num_images')} images of classes "
+            f"{manifest.get('class_names', [])[:5]}..., but the train split of {data.name} has {len(train)} of "
+            f"{list(train.class_names)[:5]}... (another dataset.validation, root or image size?); encode this split "
+            "again into another folder")
+    cached = manifest.get("vae") or {}
+    differs = sorted(k for k in set(cached) | set(identity) if cached.get(k) != identity.get(k))
+    if differs:
+        raise DataError(
+            f"the latent cache {folder} was encoded with another VAE than the one this distill renders with "
+            f"(they differ in {', '.join(differs)}): cached {cached.get('name')!r}, adapter {cached.get('adapter')}; "
+            f"yours {identity.get('name')!r}, adapter {identity.get('adapter')}. Pass the --vae (and --vae-input-size, "
+            "--vae-resize) it was encoded with, or encode with yours: latentdd encode --vae ... --out NEWDIR")
 
 
 def load_synthetic(folder: Path, class_names: list[str]) -> tuple[SyntheticLatents, float]:
