@@ -227,17 +227,18 @@ def check_latent_cache(folder: Path, identity: dict, data: DataConfig, train: La
 
 def load_synthetic(folder: Path, class_names: list[str]) -> tuple[SyntheticLatents, float]:
     """The synthetic latents a `distill_to_folder` folder stores, and the seconds their distillation took."""
-    from safetensors.torch import load_file
-
     folder = Path(folder)
+    again = "distil them again (delete the folder or drop latents_from)"
     try:
         meta = json.loads((folder / "distill.json").read_text())
-        tensors = load_file(str(folder / "latents.safetensors"))
     except (OSError, ValueError) as err:
-        raise DataError(f"cannot read the synthetic latents in {folder}: {err}; distil them again "
-                        "(delete the folder or drop latents_from)") from err
-    synthetic = SyntheticLatents(tensors["latents"], tensors["labels"], class_names, meta["method"], meta["params"],
-                                 weights=tensors.get("weights"), extras=meta["extras"])
+        raise DataError(f"cannot read the synthetic latents in {folder}: {err}; {again}") from err
+    # Folders written before SyntheticLatents.save kept the non-tensor fields in distill.json only.
+    legacy = {"class_names": class_names, "method": meta["method"], "params": meta["params"], "extras": meta["extras"]}
+    synthetic = SyntheticLatents.load(folder / "latents.safetensors", legacy=legacy)
+    if list(synthetic.class_names) != list(class_names):
+        raise DataError(f"the synthetic latents in {folder} are of classes {synthetic.class_names[:5]}..., "
+                        f"not this dataset's {list(class_names)[:5]}...; {again}")
     return synthetic, meta["record"]["stage_seconds"]["distill"]
 
 
@@ -261,7 +262,8 @@ def distill_to_folder(
     """Distil `ipc` latents per class with `method`, render them (`decoder`, VAE decoding by default), write `out`.
 
     out/images: the image folder (+ manifest with the protocol record so far);
-    out/latents.safetensors: latents (M, c, h, w), labels (M,), weights (M,) if any;
+    out/latents.safetensors: `SyntheticLatents.save` -- latents (M, c, h, w), labels (M,), weights (M,) if any,
+    and the method, parameters and extras;
     out/grid.png: the images, a row per class;
     out/distill.json: method, parameters, extras (quantization errors, indices, ...) and
     `request`, what the caller asked for (compared by `latentdd run` on resume).
@@ -276,8 +278,6 @@ def distill_to_folder(
     Written into a temporary sibling folder and renamed into place; an existing `out` must be a
     folder latentdd wrote (or an empty one), which is checked, like `out`'s writability, first.
     """
-    from safetensors.torch import save_file
-
     from latentdd.distill import DistillContext, make_distiller
     from latentdd.distill.bacon import remove_checkpoint
 
@@ -309,10 +309,7 @@ def distill_to_folder(
             record["method"]["latents_from"] = str(latents_from)
         export_image_folder(images, tmp / "images", record=record)
         (tmp / "grid.png").write_bytes(image_grid(images))  # a row per class, for a look at a glance
-        tensors = {"latents": synthetic.latents.contiguous(), "labels": synthetic.labels}
-        if synthetic.weights is not None:
-            tensors["weights"] = synthetic.weights
-        save_file(tensors, str(tmp / "latents.safetensors"))
+        synthetic.save(tmp / "latents.safetensors")
         atomic_write_json(tmp / "distill.json", {"method": method, "params": synthetic.params, "ipc": ipc,
                                                  "seed": seed, "extras": synthetic.extras, "record": record,
                                                  "request": request})

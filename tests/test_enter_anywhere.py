@@ -86,3 +86,79 @@ def test_distill_refuses_a_cache_of_another_split_or_no_cache(tmp_path, encoded,
     assert "needs its train split" in capsys.readouterr().err
     assert distill(tmp_path, vae, "x", "--latents", str(tmp_path / "nothing_here")) == 2
     assert "not a finished latent cache" in capsys.readouterr().err
+
+
+def synthetic_latents(*, soft: bool = True):
+    from latentdd.latents.types import SyntheticLatents
+
+    g = torch.Generator().manual_seed(0)
+    soft_labels = torch.softmax(torch.randn(6, 3, generator=g), dim=1) if soft else None
+    return SyntheticLatents(torch.randn(6, 4, 2, 2, generator=g), torch.tensor([0, 0, 1, 1, 2, 2]), ["a", "b", "c"],
+                            "kmeans", {"weights_mode": "mass", "medoid": False},
+                            weights=torch.tensor([0.25, 0.75, 0.5, 0.5, 1.0, 0.0]),
+                            extras={"quantization_error": [0.5, 0.25, 0.125], "backend": "faiss"},
+                            soft_labels=soft_labels)
+
+
+@pytest.mark.parametrize("soft", [True, False])
+def test_synthetic_latents_save_load_round_trip(tmp_path, soft):
+    from latentdd.latents.types import SyntheticLatents
+
+    synthetic = synthetic_latents(soft=soft)
+    path = synthetic.save(tmp_path / "deep" / "latents.safetensors")
+    loaded = SyntheticLatents.load(path)
+    for name in ("latents", "labels", "weights", "soft_labels"):
+        a, b = getattr(synthetic, name), getattr(loaded, name)
+        assert (a is None and b is None) or (torch.equal(a, b) and a.dtype == b.dtype), name
+    assert (loaded.class_names, loaded.method, loaded.params, loaded.extras) == \
+        (synthetic.class_names, synthetic.method, synthetic.params, synthetic.extras)
+    assert [p.name for p in path.parent.iterdir()] == ["latents.safetensors"]  # no temporary file left
+
+
+@pytest.mark.bad_input
+def test_synthetic_latents_load_refuses_missing_and_damaged_files(tmp_path):
+    from safetensors.torch import save_file
+
+    from latentdd.errors import DataError
+    from latentdd.latents.types import SyntheticLatents
+
+    with pytest.raises(DataError, match="do not exist"):
+        SyntheticLatents.load(tmp_path / "missing.safetensors")
+    path = synthetic_latents().save(tmp_path / "latents.safetensors")
+    data = path.read_bytes()
+    for damaged in (data[: len(data) // 2], b"not a safetensors file at all", b""):
+        path.write_bytes(damaged)
+        with pytest.raises(DataError, match="damaged"):
+            SyntheticLatents.load(path)
+    save_file({"latents": torch.zeros(2, 1, 1, 1), "labels": torch.zeros(2, dtype=torch.long)}, str(path))
+    with pytest.raises(DataError, match="not written by SyntheticLatents.save"):
+        SyntheticLatents.load(path)
+    save_file({"latents": torch.zeros(2, 1, 1, 1)}, str(path), metadata={"latentdd": "{not json"})
+    with pytest.raises(DataError, match="unreadable metadata"):
+        SyntheticLatents.load(path)
+    fields = {"format": "latentdd-synthetic-latents", "format_version": 1, "class_names": ["a"], "method": "kmeans"}
+    save_file({"latents": torch.zeros(2, 1, 1, 1)}, str(path), metadata={"latentdd": json.dumps(fields)})
+    with pytest.raises(DataError, match="lack labels"):
+        SyntheticLatents.load(path)
+
+
+def test_distill_folders_store_synthetic_latents_that_load_and_old_folders_still_load(tmp_path, encoded):
+    from safetensors.torch import save_file
+
+    from latentdd.latents.types import SyntheticLatents
+    from pipelines.distill import load_synthetic
+
+    vae, latents = encoded
+    assert distill(tmp_path, vae, "k", "--latents", str(latents)) == 0
+    folder = tmp_path / "k"
+    stored = SyntheticLatents.load(folder / "latents.safetensors")
+    info = json.loads((folder / "distill.json").read_text())
+    assert stored.method == "kmeans" and stored.extras == info["extras"] and stored.params == info["params"]
+    digits = [str(d) for d in range(10)]
+    again, _ = load_synthetic(folder, digits)
+    assert torch.equal(again.latents, stored.latents) and torch.equal(again.weights, stored.weights)
+    # A folder written before SyntheticLatents.save: tensors only, the rest in distill.json.
+    save_file({"latents": stored.latents, "labels": stored.labels, "weights": stored.weights},
+              str(folder / "latents.safetensors"))
+    old, _ = load_synthetic(folder, digits)
+    assert torch.equal(old.latents, stored.latents) and old.extras == stored.extras
