@@ -298,8 +298,8 @@ def _decoder_config(args, raw: dict):
         flags["class_map"] = [v.strip() for v in flags["class_map"].split(",")]  # coerced (and checked) by build
     # prior: a pretrained model's hub id or folder (dit, sd-img2img; --prior), or the fitted prior's settings
     # (diffusion; a mapping, --prior-set).
-    prior = flags.pop("prior", None) or section.pop("prior", None)
-    section.pop("prior", None)
+    yaml_prior = section.pop("prior", None)
+    prior = flags.pop("prior", None) or yaml_prior
     overrides = _key_values(getattr(args, "prior_overrides", []), "--prior-set")
     if isinstance(prior, str):
         if overrides:

@@ -114,7 +114,8 @@ class DecoderConfig:
         """Resolve `prior` to what the decoder uses: the full fitted-prior settings, or the pretrained model."""
         if self.name in PRETRAINED_DEFAULTS:
             if isinstance(self.prior, dict):
-                if self.prior:
+                # A saved config of the vae decoder holds the fitted prior's defaults: nothing set, no conflict.
+                if self.prior and self.prior != resolved_fields(FitPriorConfig, {}, "decoder.prior"):
                     raise DataError(
                         f"decoder.prior of the {self.name} decoder is the pretrained model, a hub id or a folder "
                         f"(--prior ORG/NAME or --prior DIR); got the fitted-prior settings {sorted(self.prior)}, "

@@ -171,6 +171,19 @@ def test_prior_settings_that_do_not_fit_the_decoder_are_refused(tmp_path, dit_di
     assert "setting of the dit decoder" in capsys.readouterr().err
 
 
+def test_decoder_prior_resolves_to_the_model_or_the_fitted_prior_settings():
+    from latentdd.config import build
+    from pipelines.distill import DecoderConfig
+
+    assert build(DecoderConfig, {"name": "dit"}, section="decoder").prior == "facebook/DiT-XL-2-256"
+    assert build(DecoderConfig, {"name": "sd-img2img", "prior": "a/b"}, section="decoder").prior == "a/b"
+    # A saved config of the vae decoder (the fitted prior's defaults in full) can be reused with --decoder dit.
+    saved = DecoderConfig().prior
+    assert build(DecoderConfig, {"name": "dit", "prior": saved}, section="decoder").prior == "facebook/DiT-XL-2-256"
+    assert build(DecoderConfig, {"name": "diffusion", "prior": {"max_steps": "3"}}, section="decoder").prior[
+        "max_steps"] == 3
+
+
 @pytest.mark.bad_input
 def test_a_pickled_checkpoint_is_never_loaded(tmp_path, dit_dir):
     import shutil
