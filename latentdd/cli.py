@@ -272,17 +272,17 @@ def _add_decoder_args(p: argparse.ArgumentParser, with_sampler: bool = True) -> 
                        help="dit: the ImageNet class index of each dataset class, comma-separated")
         g.add_argument("--imagenet-classes", dest="decoder_imagenet_classes", metavar="FILE",
                        help="dit: an ImageNet class list (e.g. LOC_synset_mapping.txt), for classes named by WordNet id")
-        g.add_argument("--prompt", dest="decoder_prompt",
+        g.add_argument("--prompt", dest="decoder_prompt", metavar="TEXT",
                        help="sd-img2img: a class's prompt, {} standing for the class name (unset: the class name)")
         d = DecoderConfig()
         g.add_argument("--strength", dest="decoder_strength", type=float,
-                       help=f"diffusion: share of the steps run from the latent, 0..1 (default {d.strength:g}; 0 = vae)")
+                       help=f"img2img decoders: share of the steps run from the latent, 0..1 (default {d.strength:g}; 0 = vae)")
         g.add_argument("--steps", dest="decoder_num_inference_steps", type=int,
-                       help=f"diffusion: DDIM steps (default {d.num_inference_steps})")
+                       help=f"img2img decoders: inference steps (default {d.num_inference_steps})")
         g.add_argument("--guidance-scale", dest="decoder_guidance_scale", type=float,
-                       help=f"diffusion: classifier-free guidance (default {d.guidance_scale:g}; 1 = none)")
+                       help=f"img2img decoders: classifier-free guidance (default {d.guidance_scale:g}; 1 = none)")
         g.add_argument("--eta", dest="decoder_eta", type=float,
-                       help=f"diffusion: DDIM eta (default {d.eta:g}, deterministic)")
+                       help=f"img2img decoders: DDIM eta (default {d.eta:g}, deterministic)")
         g.add_argument("--decode-batch-size", dest="decoder_batch_size", type=int,
                        help=f"latents per decoder call (default {d.batch_size})")
     g.add_argument("--prior-set", dest="prior_overrides", action="append", default=[], metavar="KEY=VALUE",
