@@ -65,7 +65,10 @@ EXAMPLES = {
     ),
     "distill": (
         "examples:\n  latentdd distill --dataset fashion_mnist --vae fit --method kmeans --ipc 10 --seed 0 --out runs/kmeans10\n"
-        "  latentdd evaluate --images runs/kmeans10/images --dataset fashion_mnist --use-weights"
+        "  latentdd evaluate --images runs/kmeans10/images --dataset fashion_mnist --use-weights\n"
+        "  latentdd encode --dataset fashion_mnist --vae fit --out runs/latents/train\n"
+        "  latentdd distill --dataset fashion_mnist --vae fit --latents runs/latents/train --method kmeans --ipc 10 "
+        "--out runs/kmeans10"
     ),
     "run": (
         "examples:\n  latentdd run                                  # configs/fashion_mnist.yaml defaults\n"
@@ -262,16 +265,26 @@ def _add_decoder_args(p: argparse.ArgumentParser, with_sampler: bool = True) -> 
         from latentdd.render import DECODERS
 
         g.add_argument("--decoder", dest="decoder_name", choices=sorted(DECODERS),
-                       help="vae: decode latents directly (default); diffusion: img2img with the fitted prior first")
+                       help="vae: decode latents directly (default); diffusion: img2img with the fitted prior first; "
+                            "dit / sd-img2img: img2img with a pretrained DiT / Stable Diffusion (--prior)")
+        g.add_argument("--prior", dest="decoder_prior", metavar="HUB_ID|DIR",
+                       help="dit / sd-img2img: the pretrained model, a hub id or a downloaded folder; encode with its "
+                            "VAE (--vae DIR/vae). Unset: facebook/DiT-XL-2-256 or stable-diffusion-v1-5/stable-diffusion-v1-5")
+        g.add_argument("--class-map", dest="decoder_class_map", metavar="I,J,...",
+                       help="dit: the ImageNet class index of each dataset class, comma-separated")
+        g.add_argument("--imagenet-classes", dest="decoder_imagenet_classes", metavar="FILE",
+                       help="dit: an ImageNet class list (e.g. LOC_synset_mapping.txt), for classes named by WordNet id")
+        g.add_argument("--prompt", dest="decoder_prompt", metavar="TEXT",
+                       help="sd-img2img: a class's prompt, {} standing for the class name (unset: the class name)")
         d = DecoderConfig()
         g.add_argument("--strength", dest="decoder_strength", type=float,
-                       help=f"diffusion: share of the steps run from the latent, 0..1 (default {d.strength:g}; 0 = vae)")
+                       help=f"img2img decoders: share of the steps run from the latent, 0..1 (default {d.strength:g}; 0 = vae)")
         g.add_argument("--steps", dest="decoder_num_inference_steps", type=int,
-                       help=f"diffusion: DDIM steps (default {d.num_inference_steps})")
+                       help=f"img2img decoders: inference steps (default {d.num_inference_steps})")
         g.add_argument("--guidance-scale", dest="decoder_guidance_scale", type=float,
-                       help=f"diffusion: classifier-free guidance (default {d.guidance_scale:g}; 1 = none)")
+                       help=f"img2img decoders: classifier-free guidance (default {d.guidance_scale:g}; 1 = none)")
         g.add_argument("--eta", dest="decoder_eta", type=float,
-                       help=f"diffusion: DDIM eta (default {d.eta:g}, deterministic)")
+                       help=f"img2img decoders: DDIM eta (default {d.eta:g}, deterministic)")
         g.add_argument("--decode-batch-size", dest="decoder_batch_size", type=int,
                        help=f"latents per decoder call (default {d.batch_size})")
     g.add_argument("--prior-set", dest="prior_overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -282,9 +295,21 @@ def _decoder_config(args, raw: dict):
     from pipelines.distill import DecoderConfig
 
     section = dict(check_mapping(raw.get("decoder"), "decoder"))
-    prior = dict(check_mapping(section.pop("prior", None), "decoder.prior")) | \
-        _key_values(getattr(args, "prior_overrides", []), "--prior-set")
-    return build(DecoderConfig, section, _section(args, "decoder_"), {"prior": prior}, section="decoder")
+    flags = _section(args, "decoder_")
+    if flags.get("class_map") is not None:
+        flags["class_map"] = [v.strip() for v in flags["class_map"].split(",")]  # coerced (and checked) by build
+    # prior: a pretrained model's hub id or folder (dit, sd-img2img; --prior), or the fitted prior's settings
+    # (diffusion; a mapping, --prior-set).
+    yaml_prior = section.pop("prior", None)
+    prior = flags.pop("prior", None) or yaml_prior
+    overrides = _key_values(getattr(args, "prior_overrides", []), "--prior-set")
+    if isinstance(prior, str):
+        if overrides:
+            raise DataError(f"--prior-set sets the fitted prior of --decoder diffusion; the prior {prior!r} is a "
+                            "pretrained model (drop --prior-set, or the --prior / decoder.prior)")
+    else:
+        prior = dict(check_mapping(prior, "decoder.prior")) | overrides
+    return build(DecoderConfig, section, flags, {"prior": prior}, section="decoder")
 
 
 def _key_values(pairs: list[str], flag: str) -> dict:
@@ -386,15 +411,16 @@ def cmd_distill(args, raw) -> int:
     decoder_config = _decoder_config(args, raw)
     section = dict(check_mapping(raw.get("distill"), "distill"))
     params = dict(check_mapping(section.pop("params", None), "distill.params")) | _key_values(args.param, "--param")
-    job = build(DistillConfig, section, {"method": args.method, "ipc": args.ipc, "seed": args.seed},
-                section="distill")
+    job = build(DistillConfig, section, {"method": args.method, "ipc": args.ipc, "seed": args.seed,
+                                         "latents": args.latents}, section="distill")
     method, ipc, seed = job.method, job.ipc, job.seed
     check_output(Path(args.out).expanduser(), overwrite=args.overwrite)  # a foreign or unwritable --out: before fitting
     # Every parameter, the defaults included, coerced to its type (and checked) before any work starts.
     params = plain(make_distiller(method, **params))
-    prepared = prepare_latent_space(data, space, progress=not args.quiet)
+    prepared = prepare_latent_space(data, space, latents_dir=job.latents, progress=not args.quiet)
     decoder, decoder_record = make_decoder(decoder_config, prepared, space.cache_dir, progress=not args.quiet)
-    resolved = {"dataset": data, "latent": space, "distill": {"method": method, "ipc": ipc, "seed": seed, "params": params},
+    resolved = {"dataset": data, "latent": space,
+                "distill": {"method": method, "ipc": ipc, "seed": seed, "params": params, "latents": job.latents},
                 "decoder": decoder_config}
     out = distill_to_folder(prepared, method, ipc, seed, args.out, params=params, overwrite=args.overwrite,
                             config=resolved, decoder=decoder, decoder_record=decoder_record,
@@ -525,6 +551,9 @@ def make_parser() -> argparse.ArgumentParser:
                    help="distiller parameter, e.g. --param weights_mode=sqrt --param medoid=true")
     p.add_argument("--ipc", type=int, help="images per class")
     p.add_argument("--seed", type=int, help=f"distillation seed (default {DistillConfig.seed})")
+    p.add_argument("--latents", metavar="DIR",
+                   help="distil the latent cache `latentdd encode --out DIR` wrote (its train split, encoded with "
+                        "the --vae given here) instead of encoding")
     _add_decoder_args(p)
     p.add_argument("--out", required=True, help="output folder: images/, latents.safetensors, distill.json")
     p.add_argument("--overwrite", action="store_true")

@@ -215,6 +215,7 @@ class DistillConfig:
     ipc: int | None = None  # latents per class; required
     seed: int = 0
     params: dict = field(default_factory=dict)  # the distiller's parameters (the rest keep their defaults)
+    latents: str | None = None  # a latent cache (`latentdd encode --out DIR`) read instead of encoding
 
     def __post_init__(self) -> None:
         _check_ipc_seed(self, "distill")

@@ -31,12 +31,13 @@ from latentdd.latents.cache import (
     CacheDamagedError,
     encode_split,
     load_latents,
+    read_manifest,
     write_manifest,
 )
 from latentdd.latents.types import Latents, SyntheticLatents
 from latentdd.record import dataset_record, protocol_record
 from latentdd.prior import FitPriorConfig
-from latentdd.render import DECODERS, VAEDecoder
+from latentdd.render import DECODERS, PRETRAINED_DEFAULTS, VAEDecoder
 from latentdd.render import load_or_fit_prior as _load_or_fit_prior
 from latentdd.vae import FitVAEConfig, LatentVAE, PixelVAE, VAEInputAdapter, fit_vae, load_vae
 
@@ -85,21 +86,35 @@ class LatentSpace:
 class DecoderConfig:
     """How synthetic latents become images: `vae` decodes them directly; `diffusion` first runs
     img2img from each latent with a class-conditional prior fitted to the train latents
-    (`latentdd.prior.fit_prior`, cached by content under cache_dir/prior)."""
+    (`latentdd.prior.fit_prior`, cached by content under cache_dir/prior); `dit` and
+    `sd-img2img` run img2img with a pretrained DiT / Stable Diffusion (`prior`: its hub id or
+    folder; the latents must come from its VAE, --vae DIR/vae). strength, steps, guidance,
+    eta and batch_size apply to every img2img decoder."""
 
-    name: str = "vae"  # a key of latentdd.render.DECODERS: vae | diffusion
+    name: str = "vae"  # a key of latentdd.render.DECODERS: vae | diffusion | dit | sd-img2img
     strength: float = 0.5  # diffusion: share of the inference steps run from the latent (chosen on a val
     # split, results/decoder_search_fashion_mnist/; D4M uses 0.7 with Stable Diffusion)
     num_inference_steps: int = 50
     guidance_scale: float = 4.0  # classifier-free guidance (1: none)
     eta: float = 0.0  # DDIM's (0: deterministic after the starting noise)
     batch_size: int = 256
-    prior: dict = field(default_factory=dict)  # FitPriorConfig's fields (missing ones: its defaults)
+    # vae / diffusion: FitPriorConfig's fields of the fitted prior (missing ones: its defaults);
+    # dit / sd-img2img: the pretrained model, a hub id or a folder (missing: PRETRAINED_DEFAULTS).
+    prior: str | dict = field(default_factory=dict)
+    class_map: list[int] | None = None  # dit: the ImageNet index of each dataset class
+    imagenet_classes: str | None = None  # dit: an ImageNet class list, for classes named by WordNet id
+    prompt: str = "{}"  # sd-img2img: a class's prompt, "{}" -> the class name (D4M's)
+    class_prompts: list[str] | None = None  # sd-img2img: one prompt per class instead
+    negative_prompt: str | None = None  # sd-img2img
 
     def __post_init__(self) -> None:
         if self.name not in DECODERS:
             raise DataError(f"decoder must be one of {', '.join(sorted(DECODERS))}; got {self.name!r}")
-        self.prior = resolved_fields(FitPriorConfig, self.prior, "decoder.prior")
+        self._check_prior()
+        for key, owner in _DECODER_ONLY.items():
+            if getattr(self, key) != DecoderConfig.__dataclass_fields__[key].default and self.name != owner:
+                raise DataError(f"decoder.{key} is a setting of the {owner} decoder; the {self.name} decoder "
+                                f"would ignore it (pass --decoder {owner}, or drop it)")
         if not 0.0 <= self.strength <= 1.0:
             raise DataError(f"decoder.strength must lie in [0, 1]; got {self.strength!r}")
         if self.guidance_scale < 0 or self.eta < 0:
@@ -107,6 +122,32 @@ class DecoderConfig:
                             f"{self.eta!r}")
         positive_int(self.num_inference_steps, "decoder.num_inference_steps")
         positive_int(self.batch_size, "decoder.batch_size")
+
+    def _check_prior(self) -> None:
+        """Resolve `prior` to what the decoder uses: the full fitted-prior settings, or the pretrained model."""
+        if self.name in PRETRAINED_DEFAULTS:
+            if isinstance(self.prior, dict):
+                # A saved config of the vae decoder holds the fitted prior's defaults: nothing set, no conflict.
+                if self.prior and self.prior != resolved_fields(FitPriorConfig, {}, "decoder.prior"):
+                    raise DataError(
+                        f"decoder.prior of the {self.name} decoder is the pretrained model, a hub id or a folder "
+                        f"(--prior ORG/NAME or --prior DIR); got the fitted-prior settings {sorted(self.prior)}, "
+                        "which only --decoder diffusion uses")
+                self.prior = PRETRAINED_DEFAULTS[self.name]
+            return
+        if isinstance(self.prior, str):
+            raise DataError(
+                f"decoder.prior {self.prior!r} names a pretrained model, which only --decoder dit and "
+                f"--decoder sd-img2img load; the {self.name} decoder "
+                + ("fits its prior: set its fields with --prior-set KEY=VALUE or a decoder.prior mapping"
+                   if self.name == "diffusion" else "uses none"))
+        # Checked here and completed with the defaults, so that the saved config holds every value used.
+        self.prior = resolved_fields(FitPriorConfig, self.prior, "decoder.prior")
+
+
+# Settings only one decoder reads: set for another, they would be silently ignored.
+_DECODER_ONLY = {"class_map": "dit", "imagenet_classes": "dit", "prompt": "sd-img2img",
+                 "class_prompts": "sd-img2img", "negative_prompt": "sd-img2img"}
 
 
 def load_or_fit_prior(config: DecoderConfig, space: LatentSpace, cache_dir: str, *, progress: bool = True):
@@ -140,8 +181,13 @@ def cache_dataset_record(data: DataConfig, train, test, split: str = "train") ->
     return record if split == "train" else record | {"encoded_split": split}
 
 
-def prepare_latent_space(data: DataConfig, space: LatentSpaceConfig, *, progress: bool = True) -> LatentSpace:
-    """Load `data`, get the VAE (fitting it if asked), and the train split's latents (cached)."""
+def prepare_latent_space(data: DataConfig, space: LatentSpaceConfig, *, latents_dir: Path | str | None = None,
+                         progress: bool = True) -> LatentSpace:
+    """Load `data`, get the VAE (fitting it if asked), and the train split's latents (cached).
+
+    latents_dir: a latent cache `latentdd encode --out DIR` wrote, read instead of encoding;
+    DataError unless it holds this dataset's train split encoded with this VAE and adapter.
+    """
     seconds = {}
     t = time.perf_counter()
     train, test = data.load("train"), data.load("test")
@@ -162,7 +208,11 @@ def prepare_latent_space(data: DataConfig, space: LatentSpaceConfig, *, progress
     key = content_key("latent-cache", vae=identity, dataset=dataset, train=content)[:16]
     folder = cache / "latents" / f"{data.name}-{key}" / "train"
     latents = None
-    if (folder / MANIFEST).exists():
+    if latents_dir is not None:
+        folder = Path(latents_dir).expanduser()
+        check_latent_cache(folder, identity, data, dataset)
+        latents = load_latents(folder, expect_vae=identity)
+    elif (folder / MANIFEST).exists():
         try:
             latents = load_latents(folder, expect_vae=identity)
         except CacheDamagedError as err:  # repaired below: encode_split re-encodes only the damaged shards
@@ -182,19 +232,48 @@ def prepare_latent_space(data: DataConfig, space: LatentSpaceConfig, *, progress
     return LatentSpace(train, test, vae, adapter, latents, record, seconds, train_sha256=content)
 
 
+def check_latent_cache(folder: Path, identity: dict, data: DataConfig, dataset: dict) -> None:
+    """DataError unless the finished cache `folder` holds the train split `dataset` records
+    (`cache_dataset_record`) encoded with the VAE and adapter of `identity` -- the ones the
+    synthetic latents will be rendered with."""
+    manifest = read_manifest(folder)  # DataError if it is not a finished latent cache
+    encoded = manifest.get("dataset") or {}
+    if encoded.get("name") != data.name or "encoded_split" in encoded:
+        raise DataError(
+            f"the latent cache {folder} holds the {encoded.get('encoded_split', 'train')} split of "
+            f"{encoded.get('name')!r}; distilling {data.name!r} needs its train split: latentdd encode --dataset "
+            f"{data.name} --split train --out DIR (with the --vae you distil with), then --latents DIR")
+    differs = sorted(k for k in set(encoded) | set(dataset) if encoded.get(k) != dataset.get(k))
+    if differs:
+        raise DataError(
+            f"the latent cache {folder} holds another train split of {data.name} than this one (they differ in "
+            f"{', '.join(differs)}: cached {', '.join(str(encoded.get(k)) for k in differs)}; here "
+            f"{', '.join(str(dataset.get(k)) for k in differs)}; another dataset.validation, root or image size?); "
+            "encode this split again into another folder")
+    cached = manifest.get("vae") or {}
+    differs = sorted(k for k in set(cached) | set(identity) if cached.get(k) != identity.get(k))
+    if differs:
+        raise DataError(
+            f"the latent cache {folder} was encoded with another VAE than the one this distill renders with "
+            f"(they differ in {', '.join(differs)}): cached {cached.get('name')!r}, adapter {cached.get('adapter')}; "
+            f"yours {identity.get('name')!r}, adapter {identity.get('adapter')}. Pass the --vae (and --vae-input-size, "
+            "--vae-resize) it was encoded with, or encode with yours: latentdd encode --vae ... --out NEWDIR")
+
+
 def load_synthetic(folder: Path, class_names: list[str]) -> tuple[SyntheticLatents, float]:
     """The synthetic latents a `distill_to_folder` folder stores, and the seconds their distillation took."""
-    from safetensors.torch import load_file
-
     folder = Path(folder)
+    again = "distil them again (delete the folder or drop latents_from)"
     try:
         meta = json.loads((folder / "distill.json").read_text())
-        tensors = load_file(str(folder / "latents.safetensors"))
     except (OSError, ValueError) as err:
-        raise DataError(f"cannot read the synthetic latents in {folder}: {err}; distil them again "
-                        "(delete the folder or drop latents_from)") from err
-    synthetic = SyntheticLatents(tensors["latents"], tensors["labels"], class_names, meta["method"], meta["params"],
-                                 weights=tensors.get("weights"), extras=meta["extras"])
+        raise DataError(f"cannot read the synthetic latents in {folder}: {err}; {again}") from err
+    # Folders written before SyntheticLatents.save kept the non-tensor fields in distill.json only.
+    legacy = {"class_names": class_names, "method": meta["method"], "params": meta["params"], "extras": meta["extras"]}
+    synthetic = SyntheticLatents.load(folder / "latents.safetensors", legacy=legacy)
+    if list(synthetic.class_names) != list(class_names):
+        raise DataError(f"the synthetic latents in {folder} are of classes {synthetic.class_names[:5]}..., "
+                        f"not this dataset's {list(class_names)[:5]}...; {again}")
     return synthetic, meta["record"]["stage_seconds"]["distill"]
 
 
@@ -218,7 +297,8 @@ def distill_to_folder(
     """Distil `ipc` latents per class with `method`, render them (`decoder`, VAE decoding by default), write `out`.
 
     out/images: the image folder (+ manifest with the protocol record so far);
-    out/latents.safetensors: latents (M, c, h, w), labels (M,), weights (M,) if any;
+    out/latents.safetensors: `SyntheticLatents.save` -- latents (M, c, h, w), labels (M,), weights (M,) if any,
+    and the method, parameters and extras;
     out/grid.png: the images, a row per class;
     out/distill.json: method, parameters, extras (quantization errors, indices, ...) and
     `request`, what the caller asked for (compared by `latentdd run` on resume).
@@ -233,8 +313,6 @@ def distill_to_folder(
     Written into a temporary sibling folder and renamed into place; an existing `out` must be a
     folder latentdd wrote (or an empty one), which is checked, like `out`'s writability, first.
     """
-    from safetensors.torch import save_file
-
     from latentdd.distill import DistillContext, make_distiller
     from latentdd.distill.matching import remove_checkpoint
 
@@ -266,10 +344,7 @@ def distill_to_folder(
             record["method"]["latents_from"] = str(latents_from)
         export_image_folder(images, tmp / "images", record=record)
         (tmp / "grid.png").write_bytes(image_grid(images))  # a row per class, for a look at a glance
-        tensors = {"latents": synthetic.latents.contiguous(), "labels": synthetic.labels}
-        if synthetic.weights is not None:
-            tensors["weights"] = synthetic.weights
-        save_file(tensors, str(tmp / "latents.safetensors"))
+        synthetic.save(tmp / "latents.safetensors")
         atomic_write_json(tmp / "distill.json", {"method": method, "params": synthetic.params, "ipc": ipc,
                                                  "seed": seed, "extras": synthetic.extras, "record": record,
                                                  "request": request})

@@ -175,8 +175,9 @@ def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator
     prepared = prepare_latent_space(data, space, progress=progress)
     renderer, decoder_record = make_decoder(decoder, prepared, space.cache_dir, progress=progress)
     # Folders rendered by the plain VAE before decoders were configurable keep their request (and reports).
+    # The prior: the fitted prior's name (its content hash), or the pretrained model (hub id or folder).
     decoder_request = None if decoder.name == "vae" else dataclasses.asdict(decoder) | {
-        "prior": decoder_record.get("prior")}
+        "prior": decoder_record.get("prior") or decoder_record.get("model")}
     mean, std = channel_stats(prepared.train)
     flip = dataset_info(data.name).flip_augment
     held_out = prepared.test if config.eval_split == "test" else data.load("val")
@@ -277,6 +278,8 @@ def _stored_request(folder: Path) -> dict | None:
     request = json.loads(path.read_text()).get("request") if path.exists() else None
     if request is not None:
         request["params"] = _with_defaults(request["params"], distiller_params(request["method"]))
+        if request.get("decoder") is not None:
+            request["decoder"] = _with_defaults(request["decoder"], dataclasses.asdict(DecoderConfig()))
     return request
 
 

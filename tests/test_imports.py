@@ -100,7 +100,9 @@ def test_find_cycle_reports_a_cycle():
 
 def test_graph_sees_the_render_modules():
     graph = import_graph()
-    assert "latentdd.render.vae" in graph["latentdd.render.diffusion"]
+    assert "latentdd.render.img2img" in graph["latentdd.render.diffusion"]
+    assert "latentdd.render.vae" in graph["latentdd.render.img2img"]
+    assert {"latentdd.render.dit", "latentdd.render.sd_img2img"} <= graph["latentdd.render"]
     assert "latentdd.render" in graph["pipelines.distill"]
 
 

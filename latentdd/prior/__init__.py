@@ -1,6 +1,7 @@
 """The diffusion prior over latents: the small class-conditional UNet fitted to a dataset's
 latents (`fit_prior`). `latentdd.render.diffusion.DiffusionDecoder` runs it img2img from
-synthetic latents; the pretrained DiT and Stable Diffusion decoders are in `latentdd.render.pretrained`.
+synthetic latents; the pretrained DiT and Stable Diffusion decoders are
+`latentdd.render.dit` and `latentdd.render.sd_img2img`.
 """
 
 from latentdd.prior.fit import (

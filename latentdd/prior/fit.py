@@ -232,7 +232,7 @@ def load_prior(directory: Path | str, *, device: str | torch.device = "cpu"):
     except (OSError, ValueError) as err:
         raise LatentDDError(f"{directory} is not a fitted prior: cannot read {PRIOR_META_FILE}: {err}") from err
     try:
-        unet = UNet2DModel.from_pretrained(directory, subfolder="unet", local_files_only=True)
+        unet = UNet2DModel.from_pretrained(directory, subfolder="unet", local_files_only=True, use_safetensors=True)
         scheduler = DDPMScheduler.from_pretrained(directory, subfolder="scheduler", local_files_only=True)
     except (OSError, ValueError, RuntimeError) as err:
         raise LatentDDError(f"cannot load the prior in {directory}: {err}; delete the directory to fit it again") from err

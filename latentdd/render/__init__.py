@@ -5,14 +5,20 @@ A decoder is a small object with `render(synthetic, seed) -> SyntheticImages` an
 to the factory that builds it, and is what the CLI's --decoder choices and
 `pipelines.distill.make_decoder` both read:
 
-    vae        `latentdd.render.vae.VAEDecoder`: decode each latent directly
-    diffusion  `latentdd.render.diffusion.DiffusionDecoder`: img2img with the prior fitted
-               to the train latents (`latentdd.prior.fit_prior`, cached by content)
+    vae         `latentdd.render.vae.VAEDecoder`: decode each latent directly
+    diffusion   `latentdd.render.diffusion.DiffusionDecoder`: img2img with the prior fitted
+                to the train latents (`latentdd.prior.fit_prior`, cached by content)
+    dit         `latentdd.render.dit.DiTDecoder`: img2img with a pretrained class-conditional
+                DiT (config.prior: hub id or folder)
+    sd-img2img  `latentdd.render.sd_img2img.StableDiffusionImg2ImgDecoder`: D4M's Stable
+                Diffusion img2img, prompted with the class name (config.prior: hub id or folder)
 
-`latentdd.render.pretrained` holds the DiT and Stable Diffusion img2img decoders.
+The img2img decoders share their render loop (batches, per-latent noise, the plain VAE
+decoding at strength 0): `latentdd.render.img2img.Img2ImgDecoder`.
 
 A factory takes (config, vae, adapter, latents, cache_dir, progress) -> (decoder, record):
-config has the fields of `pipelines.distill.DecoderConfig`.
+config has the fields of `pipelines.distill.DecoderConfig`; a factory checks that the
+model fits the train latents before it returns, so that nothing is distilled in vain.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from latentdd.render.diffusion import DiffusionDecoder
+from latentdd.render.dit import DIT_DEFAULT, DiTDecoder, make_dit_decoder
+from latentdd.render.sd_img2img import SD_DEFAULT, StableDiffusionImg2ImgDecoder, make_sd_img2img_decoder
 from latentdd.render.vae import VAEDecoder
 
 
@@ -48,7 +56,12 @@ def make_diffusion_decoder(config, vae, adapter, latents, cache_dir, *, progress
     return decoder, decoder.record() | {"prior_fit": fit, "prior_config": report["config"]}
 
 
-DECODERS: dict[str, Callable] = {"vae": make_vae_decoder, "diffusion": make_diffusion_decoder}
+DECODERS: dict[str, Callable] = {"vae": make_vae_decoder, "diffusion": make_diffusion_decoder,
+                                 "dit": make_dit_decoder, "sd-img2img": make_sd_img2img_decoder}
 
-__all__ = ["DECODERS", "DiffusionDecoder", "VAEDecoder", "load_or_fit_prior", "make_diffusion_decoder",
+# The model each pretrained decoder loads when config.prior names none.
+PRETRAINED_DEFAULTS: dict[str, str] = {"dit": DIT_DEFAULT, "sd-img2img": SD_DEFAULT}
+
+__all__ = ["DECODERS", "PRETRAINED_DEFAULTS", "DiTDecoder", "DiffusionDecoder", "StableDiffusionImg2ImgDecoder",
+           "VAEDecoder", "load_or_fit_prior", "make_diffusion_decoder", "make_dit_decoder", "make_sd_img2img_decoder",
            "make_vae_decoder"]

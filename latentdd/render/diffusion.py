@@ -20,14 +20,13 @@ last bits between batch sizes); strength 1 starts from t_1 = the first inference
 (980 of 1000 for 50 steps), almost pure noise. The noise of latent i comes from a
 torch.Generator seeded by (seed, i) alone and is drawn on the CPU, so it depends on
 neither the batch size nor the device (the images then agree up to float rounding).
-`LatentImg2Img` holds this loop; `DiffusionDecoder` runs it with the prior
-fitted by `latentdd.prior.fit_prior`, `latentdd.render.pretrained.DiTDecoder` with DiT.
+`LatentImg2Img` runs this loop in the batches of `latentdd.render.img2img.Img2ImgDecoder`;
+`DiffusionDecoder` runs it with the prior fitted by `latentdd.prior.fit_prior`,
+`latentdd.render.dit.DiTDecoder` with DiT.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,31 +34,13 @@ from pathlib import Path
 
 import torch
 
-from latentdd.data.base import SyntheticImages
 from latentdd.errors import DataError
 from latentdd.latents.types import SyntheticLatents
-from latentdd.render.vae import VAEDecoder
+from latentdd.render.img2img import NOISE_NOTE, BatchDenoiser, Img2ImgDecoder
 from latentdd.vae.base import LatentVAE, VAEInputAdapter
 
 # eps = predict_noise(x (B, c, h, w), t (scalar timestep tensor), class labels (B,)) -> (B, c, h, w)
 NoisePredictor = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-
-NOISE_NOTE = "noise of latent i from torch.Generator seeded by sha256(f'{seed}:{i}'), drawn on the CPU"
-
-
-def check_img2img_params(strength: float, num_inference_steps: int, guidance_scale: float, eta: float,
-                         batch_size: int) -> None:
-    """Raise DataError naming the first parameter out of range."""
-    if not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
-        raise DataError(f"strength must lie in [0, 1] (0: plain VAE decoding, 1: from almost pure noise); got {strength!r}")
-    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-        raise DataError(f"num_inference_steps must be a positive integer; got {num_inference_steps!r}")
-    if not isinstance(guidance_scale, (int, float)) or not math.isfinite(guidance_scale) or guidance_scale < 0:
-        raise DataError(f"guidance_scale must be finite and >= 0 (1: no guidance, 0: unconditional); got {guidance_scale!r}")
-    if not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
-        raise DataError(f"eta must lie in [0, 1] (0: deterministic DDIM, 1: DDPM-like); got {eta!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise DataError(f"batch_size must be a positive integer; got {batch_size!r}")
 
 
 def denoising_steps(strength: float, num_inference_steps: int) -> int:
@@ -77,15 +58,6 @@ def img2img_timesteps(scheduler, strength: float, num_inference_steps: int) -> t
     scheduler.set_timesteps(num_inference_steps)
     kept = denoising_steps(strength, num_inference_steps)
     return scheduler.timesteps[len(scheduler.timesteps) - kept :]
-
-
-def latent_generators(seed: int, start: int, stop: int) -> list[torch.Generator]:
-    """CPU generators for latents start..stop-1: latent i's is seeded by sha256(f"{seed}:{i}") alone."""
-    out = []
-    for i in range(start, stop):
-        digest = hashlib.sha256(f"{int(seed)}:{i}".encode()).digest()
-        out.append(torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1))
-    return out
 
 
 def draw_noise(generators: list[torch.Generator], shape: tuple[int, ...]) -> torch.Tensor:
@@ -133,25 +105,15 @@ def denoise_from_latents(
     return x
 
 
-class LatentImg2Img:
-    """render() shared by the class-conditional img2img decoders.
+class LatentImg2Img(Img2ImgDecoder):
+    """The batches of `Img2ImgDecoder.render` for class-conditional noise predictors: the DDIM loop above.
 
     Subclasses are dataclasses with fields vae, adapter, scheduler_config, strength,
     num_inference_steps, guidance_scale, eta, batch_size, and provide `predict_noise`,
-    `null_label`, `model_labels` and `check_model`.
+    `null_label`, `model_labels`, `model_device` and `check_model`.
     """
 
-    vae: LatentVAE
-    adapter: VAEInputAdapter
     scheduler_config: dict
-    strength: float
-    num_inference_steps: int
-    guidance_scale: float
-    eta: float
-    batch_size: int
-
-    def __post_init__(self) -> None:
-        check_img2img_params(self.strength, self.num_inference_steps, self.guidance_scale, self.eta, self.batch_size)
 
     @property
     def null_label(self) -> int:
@@ -166,9 +128,14 @@ class LatentImg2Img:
         """(M,) int64 class indices of the model for the synthetic latents' labels."""
         raise NotImplementedError
 
-    def check_model(self, synthetic: SyntheticLatents) -> None:
-        """Raise DataError when the model does not fit the latents (shape, classes)."""
+    @property
+    def model_device(self) -> torch.device:
+        """Where the model's parameters live (batches are moved there)."""
         raise NotImplementedError
+
+    @property
+    def denoising_steps(self) -> int:
+        return denoising_steps(self.strength, self.num_inference_steps)
 
     def make_scheduler(self):
         from diffusers import DDIMScheduler
@@ -176,34 +143,20 @@ class LatentImg2Img:
         # A fresh scheduler per render: set_timesteps changes its state.
         return DDIMScheduler.from_config(self.scheduler_config)
 
-    @torch.no_grad()
-    def render(self, synthetic: SyntheticLatents, *, seed: int = 0) -> SyntheticImages:
-        """(M, c, h, w) latents -> (M, C, H, W) images in [0, 1]; labels, weights and class names carried.
-
-        Deterministic for a seed: latent i's noise depends on (seed, i) only.
-        """
-        plain = VAEDecoder(self.vae, self.adapter, self.batch_size)
-        if denoising_steps(self.strength, self.num_inference_steps) == 0:
-            return plain.render(synthetic, seed=seed)
-        self.check_model(synthetic)
+    def batch_denoiser(self, synthetic: SyntheticLatents) -> BatchDenoiser:
         labels = self.model_labels(synthetic)
         scheduler = self.make_scheduler()
         timesteps = img2img_timesteps(scheduler, self.strength, self.num_inference_steps)
         device = self.model_device
-        parts = []
-        for start in range(0, len(synthetic), self.batch_size):
-            stop = min(start + self.batch_size, len(synthetic))
-            parts.append(denoise_from_latents(
+
+        def denoise(start: int, stop: int, generators: list[torch.Generator]) -> torch.Tensor:
+            return denoise_from_latents(
                 self.predict_noise, synthetic.latents[start:stop].to(device), labels[start:stop].to(device),
                 scheduler=scheduler, timesteps=timesteps, null_label=self.null_label,
-                guidance_scale=self.guidance_scale, eta=self.eta, generators=latent_generators(seed, start, stop),
-            ).cpu())
-        denoised = torch.cat(parts) if parts else synthetic.latents.float()  # (M, c, h, w)
-        return plain.render(dataclasses.replace(synthetic, latents=denoised), seed=seed)
+                guidance_scale=self.guidance_scale, eta=self.eta, generators=generators,
+            )
 
-    @property
-    def model_device(self) -> torch.device:
-        raise NotImplementedError
+        return denoise
 
     def sampler_record(self) -> dict:
         """The img2img part of record(): what fixes the sampling."""

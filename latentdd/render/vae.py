@@ -30,7 +30,8 @@ class VAEDecoder:
         ]
         return SyntheticImages(
             torch.cat(parts), synthetic.labels.clone(), list(synthetic.class_names),
-            weights=synthetic.weights, meta={"method": {"name": synthetic.method, **synthetic.params}},
+            weights=synthetic.weights, soft_labels=synthetic.soft_labels,
+            meta={"method": {"name": synthetic.method, **synthetic.params}},
         )
 
     def record(self) -> dict:

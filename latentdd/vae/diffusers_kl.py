@@ -85,7 +85,8 @@ class DiffusersKL(LatentVAE):
         turns them into instructions)."""
         diffusers = _require_diffusers()
         model = diffusers.AutoencoderKL.from_pretrained(
-            source, subfolder=subfolder, local_files_only=local_files_only, torch_dtype=torch.float32
+            source, subfolder=subfolder, local_files_only=local_files_only, torch_dtype=torch.float32,
+            use_safetensors=True,  # never a pickled .bin
         )
         name = name or (f"{source}/{subfolder}" if subfolder else source)
         return cls(model, name=name, **kwargs).to(device)
