@@ -157,3 +157,59 @@ def test_cli_distils_dm_in_the_pixel_space_and_exports_the_optimised_pixels(tmp_
     first = sorted((out / "images" / "0").glob("*.png"))[0]
     png = np.asarray(Image.open(first), dtype=np.float32) / 255.0
     assert np.abs(png - pixels[0, 0].clamp(0, 1).numpy()).max() <= 0.5 / 255 + 1e-6
+
+
+# ---------------------------------------------------------------------------------------
+# DC / DSA
+
+
+def test_gradient_distance_by_hand():
+    from latentdd.distill.dc import gradient_distance
+
+    # linear (2 units): unit 0 parallel (1 - cos = 0), unit 1 orthogonal (1); the bias is left out
+    g_syn = [torch.tensor([[1.0, 0.0], [0.0, 2.0]]), torch.tensor([5.0, -5.0])]
+    g_real = [torch.tensor([[3.0, 0.0], [1.0, 0.0]]), torch.tensor([1.0, 1.0])]
+    assert float(gradient_distance(g_syn, g_real)) == pytest.approx(1.0, abs=1e-5)
+    # conv (2, 1, 1, 2): each output channel flattened; opposite -> 2, parallel -> 0
+    conv_s = torch.tensor([[[[1.0, 1.0]]], [[[0.0, 1.0]]]])
+    conv_r = torch.tensor([[[[-2.0, -2.0]]], [[[0.0, 3.0]]]])
+    assert float(gradient_distance([conv_s], [conv_r])) == pytest.approx(2.0, abs=1e-5)
+    with pytest.raises(DataError, match="gradient shapes differ"):
+        gradient_distance([conv_s], [conv_r[:1]])
+
+
+def test_one_dc_round_is_sgd_on_the_summed_gradient_distance(latents, monkeypatch):
+    """IPC 1, one outer round, no inner loop: the update is lr * d/dsyn of sum_k D(grad_syn_k, grad_real_k)."""
+    from latentdd.distill.dc import gradient_distance
+
+    nets = _capture_networks(monkeypatch)
+    params = {**TINY, "iterations": 1, "batch_real": 20, "dsa": False, "momentum": 0.0, "outer_loop": 1,
+              "inner_loop": 1}
+    start = make_distiller("dc", **{**params, "lr": 1e-30}).distill(latents, 1, seed=5).latents
+    fresh = [n for n in nets]
+    nets.clear()
+    after = make_distiller("dc", **{**params, "lr": 0.3}).distill(latents, 1, seed=5).latents
+    net = fresh[0]  # the same seed builds the same network; the first run's copy is untouched by the step
+    weights = list(net.parameters())
+    syn = start.clone().requires_grad_(True)
+    loss = 0
+    for k in range(3):
+        y = torch.full((20,), k)
+        g_real = torch.autograd.grad(torch.nn.functional.cross_entropy(net(latents.latents[20 * k : 20 * k + 20]), y),
+                                     weights)
+        g_syn = torch.autograd.grad(torch.nn.functional.cross_entropy(net(syn[k : k + 1]), torch.tensor([k])), weights,
+                                    create_graph=True)
+        loss = loss + gradient_distance(list(g_syn), [g.detach() for g in g_real])
+    (grad,) = torch.autograd.grad(loss, syn)
+    torch.testing.assert_close(after, start - 0.3 * grad, rtol=1e-4, atol=1e-6)
+    assert not torch.equal(after, start)
+
+
+def test_dc_loops_follow_the_reference_table_and_dsa_is_dc_with_augmentation(latents):
+    dc = make_distiller("dc", **{**TINY, "iterations": 1})
+    assert dc.loops(1) == (1, 1) and dc.loops(10) == (10, 50) and dc.loops(50) == (50, 10)
+    assert dc.loops(7) == (7, 71) and dc.loops(100) == (100, 5)
+    syn = make_distiller("dsa", **{**TINY, "iterations": 2, "outer_loop": 2, "inner_loop": 1}).distill(latents, 2, seed=0)
+    assert syn.method == "dsa" and syn.params["dsa"] is True and syn.extras["dsa_strategy"]
+    assert syn.extras["outer_loop"] == 2 and syn.extras["inner_loop"] == 1
+    assert make_distiller("dc").dsa is False and make_distiller("dsa").dsa is True

@@ -2,8 +2,8 @@
 
 Importing this package registers every distiller in `DISTILLERS`, in this order:
 kmeans, kmeans-online (quantize.py), random, herding, kcenter (coreset.py), bacon, idm
-(bacon.py), dm (dm.py). The matching methods (bacon, idm, dm) run on the engine in
-matching.py.
+(bacon.py), dm (dm.py), dc, dsa (dc.py). The matching methods (bacon, idm, dm, dc, dsa)
+run on the engine in matching.py.
 
     from latentdd.distill import make_distiller
     synthetic = make_distiller("kmeans", weights_mode="sqrt").distill(latents, ipc=10, seed=0)
@@ -23,6 +23,7 @@ from latentdd.distill import quantize as _quantize  # noqa: E402,F401  kmeans, k
 from latentdd.distill import coreset as _coreset  # noqa: E402,F401  random, herding, kcenter
 from latentdd.distill import bacon as _bacon  # noqa: E402,F401  bacon, idm
 from latentdd.distill import dm as _dm  # noqa: E402,F401  dm
+from latentdd.distill import dc as _dc  # noqa: E402,F401  dc, dsa
 
 from latentdd.distill.coreset import (  # noqa: E402
     HerdingDistiller,

@@ -386,6 +386,10 @@ class MatchingDistiller:
         """Embeddings of class k (synthetic (m, F) with gradient, real (b, F) without) -> (0-d loss, its terms)."""
         raise NotImplementedError
 
+    def describe(self, run: Run) -> dict:
+        """Settings resolved for this run (defaults that depend on the IPC), for the result's extras."""
+        return {}
+
     def iterate(self, run: Run, syn: torch.nn.Parameter, optimizer: torch.optim.Optimizer, source, it: int,
                 check) -> dict[str, float]:
         """One iteration: a network from the source, every class's loss through it, one step.
@@ -464,7 +468,7 @@ class MatchingDistiller:
             "iterations_per_second": (self.iterations - start) / max(seconds - elapsed, 1e-9),
             "resumed_from": start, "batch_real": run.batch_real, "depth": depth,
             "dsa_strategy": strategy if self.dsa else None, "embedding_features": spec.features,
-            **source.record(), "loss_curve": curve})
+            **source.record(), **self.describe(run), "loss_curve": curve})
 
     # ---- pieces -----------------------------------------------------------------------
 
