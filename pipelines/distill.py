@@ -76,6 +76,7 @@ class LatentSpace:
     record: dict  # dataset and vae parts of the protocol record
     seconds: dict[str, float]
     train_sha256: dict = field(default_factory=dict)  # images_sha256, labels_sha256 of `train` (cachekey.split_sha256)
+    cache_dir: Path | None = None  # latentdd's cache root (fitted VAEs, latents, statistics such as forgetting counts)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latents (n, c, h, w) -> images (n, C, H, W) at the dataset's shape, differentiable."""
@@ -229,7 +230,7 @@ def prepare_latent_space(data: DataConfig, space: LatentSpaceConfig, *, latents_
                 **({"fit_report": {k: vae_report[k] for k in ("test_psnr", "train_seconds", "steps", "cached")}}
                    if vae_report else {})},
     }
-    return LatentSpace(train, test, vae, adapter, latents, record, seconds, train_sha256=content)
+    return LatentSpace(train, test, vae, adapter, latents, record, seconds, train_sha256=content, cache_dir=cache)
 
 
 def check_latent_cache(folder: Path, identity: dict, data: DataConfig, dataset: dict) -> None:
@@ -327,7 +328,8 @@ def distill_to_folder(
             distiller = make_distiller(method, **(params or {}))
             if getattr(distiller, "uses_context", False):  # e.g. bacon: the decoder, checkpoints beside the output
                 chain = checkpoint_dir or out.with_name(f"{out.name}.checkpoint")
-                extra["context"] = DistillContext(decode=space.decode, progress=progress, checkpoint_dir=chain)
+                extra["context"] = DistillContext(decode=space.decode, progress=progress, checkpoint_dir=chain,
+                                                  cache_dir=space.cache_dir)
             synthetic: SyntheticLatents = distiller.distill(space.latents, ipc, seed=seed, **extra)
             distill_seconds = synthetic.extras.get("seconds", time.perf_counter() - t)
         t = time.perf_counter()

@@ -317,7 +317,8 @@ def test_coresets_record_global_indices_on_interleaved_labels():
 # Parameters that keep the optimising distillers to a few cheap iterations in tests.
 FAST = {name: {"iterations": 3, "width": 8, "pool_start": 1, "batch_real": 6, "net_batch": 8, "train_steps": 1}
         for name in ("bacon", "idm")} | {
-            name: {"iterations": 3, "width": 8, "batch_real": 6, "embedding": "latent"} for name in ("dm", "dc", "dsa")}
+            name: {"iterations": 3, "width": 8, "batch_real": 6, "embedding": "latent"} for name in ("dm", "dc", "dsa")} | {
+            "forgetting": {"epochs": 2, "width": 8, "batch": 8}}
 
 
 @pytest.mark.parametrize("name", list(DISTILLERS))
@@ -373,7 +374,8 @@ def test_empty_class_nan_and_bad_ipc_are_refused():
 
 
 def test_registry_lists_distillers_and_their_parameters():
-    assert list(DISTILLERS) == ["kmeans", "kmeans-online", "random", "herding", "kcenter", "bacon", "idm", "dm", "dc", "dsa"]
+    assert list(DISTILLERS) == ["kmeans", "kmeans-online", "random", "herding", "kcenter", "bacon", "idm", "dm", "dc", "dsa",
+                              "forgetting"]
     assert distiller_params("kmeans") == {"backend": "auto", "niter": 100, "restarts": 1,
                                           "weights_mode": "mass", "medoid": False}
     assert distiller_params("herding") == {}

@@ -213,3 +213,39 @@ def test_dc_loops_follow_the_reference_table_and_dsa_is_dc_with_augmentation(lat
     assert syn.method == "dsa" and syn.params["dsa"] is True and syn.extras["dsa_strategy"]
     assert syn.extras["outer_loop"] == 2 and syn.extras["inner_loop"] == 1
     assert make_distiller("dc").dsa is False and make_distiller("dsa").dsa is True
+
+
+# ---------------------------------------------------------------------------------------
+# Forgetting
+
+
+def test_forgetting_events_by_hand():
+    from latentdd.distill.forgetting import _NEVER_LEARNED, forgetting_events
+
+    correct = np.array([[1, 0, 1, 0], [0, 0, 1, 1], [1, 0, 0, 1], [0, 0, 1, 1]], dtype=bool)  # (T=4, N=4)
+    # example 0: 1->0, 1->0: 2 events; 1: never correct; 2: one 1->0; 3: learned, never forgotten
+    assert forgetting_events(correct).tolist() == [2, _NEVER_LEARNED, 1, 0]
+
+
+def test_forgetting_keeps_the_most_forgotten_members_and_caches_the_counts(latents, tmp_path, monkeypatch):
+    from latentdd.distill import forgetting
+
+    counts = np.arange(60) % 7  # a known statistic: the class's largest counts must be chosen
+    monkeypatch.setattr(forgetting.ForgettingDistiller, "_train", lambda self, *a: counts.copy())
+    ctx = DistillContext(cache_dir=tmp_path)
+    syn = make_distiller("forgetting", epochs=1, width=8).distill(latents, 3, seed=0, context=ctx)
+    assert syn.extras["counts_cached"] is False
+    for k in range(3):
+        chosen = syn.extras["indices"][3 * k : 3 * k + 3]
+        assert all(20 * k <= i < 20 * k + 20 for i in chosen)
+        assert sorted(counts[chosen].tolist(), reverse=True) == sorted(counts[20 * k : 20 * k + 20].tolist())[-3:][::-1]
+        torch.testing.assert_close(syn.latents[3 * k : 3 * k + 3], latents.latents[chosen])
+    monkeypatch.setattr(forgetting.ForgettingDistiller, "_train", lambda self, *a: pytest.fail("trained again"))
+    again = make_distiller("forgetting", epochs=1, width=8).distill(latents, 2, seed=1, context=ctx)
+    assert again.extras["counts_cached"] is True
+
+
+def test_forgetting_trains_a_real_network_and_counts_events(latents):
+    syn = make_distiller("forgetting", epochs=3, width=8, batch=8).distill(latents, 2, seed=0)
+    assert syn.method == "forgetting" and len(syn.extras["indices"]) == 6
+    assert syn.extras["forgetting_events"] and syn.extras["never_learned"] >= 0

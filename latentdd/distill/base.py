@@ -48,11 +48,14 @@ class DistillContext:
         differentiable (the frozen VAE decoder and the input adapter's inverse).
     checkpoint_dir: where a long optimisation checkpoints and resumes from (None: never).
     progress: show a progress bar.
+    cache_dir: where statistics of the real data that any run may reuse are cached by content
+        (the forgetting counts; None: never cached).
     """
 
     decode: Callable[[torch.Tensor], torch.Tensor] | None = None
     checkpoint_dir: str | Path | None = None
     progress: bool = False
+    cache_dir: str | Path | None = None
 
 
 DISTILLERS: dict[str, type] = {}
