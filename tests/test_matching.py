@@ -249,3 +249,40 @@ def test_forgetting_trains_a_real_network_and_counts_events(latents):
     syn = make_distiller("forgetting", epochs=3, width=8, batch=8).distill(latents, 2, seed=0)
     assert syn.method == "forgetting" and len(syn.extras["indices"]) == 6
     assert syn.extras["forgetting_events"] and syn.extras["never_learned"] >= 0
+
+
+# ---------------------------------------------------------------------------------------
+# Network bank
+
+
+def test_network_bank_trains_once_snapshots_and_is_reused_from_its_cache(latents, tmp_path, monkeypatch):
+    bank = {"networks": "bank", "bank_nets": 2, "bank_steps": (0, 2, 4), "bank_batch": 8}
+    ctx = DistillContext(cache_dir=tmp_path)
+    first = make_distiller("bacon", **{**TINY, **bank, "pool_start": 1, "net_batch": 8}).distill(
+        latents, 2, seed=0, context=ctx)
+    assert first.extras["networks"] == "network bank" and first.extras["bank_snapshots"] == 6
+    assert first.extras["bank_cached"] is False and len(list((tmp_path / "network_bank").glob("*.safetensors"))) == 1
+    monkeypatch.setattr(matching.InLoopPool, "_train", lambda *a: pytest.fail("the bank trained again"))
+    again = make_distiller("bacon", **{**TINY, **bank, "pool_start": 1, "net_batch": 8}).distill(
+        latents, 2, seed=0, context=ctx)
+    assert again.extras["bank_cached"] is True and torch.equal(again.latents, first.latents)
+    dm = make_distiller("dm", **TINY, **bank).distill(latents, 2, seed=0, context=ctx)  # same bank, another method
+    assert dm.extras["bank_cached"] is True
+    with pytest.raises(DataError, match="networks must be method .* or bank"):
+        make_distiller("dm", networks="pool")
+
+
+def test_bank_snapshots_differ_along_training(latents, monkeypatch):
+    drawn = []
+    original = matching.NetworkBank.next
+
+    def next_(self, it):
+        net = original(self, it)
+        drawn.append(tuple(net.model.features[0].weight.flatten()[:4].tolist()))
+        return net
+
+    monkeypatch.setattr(matching.NetworkBank, "next", next_)
+    syn = make_distiller("dm", **{**TINY, "iterations": 6}, networks="bank", bank_nets=1, bank_steps=(0, 5),
+                         bank_batch=8).distill(latents, 2, seed=0)
+    assert syn.extras["bank_snapshots"] == 2
+    assert len(set(drawn)) == 2  # both the untrained and the trained snapshot were drawn, and they differ

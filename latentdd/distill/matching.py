@@ -152,19 +152,19 @@ class InLoopPool:
 
     def after_step(self, run: Run) -> None:
         for _ in range(self.train_nets):
-            self._train(self.nets[int(torch.randint(len(self.nets), (1,), generator=self.gen))], run)
+            self._train(self.nets[int(torch.randint(len(self.nets), (1,), generator=self.gen))], run, self.gen)
 
-    def _train(self, net: Net, run: Run) -> None:
+    def _train(self, net: Net, run: Run, gen: torch.Generator) -> None:
         """`train_steps` SGD steps on random real batches of every class; sets the running accuracy."""
         if self.train_steps == 0:
             return
         correct = seen = 0
         for _ in range(self.train_steps):
-            pick = run.all_members[torch.randint(len(run.all_members), (self.batch,), generator=self.gen)]
+            pick = run.all_members[torch.randint(len(run.all_members), (self.batch,), generator=gen)]
             with torch.no_grad():
                 x = run.inputs.real(pick)  # (b, C, S, S)
                 if run.augment is not None:
-                    x = run.augment(x, self.gen)
+                    x = run.augment(x, gen)
             y = run.all_labels[pick]
             logits = net.model(x)
             loss = F.cross_entropy(logits, y)
@@ -189,6 +189,70 @@ class InLoopPool:
 
     def record(self) -> dict:
         return {"networks": "in-loop pool", "pool_size": len(self.nets), "pool_add_every": self.add_every}
+
+
+class NetworkBank:
+    """Networks trained on the real data ONCE, snapshotted at several points of their training and
+    cached by content; each iteration samples one snapshot. It stands in for the in-loop pool (whose
+    training is most of BACON/IDM's cost) and gives DM trained networks besides random ones.
+
+    snapshots: [(state_dict, train accuracy % over the steps before the snapshot)].
+    """
+
+    def __init__(self, spec: NetSpec, gen: torch.Generator, snapshots: list[tuple[dict, float]],
+                 cached: bool) -> None:
+        self.gen, self.snapshots, self.cached = gen, snapshots, cached
+        self.model = spec.build(torch.Generator().manual_seed(0))  # weights come from the snapshots
+
+    @classmethod
+    def load_or_train(cls, spec: NetSpec, run: Run, *, nets: int, steps: tuple[int, ...], lr: float,
+                      momentum: float, weight_decay: float, batch: int, cache_dir: str | Path | None,
+                      progress: bool) -> NetworkBank:
+        settings = {"spec": dataclasses.asdict(spec), "nets": nets, "steps": list(steps), "lr": lr,
+                    "momentum": momentum, "weight_decay": weight_decay, "batch": batch,
+                    "dsa": None if run.augment is None else run.augment.config.strategy}
+        key = content_key("network-bank", settings=settings, inputs=tensor_sha256(run.inputs.rows),
+                          labels=tensor_sha256(run.all_labels))
+        path = Path(cache_dir) / "network_bank" / f"{key[:24]}.safetensors" if cache_dir else None
+        state = read_state(path) if path is not None else None
+        if state is not None and state.get("key") == key:
+            return cls(spec, run.gen, [(s["model"], s["accuracy"]) for s in state["snapshots"]], True)
+        gen = torch.Generator().manual_seed(0)  # a bank depends on the data and its settings, not the run's seed
+        pool = InLoopPool(spec, gen, start=nets, add_every=1, max_size=nets, train_nets=0, train_steps=1, lr=lr,
+                          momentum=momentum, weight_decay=weight_decay, batch=batch)
+        snapshots = []
+        bar = progress_bar(total=nets * max(steps), desc="network bank", disable=not progress, unit="step")
+        for net in pool.nets:
+            done = 0
+            for target in sorted(set(steps)):
+                pool.train_nets, pool.train_steps = 0, target - done
+                if target > done:
+                    pool._train(net, run, gen)
+                    bar.update(target - done)
+                done = target
+                snapshots.append(({k: v.clone() for k, v in net.model.state_dict().items()}, net.accuracy))
+        bar.close()
+        if path is not None:
+            save_state(path, {"key": key, "settings": settings,
+                              "snapshots": [{"model": m, "accuracy": a} for m, a in snapshots]})
+        return cls(spec, run.gen, snapshots, False)
+
+    def next(self, it: int) -> Net:
+        weights, accuracy = self.snapshots[int(torch.randint(len(self.snapshots), (1,), generator=self.gen))]
+        self.model.load_state_dict(weights)
+        return Net(self.model, None, accuracy)
+
+    def after_step(self, run: Run) -> None:
+        pass
+
+    def state(self) -> dict:
+        return {}
+
+    def load(self, state: dict) -> None:
+        pass
+
+    def record(self) -> dict:
+        return {"networks": "network bank", "bank_snapshots": len(self.snapshots), "bank_cached": self.cached}
 
 
 # ---------------------------------------------------------------------------------------
@@ -328,6 +392,10 @@ class MatchingDistiller:
     divergence: stop with advice once a synthetic value exceeds this many times the largest
         absolute value of the initial set (lr far too large).
     checkpoint_every: iterations between checkpoints and curve points.
+    networks: "method" (the method's own source: fresh networks for DM/DC, the in-loop pool for
+        BACON/IDM) or "bank" (`NetworkBank`: bank_nets networks trained once on the real inputs with
+        SGD lr bank_lr, momentum 0.9, batch bank_batch, DSA when dsa is on, snapshotted after each
+        of bank_steps steps, cached by content under the context's cache_dir).
     factor: factorization (IDM/BACON's --aug 2; 1 = off): each stored latent holds factor**2
         sub-latents, initialised from factor**2 * IPC real latents (or centroids) per class,
         average-pooled and tiled; the matching sees the tiles upsampled back to full size.
@@ -352,6 +420,11 @@ class MatchingDistiller:
     divergence: float = 1e3
     checkpoint_every: int = 100
     factor: int = 1
+    networks: str = "method"
+    bank_nets: int = 4
+    bank_steps: tuple[int, ...] = (0, 50, 100, 200, 400)
+    bank_lr: float = 0.01
+    bank_batch: int = 256
 
     # Checked in __post_init__: positive integers, of which these may be None.
     _positive: ClassVar[tuple[str, ...]] = ("iterations", "width", "checkpoint_every", "factor", "batch_real",
@@ -372,6 +445,13 @@ class MatchingDistiller:
             raise DataError(f"{self.name} lr must be > 0; got {self.lr!r}")
         if not self.divergence > 1:
             raise DataError(f"{self.name} divergence must be > 1; got {self.divergence!r}")
+        if self.networks not in ("method", "bank"):
+            raise DataError(f"{self.name} networks must be method (its own source) or bank; got {self.networks!r}")
+        steps = tuple(self.bank_steps)
+        if isinstance(self.bank_nets, bool) or not isinstance(self.bank_nets, int) or self.bank_nets < 1 or not steps \
+                or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in steps) or not self.bank_lr > 0:
+            raise DataError(f"{self.name} bank_nets must be a positive integer, bank_steps non-negative step counts "
+                            f"and bank_lr > 0; got {self.bank_nets!r}, {self.bank_steps!r}, {self.bank_lr!r}")
 
     # ---- hooks ------------------------------------------------------------------------
 
@@ -430,7 +510,13 @@ class MatchingDistiller:
 
         syn = torch.nn.Parameter(self._initial(latents, members, ipc, seed, gen))  # (K*ipc, c, h, w)
         optimizer = self._make_optimizer(syn)
-        source = self.network_source(spec, run)
+        if self.networks == "bank":
+            source = NetworkBank.load_or_train(spec, run, nets=self.bank_nets, steps=tuple(self.bank_steps),
+                                               lr=self.bank_lr, momentum=0.9, weight_decay=5e-4,
+                                               batch=self.bank_batch, cache_dir=context.cache_dir,
+                                               progress=context.progress)
+        else:
+            source = self.network_source(spec, run)
         curve: list[dict] = []
         start, elapsed = 0, 0.0
         key = self._checkpoint_key(latents, ipc, seed)
