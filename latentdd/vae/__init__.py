@@ -154,7 +154,8 @@ def _from_pretrained(
         raise LatentDDError(f"{name} is a diffusers {class_name}; supported VAE classes: {supported}")
     if wrapper is DiffusersKL:
         return DiffusersKL.from_pretrained(source, subfolder=subfolder, local_files_only=cache_only, name=name, **size)
-    model = _diffusers().AutoencoderTiny.from_pretrained(source, subfolder=subfolder, local_files_only=cache_only)
+    model = _diffusers().AutoencoderTiny.from_pretrained(source, subfolder=subfolder, local_files_only=cache_only,
+                                                        use_safetensors=True)  # never a pickled .bin
     return DiffusersTiny(model.float(), name=name, **size)
 
 
