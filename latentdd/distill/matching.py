@@ -152,14 +152,15 @@ class InLoopPool:
 
     def after_step(self, run: Run) -> None:
         for _ in range(self.train_nets):
-            self._train(self.nets[int(torch.randint(len(self.nets), (1,), generator=self.gen))], run, self.gen)
+            self._train(self.nets[int(torch.randint(len(self.nets), (1,), generator=self.gen))], run, self.gen,
+                        self.train_steps)
 
-    def _train(self, net: Net, run: Run, gen: torch.Generator) -> None:
-        """`train_steps` SGD steps on random real batches of every class; sets the running accuracy."""
-        if self.train_steps == 0:
+    def _train(self, net: Net, run: Run, gen: torch.Generator, steps: int) -> None:
+        """`steps` SGD steps on random real batches of every class; sets the running accuracy."""
+        if steps == 0:
             return
         correct = seen = 0
-        for _ in range(self.train_steps):
+        for _ in range(steps):
             pick = run.all_members[torch.randint(len(run.all_members), (self.batch,), generator=gen)]
             with torch.no_grad():
                 x = run.inputs.real(pick)  # (b, C, S, S)
@@ -218,17 +219,15 @@ class NetworkBank:
         if state is not None and state.get("key") == key:
             return cls(spec, run.gen, [(s["model"], s["accuracy"]) for s in state["snapshots"]], True)
         gen = torch.Generator().manual_seed(0)  # a bank depends on the data and its settings, not the run's seed
-        pool = InLoopPool(spec, gen, start=nets, add_every=1, max_size=nets, train_nets=0, train_steps=1, lr=lr,
+        pool = InLoopPool(spec, gen, start=nets, add_every=1, max_size=nets, train_nets=0, train_steps=0, lr=lr,
                           momentum=momentum, weight_decay=weight_decay, batch=batch)
         snapshots = []
         bar = progress_bar(total=nets * max(steps), desc="network bank", disable=not progress, unit="step")
         for net in pool.nets:
             done = 0
             for target in sorted(set(steps)):
-                pool.train_nets, pool.train_steps = 0, target - done
-                if target > done:
-                    pool._train(net, run, gen)
-                    bar.update(target - done)
+                pool._train(net, run, gen, target - done)
+                bar.update(target - done)
                 done = target
                 snapshots.append(({k: v.clone() for k, v in net.model.state_dict().items()}, net.accuracy))
         bar.close()
