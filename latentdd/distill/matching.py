@@ -105,14 +105,11 @@ class NetSpec:
                            norm=self.norm)
 
 
-class FreshNetworks:
-    """A new randomly initialised network every iteration (DM, DC): nothing to train or keep."""
+class _FixedSource:
+    """A network source with nothing to train between iterations and nothing to checkpoint.
 
-    def __init__(self, spec: NetSpec, gen: torch.Generator) -> None:
-        self.spec, self.gen = spec, gen
-
-    def next(self, it: int) -> Net:
-        return Net(self.spec.build(self.gen))
+    Every source provides next(it) -> Net, after_step(run), state() / load(state) (what a
+    checkpoint holds) and record() (what the result's extras say about it)."""
 
     def after_step(self, run: Run) -> None:
         pass
@@ -122,6 +119,16 @@ class FreshNetworks:
 
     def load(self, state: dict) -> None:
         pass
+
+
+class FreshNetworks(_FixedSource):
+    """A new randomly initialised network every iteration (DM, DC): nothing to train or keep."""
+
+    def __init__(self, spec: NetSpec, gen: torch.Generator) -> None:
+        self.spec, self.gen = spec, gen
+
+    def next(self, it: int) -> Net:
+        return Net(self.spec.build(self.gen))
 
     def record(self) -> dict:
         return {"networks": "fresh random ConvNet each iteration"}
@@ -192,7 +199,7 @@ class InLoopPool:
         return {"networks": "in-loop pool", "pool_size": len(self.nets), "pool_add_every": self.add_every}
 
 
-class NetworkBank:
+class NetworkBank(_FixedSource):
     """Networks trained on the real data ONCE, snapshotted at several points of their training and
     cached by content; each iteration samples one snapshot. It stands in for the in-loop pool (whose
     training is most of BACON/IDM's cost) and gives DM trained networks besides random ones.
@@ -240,15 +247,6 @@ class NetworkBank:
         weights, accuracy = self.snapshots[int(torch.randint(len(self.snapshots), (1,), generator=self.gen))]
         self.model.load_state_dict(weights)
         return Net(self.model, None, accuracy)
-
-    def after_step(self, run: Run) -> None:
-        pass
-
-    def state(self) -> dict:
-        return {}
-
-    def load(self, state: dict) -> None:
-        pass
 
     def record(self) -> dict:
         return {"networks": "network bank", "bank_snapshots": len(self.snapshots), "bank_cached": self.cached}
