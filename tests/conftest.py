@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny image files written on the fly."""
+"""Shared fixtures: tiny image files written on the fly, tiny latents, torch on one thread."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 
@@ -40,3 +41,22 @@ def make_class_tree():
         return written
 
     return make
+
+
+@pytest.fixture
+def torch_one_thread():
+    """torch on one thread for the test (tiny networks: a second thread only adds synchronisation)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def latents():
+    """60 tiny latents (2, 4, 4) of 3 classes, 20 each, class k shifted by k (the matching tests' data)."""
+    from latentdd.latents.types import Latents
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 2, 4, 4, generator=g) + torch.arange(3).repeat_interleave(20).view(-1, 1, 1, 1)
+    return Latents(x, torch.arange(3).repeat_interleave(20), ["a", "b", "c"])

@@ -10,25 +10,12 @@ import torch.nn.functional as F
 from latentdd.distill import DistillContext, make_distiller, matching
 from latentdd.errors import DataError
 from latentdd.evaluate.factorization import tile
-from latentdd.latents.types import Latents
 
 TINY = {"iterations": 6, "width": 8, "pool_start": 2, "pool_add_every": 2, "pool_max": 3, "batch_real": 8,
         "net_batch": 16, "train_steps": 1, "checkpoint_every": 1}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def latents():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(60, 2, 4, 4, generator=g) + torch.arange(3).repeat_interleave(20).view(-1, 1, 1, 1)
-    return Latents(x, torch.arange(3).repeat_interleave(20), ["a", "b", "c"])
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def decode(z: torch.Tensor) -> torch.Tensor:

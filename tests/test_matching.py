@@ -19,19 +19,7 @@ from latentdd.vae import PixelVAE, load_vae
 TINY = {"iterations": 4, "width": 8, "batch_real": 8, "checkpoint_every": 1, "embedding": "latent"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def latents():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(60, 2, 4, 4, generator=g) + torch.arange(3).repeat_interleave(20).view(-1, 1, 1, 1)
-    return Latents(x, torch.arange(3).repeat_interleave(20), ["a", "b", "c"])
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _capture_networks(monkeypatch) -> list[ConvNet]:

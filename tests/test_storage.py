@@ -43,15 +43,21 @@ def test_a_planted_pickle_checkpoint_is_never_loaded(tmp_path, name):
     assert not flag.exists() and syn.extras["resumed_from"] == 0
 
 
-@pytest.mark.bad_input
-@pytest.mark.parametrize("kind", ["folder", "file"])
-def test_distill_overwrite_refuses_what_latentdd_did_not_write_before_any_work(tmp_path, kind):
+def _foreign_out(tmp_path, kind: str):
+    """An --out latentdd did not write: a folder holding data.txt, or a plain file; both hold "precious"."""
     out = tmp_path / "notours"
     if kind == "folder":
         out.mkdir()
         (out / "data.txt").write_text("precious")
     else:
         out.write_text("precious")
+    return out
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("kind", ["folder", "file"])
+def test_distill_overwrite_refuses_what_latentdd_did_not_write_before_any_work(tmp_path, kind):
+    out = _foreign_out(tmp_path, kind)
     with pytest.raises(LatentDDError, match="refusing to replace"):
         distill_to_folder(None, "kmeans", 1, 0, out, overwrite=True)  # space None: fails before using it
     assert (out / "data.txt" if kind == "folder" else out).read_text() == "precious"
@@ -152,12 +158,7 @@ def test_run_calibrate_and_encode_refuse_an_out_latentdd_did_not_write(tmp_path,
     from latentdd.cli import main
     from pipelines import calibrate
 
-    out = tmp_path / "notours"
-    if kind == "folder":
-        out.mkdir()
-        (out / "data.txt").write_text("precious")
-    else:
-        out.write_text("precious")
+    out = _foreign_out(tmp_path, kind)
     _no_fitting(monkeypatch)
     monkeypatch.setattr(calibrate, "random_real", lambda *a, **k: pytest.fail("calibrate started before the check"))
     cache = ["--cache-dir", str(tmp_path / "cache")]

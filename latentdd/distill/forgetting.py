@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from latentdd.cachekey import content_key, tensor_sha256
+from latentdd.config import positive_int
 from latentdd.distill.base import (
     DistillContext,
     assemble,
@@ -80,10 +81,8 @@ class ForgettingDistiller:
     def __post_init__(self) -> None:
         if self.embedding not in EMBEDDINGS:
             raise DataError(f"forgetting embedding must be one of {', '.join(EMBEDDINGS)}; got {self.embedding!r}")
-        for field in ("epochs", "batch", "width") + (("depth",) if self.depth is not None else ()):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise DataError(f"forgetting {field} must be a positive integer; got {value!r}")
+        for field in ("epochs", "batch", "width", "depth"):
+            positive_int(getattr(self, field), f"forgetting {field}", optional=field == "depth")
         if not self.lr > 0:
             raise DataError(f"forgetting lr must be > 0; got {self.lr!r}")
 

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from latentdd.cachekey import content_key, tensor_sha256
+from latentdd.config import positive_int
 from latentdd.distill.base import DistillContext, assemble, check_distill_input, class_points, uniform_weights
 from latentdd.distill.quantize import KMeansDistiller, quantization_error
 from latentdd.errors import DataError
@@ -433,11 +434,7 @@ class MatchingDistiller:
             if getattr(self, field) not in allowed:
                 raise DataError(f"{self.name} {field} must be one of {', '.join(allowed)}; got {getattr(self, field)!r}")
         for field in self._positive:
-            value = getattr(self, field)
-            if value is None and field in self._optional:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise DataError(f"{self.name} {field} must be a positive integer; got {value!r}")
+            positive_int(getattr(self, field), f"{self.name} {field}", optional=field in self._optional)
         if not self.lr > 0:
             raise DataError(f"{self.name} lr must be > 0; got {self.lr!r}")
         if not self.divergence > 1:
