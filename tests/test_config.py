@@ -10,6 +10,7 @@ import yaml
 
 from latentdd.cli import SECTIONS, _data_config, _decoder_config, _eval_config, _latent_config, _run_setup, main, make_parser
 from latentdd.config import BaselineConfig, DataConfig, DistillConfig, build, check_sections, load_yaml
+from latentdd.distill import make_distiller
 from latentdd.evaluate import EvalConfig
 from pipelines.calibrate import CalibrateConfig
 from pipelines.distill import DecoderConfig, LatentSpaceConfig
@@ -126,3 +127,15 @@ def test_run_method_params_are_coerced_before_work():
     config = build(RunConfig, {"methods": [{"method": "bacon", "params": {"ce_weight": "1e-3", "factor": "2"}}]},
                    section="run")
     assert config.specs()[0].params == {"ce_weight": 0.001, "factor": 2}
+
+
+def test_a_bare_method_name_takes_runs_measured_settings_and_a_mapping_exactly_its_params():
+    from pipelines.run import RUN_SETTINGS
+
+    bare, mapped, plain = build(RunConfig, {"methods": ["dm", {"method": "dm", "params": {"lr": "0.5"}}, "kmeans"]},
+                                section="run").specs()
+    assert (bare.label, bare.params) == ("dm", RUN_SETTINGS["dm"])
+    assert RUN_SETTINGS["dm"]["iterations"] < make_distiller("dm").iterations  # the CPU's count, not the reference's
+    assert (mapped.label, mapped.params) == ("dm-lr=0.5", {"lr": 0.5})
+    assert (plain.label, plain.params) == ("kmeans", {})
+    assert [spec.label for spec in RunConfig().specs()] == ["dm", "kmeans"]
