@@ -119,17 +119,22 @@ def _eval_config(args, raw: dict):
     protocol = flags.pop("protocol") or yaml_eval.pop("protocol", None) or "dsa"
     yaml_eval.pop("protocol", None)
     check_key(protocol, PROTOCOLS, "evaluator.protocol (--protocol)", what="protocol")
-    return build(EvalConfig, PROTOCOLS[protocol], yaml_eval, flags, section="evaluator"), protocol
+    return build(EvalConfig, PROTOCOLS[protocol] | {"protocol": protocol}, yaml_eval, flags, section="evaluator"), protocol
 
 
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("evaluator")
-    g.add_argument("--protocol", dest="eval_protocol", choices=("dsa", "dc"),
-                   help="dsa: 1000 epochs with DSA (default); dc: 300 epochs, no augmentation")
-    g.add_argument("--model", dest="eval_model", choices=("convnet", "resnet18"))
+    from latentdd.evaluate.convnet import CONVNET_NORMS, MODELS
+    from latentdd.evaluate.protocols import PROTOCOLS
+
+    g.add_argument("--protocol", dest="eval_protocol", choices=tuple(PROTOCOLS),
+                   help="dsa: 1000 epochs with DSA (default); dc: 300 epochs, no augmentation; soft: a teacher's soft "
+                        "labels on every augmented batch (AdamW, cosine, 300 epochs, crop/flip/CutMix); minimax: hard "
+                        "labels, SGD + MultiStepLR, epochs by IPC, crop/flip/CutMix")
+    g.add_argument("--model", dest="eval_model", choices=tuple(MODELS), help="student architecture (default convnet)")
     g.add_argument("--depth", dest="eval_depth", type=int, help="ConvNet depth (default by image size)")
-    g.add_argument("--width", dest="eval_width", type=int)
-    g.add_argument("--norm", dest="eval_norm", choices=("instancenorm", "batchnorm", "layernorm", "groupnorm", "none"))
+    g.add_argument("--width", dest="eval_width", type=int, help="channels of the first stage (default: the model's)")
+    g.add_argument("--norm", dest="eval_norm", choices=CONVNET_NORMS, help="default: the model's (instancenorm)")
     g.add_argument("--epochs", dest="eval_epochs", type=int)
     g.add_argument("--lr", dest="eval_lr", type=float)
     g.add_argument("--batch-size", dest="eval_batch_size", type=int)

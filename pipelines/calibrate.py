@@ -71,7 +71,7 @@ def run_calibration(data: DataConfig, config: CalibrateConfig, out: Path, *, pro
         for ipc in ipcs:
             path = out / "reports" / f"random_{protocol}_ipc{ipc}.json"
             eval_cfg = EvalConfig.preset(protocol, **(config.evaluator | {"num_eval": config.num_eval[protocol]}))
-            key = content_key("calibrate-random", evaluator=eval_cfg, ipc=ipc, seed=config.seed, data=data_key)
+            key = content_key("calibrate-random", evaluator=eval_cfg.identity(), ipc=ipc, seed=config.seed, data=data_key)
             report = _reusable(path, key)
             if report is None:
                 dataset = dataset_record(data, train, test)
@@ -112,7 +112,7 @@ def _random_real_runs(train, test, ipc, eval_cfg: EvalConfig, seed, mean, std, f
     for i in range(eval_cfg.num_eval):
         run_path = path.with_suffix(f".run{i}.json")
         cfg = dataclasses.replace(eval_cfg, num_eval=1, seed=seed + i)
-        key = content_key("calibrate-random-run", evaluator=cfg, ipc=ipc, subset_seed=seed + i, data=data_key)
+        key = content_key("calibrate-random-run", evaluator=cfg.identity(), ipc=ipc, subset_seed=seed + i, data=data_key)
         run = _reusable(run_path, key)
         if run is None:
             subset = random_real(train, ipc, seed + i)
@@ -143,7 +143,7 @@ def _full_data(train, test, mean, std, data: DataConfig, config: CalibrateConfig
     path = out / "reports" / f"full_data_{config.full_data_epochs}ep.json"
     eval_cfg = EvalConfig(**(config.evaluator | {"epochs": config.full_data_epochs, "dsa": False, "num_eval": 1,
                                                   "seed": config.seed}))
-    key = content_key("calibrate-full", evaluator=eval_cfg, data=data_key)
+    key = content_key("calibrate-full", evaluator=eval_cfg.identity(), data=data_key)
     report = _reusable(path, key)
     if report is None:
         t0 = time.perf_counter()

@@ -312,7 +312,7 @@ def _evaluate(images: Path, label: str, ipc: int, *, use_weights: bool, test, ev
     path = reports / f"{folder.name}{'_weighted' if weighted else ''}{'_val' if on_val else ''}.json"
     cfg = replace(evaluator, use_weights=weighted, factor=evaluator.factor if factor is None else factor)
     manifest = read_manifest(images)
-    inputs = {"evaluator": dataclasses.asdict(cfg), "images": images_key(manifest), "data": data_key}
+    inputs = {"evaluator": cfg.identity(), "images": images_key(manifest), "data": data_key}
     if on_val:
         inputs["evaluated_on"] = f"val ({len(test)} images)"
     inputs = _as_json(inputs)

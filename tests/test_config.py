@@ -89,7 +89,7 @@ CODE_DEFAULTS = {
     "decoder_strength": DecoderConfig.strength, "decoder_num_inference_steps": DecoderConfig.num_inference_steps,
     "decoder_guidance_scale": DecoderConfig.guidance_scale, "decoder_eta": DecoderConfig.eta,
     "decoder_batch_size": DecoderConfig.batch_size, "full_data_epochs": CalibrateConfig.full_data_epochs,
-    "split": "train",
+    "split": "train", "eval_model": EvalConfig.model,
 }
 
 
