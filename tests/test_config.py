@@ -11,6 +11,7 @@ import yaml
 from latentdd.cli import SECTIONS, _data_config, _decoder_config, _eval_config, _latent_config, _run_setup, main, make_parser
 from latentdd.config import BaselineConfig, DataConfig, DistillConfig, build, check_sections, load_yaml
 from latentdd.evaluate import EvalConfig
+from latentdd.evaluate.teacher import TeacherConfig
 from pipelines.calibrate import CalibrateConfig
 from pipelines.distill import DecoderConfig, LatentSpaceConfig
 from pipelines.run import RunConfig
@@ -89,7 +90,9 @@ CODE_DEFAULTS = {
     "decoder_strength": DecoderConfig.strength, "decoder_num_inference_steps": DecoderConfig.num_inference_steps,
     "decoder_guidance_scale": DecoderConfig.guidance_scale, "decoder_eta": DecoderConfig.eta,
     "decoder_batch_size": DecoderConfig.batch_size, "full_data_epochs": CalibrateConfig.full_data_epochs,
-    "split": "train", "eval_model": EvalConfig.model,
+    "split": "train", "eval_model": EvalConfig.model, "teacher_source": TeacherConfig.source,
+    **{f"teacher_{name}": getattr(TeacherConfig, name) for name in ("model", "width", "epochs", "lr", "batch_size",
+                                                                    "seed", "cache_dir")},
 }
 
 
