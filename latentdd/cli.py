@@ -31,7 +31,7 @@ from latentdd.errors import DataError, LatentDDError
 COMPARE_DEFAULTS = {"methods": ["bacon", "kmeans", "idm", "random", "herding"], "ipcs": [1, 10]}
 
 # The top-level sections of a --config file each command reads; any other is an error.
-_RUN_SECTIONS = ("dataset", "latent", "decoder", "evaluator", "run", "out")
+_RUN_SECTIONS = ("dataset", "latent", "decoder", "evaluator", "teacher", "run", "out")
 SECTIONS = {
     "datasets": (),
     "baseline": ("dataset", "baseline"),
@@ -518,7 +518,8 @@ def cmd_run(args, raw) -> int:
 
     data, space, decoder, evaluator, config, out = _run_setup(args, raw, num_eval=1, run_defaults={},
                                                               out_default="runs/{dataset}")
-    run(data, space, config, evaluator, out, decoder=decoder, progress=not args.quiet)
+    run(data, space, config, evaluator, out, decoder=decoder, progress=not args.quiet,
+        teacher=_teacher_config(args, raw) if evaluator.loss == "teacher_kl" else None)
     print((out / "results.md").read_text())
     return 0
 
@@ -528,7 +529,8 @@ def cmd_compare(args, raw) -> int:
 
     data, space, decoder, evaluator, config, out = _run_setup(args, raw, num_eval=3, run_defaults=COMPARE_DEFAULTS,
                                                               out_default="runs/{dataset}_compare")
-    compare(data, space, config, evaluator, out, decoder=decoder, progress=not args.quiet)
+    compare(data, space, config, evaluator, out, decoder=decoder, progress=not args.quiet,
+            teacher=_teacher_config(args, raw) if evaluator.loss == "teacher_kl" else None)
     print((out / "results.md").read_text())
     print(f"also in {out}: results.csv, accuracy_vs_ipc.png, grid_<method>.png, and each method's folder")
     return 0

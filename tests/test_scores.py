@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from latentdd.errors import DataError
+from latentdd.evaluate import EvalConfig
 from latentdd.evaluate.scores import hlr, ior, lrs, relative_scores
 
 
@@ -46,3 +47,32 @@ def test_missing_inputs_are_refused():
         hlr([], [80.0])
     with pytest.raises(DataError, match="weight must lie"):
         lrs(1.0, 1.0, weight=2.0)
+
+
+def test_a_run_s_rows_get_ior_against_its_random_subsets_and_hlr_lrs_from_a_calibration(tmp_path):
+    import json
+
+    from pipelines.run import _add_relative_scores, _full_data_accuracy, results_markdown
+
+    rows = [{"method": "kmeans + weights", "ipc": 10, "mean": 80.0, "std": 0.0, "n": 1, "quantization_error": None},
+            {"method": "random-real (pixels) s0", "ipc": 10, "mean": 70.0, "std": 0.0, "n": 1,
+             "quantization_error": None, "subset_of": "random-real (pixels)"},
+            {"method": "random-real (pixels) s1", "ipc": 10, "mean": 74.0, "std": 0.0, "n": 1,
+             "quantization_error": None, "subset_of": "random-real (pixels)"},
+            {"method": "random-real (pixels), 2 subsets", "ipc": 10, "mean": 72.0, "std": 2.0, "n": 2,
+             "training_std": 0.0, "quantization_error": None, "subsets": ["a", "b"]},
+            {"method": "kmeans + weights", "ipc": 1, "mean": 50.0, "std": 0.0, "n": 1, "quantization_error": None}]
+    reports = tmp_path / "cal" / "reports"
+    reports.mkdir(parents=True)
+    (reports / "full_data_10ep.json").write_text(json.dumps({"mean": 90.0, "record": {"dataset": {"name": "digits"}}}))
+    full = _full_data_accuracy(str(tmp_path / "cal"), "digits")
+    _add_relative_scores(rows, full)
+    assert rows[0]["ior"] == pytest.approx(8.0) and rows[0]["hlr"] == pytest.approx(10.0)
+    assert rows[0]["lrs"] == pytest.approx(lrs(8.0, 10.0))
+    assert all(r["ior"] is None for r in rows[1:])  # random real itself, and an IPC without random real
+    table = results_markdown(rows, "digits", EvalConfig(), {"name": "pixel"}, 1.0)
+    assert "| IOR | HLR | LRS |" in table and f"| +8.00 | +10.00 | {lrs(8.0, 10.0):.2f} |" in table
+    with pytest.raises(DataError, match="calibrated 'digits', not 'mnist'"):
+        _full_data_accuracy(str(tmp_path / "cal"), "mnist")
+    with pytest.raises(DataError, match="found 0"):
+        _full_data_accuracy(str(tmp_path), "digits")

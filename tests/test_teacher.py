@@ -219,3 +219,30 @@ def test_the_imagenet_subset_command_runs_offline_end_to_end(tmp_path, monkeypat
     assert evaluator["architecture"] == "resnet18" and evaluator["protocol"] == "soft"
     assert evaluator["teacher"]["class_index"] == [0, 217] and evaluator["teacher"]["name"] == "torchvision:resnet18"
     assert 0.0 <= evaluator["teacher"]["test_accuracy"] <= 100.0
+
+
+TINY_FIT = ["--set", "image_size=8", "--set", "block_out_channels=[8, 16]", "--set", "norm_num_groups=4",
+            "--set", "latent_channels=2", "--set", "max_steps=20", "--set", "batch_size=64",
+            "--set", "checkpoint_every=0", "--set", "scale_images=256"]
+
+
+def test_run_under_the_soft_protocol_labels_every_set_with_one_teacher_and_scores_it(tmp_path):
+    import yaml
+
+    config = tmp_path / "soft.yaml"
+    config.write_text(yaml.safe_dump({"teacher": {"width": 8, "depth": 2, "epochs": 1,
+                                                  "cache_dir": str(tmp_path / "cache")}}))
+    out = tmp_path / "run"
+    assert main(["run", "--config", str(config), "--dataset", "digits", "--vae", "fit", "--cache-dir",
+                 str(tmp_path / "cache"), *TINY_FIT, "--methods", "kmeans", "--ipc", "2", "--protocol", "soft",
+                 "--epochs", "2", "--width", "8", "--depth", "2", "--compile", "off", "--out", str(out), *QUIET]) == 0
+    rows = json.loads((out / "results.json").read_text())
+    kmeans = next(r for r in rows if r["method"].startswith("kmeans"))
+    randoms = [r["mean"] for r in rows if r.get("subset_of")]
+    assert len(randoms) == 5 and kmeans["ior"] == pytest.approx(kmeans["mean"] - sum(randoms) / 5)
+    assert kmeans["hlr"] is None  # soft labels: HLR needs the hard-label accuracies
+    report = json.loads(open(kmeans["report"]).read())
+    teacher = report["record"]["evaluator"]["teacher"]
+    assert teacher["test_accuracy"] > 10.0 and report["inputs"]["teacher"] == teacher["key"]
+    assert (tmp_path / "cache" / "teacher" / teacher["key"][:16] / "teacher.safetensors").is_file()
+    assert "| IOR | HLR | LRS |" in (out / "results.md").read_text()
