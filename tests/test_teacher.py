@@ -246,3 +246,18 @@ def test_run_under_the_soft_protocol_labels_every_set_with_one_teacher_and_score
     assert teacher["test_accuracy"] > 10.0 and report["inputs"]["teacher"] == teacher["key"]
     assert (tmp_path / "cache" / "teacher" / teacher["key"][:16] / "teacher.safetensors").is_file()
     assert "| IOR | HLR | LRS |" in (out / "results.md").read_text()
+
+
+def test_calibrate_measures_random_real_under_the_soft_protocol_with_its_teacher(tmp_path):
+    from latentdd.config import DataConfig
+    from pipelines.calibrate import CalibrateConfig, run_calibration
+
+    config = CalibrateConfig(runs={"soft": [1], "dc": [1]}, num_eval={"soft": 1, "dc": 1}, full_data_epochs=0,
+                             evaluator={"epochs": 2, "width": 8, "depth": 2, "compile": "off"},
+                             teacher={"width": 8, "depth": 2, "epochs": 1, "cache_dir": str(tmp_path / "cache")})
+    rows = run_calibration(DataConfig(name="digits"), config, tmp_path / "cal", progress=False)
+    soft, dc = rows
+    assert soft["protocol"] == "soft" and soft["teacher_test_accuracy"] > 10.0 and "teacher" not in dc
+    report = json.loads((tmp_path / "cal" / "reports" / "random_soft_ipc1.json").read_text())
+    assert report["record"]["evaluator"]["teacher"]["test_accuracy"] == soft["teacher_test_accuracy"]
+    assert "Soft-label rows: teacher" in (tmp_path / "cal" / "results.md").read_text()
