@@ -197,3 +197,23 @@ def test_bad_protocol_settings_are_refused_with_the_choices():
         EvalConfig(epochs=None)
     with pytest.raises(DataError, match="unset use_soft_labels"):
         EvalConfig.preset("soft", use_soft_labels=True)
+
+
+@pytest.mark.parametrize("path", ["configs/evaluate_soft.yaml", "configs/evaluate_imagenette_soft.yaml"])
+def test_shipped_soft_configs_resolve(path):
+    from pathlib import Path
+
+    from latentdd.cli import _eval_config, _teacher_config, make_parser
+    from latentdd.config import check_sections, load_yaml
+
+    root = Path(__file__).resolve().parents[1]
+    raw = load_yaml(root / path)
+    check_sections(raw, ("dataset", "evaluator", "teacher"), "evaluate")
+    args = make_parser().parse_args(["evaluate", "--images", "x", "--config", str(root / path)])
+    cfg, protocol = _eval_config(args, raw)
+    teacher = _teacher_config(args, raw)
+    assert protocol == "soft" and cfg.loss == "teacher_kl" and cfg.epochs == 300
+    if "imagenette" in path:
+        assert cfg.model == "resnet18" and teacher.source == "torchvision:resnet18" and len(teacher.class_map) == 10
+    else:
+        assert teacher.source == "fit" and teacher.width == 64
