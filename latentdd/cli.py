@@ -167,6 +167,11 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--depth", dest="eval_depth", type=int, help="ConvNet depth (default by image size)")
     g.add_argument("--width", dest="eval_width", type=int, help="channels of the first stage (default: the model's)")
     g.add_argument("--norm", dest="eval_norm", choices=CONVNET_NORMS, help="default: the model's (instancenorm)")
+    g.add_argument("--loss", dest="eval_loss", choices=("ce", "teacher_kl"),
+                   help="ce: cross-entropy on the set's labels; teacher_kl: a teacher's soft labels on every augmented "
+                        "batch, e.g. with --protocol dsa (default: the protocol's)")
+    g.add_argument("--temperature", dest="eval_temperature", type=float,
+                   help="teacher_kl: the KL's temperature T (default: the protocol's, 4)")
     g.add_argument("--epochs", dest="eval_epochs", type=int)
     g.add_argument("--lr", dest="eval_lr", type=float)
     g.add_argument("--batch-size", dest="eval_batch_size", type=int)

@@ -217,3 +217,15 @@ def test_shipped_soft_configs_resolve(path):
         assert cfg.model == "resnet18" and teacher.source == "torchvision:resnet18" and len(teacher.class_map) == 10
     else:
         assert teacher.source == "fit" and teacher.width == 64
+
+
+def test_the_teacher_s_loss_can_join_another_preset_from_the_command_line():
+    """The issue's quick trial: the DSA protocol's SGD schedule and augmentation, with a teacher's KL at T = 4."""
+    from latentdd.cli import _eval_config, make_parser
+
+    args = make_parser().parse_args(["evaluate", "--images", "x", "--protocol", "dsa", "--loss", "teacher_kl",
+                                     "--temperature", "2"])
+    cfg, _ = _eval_config(args, {})
+    assert (cfg.loss, cfg.temperature, cfg.dsa, cfg.optimizer, cfg.epochs) == ("teacher_kl", 2.0, True, "sgd", 1000)
+    record = cfg.record(28, flip=True, has_weights=False, has_soft=False)
+    assert record["labels"].startswith("soft: the teacher's") and record["augmentation"].startswith("color_crop")
