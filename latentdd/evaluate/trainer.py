@@ -141,7 +141,7 @@ class EvalConfig:
         out = dataclasses.asdict(self)
         out.pop("protocol")
         for name, default in _LATER_FIELDS.items():
-            if out[name] == default or (isinstance(default, tuple) and tuple(out[name]) == default):
+            if out[name] == default or (isinstance(out[name], (list, tuple)) and tuple(out[name]) == default):
                 out.pop(name)
         spec = MODELS[self.model]
         out["width"], out["norm"] = self.width or spec.width, self.norm or spec.norm
