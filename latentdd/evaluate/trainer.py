@@ -32,8 +32,6 @@ from latentdd.progress import progress_bar
 log = logging.getLogger(__name__)
 
 
-NORMS = ("instancenorm", "batchnorm", "layernorm", "groupnorm", "none")  # latentdd.evaluate.convnet's ConvNet's
-
 # Fields added with the presets of issue 13, and their defaults (today's DSA/DC behaviour): `identity` leaves
 # them out while at these values, so the reports of earlier runs keep their keys.
 _LATER_FIELDS = {"optimizer": "sgd", "schedule": "step", "milestones": (), "gamma": 0.1, "crop_scale": None,
