@@ -10,7 +10,8 @@ overrides. Every resolved field lands in the evaluation record (`EvalConfig.reco
   teacher labels every augmented batch, loss T^2 * KL(teacher_T || student_T) with T = 4,
   AdamW lr 1e-3 wd 0.01, cosine schedule, 300 epochs, per-image RandomResizedCrop with scale
   (0.08, 1) (SRe2L's and RDED's torchvision default) and horizontal flip, CutMix (beta 1)
-  on every batch.
+  on every batch; batch 256 (DD-Ranking's SoftLabelEvaluator default; SRe2L and D4M use 1024
+  on ImageNet-1K: set batch_size there).
 - `minimax`: the hard-label protocol of Minimax / IGD on ImageNet subsets (their train.py and
   argument.py, vimar-gu/MinimaxDiffusion at 62fc435, which IGD reuses): SGD lr 0.01, momentum 0.9,
   wd 5e-4, batch 64, MultiStepLR at 2E//3 and 5E//6 with gamma 0.2, epochs by IPC (3000 at IPC 1,
@@ -37,6 +38,7 @@ PROTOCOLS: dict[str, dict] = {
     "dsa": {"epochs": 1000, "dsa": True},
     "dc": {"epochs": 300, "dsa": False},
     "soft": {"epochs": 300, "dsa": False, "optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01, "momentum": 0.0,
+             "batch_size": 256,
              "schedule": "cosine", "crop_scale": (0.08, 1.0), "hflip": True, "cutmix": 1.0, "cutmix_alpha": 1.0,
              "loss": "teacher_kl", "temperature": 4.0},
     "minimax": {"epochs": None, "epochs_by_ipc": MINIMAX_EPOCHS, "dsa": False, "lr": 0.01, "momentum": 0.9,
