@@ -150,6 +150,8 @@ def _add_teacher_source_args(p: argparse.ArgumentParser) -> None:
                    help="pretrained teacher: the ImageNet index of each dataset class")
     g.add_argument("--teacher-imagenet-classes", dest="teacher_imagenet_classes", metavar="FILE",
                    help="pretrained teacher, classes named by WordNet id: an ImageNet class list (LOC_synset_mapping.txt)")
+    g.add_argument("--teacher-input-size", dest="teacher_input_size", type=int,
+                   help="pretrained teacher: resize images to this side first, e.g. 224 (default: the dataset's size)")
     g.add_argument("--teacher-cache-dir", dest="teacher_cache_dir", help="where fitted teachers are cached "
                    "(default: the teacher: section's cache_dir, ~/.cache/latentdd)")
 

@@ -136,6 +136,13 @@ def test_a_pretrained_teacher_keeps_the_dataset_s_classes_of_its_outputs(monkeyp
     torch.testing.assert_close(teacher(x), net(normalised)[:, class_map])
     assert 0.0 <= teacher.record["test_accuracy"] <= 100.0 and not teacher.record["cached"]
     assert pretrained_teacher(config, test).record["cached"]
+    seen = []
+    net.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape))
+    upsampled = pretrained_teacher(TeacherConfig(source="torchvision:resnet18", class_map=class_map, input_size=24,
+                                                 cache_dir=str(tmp_path)), test)
+    seen.clear()
+    upsampled(x)
+    assert seen == [(5, 3, 24, 24)] and upsampled.record["key"] != teacher.record["key"]
     with pytest.raises(DataError, match="2 entries for 10 classes"):
         pretrained_teacher(TeacherConfig(source="torchvision:resnet18", class_map=[0, 1], cache_dir=str(tmp_path)), test)
     with pytest.raises(DataError, match="--teacher-class-map"):

@@ -64,10 +64,13 @@ class TeacherConfig:
     seed: int = 0
     class_map: list[int] | None = None  # pretrained: the ImageNet index of each dataset class
     imagenet_classes: str | None = None  # pretrained, classes named by WordNet id: an ImageNet class list
+    input_size: int | None = None  # pretrained: resize images to this side first (e.g. 224, ImageNet's); None: as they are
     cache_dir: str = "~/.cache/latentdd"
 
     def __post_init__(self) -> None:
         self.eval_config()  # checks model, width, norm, epochs, lr ... as the evaluator does
+        if self.input_size is not None and self.input_size < 1:
+            raise DataError(f"teacher.input_size must be a positive integer; got {self.input_size!r}")
 
     def eval_config(self) -> EvalConfig:
         return EvalConfig(model=self.model, width=self.width, depth=self.depth, norm=self.norm, epochs=self.epochs,
@@ -84,22 +87,28 @@ class Teacher:
 
     `model` sees the images normalised with its own `mean`/`std` (C',) -- the train split's for a
     fitted teacher, ImageNet's for a pretrained one; 1-channel images are repeated to 3 for a
-    3-channel teacher; `class_index` (K,) picks the dataset's classes from a larger output.
+    3-channel teacher; `input_size` resizes them (bilinear, antialiased) to the side the teacher
+    was trained at; `class_index` (K,) picks the dataset's classes from a larger output.
     """
 
     def __init__(self, model: nn.Module, mean: torch.Tensor, std: torch.Tensor, record: dict, *,
-                 class_index: list[int] | None = None, in_channels: int | None = None) -> None:
+                 class_index: list[int] | None = None, in_channels: int | None = None,
+                 input_size: int | None = None) -> None:
         self.model = model.eval()
         self.mean, self.std = mean, std
         self.record = record
         self.class_index = None if class_index is None else torch.tensor(class_index, dtype=torch.long)
         self.in_channels = in_channels
+        self.input_size = input_size
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         x = images.float()
         if self.in_channels == 3 and x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
+        if self.input_size is not None and x.shape[-1] != self.input_size:
+            x = nn.functional.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
+                                          antialias=True, align_corners=False)  # (B, C', input_size, input_size)
         logits = self.model(_normalise(x, self.mean, self.std))
         return logits if self.class_index is None else logits[:, self.class_index]
 
@@ -231,12 +240,13 @@ def pretrained_teacher(config: TeacherConfig, test: LabelledImages) -> Teacher:
     index = _class_index(config, class_names, outputs)
     in_channels = 3
     record = {"name": config.source, "source": config.source, **meta, "class_index": index,
-              "class_names": class_names}
+              "class_names": class_names, "input_size": config.input_size}
     weights_sha = tensor_sha256(*[v for v in model.state_dict().values()])
     key = content_key("teacher-pretrained", source=config.source, weights=weights_sha, class_index=index,
-                      test=_split_identity(test))
+                      test=_split_identity(test), **({"input_size": config.input_size} if config.input_size else {}))
     folder = Path(config.cache_dir).expanduser() / "teacher" / key[:16]
-    teacher = Teacher(model, torch.tensor(mean), torch.tensor(std), record, class_index=index, in_channels=in_channels)
+    teacher = Teacher(model, torch.tensor(mean), torch.tensor(std), record, class_index=index, in_channels=in_channels,
+                      input_size=config.input_size)
     if (folder / _META).is_file():
         teacher.record = json.loads((folder / _META).read_text()) | {"cached": True}
         return teacher
