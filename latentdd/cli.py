@@ -31,11 +31,12 @@ from latentdd.errors import DataError, LatentDDError
 COMPARE_DEFAULTS = {"methods": ["dm", "kmeans", "bacon", "idm", "random", "herding"], "ipcs": [1, 10]}
 
 # The top-level sections of a --config file each command reads; any other is an error.
-_RUN_SECTIONS = ("dataset", "latent", "decoder", "evaluator", "run", "out")
+_RUN_SECTIONS = ("dataset", "latent", "decoder", "evaluator", "teacher", "run", "out")
 SECTIONS = {
     "datasets": (),
     "baseline": ("dataset", "baseline"),
-    "evaluate": ("dataset", "evaluator"),
+    "evaluate": ("dataset", "evaluator", "teacher"),
+    "fit-teacher": ("dataset", "teacher"),
     "fit-vae": ("dataset", "latent"),
     "fit-prior": ("dataset", "latent", "decoder"),
     "encode": ("dataset", "latent"),
@@ -51,7 +52,16 @@ EXAMPLES = {
     "evaluate": (
         "examples:\n  latentdd evaluate --images runs/random_ipc10 --dataset fashion_mnist\n"
         "  latentdd evaluate --images runs/random_ipc10 --dataset fashion_mnist --protocol dc --num-eval 5 --json dc.json\n"
-        "  latentdd evaluate --images my_folder --dataset fashion_mnist --epochs 300 --no-dsa --use-weights"
+        "  latentdd evaluate --images my_folder --dataset fashion_mnist --epochs 300 --no-dsa --use-weights\n"
+        "  latentdd evaluate --images runs/random_ipc10 --dataset fashion_mnist --protocol soft --model resnet18\n"
+        "  latentdd evaluate --images sets/woof_ipc10 --dataset imagefolder --root ~/imagewoof --image-size 128 "
+        "--resize center_crop --protocol soft --teacher torchvision:resnet18 --teacher-imagenet-classes "
+        "LOC_synset_mapping.txt --model resnet18"
+    ),
+    "fit-teacher": (
+        "examples:\n  latentdd fit-teacher --dataset fashion_mnist\n"
+        "  latentdd fit-teacher --dataset fashion_mnist --model resnet18 --epochs 10 --validation 0.1\n"
+        "  latentdd evaluate --images runs/random_ipc10 --dataset fashion_mnist --protocol soft"
     ),
     "fit-vae": "examples:\n  latentdd fit-vae --dataset fashion_mnist\n  latentdd fit-vae --dataset fashion_mnist --set max_steps=3000",
     "fit-prior": (
@@ -119,17 +129,51 @@ def _eval_config(args, raw: dict):
     protocol = flags.pop("protocol") or yaml_eval.pop("protocol", None) or "dsa"
     yaml_eval.pop("protocol", None)
     check_key(protocol, PROTOCOLS, "evaluator.protocol (--protocol)", what="protocol")
-    return build(EvalConfig, PROTOCOLS[protocol], yaml_eval, flags, section="evaluator"), protocol
+    return build(EvalConfig, PROTOCOLS[protocol] | {"protocol": protocol}, yaml_eval, flags, section="evaluator"), protocol
+
+
+def _teacher_config(args, raw: dict, flags: dict | None = None):
+    from latentdd.evaluate.teacher import TeacherConfig
+
+    flags = dict(flags if flags is not None else _section(args, "teacher_"))
+    if flags.get("class_map") is not None:
+        flags["class_map"] = [v.strip() for v in flags["class_map"].split(",")]  # coerced (and checked) by build
+    return build(TeacherConfig, raw.get("teacher"), flags, section="teacher")
+
+
+def _add_teacher_source_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("teacher (protocol soft)")
+    g.add_argument("--teacher", dest="teacher_source", metavar="fit|DIR|torchvision:resnet18",
+                   help="fit: train one on the train split with the `teacher:` settings (cached); DIR: a folder "
+                        "`latentdd fit-teacher` wrote; torchvision:resnet18: ImageNet weights (default: fit)")
+    g.add_argument("--teacher-class-map", dest="teacher_class_map", metavar="I,J,...",
+                   help="pretrained teacher: the ImageNet index of each dataset class")
+    g.add_argument("--teacher-imagenet-classes", dest="teacher_imagenet_classes", metavar="FILE",
+                   help="pretrained teacher, classes named by WordNet id: an ImageNet class list (LOC_synset_mapping.txt)")
+    g.add_argument("--teacher-input-size", dest="teacher_input_size", type=int,
+                   help="pretrained teacher: resize images to this side first, e.g. 224 (default: the dataset's size)")
+    g.add_argument("--teacher-cache-dir", dest="teacher_cache_dir", help="where fitted teachers are cached "
+                   "(default: the teacher: section's cache_dir, ~/.cache/latentdd)")
 
 
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("evaluator")
-    g.add_argument("--protocol", dest="eval_protocol", choices=("dsa", "dc"),
-                   help="dsa: 1000 epochs with DSA (default); dc: 300 epochs, no augmentation")
-    g.add_argument("--model", dest="eval_model", choices=("convnet", "resnet18"))
+    from latentdd.evaluate.convnet import CONVNET_NORMS, MODELS
+    from latentdd.evaluate.protocols import PROTOCOLS
+
+    g.add_argument("--protocol", dest="eval_protocol", choices=tuple(PROTOCOLS),
+                   help="dsa: 1000 epochs with DSA (default); dc: 300 epochs, no augmentation; soft: a teacher's soft "
+                        "labels on every augmented batch (AdamW, cosine, 300 epochs, crop/flip/CutMix); minimax: hard "
+                        "labels, SGD + MultiStepLR, epochs by IPC, crop/flip/CutMix")
+    g.add_argument("--model", dest="eval_model", choices=tuple(MODELS), help="student architecture (default convnet)")
     g.add_argument("--depth", dest="eval_depth", type=int, help="ConvNet depth (default by image size)")
-    g.add_argument("--width", dest="eval_width", type=int)
-    g.add_argument("--norm", dest="eval_norm", choices=("instancenorm", "batchnorm", "layernorm", "groupnorm", "none"))
+    g.add_argument("--width", dest="eval_width", type=int, help="channels of the first stage (default: the model's)")
+    g.add_argument("--norm", dest="eval_norm", choices=CONVNET_NORMS, help="default: the model's (instancenorm)")
+    g.add_argument("--loss", dest="eval_loss", choices=("ce", "teacher_kl"),
+                   help="ce: cross-entropy on the set's labels; teacher_kl: a teacher's soft labels on every augmented "
+                        "batch, e.g. with --protocol dsa (default: the protocol's)")
+    g.add_argument("--temperature", dest="eval_temperature", type=float,
+                   help="teacher_kl: the KL's temperature T (default: the protocol's, 4)")
     g.add_argument("--epochs", dest="eval_epochs", type=int)
     g.add_argument("--lr", dest="eval_lr", type=float)
     g.add_argument("--batch-size", dest="eval_batch_size", type=int)
@@ -198,6 +242,13 @@ def cmd_evaluate(args, raw) -> int:
     synthetic = load_image_folder(args.images, class_names=list(test.class_names), image_size=size,
                                   channels=int(test.load([0]).shape[1]), resize=args.images_resize)
     mean, std = channel_stats(train)
+    teacher = None
+    if cfg.loss == "teacher_kl":
+        from latentdd.evaluate.teacher import describe, resolve_teacher
+
+        teacher = resolve_teacher(_teacher_config(args, raw), train, test,
+                                  val=data.load("val") if data.validation else None, progress=not args.quiet)
+        print(f"teacher {describe(teacher)}")
     manifest_record = _manifest_record(Path(args.images))
     record = protocol_record(
         dataset={"name": data.name, "test_split": f"test ({len(test)} images)", "image_shape": list(synthetic.image_shape),
@@ -209,9 +260,9 @@ def cmd_evaluate(args, raw) -> int:
     )
     record["images"] = str(Path(args.images).resolve())
     report = evaluate_synthetic(synthetic, test, cfg, mean=mean, std=std, flip=dataset_info(data.name).flip_augment,
-                                record=record, progress=not args.quiet)
-    print(f"{data.name} | {len(synthetic)} images | protocol {protocol} ({cfg.epochs} epochs, "
-          f"{'DSA' if cfg.dsa else 'no aug'}) | test accuracy {report.summary()} | runs {report.accuracies}"
+                                record=record, progress=not args.quiet, teacher=teacher)
+    print(f"{data.name} | {len(synthetic)} images | protocol {protocol} ({report.record['evaluator']['epochs']} epochs, "
+          f"{report.record['evaluator']['augmentation']}) | test accuracy {report.summary()} | runs {report.accuracies}"
           + (f" | no images of classes {', '.join(report.record['missing_classes'])}"
              if report.record["missing_classes"] else ""))
     if args.json:
@@ -223,6 +274,21 @@ def cmd_evaluate(args, raw) -> int:
         print(f"report written to {args.json}")
     else:
         print(json.dumps(report.record["evaluator"], indent=None)[:400])
+    return 0
+
+
+def cmd_fit_teacher(args, raw) -> int:
+    from latentdd.evaluate.teacher import describe, fit_teacher
+
+    data = _data_config(args, raw)
+    config = _teacher_config(args, raw, _section(args, "teacher_") | {"source": "fit"})
+    train, test = data.load("train"), data.load("test")
+    teacher = fit_teacher(train, test, config, val=data.load("val") if data.validation else None,
+                          progress=not args.quiet)
+    val = teacher.record.get("val_accuracy")
+    print(f"teacher {describe(teacher)}" + (f"; val accuracy {val:.2f}%" if val is not None else ""))
+    print(f"use it with: latentdd evaluate --images DIR --dataset {data.name} --protocol soft "
+          f"--teacher {teacher.record['directory']}")
     return 0
 
 
@@ -459,7 +525,8 @@ def cmd_run(args, raw) -> int:
 
     data, space, decoder, evaluator, config, out = _run_setup(args, raw, num_eval=1, run_defaults={},
                                                               out_default="runs/{dataset}")
-    run(data, space, config, evaluator, out, decoder=decoder, progress=not args.quiet)
+    run(data, space, config, evaluator, out, decoder=decoder, progress=not args.quiet,
+        teacher=_teacher_config(args, raw) if evaluator.loss == "teacher_kl" else None)
     print((out / "results.md").read_text())
     return 0
 
@@ -469,7 +536,8 @@ def cmd_compare(args, raw) -> int:
 
     data, space, decoder, evaluator, config, out = _run_setup(args, raw, num_eval=3, run_defaults=COMPARE_DEFAULTS,
                                                               out_default="runs/{dataset}_compare")
-    compare(data, space, config, evaluator, out, decoder=decoder, progress=not args.quiet)
+    compare(data, space, config, evaluator, out, decoder=decoder, progress=not args.quiet,
+            teacher=_teacher_config(args, raw) if evaluator.loss == "teacher_kl" else None)
     print((out / "results.md").read_text())
     print(f"also in {out}: results.csv, accuracy_vs_ipc.png, grid_<method>.png, and each method's folder")
     return 0
@@ -522,8 +590,26 @@ def make_parser() -> argparse.ArgumentParser:
                    help="how to bring folder images of another size to the dataset's size (default: refuse)")
     _add_data_args(p)
     _add_eval_args(p)
+    _add_teacher_source_args(p)
     p.add_argument("--json", help="write the report (accuracies, record, resolved config) here")
     p.set_defaults(func=cmd_evaluate)
+
+    p = add("fit-teacher", "Train a teacher (any registered student architecture) on the real train split; cached by "
+                           "content, its test accuracy recorded.")
+    _add_data_args(p)
+    from latentdd.evaluate.convnet import MODELS
+    from latentdd.evaluate.teacher import TeacherConfig as T
+
+    p.add_argument("--model", dest="teacher_model", choices=tuple(MODELS), help=f"architecture (default {T.model})")
+    p.add_argument("--width", dest="teacher_width", type=int, help=f"first-stage channels (default {T.width})")
+    p.add_argument("--depth", dest="teacher_depth", type=int, help="ConvNet depth (default by image size)")
+    p.add_argument("--norm", dest="teacher_norm", help="default: the model's")
+    p.add_argument("--epochs", dest="teacher_epochs", type=int, help=f"epochs over the train split (default {T.epochs})")
+    p.add_argument("--lr", dest="teacher_lr", type=float, help=f"learning rate (default {T.lr})")
+    p.add_argument("--batch-size", dest="teacher_batch_size", type=int, help=f"batch size (default {T.batch_size})")
+    p.add_argument("--seed", dest="teacher_seed", type=int, help=f"initialisation and shuffling seed (default {T.seed})")
+    p.add_argument("--cache-dir", dest="teacher_cache_dir", help=f"cache root (default {T.cache_dir})")
+    p.set_defaults(func=cmd_fit_teacher)
 
     p = add("fit-vae", "Train the small AutoencoderKL used by --vae fit (cached: a second call is instant).")
     _add_data_args(p)

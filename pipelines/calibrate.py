@@ -38,6 +38,7 @@ class CalibrateConfig:
     full_data_epochs: int = 10  # 0 skips training on the whole train split
     seed: int = 0
     evaluator: dict = field(default_factory=dict)  # EvalConfig overrides on top of each protocol (e.g. compile)
+    teacher: dict = field(default_factory=dict)  # TeacherConfig settings for the soft protocol's teacher
 
     def __post_init__(self) -> None:
         for protocol, ipcs in self.runs.items():
@@ -51,6 +52,9 @@ class CalibrateConfig:
             raise DataError(f"calibrate.full_data_epochs must be >= 0 (0 skips); got {self.full_data_epochs!r}")
         overrides = build(EvalConfig, self.evaluator, section="calibrate.evaluator")  # checks keys and values
         self.evaluator = {key: getattr(overrides, key) for key in (str(k).replace("-", "_") for k in self.evaluator)}
+        from latentdd.evaluate.teacher import TeacherConfig
+
+        build(TeacherConfig, self.teacher, section="calibrate.teacher")  # checks keys and values
 
 
 def run_calibration(data: DataConfig, config: CalibrateConfig, out: Path, *, progress: bool = True) -> list[dict]:
@@ -66,23 +70,35 @@ def run_calibration(data: DataConfig, config: CalibrateConfig, out: Path, *, pro
               for name, split in (("train", train), ("test", test))}
     data_key = content_key("calibrate-data", **splits, flip=flip)
     load_seconds = time.perf_counter() - t0
+    teacher = None
+    if any(EvalConfig.preset(p, **config.evaluator).loss == "teacher_kl" for p in config.runs):
+        from latentdd.evaluate.teacher import TeacherConfig, resolve_teacher
+
+        teacher = resolve_teacher(build(TeacherConfig, config.teacher, section="calibrate.teacher"), train, test,
+                                  progress=progress)
     rows = []
     for protocol, ipcs in config.runs.items():
         for ipc in ipcs:
             path = out / "reports" / f"random_{protocol}_ipc{ipc}.json"
             eval_cfg = EvalConfig.preset(protocol, **(config.evaluator | {"num_eval": config.num_eval[protocol]}))
-            key = content_key("calibrate-random", evaluator=eval_cfg, ipc=ipc, seed=config.seed, data=data_key)
+            labeller = teacher if eval_cfg.loss == "teacher_kl" else None
+            # the teacher enters the data key of the soft runs only: the keys of the hard-label runs stay
+            run_key = data_key if labeller is None else content_key("calibrate-data-teacher", data=data_key,
+                                                                    teacher=labeller.record["key"])
+            key = content_key("calibrate-random", evaluator=eval_cfg.identity(), ipc=ipc, seed=config.seed, data=run_key)
             report = _reusable(path, key)
             if report is None:
                 dataset = dataset_record(data, train, test)
                 result = _random_real_runs(train, test, ipc, eval_cfg, config.seed, mean, std, flip, dataset,
-                                           path, data_key, progress)
+                                           path, run_key, progress, teacher=labeller)
                 result.record["stage_seconds"]["load_data"] = load_seconds
                 report = result.to_dict() | {"key": key}
                 atomic_write_json(path, report)
             rows.append({"method": "random", "protocol": protocol, "ipc": ipc, "mean": report["mean"],
                          "std": report["std"], "n": len(report["accuracies"]),
-                         "seconds": sum(report["train_seconds"]), "published": published(data.name, "random", ipc)})
+                         "seconds": sum(report["train_seconds"]), "published": published(data.name, "random", ipc)}
+                        | ({"teacher": labeller.record["name"], "teacher_test_accuracy": labeller.record["test_accuracy"]}
+                           if labeller is not None else {}))
     if config.full_data_epochs > 0:
         rows.append(_full_data(train, test, mean, std, data, config, out, data_key, progress))
     atomic_write_json(out / "results.json", rows)
@@ -100,7 +116,7 @@ def _reusable(path: Path, key: str) -> dict | None:
 
 
 def _random_real_runs(train, test, ipc, eval_cfg: EvalConfig, seed, mean, std, flip, dataset: dict, path: Path,
-                      data_key: str, progress: bool) -> EvalReport:
+                      data_key: str, progress: bool, teacher=None) -> EvalReport:
     """Run i draws its own random subset (seed + i) and trains its own network (seed + i).
 
     The published random-real std (DC) spans different random selections, not only
@@ -112,14 +128,14 @@ def _random_real_runs(train, test, ipc, eval_cfg: EvalConfig, seed, mean, std, f
     for i in range(eval_cfg.num_eval):
         run_path = path.with_suffix(f".run{i}.json")
         cfg = dataclasses.replace(eval_cfg, num_eval=1, seed=seed + i)
-        key = content_key("calibrate-random-run", evaluator=cfg, ipc=ipc, subset_seed=seed + i, data=data_key)
+        key = content_key("calibrate-random-run", evaluator=cfg.identity(), ipc=ipc, subset_seed=seed + i, data=data_key)
         run = _reusable(run_path, key)
         if run is None:
             subset = random_real(train, ipc, seed + i)
             record = protocol_record(dataset=dataset, method=subset.meta["method"], ipc=ipc, evaluator={},
                                      num_eval=1, seeds=[])
             run = evaluate_synthetic(subset, test, cfg, mean=mean, std=std, flip=flip, record=record,
-                                     progress=progress).to_dict() | {"key": key}
+                                     progress=progress, teacher=teacher).to_dict() | {"key": key}
             atomic_write_json(run_path, run)
         runs.append(run)
     record = runs[0]["record"]
@@ -143,7 +159,7 @@ def _full_data(train, test, mean, std, data: DataConfig, config: CalibrateConfig
     path = out / "reports" / f"full_data_{config.full_data_epochs}ep.json"
     eval_cfg = EvalConfig(**(config.evaluator | {"epochs": config.full_data_epochs, "dsa": False, "num_eval": 1,
                                                   "seed": config.seed}))
-    key = content_key("calibrate-full", evaluator=eval_cfg, data=data_key)
+    key = content_key("calibrate-full", evaluator=eval_cfg.identity(), data=data_key)
     report = _reusable(path, key)
     if report is None:
         t0 = time.perf_counter()
@@ -177,14 +193,17 @@ def results_markdown(rows: list[dict], dataset: str) -> str:
         pub = r["published"]
         pub_text = "—" if pub is None else (f"{pub[0]} ± {pub[1]}" if pub[1] is not None else f"{pub[0]}")
         within = "—"
-        if r["protocol"] == "dsa" and pub is not None:
+        if r["protocol"] != "dc" and pub is not None:
             pub_text = f"— (DC protocol: {pub_text})"  # no random-real figure is published under DSA
         elif pub is not None and pub[1] is not None and r["protocol"] == "dc":
             within = "yes" if abs(r["mean"] - pub[0]) <= 2 * pub[1] else "no"
         ipc = r["ipc"] or "all"
         lines.append(f"| {r['method']} | {r['protocol']} | {ipc} | {r['mean']:.2f} ± {r['std']:.2f} (n={r['n']}) "
                      f"| {pub_text} | {within} | {r['seconds']:.0f} |")
+    teachers = {(r["teacher"], r["teacher_test_accuracy"]) for r in rows if r.get("teacher")}
     lines += ["", "Published random-real figures use the DC protocol (300 epochs, no augmentation); "
-              "DSA-protocol rows (1000 epochs, DSA) have no published random-real counterpart.",
+              "rows of the other protocols (dsa: 1000 epochs, DSA; soft; minimax) have no published random-real "
+              "counterpart.",
+              *[f"Soft-label rows: teacher {name}, test accuracy {acc:.2f}%." for name, acc in sorted(teachers)],
               "Every report under reports/ carries its full protocol record."]
     return "\n".join(lines) + "\n"

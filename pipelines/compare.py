@@ -31,11 +31,11 @@ CSV_FIELDS = ("method", "ipc", "mean", "std", "n", "latent_w2", "class_consisten
 
 
 def compare(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator: EvalConfig, out: Path, *,
-            decoder: DecoderConfig | None = None, progress: bool = True) -> list[dict]:
+            decoder: DecoderConfig | None = None, progress: bool = True, teacher=None) -> list[dict]:
     """Run every method (see `pipelines.run.run`), then write the comparison's tables and figures."""
     out = Path(out)
     rows = [_with_costs(row, data.name) for row in run(data, space, config, evaluator, out, decoder=decoder,
-                                                        progress=progress)]
+                                                        progress=progress, teacher=teacher)]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()

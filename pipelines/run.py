@@ -127,6 +127,9 @@ class RunConfig:
     consistency: also report each set's class consistency, the share of its images that a
         ConvNet trained on the whole real train split calls their class
         (`latentdd.evaluate.consistency`; the judge is cached under cache_dir/judge).
+    calibration: a calibration folder of the same dataset; its full-data (hard-label) accuracy
+        gives each set's HLR and LRS (`latentdd.evaluate.scores`) under a hard-label protocol.
+        IOR (vs the random-real subsets of the same IPC and protocol) is always reported.
     """
 
     methods: list = field(default_factory=lambda: ["dm", "kmeans"])  # dm: RUN_SETTINGS
@@ -138,6 +141,7 @@ class RunConfig:
     eval_split: str = "test"
     latents_from: str | None = None
     consistency: bool = False
+    calibration: str | None = None  # a `latentdd calibrate --out` folder: its full-data accuracy gives HLR and LRS
 
     def __post_init__(self) -> None:
         _check_use_weights(self.use_weights)
@@ -174,7 +178,9 @@ def _check_use_weights(value, allow_none: bool = False) -> None:
 
 
 def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator: EvalConfig, out: Path,
-        *, decoder: DecoderConfig | None = None, progress: bool = True) -> list[dict]:
+        *, decoder: DecoderConfig | None = None, progress: bool = True, teacher=None) -> list[dict]:
+    """The main job (see the module docstring); `teacher` (a TeacherConfig): the soft protocol's teacher
+    (default: fitted on the train split, cached)."""
     # Missing, empty or latentdd's, and writable -- checked before any fitting (latentdd.io).
     out = claim_folder(Path(out), "run")
     decoder = decoder or DecoderConfig()
@@ -194,8 +200,15 @@ def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator
     held_images, held_labels, _ = split_sha256(held_out.iter_batches(space.batch_size))
     data_key = content_key("evaluation-data", train=prepared.train_sha256, flip=flip,
                            held_out={"images_sha256": held_images, "labels_sha256": held_labels})
+    labeller = None
+    if evaluator.loss == "teacher_kl":  # the soft protocol: one teacher labels the batches of every set
+        from latentdd.evaluate.teacher import TeacherConfig, resolve_teacher
+
+        labeller = resolve_teacher(teacher or TeacherConfig(cache_dir=space.cache_dir), prepared.train, prepared.test,
+                                   progress=progress)
+    full_data = _full_data_accuracy(config.calibration, data.name) if config.calibration else None
     evaluate = partial(_evaluate, test=held_out, evaluator=evaluator, mean=mean, std=std, flip=flip,
-                       reports=out / "reports", data_key=data_key, progress=progress)
+                       reports=out / "reports", data_key=data_key, progress=progress, teacher=labeller)
     judge = fit_judge(prepared.train, prepared.test, JudgeConfig(), Path(space.cache_dir) / "judge",
                       progress=progress) if config.consistency else None
     consistency = {}
@@ -242,6 +255,7 @@ def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator
             rows += subsets + [_over_subsets(subsets, "random-real (pixels)", ipc)]
     if judge is not None:
         atomic_write_json(out / "consistency.json", {"judge": judge.report, "sets": consistency})
+    _add_relative_scores(rows, full_data if evaluator.loss == "ce" and not evaluator.use_soft_labels else None)
     atomic_write_json(out / "results.json", rows)
     table = results_markdown(rows, data.name, evaluator, prepared.record["vae"], time.perf_counter() - t0,
                              eval_split=f"{config.eval_split} ({len(held_out)} images)")
@@ -309,7 +323,7 @@ def images_key(manifest: dict) -> str:
 
 
 def _evaluate(images: Path, label: str, ipc: int, *, use_weights: bool, test, evaluator: EvalConfig, mean, std, flip,
-              reports: Path, progress: bool, factor: int | None = None, data_key: str = "") -> dict:
+              reports: Path, progress: bool, factor: int | None = None, data_key: str = "", teacher=None) -> dict:
     """Evaluate a folder (or reuse its report when the set's images, the evaluator and the data are unchanged)."""
     synthetic = load_image_folder(images, class_names=list(test.class_names))
     # Equal weights train exactly like no weights; only a non-uniform set is "weighted".
@@ -321,7 +335,9 @@ def _evaluate(images: Path, label: str, ipc: int, *, use_weights: bool, test, ev
     path = reports / f"{folder.name}{'_weighted' if weighted else ''}{'_val' if on_val else ''}.json"
     cfg = replace(evaluator, use_weights=weighted, factor=evaluator.factor if factor is None else factor)
     manifest = read_manifest(images)
-    inputs = {"evaluator": dataclasses.asdict(cfg), "images": images_key(manifest), "data": data_key}
+    inputs = {"evaluator": cfg.identity(), "images": images_key(manifest), "data": data_key}
+    if teacher is not None:
+        inputs["teacher"] = teacher.record.get("key") or teacher.record["name"]
     if on_val:
         inputs["evaluated_on"] = f"val ({len(test)} images)"
     inputs = _as_json(inputs)
@@ -332,7 +348,7 @@ def _evaluate(images: Path, label: str, ipc: int, *, use_weights: bool, test, ev
         if on_val:
             record.setdefault("dataset", {})["evaluated_on"] = inputs["evaluated_on"]
         result = evaluate_synthetic(synthetic, test, cfg, mean=mean, std=std, flip=flip, record=record,
-                                    progress=progress)
+                                    progress=progress, teacher=teacher)
         report = result.to_dict() | {"inputs": inputs, "key": key}
         atomic_write_json(path, report)
     return {"method": label + (" + weights" if weighted else ""), "ipc": ipc, "mean": report["mean"],
@@ -366,6 +382,35 @@ def accuracy_text(row: dict) -> str:
             f"± {row['training_std']:.2f})")
 
 
+def _full_data_accuracy(calibration: str, dataset: str) -> float:
+    """The full-data accuracy (%) a `latentdd calibrate` folder measured (reports/full_data_<E>ep.json)."""
+    reports = sorted(Path(calibration).expanduser().glob("reports/full_data_*ep.json"))
+    if len(reports) != 1:
+        raise DataError(f"run.calibration {calibration}: expected one reports/full_data_<E>ep.json (from `latentdd "
+                        f"calibrate` with full_data_epochs > 0), found {len(reports)}")
+    report = json.loads(reports[0].read_text())
+    name = report.get("record", {}).get("dataset", {}).get("name")
+    if name != dataset:
+        raise DataError(f"run.calibration {calibration} calibrated {name!r}, not {dataset!r}")
+    return float(report["mean"])
+
+
+def _add_relative_scores(rows: list[dict], full_data: float | None) -> None:
+    """IOR of every set vs the random-real subsets of its IPC (same protocol); HLR and LRS when `full_data`."""
+    from latentdd.evaluate.scores import hlr, ior, lrs
+
+    random = {r["ipc"]: [s["mean"] for s in rows if s.get("subset_of") and s["ipc"] == r["ipc"]]
+              for r in rows if r.get("subset_of")}
+    for r in rows:
+        r["ior"] = r["hlr"] = r["lrs"] = None
+        if r.get("subset_of") or r.get("subsets") or r["ipc"] not in random:
+            continue
+        r["ior"] = ior([r["mean"]], [[m] for m in random[r["ipc"]]])
+        if full_data is not None:
+            r["hlr"] = hlr([full_data], [r["mean"]])
+            r["lrs"] = lrs(r["ior"], r["hlr"])
+
+
 def _mean_or_none(values) -> float | None:
     return float(sum(values) / len(values)) if values else None
 
@@ -374,17 +419,22 @@ def results_markdown(rows: list[dict], dataset: str, evaluator: EvalConfig, vae:
                      eval_split: str = "test") -> str:
     lines = [f"# latentdd run: {dataset}", "",
              f"VAE `{vae.get('name')}` (latents {vae.get('latent_shape')}); evaluator {evaluator.model}, "
-             f"{evaluator.epochs} epochs, {'DSA' if evaluator.dsa else 'no augmentation'}, "
-             f"{evaluator.num_eval} run(s) per set, accuracy on the {eval_split} split; "
+             f"protocol {evaluator.protocol}, {evaluator.epochs or 'by-IPC'} epochs, "
+             f"{'DSA' if evaluator.dsa else 'no DSA'}, {evaluator.num_eval} run(s) per set, accuracy on the {eval_split} split; "
              "full protocol records under reports/. "
              "Latent W2: the class's latents to the set's nearest points, mean over classes. Class consistency: "
              "the share of the set's images a ConvNet trained on the real train split calls their class "
-             "(consistency.json).", "",
-             f"| method | IPC | {eval_split.split()[0]} accuracy % (mean ± std, n) | latent W2 | class consistency % |",
-             "|---|---|---|---|---|"]
+             "(consistency.json). IOR: the accuracy minus random real's (the mean over its subsets, same IPC and "
+             "protocol), points; HLR: full data's (run.calibration) minus the set's, points; LRS: DD-Ranking's "
+             "label-robust score, % (latentdd.evaluate.scores).", "",
+             f"| method | IPC | {eval_split.split()[0]} accuracy % (mean ± std, n) | latent W2 | class consistency % "
+             "| IOR | HLR | LRS |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         w2 = "" if r["quantization_error"] is None else f"{r['quantization_error']:.3f}"
         consistent = "" if r.get("class_consistency") is None else f"{r['class_consistency']:.1f}"
-        lines.append(f"| {r['method']} | {r['ipc']} | {accuracy_text(r)} | {w2} | {consistent} |")
+        scores = [("" if r.get(k) is None else f"{r[k]:+.2f}") for k in ("ior", "hlr")]
+        scores.append("" if r.get("lrs") is None else f"{r['lrs']:.2f}")
+        lines.append(f"| {r['method']} | {r['ipc']} | {accuracy_text(r)} | {w2} | {consistent} | {' | '.join(scores)} |")
     lines += ["", f"wall time of this invocation: {seconds:.0f} s"]
     return "\n".join(lines) + "\n"

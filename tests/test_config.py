@@ -12,6 +12,7 @@ from latentdd.cli import SECTIONS, _data_config, _decoder_config, _eval_config, 
 from latentdd.config import BaselineConfig, DataConfig, DistillConfig, build, check_sections, load_yaml
 from latentdd.distill import make_distiller
 from latentdd.evaluate import EvalConfig
+from latentdd.evaluate.teacher import TeacherConfig
 from pipelines.calibrate import CalibrateConfig
 from pipelines.distill import DecoderConfig, LatentSpaceConfig
 from pipelines.run import RunConfig
@@ -90,7 +91,9 @@ CODE_DEFAULTS = {
     "decoder_strength": DecoderConfig.strength, "decoder_num_inference_steps": DecoderConfig.num_inference_steps,
     "decoder_guidance_scale": DecoderConfig.guidance_scale, "decoder_eta": DecoderConfig.eta,
     "decoder_batch_size": DecoderConfig.batch_size, "full_data_epochs": CalibrateConfig.full_data_epochs,
-    "split": "train",
+    "split": "train", "eval_model": EvalConfig.model, "teacher_source": TeacherConfig.source,
+    **{f"teacher_{name}": getattr(TeacherConfig, name) for name in ("model", "width", "epochs", "lr", "batch_size",
+                                                                    "seed", "cache_dir")},
 }
 
 

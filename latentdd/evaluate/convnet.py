@@ -1,13 +1,16 @@
-"""ConvNet-D of the dataset-distillation literature, and the model registry of the evaluator."""
+"""ConvNet-D of the dataset-distillation literature, and the model registry of the evaluator (`MODELS`;
+the other students live in `latentdd.evaluate.students`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 
 from latentdd.errors import DataError
+from latentdd.evaluate import students
 
 
 def _norm(kind: str, channels: int, spatial: int) -> nn.Module:
@@ -90,31 +93,50 @@ class ConvNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-def _resnet18(in_channels: int, num_classes: int, image_size: int, *, norm: str = "instancenorm") -> nn.Module:
-    """torchvision ResNet-18 (for 64 px and larger images); stem adapted to the channel count.
-
-    norm instancenorm (the DC benchmark's "ResNet18") or batchnorm ("ResNet18BN").
-    """
-    from torchvision.models import resnet18
-
-    norm_layer = {"batchnorm": nn.BatchNorm2d, "instancenorm": lambda c: nn.GroupNorm(c, c)}.get(norm)
-    if norm_layer is None:
-        raise DataError(f"resnet18 supports norm batchnorm or instancenorm, not {norm!r}")
-    model = resnet18(num_classes=num_classes, norm_layer=norm_layer)
-    if in_channels != 3:
-        model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-    return model
-
-
 def _convnet(in_channels: int, num_classes: int, image_size: int, *, depth: int | None = None, **kw) -> nn.Module:
     return ConvNet(in_channels, num_classes, image_size, depth=depth or default_depth(image_size), **kw)
 
 
-MODELS: dict[str, Callable[..., nn.Module]] = {"convnet": _convnet, "resnet18": _resnet18}
+CONVNET_NORMS = ("instancenorm", "batchnorm", "layernorm", "groupnorm", "none")
+
+
+@dataclass(frozen=True)
+class Student:
+    """A registered architecture: its builder (in_channels, num_classes, image_size, **options) and the
+    width and norm it has when the evaluator leaves them unset (None)."""
+
+    build: Callable[..., nn.Module]
+    width: int
+    norm: str
+    norms: tuple[str, ...]
+    has_depth: bool = False  # only ConvNet-D takes a depth; the others have theirs in the name
+    about: str = ""
+
+    def __call__(self, in_channels: int, num_classes: int, image_size: int, **kwargs) -> nn.Module:
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        kwargs.setdefault("width", self.width)
+        kwargs.setdefault("norm", self.norm)
+        if kwargs["norm"] not in self.norms:
+            raise DataError(f"norm {kwargs['norm']!r} is not available for this architecture; choose one of "
+                            f"{', '.join(self.norms)}")
+        return self.build(in_channels, num_classes, image_size, **kwargs)
+
+
+MODELS: dict[str, Student] = {
+    "convnet": Student(_convnet, 128, "instancenorm", CONVNET_NORMS, has_depth=True,
+                       about="ConvNet-D (depth by image size: 3 up to 32 px, 4 at 64, 5 at 128)"),
+    "resnet18": Student(students.resnet18, 64, "instancenorm", students.NORMS_2D,
+                        about="ResNet-18 (3x3 stem, no max pool up to 64 px)"),
+    "resnetap10": Student(students.resnetap10, 64, "instancenorm", students.NORMS_2D,
+                          about="ResNetAP-10 (average-pool downsampling; IDC / Minimax)"),
+    "vgg11": Student(students.vgg11, 64, "instancenorm", students.NORMS_2D,
+                     about="VGG-11 (norm batchnorm: VGG-11-BN)"),
+    "alexnet": Student(students.alexnet, 128, "none", students.NORMS_2D, about="AlexNet (DC's small-input variant)"),
+}
 
 
 def build_model(name: str, in_channels: int, num_classes: int, image_size: int, **kwargs) -> nn.Module:
-    """Look a model up in `MODELS` and build it; kwargs are its architecture options."""
+    """Look a model up in `MODELS` and build it; kwargs are its architecture options (None: its default)."""
     if name not in MODELS:
-        raise DataError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+        raise DataError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
     return MODELS[name](in_channels, num_classes, image_size, **kwargs)

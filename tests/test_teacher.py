@@ -1,0 +1,270 @@
+"""The teacher: fit-teacher on digits, its content cache, pretrained teachers offline, the soft protocol end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from latentdd.cli import main
+from latentdd.data import SyntheticImages, load_dataset
+from latentdd.errors import DataError, LatentDDError
+from latentdd.evaluate import EvalConfig, evaluate_synthetic, train_model
+from latentdd.evaluate import teacher as teacher_module
+from latentdd.evaluate.teacher import TeacherConfig, fit_teacher, pretrained_teacher, resolve_teacher
+from latentdd.evaluate.trainer import channel_stats
+
+QUIET = ["--quiet"]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", "train"), load_dataset("digits", "test")
+
+
+def tiny_teacher(cache, **kw) -> TeacherConfig:
+    return TeacherConfig(**({"width": 16, "depth": 2, "epochs": 6, "lr": 3e-3, "batch_size": 64,
+                             "cache_dir": str(cache)} | kw))
+
+
+@pytest.fixture(scope="module")
+def fitted(digits, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("teacher_cache")
+    train, test = digits
+    return fit_teacher(train, test, tiny_teacher(cache)), cache
+
+
+def test_fit_teacher_trains_records_its_test_accuracy_and_saves_safetensors(fitted, digits):
+    teacher, cache = fitted
+    record = teacher.record
+    assert record["test_accuracy"] > 80.0 and not record["cached"]  # sklearn digits: chance is 10 %
+    assert record["architecture"] == {"model": "convnet", "width": 16, "depth": 2, "norm": "instancenorm",
+                                      "act": "relu", "pool": "avgpool"}
+    folder = cache / "teacher" / record["key"][:16]
+    assert sorted(p.name for p in folder.iterdir()) == ["teacher.json", "teacher.safetensors"]
+    from safetensors.torch import load_file
+
+    assert set(load_file(folder / "teacher.safetensors")) == set(teacher.model.state_dict())
+    assert json.loads((folder / "teacher.json").read_text())["test_accuracy"] == record["test_accuracy"]
+    _, test = digits
+    assert teacher_module.teacher_accuracy(teacher, test) == pytest.approx(record["test_accuracy"])
+
+
+def test_the_cache_is_reused_by_content_and_a_change_of_settings_fits_anew(fitted, digits, monkeypatch):
+    teacher, cache = fitted
+    train, test = digits
+
+    def no_training(*a, **k):
+        raise AssertionError("a cached teacher must not be trained again")
+
+    monkeypatch.setattr(teacher_module, "train_model", no_training)
+    again = fit_teacher(train, test, tiny_teacher(cache))
+    assert again.record["cached"] and again.record["key"] == teacher.record["key"]
+    x = test.images[:20]
+    torch.testing.assert_close(again(x), teacher(x))
+    with pytest.raises(AssertionError, match="must not be trained again"):
+        fit_teacher(train, test, tiny_teacher(cache, seed=1))  # another seed: another entry
+    with pytest.raises(AssertionError, match="must not be trained again"):
+        fit_teacher(train.subset(torch.arange(1000)), test, tiny_teacher(cache))  # other images: another entry
+
+
+def test_a_soft_evaluation_learns_the_teacher_s_labels_of_a_tiny_random_real_set(fitted, digits):
+    """Two real images per class under the soft protocol: the KL loss falls, the student learns what the
+    teacher says (a teacher whose answers are shifted by one class gives a student that is wrong nearly
+    always), and the record holds the teacher's test accuracy."""
+    teacher, _ = fitted
+    train, test = digits
+    g = torch.Generator().manual_seed(0)
+    members = [torch.nonzero(train.labels == k).flatten() for k in range(10)]
+    idx = torch.cat([m[torch.randperm(len(m), generator=g)[:2]] for m in members])
+    subset = SyntheticImages(train.images[idx], train.labels[idx], list(train.class_names))
+    mean, std = channel_stats(train)
+    # 8 px images: the ImageNet crop range would leave a pixel or two; lr 1e-2: 100 steps instead of the 300 epochs
+    soft = EvalConfig.preset("soft", width=16, depth=2, epochs=100, lr=1e-2, batch_size=20, num_eval=1, compile="off",
+                             crop_scale=(0.5, 1.0))
+    history: list = []
+    train_model(subset.images, subset.labels, num_classes=10, config=soft, mean=mean, std=std, flip=False,
+                teacher=teacher, loss_history=history)
+    assert history[-1] < 0.5 * history[0]
+    report = evaluate_synthetic(subset, test, soft, mean=mean, std=std, flip=False, progress=False, teacher=teacher)
+    assert report.mean > 50.0  # chance: 10 %
+    ev = report.record["evaluator"]
+    assert ev["teacher"]["test_accuracy"] == teacher.record["test_accuracy"]
+    assert ev["labels"].startswith("soft: the teacher's") and ev["loss"] == "T^2 KL(teacher || student) at T = 4"
+
+    class Shifted:  # says class k + 1 wherever the real teacher says k
+        record = {"name": "shifted", "test_accuracy": None}
+
+        def __call__(self, x):
+            return teacher(x).roll(1, dims=1)
+
+    shifted = evaluate_synthetic(subset, test, soft, mean=mean, std=std, flip=False, progress=False, teacher=Shifted())
+    assert shifted.mean < 20.0, shifted.accuracies
+
+
+class _TinyImageNetNet(torch.nn.Module):
+    """A stand-in for an ImageNet classifier: 3-channel input, `outputs` logits, a `fc` like torchvision's."""
+
+    def __init__(self, outputs=1000):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+                                        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())  # any image size
+        self.fc = torch.nn.Linear(4, outputs)
+
+    def forward(self, x):
+        return self.fc(self.body(x))
+
+
+def _offline_pretrained(monkeypatch, outputs=1000):
+    net = _TinyImageNetNet(outputs)
+    monkeypatch.setitem(teacher_module.PRETRAINED, "torchvision:resnet18",
+                        lambda: (net, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225], {"weights": "tiny stand-in"}))
+    return net
+
+
+def test_a_pretrained_teacher_keeps_the_dataset_s_classes_of_its_outputs(monkeypatch, digits, tmp_path):
+    net = _offline_pretrained(monkeypatch, outputs=12)
+    _, test = digits
+    class_map = [11, 10, 9, 8, 7, 6, 5, 4, 3, 2]
+    config = TeacherConfig(source="torchvision:resnet18", class_map=class_map, cache_dir=str(tmp_path))
+    teacher = pretrained_teacher(config, test)
+    x = test.images[:5]  # (5, 1, 8, 8): gray, repeated to the teacher's 3 channels
+    normalised = (x.expand(-1, 3, -1, -1) - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / \
+        torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    torch.testing.assert_close(teacher(x), net(normalised)[:, class_map])
+    assert 0.0 <= teacher.record["test_accuracy"] <= 100.0 and not teacher.record["cached"]
+    assert pretrained_teacher(config, test).record["cached"]
+    seen = []
+    net.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape))
+    upsampled = pretrained_teacher(TeacherConfig(source="torchvision:resnet18", class_map=class_map, input_size=24,
+                                                 cache_dir=str(tmp_path)), test)
+    seen.clear()
+    upsampled(x)
+    assert seen == [(5, 3, 24, 24)] and upsampled.record["key"] != teacher.record["key"]
+    with pytest.raises(DataError, match="2 entries for 10 classes"):
+        pretrained_teacher(TeacherConfig(source="torchvision:resnet18", class_map=[0, 1], cache_dir=str(tmp_path)), test)
+    with pytest.raises(DataError, match="--teacher-class-map"):
+        pretrained_teacher(TeacherConfig(source="torchvision:resnet18", cache_dir=str(tmp_path)), test)
+
+
+def test_torchvision_weights_are_loaded_without_pickle(monkeypatch):
+    """torchvision's own loader would call torch.hub with weights_only=False; ours asks for weights_only=True."""
+    from torchvision.models import resnet18
+
+    seen = {}
+
+    def fake_download(url, **kwargs):
+        seen.update(kwargs, url=url)
+        return resnet18().state_dict()
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fake_download)
+    model, mean, std, meta = teacher_module._torchvision_resnet18()
+    assert seen["weights_only"] is True and seen["check_hash"] is True and seen["url"].endswith(".pth")
+    assert model.fc.out_features == 1000 and len(mean) == 3 and meta["imagenet_top1"] > 60
+
+    def offline(url, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(LatentDDError, match="run once with internet"):
+        teacher_module._torchvision_resnet18()
+
+
+@pytest.mark.bad_input
+def test_a_teacher_of_another_dataset_is_refused(fitted, tmp_path):
+    teacher, _ = fitted
+    other = load_dataset("digits", "test")
+    other.class_names = [f"c{i}" for i in range(10)]
+    with pytest.raises(DataError, match="trained on classes"):
+        resolve_teacher(TeacherConfig(source=teacher.record["directory"]), other, other)
+    with pytest.raises(DataError, match="holds no teacher"):
+        resolve_teacher(TeacherConfig(source=str(tmp_path)), other, other)
+    with pytest.raises(DataError, match="needs a teacher"):
+        train_model(other.images[:10], other.labels[:10], num_classes=10, config=EvalConfig.preset("soft", epochs=1),
+                    mean=torch.tensor([0.5]), std=torch.tensor([0.2]))
+
+
+def test_fit_teacher_then_evaluate_soft_from_the_command_line(tmp_path, capsys):
+    cache = tmp_path / "cache"
+    assert main(["fit-teacher", "--dataset", "digits", "--width", "8", "--depth", "2", "--epochs", "2",
+                 "--lr", "0.003", "--cache-dir", str(cache), *QUIET]) == 0
+    out = capsys.readouterr().out
+    folder = out.split("--teacher ")[-1].strip()
+    assert (cache / "teacher").is_dir() and folder.startswith(str(cache))
+    assert main(["baseline", "--dataset", "digits", "--ipc", "2", "--out", str(tmp_path / "rr"), *QUIET]) == 0
+    report_path = tmp_path / "soft.json"
+    assert main(["evaluate", "--images", str(tmp_path / "rr"), "--dataset", "digits", "--protocol", "soft",
+                 "--teacher", folder, "--width", "8", "--depth", "2", "--epochs", "2", "--num-eval", "1",
+                 "--compile", "off", "--json", str(report_path), *QUIET]) == 0
+    report = json.loads(report_path.read_text())
+    teacher_record = json.loads((cache / "teacher" / folder.rsplit("/", 1)[-1] / "teacher.json").read_text())
+    assert report["record"]["evaluator"]["teacher"]["test_accuracy"] == teacher_record["test_accuracy"]
+    assert report["record"]["evaluator"]["protocol"] == "soft"
+    assert report["record"]["evaluator"]["settings"]["optimizer"] == "adamw"
+
+
+def test_the_imagenet_subset_command_runs_offline_end_to_end(tmp_path, monkeypatch, make_class_tree, capsys):
+    """An ImageNette-like folder (WordNet-id classes, train/ and val/), a pretrained teacher (a tiny stand-in for
+    torchvision's ResNet-18: no network), a ResNet-18 student, protocol soft: the README's command."""
+    _offline_pretrained(monkeypatch)
+    wnids = [f"n{i:08d}" for i in range(1000)]
+    root = tmp_path / "imagenette"
+    make_class_tree(root / "train", {wnids[0]: 3, wnids[217]: 3}, size=(40, 40), seed=0)
+    make_class_tree(root / "val", {wnids[0]: 2, wnids[217]: 2}, size=(40, 40), seed=1)
+    classes = tmp_path / "LOC_synset_mapping.txt"
+    classes.write_text("".join(f"{w} class {i}\n" for i, w in enumerate(wnids)))
+    data = ["--dataset", "imagefolder", "--root", str(root), "--image-size", "32", "--resize", "center_crop"]
+    assert main(["baseline", *data, "--ipc", "2", "--out", str(tmp_path / "set"), *QUIET]) == 0
+    report_path = tmp_path / "soft.json"
+    assert main(["evaluate", "--images", str(tmp_path / "set"), *data, "--protocol", "soft",
+                 "--teacher", "torchvision:resnet18", "--teacher-imagenet-classes", str(classes),
+                 "--teacher-cache-dir", str(tmp_path / "cache"), "--model", "resnet18", "--width", "4",
+                 "--epochs", "1", "--num-eval", "1", "--compile", "off", "--json", str(report_path), *QUIET]) == 0
+    evaluator = json.loads(report_path.read_text())["record"]["evaluator"]
+    assert evaluator["architecture"] == "resnet18" and evaluator["protocol"] == "soft"
+    assert evaluator["teacher"]["class_index"] == [0, 217] and evaluator["teacher"]["name"] == "torchvision:resnet18"
+    assert 0.0 <= evaluator["teacher"]["test_accuracy"] <= 100.0
+
+
+TINY_FIT = ["--set", "image_size=8", "--set", "block_out_channels=[8, 16]", "--set", "norm_num_groups=4",
+            "--set", "latent_channels=2", "--set", "max_steps=20", "--set", "batch_size=64",
+            "--set", "checkpoint_every=0", "--set", "scale_images=256"]
+
+
+def test_run_under_the_soft_protocol_labels_every_set_with_one_teacher_and_scores_it(tmp_path):
+    import yaml
+
+    config = tmp_path / "soft.yaml"
+    config.write_text(yaml.safe_dump({"teacher": {"width": 8, "depth": 2, "epochs": 1,
+                                                  "cache_dir": str(tmp_path / "cache")}}))
+    out = tmp_path / "run"
+    assert main(["run", "--config", str(config), "--dataset", "digits", "--vae", "fit", "--cache-dir",
+                 str(tmp_path / "cache"), *TINY_FIT, "--methods", "kmeans", "--ipc", "2", "--protocol", "soft",
+                 "--epochs", "2", "--width", "8", "--depth", "2", "--compile", "off", "--out", str(out), *QUIET]) == 0
+    rows = json.loads((out / "results.json").read_text())
+    kmeans = next(r for r in rows if r["method"].startswith("kmeans"))
+    randoms = [r["mean"] for r in rows if r.get("subset_of")]
+    assert len(randoms) == 5 and kmeans["ior"] == pytest.approx(kmeans["mean"] - sum(randoms) / 5)
+    assert kmeans["hlr"] is None  # soft labels: HLR needs the hard-label accuracies
+    report = json.loads(open(kmeans["report"]).read())
+    teacher = report["record"]["evaluator"]["teacher"]
+    assert teacher["test_accuracy"] > 10.0 and report["inputs"]["teacher"] == teacher["key"]
+    assert (tmp_path / "cache" / "teacher" / teacher["key"][:16] / "teacher.safetensors").is_file()
+    assert "| IOR | HLR | LRS |" in (out / "results.md").read_text()
+
+
+def test_calibrate_measures_random_real_under_the_soft_protocol_with_its_teacher(tmp_path):
+    from latentdd.config import DataConfig
+    from pipelines.calibrate import CalibrateConfig, run_calibration
+
+    config = CalibrateConfig(runs={"soft": [1], "dc": [1]}, num_eval={"soft": 1, "dc": 1}, full_data_epochs=0,
+                             evaluator={"epochs": 2, "width": 8, "depth": 2, "compile": "off"},
+                             teacher={"width": 8, "depth": 2, "epochs": 1, "cache_dir": str(tmp_path / "cache")})
+    rows = run_calibration(DataConfig(name="digits"), config, tmp_path / "cal", progress=False)
+    soft, dc = rows
+    assert soft["protocol"] == "soft" and soft["teacher_test_accuracy"] > 10.0 and "teacher" not in dc
+    report = json.loads((tmp_path / "cal" / "reports" / "random_soft_ipc1.json").read_text())
+    assert report["record"]["evaluator"]["teacher"]["test_accuracy"] == soft["teacher_test_accuracy"]
+    assert "Soft-label rows: teacher" in (tmp_path / "cal" / "results.md").read_text()
