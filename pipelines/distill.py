@@ -344,6 +344,8 @@ def distill_to_folder(
         )
         if latents_from is not None:
             record["method"]["latents_from"] = str(latents_from)
+        if "device" in synthetic.extras:  # what ran the method (kmeans: faiss on the GPU or the CPU)
+            record["method"]["ran_on"] = {k: synthetic.extras[k] for k in ("backend", "device") if k in synthetic.extras}
         export_image_folder(images, tmp / "images", record=record)
         (tmp / "grid.png").write_bytes(image_grid(images))  # a row per class, for a look at a glance
         synthetic.save(tmp / "latents.safetensors")
