@@ -91,3 +91,10 @@ def test_the_distill_record_says_where_kmeans_ran(tmp_path, fake_gpu):
     record = json.loads((out / "images" / "manifest.json").read_text())["record"]
     assert record["method"]["ran_on"] == {"backend": "faiss", "device": "gpu"}
     assert json.loads((out / "distill.json").read_text())["extras"]["device"] == "gpu"
+
+
+def test_auto_without_faiss_says_how_to_get_it(latents, monkeypatch):
+    monkeypatch.setattr(quantize, "faiss_available", lambda: False)
+    with pytest.warns(UserWarning, match=r"pip install 'latentdd\[cpu\]'"):
+        syn = make_distiller("kmeans").distill(latents, 4, seed=0)
+    assert (syn.extras["backend"], syn.extras["device"]) == ("sklearn", "cpu")

@@ -340,6 +340,9 @@ class KMeansDistiller:
     def distill(self, latents: Latents, ipc: int, *, seed: int) -> SyntheticLatents:
         members = check_distill_input(latents, ipc, seed)
         backend = self.resolved_backend()  # an unusable "faiss-gpu" fails here, before any class is clustered
+        if self.backend == "auto" and backend[0] == "sklearn":
+            warnings.warn("faiss is not installed, so kmeans clusters with sklearn (slower, slightly different "
+                          "centroids): pip install 'latentdd[cpu]' (or 'latentdd[gpu]' on a CUDA machine)", stacklevel=2)
         out, extras = [], _empty_extras("centroid_quantization_error", "weights_mass", "weights_sqrt",
                                         "reseeded_cells", "empty_cells")
         if self.medoid:
