@@ -30,10 +30,10 @@ from latentdd.latents.cache import (
     CacheConfig,
     CacheDamagedError,
     encode_split,
-    load_latents,
     read_manifest,
     write_manifest,
 )
+from latentdd.latents.sharded import ShardedLatents, open_latents
 from latentdd.latents.types import Latents, SyntheticLatents
 from latentdd.record import dataset_record, protocol_record
 from latentdd.prior import FitPriorConfig
@@ -72,7 +72,9 @@ class LatentSpace:
     test: LabelledImages
     vae: LatentVAE
     adapter: VAEInputAdapter
-    latents: Latents
+    # Read from the cache's shards on demand: per-class distillers hold one class at a time;
+    # those that need every latent read `.latents`, which loads them all once.
+    latents: Latents | ShardedLatents
     record: dict  # dataset and vae parts of the protocol record
     seconds: dict[str, float]
     train_sha256: dict = field(default_factory=dict)  # images_sha256, labels_sha256 of `train` (cachekey.split_sha256)
@@ -212,17 +214,17 @@ def prepare_latent_space(data: DataConfig, space: LatentSpaceConfig, *, latents_
     if latents_dir is not None:
         folder = Path(latents_dir).expanduser()
         check_latent_cache(folder, identity, data, dataset)
-        latents = load_latents(folder, expect_vae=identity)
+        latents = open_latents(folder, expect_vae=identity)
     elif (folder / MANIFEST).exists():
         try:
-            latents = load_latents(folder, expect_vae=identity)
+            latents = open_latents(folder, expect_vae=identity)
         except CacheDamagedError as err:  # repaired below: encode_split re-encodes only the damaged shards
             log.warning("the latent cache is damaged (%s); encoding the damaged shards again", str(err).split(";")[0])
     if latents is None:
         encode_split(train, lambda x: vae.encode(adapter.to_vae(x)), folder, vae=identity, dataset=dataset,
                      config=CacheConfig(space.shard_size, space.batch_size), progress=progress)
         write_manifest(folder, list(train.class_names))
-        latents = load_latents(folder, expect_vae=identity)
+        latents = open_latents(folder, expect_vae=identity)
     seconds["encode"] = time.perf_counter() - t
     record = {
         "dataset": dataset,

@@ -236,12 +236,8 @@ def read_manifest(out: Path | str) -> dict:
     return manifest
 
 
-def load_latents(out: Path | str, *, expect_vae: dict | None = None, verify: bool = True) -> Latents:
-    """All latents of a finished cache, checked against the manifest (and the VAE, if given)."""
-    from safetensors.torch import load_file
-
-    out = Path(out)
-    manifest = read_manifest(out)
+def check_vae(out: Path, manifest: dict, expect_vae: dict | None) -> None:
+    """DataError unless the cache `out` (its `manifest`) was encoded with `expect_vae` (None: any)."""
     if expect_vae is not None and expect_vae != manifest["vae"]:
         diff = {k for k in set(expect_vae) | set(manifest["vae"]) if expect_vae.get(k) != manifest["vae"].get(k)}
         raise DataError(
@@ -249,6 +245,16 @@ def load_latents(out: Path | str, *, expect_vae: dict | None = None, verify: boo
             f"latent_shape {manifest['vae'].get('latent_shape')}, yours {expect_vae.get('latent_shape')}); "
             "encode again into another folder"
         )
+
+
+def load_latents(out: Path | str, *, expect_vae: dict | None = None, verify: bool = True) -> Latents:
+    """All latents of a finished cache in memory, checked against the manifest (and the VAE, if given).
+    `latentdd.latents.sharded.open_latents` checks the same and leaves them on disk until asked for."""
+    from safetensors.torch import load_file
+
+    out = Path(out)
+    manifest = read_manifest(out)
+    check_vae(out, manifest, expect_vae)
     parts, labels = [], []
     for shard in manifest["shards"]:
         path = out / shard["file"]
