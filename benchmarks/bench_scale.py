@@ -124,9 +124,9 @@ def measure(n: int, args, work: Path) -> list[dict]:
         report = work / f"n{n}" / f"{stage}.json"
         if stage == "encode":
             launch = [sys.executable, "-m", "latentdd"] if args.processes == 1 else \
-                [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(args.processes),
-                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                 *(["--cpu"] if args.cpu else []), "-m", "latentdd"]
+                [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+                 str(args.processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                 "-m", "latentdd"]  # --multi_gpu: without it accelerate starts one process on a CPU machine
             result = run_measured([*launch, "encode", *common, "--out", str(cache),
                                    "--encode-batch-size", str(args.batch_size)])
         elif stage == "distill":
@@ -199,7 +199,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ipc", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=256, help="images per encoder call")
     p.add_argument("--processes", type=int, default=1, help="encode under accelerate launch with this many processes")
-    p.add_argument("--cpu", action="store_true", help="pass --cpu to accelerate launch (CPU processes on a GPU machine)")
     p.add_argument("--out", help="JSON report (default WORK/scale.json; the plot beside it as .png)")
     # One stage in this process (what the driver runs in its children).
     p.add_argument("--stage", choices=("distill", "render"), help=argparse.SUPPRESS)

@@ -61,7 +61,8 @@ EXAMPLES = {
     "encode": (
         "examples:\n  latentdd encode --dataset fashion_mnist --vae fit --out runs/latents/train\n"
         "  accelerate launch --num_processes 2 -m latentdd encode --dataset imagefolder --root ~/imagenette "
-        "--image-size 128 --resize center_crop --vae stabilityai/sd-vae-ft-mse --out runs/latents/train"
+        "--image-size 128 --resize center_crop --vae stabilityai/sd-vae-ft-mse --out runs/latents/train\n"
+        "  accelerate launch --multi_gpu --num_processes 2 -m latentdd encode ...   # 2 CPU processes, no GPU"
     ),
     "distill": (
         "examples:\n  latentdd distill --dataset fashion_mnist --vae fit --method kmeans --ipc 10 --seed 0 --out runs/kmeans10\n"
@@ -369,18 +370,16 @@ def cmd_fit_prior(args, raw) -> int:
 
 
 def cmd_encode(args, raw) -> int:
-    import torch
-    from accelerate import PartialState
-
     from latentdd.io import claim_folder
     from latentdd.latents.cache import CacheConfig, encode_split, write_manifest
+    from latentdd.parallel import process_state
     from latentdd.vae import VAEInputAdapter
     from pipelines.distill import cache_dataset_record, load_or_fit_vae
 
     data = _data_config(args, raw)
     space = _latent_config(args, raw)
     # Without a GPU, processes started by `accelerate launch --multi_gpu` / torchrun join a gloo group.
-    state = PartialState(cpu=not torch.cuda.is_available())
+    state = process_state()
     with state.main_process_first():  # --out: missing, empty or latentdd's, and writable -- before any work
         claim_folder(Path(args.out), "latent-cache")
     images, train, test = data.load(args.split), data.load("train"), data.load("test")

@@ -13,8 +13,12 @@ place. A resumed encode reads every shard whole and checks it against its checks
 missing, truncated or altered shard (even one of the right size) is encoded again and the
 manifest only ever holds checksums of data that was checked. Work is split over
 processes by shard (shard s belongs to rank s % world_size), so `accelerate launch`
-encodes an ImageNet-scale subset on several GPUs; rank 0 writes the manifest once every
-shard is there. Memory stays bounded by one batch of images and one shard of latents.
+encodes an ImageNet-scale subset on several GPUs (on CPUs: `accelerate launch --multi_gpu
+--num_processes N`, see `latentdd.parallel`); rank 0 writes the manifest once every shard is
+there. A shard's bytes do not depend on the number of processes (its batches are the same),
+so N processes write the cache one process writes. The temporary files a killed rank left
+are removed by that rank's next run. Memory stays bounded by one batch of images and one
+shard of latents.
 """
 
 from __future__ import annotations
@@ -138,6 +142,17 @@ def _write_shard(path: Path, tensors: dict[str, torch.Tensor]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _remove_stale_temporaries(out: Path, shards: list[int]) -> None:
+    """Remove the temporary files a killed encode left for `shards` (a shard's and its checksum's).
+
+    Only this rank writes these shards and one encode runs per cache, so any such file is
+    stale; without this, each `kill -9` would leave up to a shard's worth of bytes behind.
+    """
+    for index in shards:
+        for stale in out.glob(f".{shard_name(index)}.*tmp"):
+            stale.unlink(missing_ok=True)
+
+
 def _check_plan(out: Path, plan: dict) -> None:
     """Refuse to resume a cache that was started for another dataset, VAE or sharding."""
     existing = out / PLAN
@@ -179,6 +194,7 @@ def encode_split(
     if rank == 0:
         atomic_write_json(out / PLAN, plan)
     mine = [(i, r) for i, r in enumerate(ranges) if i % world_size == rank]
+    _remove_stale_temporaries(out, [i for i, _ in mine])
     legacy = _legacy_checksums(out)
     todo = [(i, r) for i, r in mine if _verified_sha256(out / shard_name(i), r[1] - r[0], legacy) is None]
     bar = progress_bar(total=sum(b - a for _, (a, b) in todo), desc=f"encode (rank {rank})", unit="img", disable=not progress)
