@@ -40,6 +40,7 @@ SECTIONS = {
     "fit-prior": ("dataset", "latent", "decoder"),
     "encode": ("dataset", "latent"),
     "distill": ("dataset", "latent", "decoder", "distill"),
+    "render": ("dataset", "latent", "decoder"),
     "run": _RUN_SECTIONS,
     "compare": _RUN_SECTIONS,
     "calibrate": ("dataset", "calibrate"),
@@ -70,6 +71,12 @@ EXAMPLES = {
         "  latentdd encode --dataset fashion_mnist --vae fit --out runs/latents/train\n"
         "  latentdd distill --dataset fashion_mnist --vae fit --latents runs/latents/train --method kmeans --ipc 10 "
         "--out runs/kmeans10"
+    ),
+    "render": (
+        "examples:\n  latentdd render --dataset fashion_mnist --vae fit --synthetic runs/kmeans10 --out runs/kmeans10_vae\n"
+        "  accelerate launch --multi_gpu --num_processes 2 -m latentdd render --dataset imagefolder --root DIR "
+        "--image-size 64 --vae taesd:PATH --latents runs/latents/train --decoder diffusion --synthetic runs/kmeans10 "
+        "--out runs/kmeans10_diffusion"
     ),
     "run": (
         "examples:\n  latentdd run                                  # configs/fashion_mnist.yaml defaults\n"
@@ -429,6 +436,33 @@ def cmd_distill(args, raw) -> int:
     return 0
 
 
+def cmd_render(args, raw) -> int:
+    from latentdd.io import check_output
+    from latentdd.parallel import process_state
+    from pipelines.render import check_classes, load_synthetic_latents, render_to_folder, setup_decoder
+
+    data = _data_config(args, raw)
+    space = _latent_config(args, raw)
+    decoder_config = _decoder_config(args, raw)
+    state = process_state()
+    out = Path(args.out).expanduser()
+    with state.main_process_first():  # a foreign or unwritable --out, unreadable latents: before any work
+        check_output(out, overwrite=args.overwrite)
+        synthetic = load_synthetic_latents(args.synthetic)
+    seed = args.seed if args.seed is not None else int(synthetic.params.get("seed", 0))
+    decoder, record, stages = setup_decoder(data, space, decoder_config, state, latents_dir=args.latents,
+                                            progress=not args.quiet)
+    check_classes(synthetic, stages["class_names"], Path(args.synthetic))
+    config = {"dataset": data, "latent": space, "decoder": decoder_config,
+              "render": {"synthetic": args.synthetic, "seed": seed, "latents": args.latents}}
+    written = render_to_folder(synthetic, decoder, record, stages, out, seed=seed, state=state,
+                               overwrite=args.overwrite, config=config)
+    if written is not None:
+        print(f"rendered {len(synthetic)} latents ({decoder_config.name} decoder, {state.num_processes} "
+              f"process(es)) to {written}/images")
+    return 0
+
+
 def _run_setup(args, raw, *, num_eval: int, run_defaults: dict, out_default: str):
     """The shared inputs of `run` and `compare` -> (data, space, decoder, evaluator, RunConfig, out)."""
     from pipelines.run import RunConfig
@@ -557,6 +591,19 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder: images/, latents.safetensors, distill.json")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_distill)
+
+    p = add("render", "Render synthetic latents with a decoder, split over the processes of `accelerate launch`.")
+    _add_data_args(p)
+    _add_latent_args(p)
+    _add_decoder_args(p)
+    p.add_argument("--synthetic", required=True, metavar="DIR|FILE",
+                   help="a `latentdd distill` folder, or its latents.safetensors")
+    p.add_argument("--latents", metavar="DIR",
+                   help="the train latent cache (`latentdd encode --out DIR`) that the diffusion prior is fitted to")
+    p.add_argument("--seed", type=int, help="the img2img noise seed (default: the distillation's seed)")
+    p.add_argument("--out", required=True, help="output folder: images/, grid.png, render.json")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_render)
 
     from pipelines.calibrate import CalibrateConfig
     from pipelines.run import RunConfig
