@@ -128,3 +128,17 @@ def test_a_damaged_shard_is_named_when_the_cache_is_opened(cache):
     with pytest.raises(CacheDamagedError, match=shard_name(3) + ".*run the same command again"):
         open_latents(cache)
 
+
+
+def test_the_preview_grid_of_many_classes_shows_the_first_hundred():
+    import io
+
+    from PIL import Image
+
+    from latentdd.data import SyntheticImages
+    from latentdd.export import image_grid
+
+    classes = [f"c{k}" for k in range(150)]
+    images = SyntheticImages(torch.rand(300, 3, 4, 4), torch.arange(150).repeat_interleave(2), classes)
+    width, height = Image.open(io.BytesIO(image_grid(images))).size
+    assert (width, height) == (10 * 5 + 1, 100 * 5 + 1)  # 4 px images with 1 px gaps
