@@ -8,7 +8,8 @@ in its own process, and the stage's peak RSS (that process's ru_maxrss, from os.
     encode    `latentdd encode` of the folder (streamed from disk) into a sharded latent cache
               (under `accelerate launch --num_processes P` when --processes P > 1)
     distill   kmeans (faiss, IPC --ipc) over the cache opened with `open_latents`, one class at a time
-    render    the synthetic latents decoded by the VAE and exported as an image folder
+    render    `latentdd render` of the synthetic latents with the VAE decoder, exported as an image
+              folder (split over the same processes as encode)
     cli       (only if listed in --stages) `latentdd distill --latents CACHE --method kmeans`: the
               user's command (kmeans, VAE render and export in one process; it also hashes the
               train images for the content key)
@@ -51,21 +52,6 @@ def stage_distill(cache: Path, out: Path, ipc: int, seed: int) -> dict:
     synthetic.save(out / "latents.safetensors")
     return {"seconds": time.perf_counter() - start, "classes": len(latents.class_names), "images": len(latents),
             "backend": synthetic.extras["backend"], "device": synthetic.extras["device"]}
-
-
-def stage_render(synthetic_path: Path, out: Path, vae_spec: str, image_size: int) -> dict:
-    from latentdd.export import export_image_folder
-    from latentdd.latents.types import SyntheticLatents
-    from latentdd.render import VAEDecoder
-    from latentdd.vae import VAEInputAdapter, load_vae
-
-    start = time.perf_counter()
-    synthetic = SyntheticLatents.load(synthetic_path)
-    vae = load_vae(vae_spec)
-    adapter = VAEInputAdapter.for_vae(vae, (3, image_size, image_size))
-    images = VAEDecoder(vae, adapter).render(synthetic)
-    export_image_folder(images, out, overwrite=True)
-    return {"seconds": time.perf_counter() - start, "images": len(images)}
 
 
 # ---------------------------------------------------------------------------------------
@@ -122,20 +108,20 @@ def measure(n: int, args, work: Path) -> list[dict]:
     rows = []
     for stage in args.stages:
         report = work / f"n{n}" / f"{stage}.json"
+        launch = [sys.executable, "-m", "latentdd"] if args.processes == 1 else \
+            [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+             str(args.processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+             "-m", "latentdd"]  # --multi_gpu: without it accelerate starts one process on a CPU machine
         if stage == "encode":
-            launch = [sys.executable, "-m", "latentdd"] if args.processes == 1 else \
-                [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
-                 str(args.processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                 "-m", "latentdd"]  # --multi_gpu: without it accelerate starts one process on a CPU machine
             result = run_measured([*launch, "encode", *common, "--out", str(cache),
                                    "--encode-batch-size", str(args.batch_size)])
         elif stage == "distill":
             result = run_measured([*me, "--stage", "distill", "--cache", str(cache), "--stage-out", str(distilled),
                                    "--ipc", str(args.ipc), "--report", str(report)], report)
-        elif stage == "render":
-            result = run_measured([*me, "--stage", "render", "--synthetic", str(distilled / "latents.safetensors"),
-                                   "--stage-out", str(distilled / "images"), "--vae", args.vae,
-                                   "--image-size", str(args.image_size), "--report", str(report)], report)
+        elif stage == "render":  # `latentdd render` with the vae decoder, split over the processes too
+            result = run_measured([*launch, "render", *common, "--synthetic", str(distilled), "--out",
+                                   str(distilled / "rendered"), "--overwrite"])
+            result |= {"seconds": json.loads((distilled / "rendered" / "render.json").read_text())["seconds"]}
         else:
             result = run_measured([sys.executable, "-m", "latentdd", "distill", *common, "--latents", str(cache),
                                    "--method", "kmeans", "--ipc", str(args.ipc), "--out", str(work / f"n{n}" / "cli"),
@@ -198,12 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--ipc", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=256, help="images per encoder call")
-    p.add_argument("--processes", type=int, default=1, help="encode under accelerate launch with this many processes")
+    p.add_argument("--processes", type=int, default=1,
+                   help="encode and render under accelerate launch --multi_gpu with this many processes")
     p.add_argument("--out", help="JSON report (default WORK/scale.json; the plot beside it as .png)")
     # One stage in this process (what the driver runs in its children).
-    p.add_argument("--stage", choices=("distill", "render"), help=argparse.SUPPRESS)
+    p.add_argument("--stage", choices=("distill",), help=argparse.SUPPRESS)
     p.add_argument("--cache", help=argparse.SUPPRESS)
-    p.add_argument("--synthetic", help=argparse.SUPPRESS)
     p.add_argument("--stage-out", help=argparse.SUPPRESS)
     p.add_argument("--report", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -211,8 +197,6 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.stage == "distill":
         result = stage_distill(Path(args.cache), Path(args.stage_out), args.ipc, seed=0)
-    elif args.stage == "render":
-        result = stage_render(Path(args.synthetic), Path(args.stage_out), args.vae, args.image_size)
     if args.stage:
         Path(args.report).write_text(json.dumps(result))
         return 0
