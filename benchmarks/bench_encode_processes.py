@@ -9,8 +9,8 @@ X s", after loading the VAE; the start-up is in the wall seconds beside it), so 
 is that of the encoding itself; images/s = N / those seconds. Every configuration's shards
 are compared byte for byte with the first's: multi-process must equal single-process.
 
-    python benchmarks/bench_encode_processes.py --root ~/scale/fmnist64 --work /tmp/encode_procs \\
-        --vae taesd:../shared/weights/taef2 --configs 1x1 1x2 2x1 --interrupt 20     # on 2 cores
+    python benchmarks/bench_encode_processes.py --root ~/scale/fmnist64 --images 5000 --work /tmp/encode_procs \\
+        --vae taesd:../shared/weights/taef2 --configs 1x1 1x2 2x1 --interrupt 2      # on 2 cores
 
 --interrupt K: a last run of the last configuration is killed with SIGKILL (the launcher and
 every rank: torch's launcher puts each rank in a session of its own, so killing the launcher
@@ -124,10 +124,13 @@ def interrupted(processes: int, threads: int, args, out: Path, after_shards: int
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("--root", type=Path, required=True, help="an image folder with train/ and val/")
+    p.add_argument("--root", type=Path, required=True, help="an image folder with train/ and val/ "
+                                                             "(scripts/make_scale_fixture.py)")
     p.add_argument("--work", type=Path, required=True, help="scratch folder for the caches (replaced each run)")
     p.add_argument("--vae", required=True, help="e.g. taesd:../shared/weights/taef2")
     p.add_argument("--configs", nargs="+", default=["1x1", "1x2", "2x1"], help="PROCESSESxTHREADS entries")
+    p.add_argument("--images", type=int, help="encode a balanced subset of this many train images (linked under "
+                                              "WORK, as bench_scale.py does; default: all of --root)")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--shard-size", type=int, default=1024, help="images per shard: the unit split over processes")
@@ -141,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     from latentdd.record import library_versions
 
     args.work = claim_folder(args.work.expanduser(), "bench-encode-processes")
+    if args.images:
+        from bench_scale import link_subset  # benchmarks/ is on sys.path when this file runs as a script
+
+        args.root = link_subset(args.root.expanduser(), args.images, args.work / f"data-{args.images}")
     rows, reference = [], None
     for config in args.configs:
         processes, threads = (int(v) for v in config.lower().split("x"))
