@@ -142,3 +142,27 @@ def test_the_preview_grid_of_many_classes_shows_the_first_hundred():
     images = SyntheticImages(torch.rand(300, 3, 4, 4), torch.arange(150).repeat_interleave(2), classes)
     width, height = Image.open(io.BytesIO(image_grid(images))).size
     assert (width, height) == (10 * 5 + 1, 100 * 5 + 1)  # 4 px images with 1 px gaps
+
+
+def test_encode_and_distill_commands_stream_an_image_folder(tmp_path, make_class_tree, monkeypatch):
+    """`latentdd encode` and `latentdd distill --latents` never hold more than a batch of the folder's images."""
+    from latentdd.cli import main
+    from latentdd.data.image_folder import ImageFolderImages
+
+    make_class_tree(tmp_path / "data" / "train", {"a": 12, "b": 9}, size=(8, 8))
+    make_class_tree(tmp_path / "data" / "val", {"a": 2, "b": 2}, size=(8, 8), seed=1)
+    largest, load = [0], ImageFolderImages.load
+
+    def counting(self, indices):
+        largest[0] = max(largest[0], len(torch.as_tensor(indices).reshape(-1)))
+        return load(self, indices)
+
+    monkeypatch.setattr(ImageFolderImages, "load", counting)
+    monkeypatch.setattr(ImageFolderImages, "materialize", lambda self: pytest.fail("the folder was loaded whole"))
+    common = ["--dataset", "imagefolder", "--root", str(tmp_path / "data"), "--image-size", "8", "--vae", "pixel",
+              "--cache-dir", str(tmp_path / "cache"), "--encode-batch-size", "4", "--shard-size", "8", "--quiet"]
+    assert main(["encode", *common, "--out", str(tmp_path / "latents")]) == 0
+    assert largest[0] == 4
+    assert main(["distill", *common, "--latents", str(tmp_path / "latents"), "--method", "kmeans", "--ipc", "2",
+                 "--param", "backend=sklearn", "--out", str(tmp_path / "k")]) == 0
+    assert largest[0] == 4
