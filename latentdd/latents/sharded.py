@@ -3,8 +3,8 @@
 `load_latents` concatenates every shard into one tensor: N x c*h*w floats, 8 KB per image for
 TAEF2's 32x8x8 latents, so 10 GB for ImageNet-1K. Per-class distillers (kmeans, herding, ...)
 need one class at a time: `ShardedLatents.of_class(k)` / `latents_at(indices)` read only the
-rows asked for, one shard slice at a time, so their memory is one class's latents plus one
-shard, whatever N. Distillers that need every latent at once (matching, BACON, the diffusion
+rows asked for (memory-mapped, a shard at a time), so their memory is one class's latents,
+whatever N, and a class scattered through every shard costs its own rows, not every shard. Distillers that need every latent at once (matching, BACON, the diffusion
 prior) read `.latents`, which loads them all once, as `load_latents` would.
 
 Every shard is checked against the manifest's sha256 when the cache is opened (streamed in
@@ -13,6 +13,7 @@ Every shard is checked against the manifest's sha256 when the cache is opened (s
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,29 @@ class ShardedLatents:
     def latent_shape(self) -> tuple[int, int, int]:
         return self._latent_shape
 
+    def _read_rows(self, shard: dict, rows: np.ndarray) -> torch.Tensor:
+        """Shard-local `rows` (ascending) of `shard` -> (len(rows), c, h, w) float32, reading only those rows.
+
+        The latents tensor of a shard is memory-mapped (a safetensors file is an 8-byte header
+        length, a JSON header, then the raw little-endian data), so the rows of a class
+        scattered through a shard cost their own pages, not the whole shard's.
+        """
+        path = self.folder / shard["file"]
+        try:
+            with open(path, "rb") as f:
+                size = int.from_bytes(f.read(8), "little")
+                entry = json.loads(f.read(size))["latents"]
+        except (OSError, ValueError, KeyError) as err:
+            raise CacheDamagedError(f"shard {path} cannot be read ({err}); {REPAIR_ADVICE}") from err
+        if entry["dtype"] != "F32":  # not what encode_split writes; read the span the slow way
+            return self._read(shard, int(rows[0]), int(rows[-1]) + 1)[torch.from_numpy(rows - rows[0])]
+        mapped = np.memmap(path, dtype="<f4", mode="r", offset=8 + size + entry["data_offsets"][0],
+                           shape=tuple(entry["shape"]))
+        try:
+            return torch.from_numpy(np.array(mapped[rows]))  # a copy: the mapping is closed below
+        finally:
+            del mapped
+
     def _read(self, shard: dict, lo: int, hi: int) -> torch.Tensor:
         """Rows [lo, hi) of `shard` (shard-local) -> (hi - lo, c, h, w) float32."""
         from safetensors import safe_open
@@ -65,8 +89,8 @@ class ShardedLatents:
     def latents_at(self, indices) -> torch.Tensor:
         """Latents at global `indices` (n,) -> (n, c, h, w) float32, in the order given.
 
-        Reads each shard that holds some of them once, only the span from its first to its
-        last wanted row, so memory is the result plus at most one shard.
+        Reads each shard that holds some of them once, only the wanted rows (`_read_rows`), so
+        memory is the result plus at most the wanted rows of one shard.
         """
         idx = np.asarray(torch.as_tensor(indices, dtype=torch.long).reshape(-1))
         if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
@@ -79,9 +103,7 @@ class ShardedLatents:
         which = np.searchsorted(self.starts, wanted, side="right") - 1  # shard of each wanted row
         for s in np.unique(which):
             rows = wanted[which == s] - self.starts[s]  # shard-local, ascending
-            lo, hi = int(rows[0]), int(rows[-1]) + 1
-            part = self._read(self.shards[s], lo, hi)  # (hi - lo, c, h, w)
-            out[torch.from_numpy(order[which == s])] = part[torch.from_numpy(rows - lo)]
+            out[torch.from_numpy(order[which == s])] = self._read_rows(self.shards[s], rows)  # (n_s, c, h, w)
         return out
 
     def of_class(self, k: int) -> torch.Tensor:
