@@ -439,7 +439,7 @@ def cmd_distill(args, raw) -> int:
 def cmd_render(args, raw) -> int:
     from latentdd.io import check_output
     from latentdd.parallel import process_state
-    from pipelines.render import check_classes, load_synthetic_latents, render_to_folder, setup_decoder
+    from pipelines.render import check_synthetic, load_synthetic_latents, render_to_folder, setup_decoder
 
     data = _data_config(args, raw)
     space = _latent_config(args, raw)
@@ -452,7 +452,7 @@ def cmd_render(args, raw) -> int:
     seed = args.seed if args.seed is not None else int(synthetic.params.get("seed", 0))
     decoder, record, stages = setup_decoder(data, space, decoder_config, state, latents_dir=args.latents,
                                             progress=not args.quiet)
-    check_classes(synthetic, stages["class_names"], Path(args.synthetic))
+    check_synthetic(synthetic, stages["class_names"], decoder.vae.latent_shape, Path(args.synthetic))
     config = {"dataset": data, "latent": space, "decoder": decoder_config,
               "render": {"synthetic": args.synthetic, "seed": seed, "latents": args.latents}}
     written = render_to_folder(synthetic, decoder, record, stages, out, seed=seed, state=state,

@@ -103,7 +103,12 @@ def render_to_folder(synthetic: SyntheticLatents, decoder, decoder_record: dict,
     return out
 
 
-def check_classes(synthetic: SyntheticLatents, class_names: list[str], where: Path) -> None:
+def check_synthetic(synthetic: SyntheticLatents, class_names: list[str], latent_shape, where: Path) -> None:
+    """DataError unless `synthetic` is of these classes and of the decoder's latent shape; every process
+    checks the same, so all of them stop before rendering rather than one failing inside it."""
     if list(synthetic.class_names) != list(class_names):
         raise DataError(f"the synthetic latents {where} are of classes {synthetic.class_names[:5]}..., not this "
                         f"dataset's {list(class_names)[:5]}...; pass the --dataset (and --root) they were distilled from")
+    if tuple(synthetic.latents.shape[1:]) != tuple(latent_shape):
+        raise DataError(f"the synthetic latents {where} have shape {tuple(synthetic.latents.shape[1:])}, but the VAE "
+                        f"decodes {tuple(latent_shape)}; pass the --vae (and --vae-input-size) they were distilled with")

@@ -109,3 +109,21 @@ def test_latentdd_render_under_accelerate_writes_the_one_process_folder(tmp_path
     # the distill folder's own images (rendered in one piece by distill) are the same too
     assert pngs(tmp_path / "one" / "images") == pngs(tmp_path / "k" / "images")
     assert not list(tmp_path.glob("*.render-parts"))
+
+
+@pytest.mark.bad_input
+def test_render_refuses_missing_or_mismatched_latents_before_rendering(tmp_path, capsys):
+    from latentdd.cli import main
+
+    common = ["--dataset", "digits", "--vae", "pixel", "--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    assert main(["render", *common, "--synthetic", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
+    assert "do not exist" in capsys.readouterr().err
+    wrong = SyntheticLatents(torch.zeros(2, 1, 4, 4), torch.tensor([0, 1]), [str(k) for k in range(10)], "kmeans")
+    wrong.save(tmp_path / "wrong.safetensors")
+    assert main(["render", *common, "--synthetic", str(tmp_path / "wrong.safetensors"), "--out", str(tmp_path / "o")]) == 2
+    assert "have shape (1, 4, 4), but the VAE decodes (1, 8, 8)" in capsys.readouterr().err
+    other = SyntheticLatents(torch.zeros(2, 1, 8, 8), torch.tensor([0, 1]), ["x", "y"], "kmeans")
+    other.save(tmp_path / "other.safetensors")
+    assert main(["render", *common, "--synthetic", str(tmp_path / "other.safetensors"), "--out", str(tmp_path / "o")]) == 2
+    assert "are of classes ['x', 'y']" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() and not list(tmp_path.glob("o.*"))
