@@ -43,7 +43,7 @@ TAEF2 = Path(__file__).resolve().parents[2] / "shared" / "weights" / "taef2"
 
 
 def measure(spec: str, train, test, *, images: int, batch_size: int, cache_dir: str, input_size: int | None,
-            raw: bool = False) -> dict:
+            raw: bool = False, workers: int = 0) -> dict:
     """-> {"vae", "latent_shape", "input", "seconds", "images_per_s"[, "raw_images_per_s"]} for encoding the
     first `images` of `train` (and, with `raw`, for the bare forward on them)."""
     space = LatentSpaceConfig(vae=spec, cache_dir=cache_dir, input_size=input_size)
@@ -56,7 +56,7 @@ def measure(spec: str, train, test, *, images: int, batch_size: int, cache_dir: 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         encode_split(subset, encode, Path(tmp) / "cache", vae=vae.identity(), dataset={"name": "bench"},
-                     config=CacheConfig(batch_size=batch_size), progress=False)
+                     config=CacheConfig(batch_size=batch_size, workers=workers), progress=False)
         seconds = time.perf_counter() - start
     result = {"vae": vae.name, "latent_shape": tuple(vae.latent_shape), "input": adapter.identity()["vae_shape"],
               "seconds": seconds, "images_per_s": len(subset) / seconds}
@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
                                                   "size scan of every file)")
     p.add_argument("--channels", type=int, choices=(1, 3))
     p.add_argument("--raw", action="store_true", help="also time the bare forward: the 'vs raw' column")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader processes decoding images (--encode-workers)")
     p.add_argument("--vae", nargs="+", help=f"VAE specs (default: fit, and taesd:{TAEF2} when present)")
     p.add_argument("--images", type=int, default=2000, help="train images encoded per VAE")
     p.add_argument("--batch-size", type=int, default=256, help="images per encoder call (latentdd's default)")
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     base = None
     for spec in specs:
         r = measure(spec, train, test, images=args.images, batch_size=args.batch_size, cache_dir=args.cache_dir,
-                    input_size=args.input_size, raw=args.raw)
+                    input_size=args.input_size, raw=args.raw, workers=args.workers)
         base = base or r["images_per_s"]
         raw = f" {r['raw_images_per_s']:>9.1f} {r['images_per_s'] / r['raw_images_per_s']:>7.2f}" if args.raw else ""
         print(f"{r['vae'][:36]:<36} {'x'.join(map(str, r['input'])):>13} {'x'.join(map(str, r['latent_shape'])):>12} "

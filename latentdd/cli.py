@@ -261,6 +261,9 @@ def _add_latent_args(p: argparse.ArgumentParser, with_vae: bool = True) -> None:
     g.add_argument("--cache-dir", dest="latent_cache_dir", help=f"fitted VAEs and latent caches (default {L.cache_dir})")
     g.add_argument("--shard-size", dest="latent_shard_size", type=int, help=f"images per latent-cache shard (default {L.shard_size})")
     g.add_argument("--encode-batch-size", dest="latent_batch_size", type=int, help=f"images per encoder call (default {L.batch_size})")
+    g.add_argument("--encode-workers", dest="latent_workers", type=int,
+                   help=f"processes decoding image files while the VAE encodes (default {L.workers}, decoding in "
+                        "the encoding process)")
     g.add_argument("--set", dest="fit_overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="FitVAEConfig field for --vae fit, e.g. --set max_steps=3000")
 
@@ -397,7 +400,7 @@ def cmd_encode(args, raw) -> int:
     identity = vae.identity() | {"adapter": adapter.identity()}
     dataset = cache_dataset_record(data, train, test, args.split)  # distill's, so each reuses the other's cache
     encode_split(images, lambda x: vae.encode(adapter.to_vae(x.to(state.device))), args.out, vae=identity,
-                 dataset=dataset, config=CacheConfig(space.shard_size, space.batch_size),
+                 dataset=dataset, config=CacheConfig(space.shard_size, space.batch_size, space.workers),
                  rank=state.process_index, world_size=state.num_processes, progress=not args.quiet)
     state.wait_for_everyone()
     if state.is_main_process:

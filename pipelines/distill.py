@@ -54,6 +54,7 @@ class LatentSpaceConfig:
     cache_dir: str = "~/.cache/latentdd"  # fitted VAEs and latent caches (both keyed by content)
     shard_size: int = 4096
     batch_size: int = 256
+    workers: int = 0  # processes decoding images while the VAE encodes (latentdd.latents.cache.CacheConfig)
     fit: dict = field(default_factory=dict)  # FitVAEConfig's fields for vae: fit (missing ones: its defaults)
 
     def __post_init__(self) -> None:
@@ -64,6 +65,8 @@ class LatentSpaceConfig:
         positive_int(self.input_size, "latent.input_size", optional=True)
         positive_int(self.shard_size, "latent.shard_size")
         positive_int(self.batch_size, "latent.batch_size")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
+            raise DataError(f"latent.workers must be a non-negative integer; got {self.workers!r}")
 
 
 @dataclass
@@ -222,7 +225,7 @@ def prepare_latent_space(data: DataConfig, space: LatentSpaceConfig, *, latents_
             log.warning("the latent cache is damaged (%s); encoding the damaged shards again", str(err).split(";")[0])
     if latents is None:
         encode_split(train, lambda x: vae.encode(adapter.to_vae(x)), folder, vae=identity, dataset=dataset,
-                     config=CacheConfig(space.shard_size, space.batch_size), progress=progress)
+                     config=CacheConfig(space.shard_size, space.batch_size, space.workers), progress=progress)
         write_manifest(folder, list(train.class_names))
         latents = open_latents(folder, expect_vae=identity)
     seconds["encode"] = time.perf_counter() - t

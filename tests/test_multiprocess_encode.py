@@ -158,3 +158,21 @@ def test_a_launch_that_started_one_process_for_several_is_warned_about(monkeypat
     with caplog.at_level(logging.WARNING, logger="latentdd.parallel"):
         process_state()  # a plain `latentdd encode`: nothing to warn about
     assert caplog.text == ""
+
+
+def test_decoding_workers_give_the_same_cache(tmp_path, make_class_tree, monkeypatch):
+    """--encode-workers 2 decodes in DataLoader processes: the batches, and so every byte, are the same."""
+    from latentdd.cli import main
+    from latentdd.latents import cache
+
+    make_class_tree(tmp_path / "data" / "train", {"a": 9, "b": 8}, size=(8, 8))
+    make_class_tree(tmp_path / "data" / "val", {"a": 1, "b": 1}, size=(8, 8), seed=1)
+    used = []
+    batches = cache._image_batches
+    monkeypatch.setattr(cache, "_image_batches", lambda data, b, workers: used.append(workers) or batches(data, b, workers))
+    common = ["encode", "--dataset", "imagefolder", "--root", str(tmp_path / "data"), "--image-size", "8",
+              "--vae", "pixel", "--shard-size", "6", "--encode-batch-size", "4", "--quiet"]
+    assert main([*common, "--out", str(tmp_path / "zero")]) == 0
+    assert main([*common, "--encode-workers", "2", "--out", str(tmp_path / "two")]) == 0
+    assert used == [0, 2]
+    assert cache_bytes(tmp_path / "two") == cache_bytes(tmp_path / "zero")

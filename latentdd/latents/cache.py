@@ -69,10 +69,38 @@ class CacheConfig:
 
     shard_size: int = 4096  # images per shard: bounds memory and the work lost to an interruption
     batch_size: int = 256  # images per encoder call
+    # DataLoader processes decoding the next batches while the encoder runs (0: decode in this
+    # process). On a GPU, decoding image files one by one is slower than the VAE; the batches,
+    # and so the latents, are the same either way.
+    workers: int = 0
 
     def __post_init__(self) -> None:
-        if self.shard_size < 1 or self.batch_size < 1:
-            raise DataError("shard_size and batch_size must be at least 1")
+        if self.shard_size < 1 or self.batch_size < 1 or self.workers < 0:
+            raise DataError("shard_size and batch_size must be at least 1, workers at least 0")
+
+
+class _OneImage(torch.utils.data.Dataset):
+    """Image i of a LabelledImages as (C, H, W), for a DataLoader's workers (what `load([i])` gives)."""
+
+    def __init__(self, data: LabelledImages) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.data.load([index])[0]
+
+
+def _image_batches(data: LabelledImages, batches: list[tuple[int, int]], workers: int):
+    """Images (b, C, H, W) of each [lo, hi) in `batches`, in order, decoded by `workers` processes (0: here)."""
+    if workers == 0:
+        for lo, hi in batches:
+            yield data.load(torch.arange(lo, hi))
+        return
+    loader = torch.utils.data.DataLoader(_OneImage(data), batch_sampler=[list(range(lo, hi)) for lo, hi in batches],
+                                         num_workers=workers)
+    yield from loader
 
 
 def shard_ranges(num_images: int, shard_size: int) -> list[tuple[int, int]]:
@@ -198,12 +226,14 @@ def encode_split(
     legacy = _legacy_checksums(out)
     todo = [(i, r) for i, r in mine if _verified_sha256(out / shard_name(i), r[1] - r[0], legacy) is None]
     bar = progress_bar(total=sum(b - a for _, (a, b) in todo), desc=f"encode (rank {rank})", unit="img", disable=not progress)
+    batches = {index: [(lo, min(lo + config.batch_size, stop)) for lo in range(start, stop, config.batch_size)]
+               for index, (start, stop) in todo}
+    images = _image_batches(data, [b for index, _ in todo for b in batches[index]], config.workers)
     for index, (start, stop) in todo:
         parts = []
-        for lo in range(start, stop, config.batch_size):
-            hi = min(lo + config.batch_size, stop)
+        for lo, hi in batches[index]:
             with torch.inference_mode():
-                z = encode(data.load(torch.arange(lo, hi)))  # (b, c, h, w)
+                z = encode(next(images))  # (b, C, H, W) -> (b, c, h, w)
             if not torch.isfinite(z).all():
                 raise LatentDDError(f"the VAE produced NaN/inf latents for images {lo}..{hi - 1}")
             parts.append(z.float().cpu())
