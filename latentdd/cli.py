@@ -41,6 +41,7 @@ SECTIONS = {
     "fit-prior": ("dataset", "latent", "decoder"),
     "encode": ("dataset", "latent"),
     "distill": ("dataset", "latent", "decoder", "distill"),
+    "render": ("dataset", "latent", "decoder"),
     "run": _RUN_SECTIONS,
     "compare": _RUN_SECTIONS,
     "calibrate": ("dataset", "calibrate"),
@@ -71,7 +72,8 @@ EXAMPLES = {
     "encode": (
         "examples:\n  latentdd encode --dataset fashion_mnist --vae fit --out runs/latents/train\n"
         "  accelerate launch --num_processes 2 -m latentdd encode --dataset imagefolder --root ~/imagenette "
-        "--image-size 128 --resize center_crop --vae stabilityai/sd-vae-ft-mse --out runs/latents/train"
+        "--image-size 128 --resize center_crop --vae stabilityai/sd-vae-ft-mse --out runs/latents/train\n"
+        "  accelerate launch --multi_gpu --num_processes 2 -m latentdd encode ...   # 2 CPU processes, no GPU"
     ),
     "distill": (
         "examples:\n  latentdd distill --dataset fashion_mnist --vae fit --method kmeans --ipc 10 --seed 0 --out runs/kmeans10\n"
@@ -79,6 +81,12 @@ EXAMPLES = {
         "  latentdd encode --dataset fashion_mnist --vae fit --out runs/latents/train\n"
         "  latentdd distill --dataset fashion_mnist --vae fit --latents runs/latents/train --method kmeans --ipc 10 "
         "--out runs/kmeans10"
+    ),
+    "render": (
+        "examples:\n  latentdd render --dataset fashion_mnist --vae fit --synthetic runs/kmeans10 --out runs/kmeans10_vae\n"
+        "  accelerate launch --multi_gpu --num_processes 2 -m latentdd render --dataset imagefolder --root DIR "
+        "--image-size 64 --vae taesd:PATH --latents runs/latents/train --decoder diffusion --synthetic runs/kmeans10 "
+        "--out runs/kmeans10_diffusion"
     ),
     "run": (
         "examples:\n  latentdd run                                  # configs/fashion_mnist.yaml defaults\n"
@@ -319,6 +327,9 @@ def _add_latent_args(p: argparse.ArgumentParser, with_vae: bool = True) -> None:
     g.add_argument("--cache-dir", dest="latent_cache_dir", help=f"fitted VAEs and latent caches (default {L.cache_dir})")
     g.add_argument("--shard-size", dest="latent_shard_size", type=int, help=f"images per latent-cache shard (default {L.shard_size})")
     g.add_argument("--encode-batch-size", dest="latent_batch_size", type=int, help=f"images per encoder call (default {L.batch_size})")
+    g.add_argument("--encode-workers", dest="latent_workers", type=int,
+                   help=f"processes decoding image files while the VAE encodes (default {L.workers}, decoding in "
+                        "the encoding process)")
     g.add_argument("--set", dest="fit_overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="FitVAEConfig field for --vae fit, e.g. --set max_steps=3000")
 
@@ -435,18 +446,16 @@ def cmd_fit_prior(args, raw) -> int:
 
 
 def cmd_encode(args, raw) -> int:
-    import torch
-    from accelerate import PartialState
-
     from latentdd.io import claim_folder
     from latentdd.latents.cache import CacheConfig, encode_split, write_manifest
+    from latentdd.parallel import process_state
     from latentdd.vae import VAEInputAdapter
     from pipelines.distill import cache_dataset_record, load_or_fit_vae
 
     data = _data_config(args, raw)
     space = _latent_config(args, raw)
     # Without a GPU, processes started by `accelerate launch --multi_gpu` / torchrun join a gloo group.
-    state = PartialState(cpu=not torch.cuda.is_available())
+    state = process_state()
     with state.main_process_first():  # --out: missing, empty or latentdd's, and writable -- before any work
         claim_folder(Path(args.out), "latent-cache")
     images, train, test = data.load(args.split), data.load("train"), data.load("test")
@@ -457,7 +466,7 @@ def cmd_encode(args, raw) -> int:
     identity = vae.identity() | {"adapter": adapter.identity()}
     dataset = cache_dataset_record(data, train, test, args.split)  # distill's, so each reuses the other's cache
     encode_split(images, lambda x: vae.encode(adapter.to_vae(x.to(state.device))), args.out, vae=identity,
-                 dataset=dataset, config=CacheConfig(space.shard_size, space.batch_size),
+                 dataset=dataset, config=CacheConfig(space.shard_size, space.batch_size, space.workers),
                  rank=state.process_index, world_size=state.num_processes, progress=not args.quiet)
     state.wait_for_everyone()
     if state.is_main_process:
@@ -493,6 +502,33 @@ def cmd_distill(args, raw) -> int:
                             progress=not args.quiet)
     print(f"wrote {ipc} x {len(prepared.latents.class_names)} images ({method}, seed {seed}) to {out}/images; "
           f"evaluate with: latentdd evaluate --images {out}/images --dataset {data.name}")
+    return 0
+
+
+def cmd_render(args, raw) -> int:
+    from latentdd.io import check_output
+    from latentdd.parallel import process_state
+    from pipelines.render import check_synthetic, load_synthetic_latents, render_to_folder, setup_decoder
+
+    data = _data_config(args, raw)
+    space = _latent_config(args, raw)
+    decoder_config = _decoder_config(args, raw)
+    state = process_state()
+    out = Path(args.out).expanduser()
+    with state.main_process_first():  # a foreign or unwritable --out, unreadable latents: before any work
+        check_output(out, overwrite=args.overwrite)
+        synthetic = load_synthetic_latents(args.synthetic)
+    seed = args.seed if args.seed is not None else int(synthetic.params.get("seed", 0))
+    decoder, record, stages = setup_decoder(data, space, decoder_config, state, latents_dir=args.latents,
+                                            progress=not args.quiet)
+    check_synthetic(synthetic, stages["class_names"], decoder.vae.latent_shape, Path(args.synthetic))
+    config = {"dataset": data, "latent": space, "decoder": decoder_config,
+              "render": {"synthetic": args.synthetic, "seed": seed, "latents": args.latents}}
+    written = render_to_folder(synthetic, decoder, record, stages, out, seed=seed, state=state,
+                               overwrite=args.overwrite, config=config)
+    if written is not None:
+        print(f"rendered {len(synthetic)} latents ({decoder_config.name} decoder, {state.num_processes} "
+              f"process(es)) to {written}/images")
     return 0
 
 
@@ -644,6 +680,19 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder: images/, latents.safetensors, distill.json")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_distill)
+
+    p = add("render", "Render synthetic latents with a decoder, split over the processes of `accelerate launch`.")
+    _add_data_args(p)
+    _add_latent_args(p)
+    _add_decoder_args(p)
+    p.add_argument("--synthetic", required=True, metavar="DIR|FILE",
+                   help="a `latentdd distill` folder, or its latents.safetensors")
+    p.add_argument("--latents", metavar="DIR",
+                   help="the train latent cache (`latentdd encode --out DIR`) that the diffusion prior is fitted to")
+    p.add_argument("--seed", type=int, help="the img2img noise seed (default: the distillation's seed)")
+    p.add_argument("--out", required=True, help="output folder: images/, grid.png, render.json")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_render)
 
     from pipelines.calibrate import CalibrateConfig
     from pipelines.run import RUN_SETTINGS, RunConfig

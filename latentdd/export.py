@@ -141,13 +141,17 @@ def export_image_folder(
     return out
 
 
-def image_grid(synthetic: SyntheticImages, max_per_class: int = 10) -> bytes:
-    """PNG bytes of a synthetic set: a row per class, its first `max_per_class` images (white
-    padding where a class has fewer), 1 px grey gaps."""
+def image_grid(synthetic: SyntheticImages, max_per_class: int = 10, max_classes: int = 100) -> bytes:
+    """PNG bytes of a synthetic set: a row per class (the first `max_classes`), its first
+    `max_per_class` images (white padding where a class has fewer), 1 px grey gaps.
+
+    The class cap keeps the preview a picture: 1000 classes at 64 px would make a
+    65,000-pixel-tall PNG and a gigabyte of float copies on the way.
+    """
     from torchvision.utils import make_grid
 
     rows = []
-    for k in range(len(synthetic.class_names)):
+    for k in range(min(len(synthetic.class_names), max_classes)):
         x = synthetic.images[synthetic.labels == k][:max_per_class]  # (n, C, H, W)
         rows.append(torch.cat([x, x.new_ones(max_per_class - len(x), *x.shape[1:])]))
     grid = make_grid(torch.cat(rows), nrow=max_per_class, padding=1, pad_value=0.5)  # (3, H', W')

@@ -10,7 +10,8 @@ from importlib import metadata
 def library_versions() -> dict[str, str]:
     """Versions of the libraries a result depends on (absent ones are skipped)."""
     versions = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for name in ("latentdd", "torch", "torchvision", "numpy", "diffusers", "scikit-learn", "faiss-cpu"):
+    for name in ("latentdd", "torch", "torchvision", "numpy", "diffusers", "scikit-learn", "faiss-cpu",
+                 "faiss-gpu-cu12"):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

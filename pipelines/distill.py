@@ -30,10 +30,10 @@ from latentdd.latents.cache import (
     CacheConfig,
     CacheDamagedError,
     encode_split,
-    load_latents,
     read_manifest,
     write_manifest,
 )
+from latentdd.latents.sharded import ShardedLatents, open_latents
 from latentdd.latents.types import Latents, SyntheticLatents
 from latentdd.record import dataset_record, protocol_record
 from latentdd.prior import FitPriorConfig
@@ -54,6 +54,7 @@ class LatentSpaceConfig:
     cache_dir: str = "~/.cache/latentdd"  # fitted VAEs and latent caches (both keyed by content)
     shard_size: int = 4096
     batch_size: int = 256
+    workers: int = 0  # processes decoding images while the VAE encodes (latentdd.latents.cache.CacheConfig)
     fit: dict = field(default_factory=dict)  # FitVAEConfig's fields for vae: fit (missing ones: its defaults)
 
     def __post_init__(self) -> None:
@@ -64,6 +65,8 @@ class LatentSpaceConfig:
         positive_int(self.input_size, "latent.input_size", optional=True)
         positive_int(self.shard_size, "latent.shard_size")
         positive_int(self.batch_size, "latent.batch_size")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
+            raise DataError(f"latent.workers must be a non-negative integer; got {self.workers!r}")
 
 
 @dataclass
@@ -72,7 +75,9 @@ class LatentSpace:
     test: LabelledImages
     vae: LatentVAE
     adapter: VAEInputAdapter
-    latents: Latents
+    # Read from the cache's shards on demand: per-class distillers hold one class at a time;
+    # those that need every latent read `.latents`, which loads them all once.
+    latents: Latents | ShardedLatents
     record: dict  # dataset and vae parts of the protocol record
     seconds: dict[str, float]
     train_sha256: dict = field(default_factory=dict)  # images_sha256, labels_sha256 of `train` (cachekey.split_sha256)
@@ -212,17 +217,17 @@ def prepare_latent_space(data: DataConfig, space: LatentSpaceConfig, *, latents_
     if latents_dir is not None:
         folder = Path(latents_dir).expanduser()
         check_latent_cache(folder, identity, data, dataset)
-        latents = load_latents(folder, expect_vae=identity)
+        latents = open_latents(folder, expect_vae=identity)
     elif (folder / MANIFEST).exists():
         try:
-            latents = load_latents(folder, expect_vae=identity)
+            latents = open_latents(folder, expect_vae=identity)
         except CacheDamagedError as err:  # repaired below: encode_split re-encodes only the damaged shards
             log.warning("the latent cache is damaged (%s); encoding the damaged shards again", str(err).split(";")[0])
     if latents is None:
         encode_split(train, lambda x: vae.encode(adapter.to_vae(x)), folder, vae=identity, dataset=dataset,
-                     config=CacheConfig(space.shard_size, space.batch_size), progress=progress)
+                     config=CacheConfig(space.shard_size, space.batch_size, space.workers), progress=progress)
         write_manifest(folder, list(train.class_names))
-        latents = load_latents(folder, expect_vae=identity)
+        latents = open_latents(folder, expect_vae=identity)
     seconds["encode"] = time.perf_counter() - t
     record = {
         "dataset": dataset,
@@ -344,6 +349,8 @@ def distill_to_folder(
         )
         if latents_from is not None:
             record["method"]["latents_from"] = str(latents_from)
+        if "device" in synthetic.extras:  # what ran the method (kmeans: faiss on the GPU or the CPU)
+            record["method"]["ran_on"] = {k: synthetic.extras[k] for k in ("backend", "device") if k in synthetic.extras}
         export_image_folder(images, tmp / "images", record=record)
         (tmp / "grid.png").write_bytes(image_grid(images))  # a row per class, for a look at a glance
         synthetic.save(tmp / "latents.safetensors")

@@ -88,6 +88,7 @@ CODE_DEFAULTS = {
     "data_resize": DataConfig.resize, "data_validation": DataConfig.validation,
     "latent_vae": LatentSpaceConfig.vae, "latent_cache_dir": LatentSpaceConfig.cache_dir,
     "latent_shard_size": LatentSpaceConfig.shard_size, "latent_batch_size": LatentSpaceConfig.batch_size,
+    "latent_workers": LatentSpaceConfig.workers,
     "decoder_strength": DecoderConfig.strength, "decoder_num_inference_steps": DecoderConfig.num_inference_steps,
     "decoder_guidance_scale": DecoderConfig.guidance_scale, "decoder_eta": DecoderConfig.eta,
     "decoder_batch_size": DecoderConfig.batch_size, "full_data_epochs": CalibrateConfig.full_data_epochs,

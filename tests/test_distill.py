@@ -389,7 +389,7 @@ def test_make_distiller_refuses_unknown_names_params_and_values():
         make_distiller("kmeans", n_iter=5)
     with pytest.raises(DataError, match="has no parameter 'seed'"):
         make_distiller("herding", seed=0)
-    with pytest.raises(DataError, match="backend must be one of auto, faiss, sklearn; got 'cuml'"):
+    with pytest.raises(DataError, match="backend must be one of auto, faiss, faiss-cpu, faiss-gpu, sklearn; got 'cuml'"):
         make_distiller("kmeans", backend="cuml")
     with pytest.raises(DataError, match="weights_mode must be one of mass, sqrt"):
         make_distiller("kmeans", weights_mode="log")

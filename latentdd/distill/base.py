@@ -123,7 +123,7 @@ def check_distill_input(latents: Latents, ipc: int, seed: int) -> list[np.ndarra
         raise DataError(f"seed must be a non-negative integer; got {seed!r}")
     labels = latents.labels.numpy()
     counts = np.bincount(labels, minlength=len(latents.class_names))
-    finite = torch.isfinite(latents.latents.reshape(len(latents), -1)).all(dim=1).numpy()
+    finite = latents.finite_rows()  # (N,) bool; a sharded cache computes it a shard at a time
     # One stable sort gives every class's members in dataset order.
     order = np.argsort(labels, kind="stable")
     starts = np.cumsum(counts) - counts
@@ -149,7 +149,7 @@ def check_distill_input(latents: Latents, ipc: int, seed: int) -> list[np.ndarra
 
 def class_points(latents: Latents, indices: np.ndarray) -> np.ndarray:
     """(n_k,) global indices -> (n_k, c*h*w) float32 C-contiguous numpy array."""
-    x = latents.latents[torch.as_tensor(indices)].reshape(len(indices), -1)
+    x = latents.latents_at(indices).reshape(len(indices), -1)  # a sharded cache reads only these rows
     return np.ascontiguousarray(x.to(torch.float32).numpy())
 
 

@@ -19,6 +19,7 @@ so methods compare on one scale. `weighted_w2` solves the exact W2 for any weigh
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -174,7 +175,33 @@ def faiss_available() -> bool:
     return True
 
 
-def kmeans_faiss(points: np.ndarray, k: int, *, niter: int, seeds: list[int]) -> np.ndarray:
+def faiss_num_gpus() -> int:
+    """GPUs the installed faiss can use: 0 for the faiss-cpu wheel (or no faiss), >0 for faiss-gpu on a GPU machine."""
+    try:
+        import faiss
+    except ImportError:
+        return 0
+    get = getattr(faiss, "get_num_gpus", None)  # CPU builds of some releases lack it
+    return int(get()) if get is not None else 0
+
+
+@functools.lru_cache(maxsize=1)
+def _gpu_resources():
+    # One StandardGpuResources for the process: creating it allocates the GPU's scratch memory
+    # (about 1.5 GB) and costs more than clustering one class, and a 1000-class run clusters 1000 times.
+    import faiss
+
+    return faiss.StandardGpuResources()
+
+
+def gpu_flat_index(d: int):
+    """An exact L2 index of dimension d on GPU 0 (faiss's Lloyd step runs its nearest-centroid search on it)."""
+    import faiss
+
+    return faiss.GpuIndexFlatL2(_gpu_resources(), d)
+
+
+def kmeans_faiss(points: np.ndarray, k: int, *, niter: int, seeds: list[int], gpu: bool = False) -> np.ndarray:
     """Lloyd k-means with faiss, one run per seed, keeping the lowest quantization error.
 
     faiss seeds k-means with k random points by default (only recent releases offer
@@ -186,11 +213,14 @@ def kmeans_faiss(points: np.ndarray, k: int, *, niter: int, seeds: list[int]) ->
     faiss runs at most `niter` iterations (older releases exactly `niter`; recent ones
     stop once the objective stops improving), on every point (its default subsamples to
     256 points per centroid), and splits a big cluster when one goes empty.
+    gpu: run the nearest-centroid searches on a faiss GPU index (`gpu_flat_index`), the
+    rest of faiss.Kmeans unchanged; the centroids agree with the CPU's up to float rounding.
     """
     try:
         import faiss
     except ImportError as err:
-        raise ImportError("k-means backend 'faiss' needs faiss: pip install faiss-cpu (or use backend='sklearn')") from err
+        raise ImportError("k-means backend 'faiss' needs faiss: pip install 'latentdd[cpu]' (faiss-cpu), "
+                          "'latentdd[gpu]' (faiss-gpu-cu12), or use backend='sklearn'") from err
     from sklearn.cluster import kmeans_plusplus
 
     points = np.ascontiguousarray(points, dtype=np.float32)
@@ -200,6 +230,8 @@ def kmeans_faiss(points: np.ndarray, k: int, *, niter: int, seeds: list[int]) ->
         init, _ = kmeans_plusplus(points, k, random_state=run_seed)
         km = faiss.Kmeans(d, k, niter=niter, nredo=1, seed=run_seed, verbose=False,
                           max_points_per_centroid=n, min_points_per_centroid=1)
+        if gpu:  # Kmeans.train clusters with whatever index it holds
+            km.index = gpu_flat_index(d)
         km.train(points, init_centroids=np.ascontiguousarray(init, dtype=np.float32))
         err = quantization_error(points, km.centroids)
         if err < best_err:  # strict: ties keep the earlier run
@@ -225,7 +257,7 @@ def kmeans_sklearn(points: np.ndarray, k: int, *, niter: int, restarts: int, see
 # ---------------------------------------------------------------------------------------
 # Distillers.
 
-BACKENDS = ("auto", "faiss", "sklearn")
+BACKENDS = ("auto", "faiss", "faiss-cpu", "faiss-gpu", "sklearn")
 WEIGHTS_MODES = ("mass", "sqrt")
 
 
@@ -235,8 +267,11 @@ class KMeansDistiller:
     """DDOQ: per class, k-means with K = IPC; centroids weighted by their Voronoi masses.
 
     backend: "faiss" (see `kmeans_faiss`), "sklearn" (see `kmeans_sklearn`) or "auto"
-        (faiss when importable). Both start from k-means++ seeds, so they agree up to
-        local optima and iteration counts.
+        (faiss when importable, else sklearn). Both start from k-means++ seeds, so they
+        agree up to local optima and iteration counts. faiss runs on a GPU whenever the
+        installed faiss reports one (`faiss_num_gpus`: the faiss-gpu wheel, `pip install
+        latentdd[gpu]`, on a CUDA machine); "faiss-cpu" keeps it on the CPU, "faiss-gpu"
+        insists on the GPU (an error without one). `resolved_backend` says which.
     niter: at most this many Lloyd iterations (sklearn also stops at its tol).
     restarts: k-means++ restarts per class; the lowest-error run is kept.
     weights_mode: "mass" (w_j = fraction of the class's latents nearest centroid j) or
@@ -254,7 +289,8 @@ class KMeansDistiller:
         quantization_error: per class, of the returned latents (`quantization_error`);
         centroid_quantization_error: per class, of the centroids (= the above unless medoid);
         weights_mass, weights_sqrt: per centroid, both modes whichever is returned;
-        reseeded_cells, empty_cells: per class counts; backend: the backend used;
+        reseeded_cells, empty_cells: per class counts; backend: the library used (faiss or
+        sklearn); device: where it ran (cpu or gpu);
         medoid_indices (global, into the Latents), medoid_class_indices (into the class):
         per centroid, only when medoid=True.
     """
@@ -277,19 +313,36 @@ class KMeansDistiller:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise DataError(f"kmeans {field} must be a positive integer; got {value!r}")
 
-    def resolved_backend(self) -> str:
-        if self.backend == "auto":
-            return "faiss" if faiss_available() else "sklearn"
-        return self.backend
+    def resolved_backend(self) -> tuple[str, str]:
+        """(library, device) this distiller clusters with: ("faiss", "gpu"), ("faiss", "cpu") or ("sklearn", "cpu").
+
+        DataError for "faiss-gpu" when faiss sees no GPU, so a run meant for the GPU never
+        silently takes the CPU's hours.
+        """
+        if self.backend == "sklearn" or (self.backend == "auto" and not faiss_available()):
+            return "sklearn", "cpu"
+        if self.backend == "faiss-cpu":
+            return "faiss", "cpu"
+        gpus = faiss_num_gpus()
+        if self.backend == "faiss-gpu" and gpus == 0:
+            raise DataError("kmeans backend 'faiss-gpu' needs a faiss that sees a GPU, and the installed faiss sees "
+                            "none (faiss-cpu, or no CUDA device): on a CUDA machine pip uninstall faiss-cpu && "
+                            "pip install 'latentdd[gpu]', or use backend=faiss (GPU when there is one)")
+        return "faiss", "gpu" if gpus > 0 else "cpu"
 
     def cluster(self, points: np.ndarray, k: int, seeds: list[int]) -> np.ndarray:
         """points (n, d) float32 -> (k, d) float32 centroids with the chosen backend."""
-        if self.resolved_backend() == "faiss":
-            return kmeans_faiss(points, k, niter=self.niter, seeds=seeds)
+        library, device = self.resolved_backend()
+        if library == "faiss":
+            return kmeans_faiss(points, k, niter=self.niter, seeds=seeds, gpu=device == "gpu")
         return kmeans_sklearn(points, k, niter=self.niter, restarts=self.restarts, seed=seeds[0])
 
     def distill(self, latents: Latents, ipc: int, *, seed: int) -> SyntheticLatents:
         members = check_distill_input(latents, ipc, seed)
+        backend = self.resolved_backend()  # an unusable "faiss-gpu" fails here, before any class is clustered
+        if self.backend == "auto" and backend[0] == "sklearn":
+            warnings.warn("faiss is not installed, so kmeans clusters with sklearn (slower, slightly different "
+                          "centroids): pip install 'latentdd[cpu]' (or 'latentdd[gpu]' on a CUDA machine)", stacklevel=2)
         out, extras = [], _empty_extras("centroid_quantization_error", "weights_mass", "weights_sqrt",
                                         "reseeded_cells", "empty_cells")
         if self.medoid:
@@ -316,7 +369,7 @@ class KMeansDistiller:
             extras["reseeded_cells"].append(moves)
             extras["empty_cells"].append(empty)
             out.append(centroids)
-        extras["backend"] = self.resolved_backend()
+        extras["backend"], extras["device"] = backend
         weights = torch.tensor(extras["weights_mass" if self.weights_mode == "mass" else "weights_sqrt"],
                                dtype=torch.float32)
         return assemble(latents, out, method=self.name, params={**dataclasses.asdict(self), "ipc": ipc, "seed": seed},

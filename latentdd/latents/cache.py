@@ -13,8 +13,12 @@ place. A resumed encode reads every shard whole and checks it against its checks
 missing, truncated or altered shard (even one of the right size) is encoded again and the
 manifest only ever holds checksums of data that was checked. Work is split over
 processes by shard (shard s belongs to rank s % world_size), so `accelerate launch`
-encodes an ImageNet-scale subset on several GPUs; rank 0 writes the manifest once every
-shard is there. Memory stays bounded by one batch of images and one shard of latents.
+encodes an ImageNet-scale subset on several GPUs (on CPUs: `accelerate launch --multi_gpu
+--num_processes N`, see `latentdd.parallel`); rank 0 writes the manifest once every shard is
+there. A shard's bytes do not depend on the number of processes (its batches are the same),
+so N processes write the cache one process writes. The temporary files a killed rank left
+are removed by that rank's next run. Memory stays bounded by one batch of images and one
+shard of latents.
 """
 
 from __future__ import annotations
@@ -65,10 +69,38 @@ class CacheConfig:
 
     shard_size: int = 4096  # images per shard: bounds memory and the work lost to an interruption
     batch_size: int = 256  # images per encoder call
+    # DataLoader processes decoding the next batches while the encoder runs (0: decode in this
+    # process). On a GPU, decoding image files one by one is slower than the VAE; the batches,
+    # and so the latents, are the same either way.
+    workers: int = 0
 
     def __post_init__(self) -> None:
-        if self.shard_size < 1 or self.batch_size < 1:
-            raise DataError("shard_size and batch_size must be at least 1")
+        if self.shard_size < 1 or self.batch_size < 1 or self.workers < 0:
+            raise DataError("shard_size and batch_size must be at least 1, workers at least 0")
+
+
+class _OneImage(torch.utils.data.Dataset):
+    """Image i of a LabelledImages as (C, H, W), for a DataLoader's workers (what `load([i])` gives)."""
+
+    def __init__(self, data: LabelledImages) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.data.load([index])[0]
+
+
+def _image_batches(data: LabelledImages, batches: list[tuple[int, int]], workers: int):
+    """Images (b, C, H, W) of each [lo, hi) in `batches`, in order, decoded by `workers` processes (0: here)."""
+    if workers == 0:
+        for lo, hi in batches:
+            yield data.load(torch.arange(lo, hi))
+        return
+    loader = torch.utils.data.DataLoader(_OneImage(data), batch_sampler=[list(range(lo, hi)) for lo, hi in batches],
+                                         num_workers=workers)
+    yield from loader
 
 
 def shard_ranges(num_images: int, shard_size: int) -> list[tuple[int, int]]:
@@ -138,6 +170,17 @@ def _write_shard(path: Path, tensors: dict[str, torch.Tensor]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _remove_stale_temporaries(out: Path, shards: list[int]) -> None:
+    """Remove the temporary files a killed encode left for `shards` (a shard's and its checksum's).
+
+    Only this rank writes these shards and one encode runs per cache, so any such file is
+    stale; without this, each `kill -9` would leave up to a shard's worth of bytes behind.
+    """
+    for index in shards:
+        for stale in out.glob(f".{shard_name(index)}.*tmp"):
+            stale.unlink(missing_ok=True)
+
+
 def _check_plan(out: Path, plan: dict) -> None:
     """Refuse to resume a cache that was started for another dataset, VAE or sharding."""
     existing = out / PLAN
@@ -179,15 +222,18 @@ def encode_split(
     if rank == 0:
         atomic_write_json(out / PLAN, plan)
     mine = [(i, r) for i, r in enumerate(ranges) if i % world_size == rank]
+    _remove_stale_temporaries(out, [i for i, _ in mine])
     legacy = _legacy_checksums(out)
     todo = [(i, r) for i, r in mine if _verified_sha256(out / shard_name(i), r[1] - r[0], legacy) is None]
     bar = progress_bar(total=sum(b - a for _, (a, b) in todo), desc=f"encode (rank {rank})", unit="img", disable=not progress)
+    batches = {index: [(lo, min(lo + config.batch_size, stop)) for lo in range(start, stop, config.batch_size)]
+               for index, (start, stop) in todo}
+    images = _image_batches(data, [b for index, _ in todo for b in batches[index]], config.workers)
     for index, (start, stop) in todo:
         parts = []
-        for lo in range(start, stop, config.batch_size):
-            hi = min(lo + config.batch_size, stop)
+        for lo, hi in batches[index]:
             with torch.inference_mode():
-                z = encode(data.load(torch.arange(lo, hi)))  # (b, c, h, w)
+                z = encode(next(images))  # (b, C, H, W) -> (b, c, h, w)
             if not torch.isfinite(z).all():
                 raise LatentDDError(f"the VAE produced NaN/inf latents for images {lo}..{hi - 1}")
             parts.append(z.float().cpu())
@@ -236,12 +282,8 @@ def read_manifest(out: Path | str) -> dict:
     return manifest
 
 
-def load_latents(out: Path | str, *, expect_vae: dict | None = None, verify: bool = True) -> Latents:
-    """All latents of a finished cache, checked against the manifest (and the VAE, if given)."""
-    from safetensors.torch import load_file
-
-    out = Path(out)
-    manifest = read_manifest(out)
+def check_vae(out: Path, manifest: dict, expect_vae: dict | None) -> None:
+    """DataError unless the cache `out` (its `manifest`) was encoded with `expect_vae` (None: any)."""
     if expect_vae is not None and expect_vae != manifest["vae"]:
         diff = {k for k in set(expect_vae) | set(manifest["vae"]) if expect_vae.get(k) != manifest["vae"].get(k)}
         raise DataError(
@@ -249,6 +291,16 @@ def load_latents(out: Path | str, *, expect_vae: dict | None = None, verify: boo
             f"latent_shape {manifest['vae'].get('latent_shape')}, yours {expect_vae.get('latent_shape')}); "
             "encode again into another folder"
         )
+
+
+def load_latents(out: Path | str, *, expect_vae: dict | None = None, verify: bool = True) -> Latents:
+    """All latents of a finished cache in memory, checked against the manifest (and the VAE, if given).
+    `latentdd.latents.sharded.open_latents` checks the same and leaves them on disk until asked for."""
+    from safetensors.torch import load_file
+
+    out = Path(out)
+    manifest = read_manifest(out)
+    check_vae(out, manifest, expect_vae)
     parts, labels = [], []
     for shard in manifest["shards"]:
         path = out / shard["file"]

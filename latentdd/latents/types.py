@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from latentdd.errors import DataError
@@ -54,6 +55,14 @@ class Latents:
     def of_class(self, k: int) -> torch.Tensor:
         """(n_k, c, h, w) latents of class k."""
         return self.latents[self.labels == k]
+
+    def latents_at(self, indices) -> torch.Tensor:
+        """(n, c, h, w) latents at global `indices` (n,); `ShardedLatents` reads the same from disk."""
+        return self.latents[torch.as_tensor(indices, dtype=torch.long)]
+
+    def finite_rows(self) -> np.ndarray:
+        """(N,) bool: whether each latent is free of NaN and inf."""
+        return torch.isfinite(self.latents.reshape(len(self), -1)).all(dim=1).numpy()
 
 
 @dataclass

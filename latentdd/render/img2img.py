@@ -95,10 +95,12 @@ class Img2ImgDecoder:
         raise NotImplementedError
 
     @torch.no_grad()
-    def render(self, synthetic: SyntheticLatents, *, seed: int = 0) -> SyntheticImages:
+    def render(self, synthetic: SyntheticLatents, *, seed: int = 0, first_index: int = 0) -> SyntheticImages:
         """(M, c, h, w) latents -> (M, C, H, W) images in [0, 1]; labels, weights and class names carried.
 
-        Deterministic for a seed: latent i's noise depends on (seed, i) only.
+        Deterministic for a seed: latent i's noise depends on (seed, first_index + i) only.
+        first_index: where `synthetic` starts in the whole set, when it is one process's slice
+        of it (`latentdd.render.parallel`), so that every latent gets the noise it gets in one piece.
         """
         plain = VAEDecoder(self.vae, self.adapter, self.batch_size)
         if self.denoising_steps == 0:
@@ -108,6 +110,7 @@ class Img2ImgDecoder:
         parts = []
         for start in range(0, len(synthetic), self.batch_size):
             stop = min(start + self.batch_size, len(synthetic))
-            parts.append(denoise(start, stop, latent_generators(seed, start, stop)).float().cpu())
+            generators = latent_generators(seed, first_index + start, first_index + stop)
+            parts.append(denoise(start, stop, generators).float().cpu())
         denoised = torch.cat(parts) if parts else synthetic.latents.float()  # (M, c, h, w)
         return plain.render(dataclasses.replace(synthetic, latents=denoised), seed=seed)

@@ -22,8 +22,9 @@ class VAEDecoder:
     name = "vae"
 
     @torch.no_grad()
-    def render(self, synthetic: SyntheticLatents, *, seed: int = 0) -> SyntheticImages:
-        """(M, c, h, w) latents -> (M, C, H, W) images in [0, 1]; deterministic (seed unused)."""
+    def render(self, synthetic: SyntheticLatents, *, seed: int = 0, first_index: int = 0) -> SyntheticImages:
+        """(M, c, h, w) latents -> (M, C, H, W) images in [0, 1]; deterministic (seed and first_index unused:
+        each latent's image depends on it alone)."""
         parts = [
             self.adapter.from_vae(self.vae.decode(synthetic.latents[i : i + self.batch_size])).cpu()
             for i in range(0, len(synthetic), self.batch_size)
