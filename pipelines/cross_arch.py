@@ -169,7 +169,7 @@ def cross_arch_table(cells: list[dict], students: list[Student]) -> dict:
         random = {s.label: [c for c in at if c["subset_of"] and c["student"] == s.label] for s in students}
         for method in dict.fromkeys(c["method"] for c in at if not c["subset_of"]):
             row = {"set": method, "ipc": ipc, "cells": {}}
-            for c in (c for c in at if c["method"] == method):
+            for c in (c for c in at if c["method"] == method and not c["subset_of"]):
                 subsets = [[r["mean"]] for r in random[c["student"]]]
                 row["cells"][c["student"]] = {k: c[k] for k in ("mean", "std", "n", "report")} | {
                     "ior": ior([c["mean"]], subsets) if subsets else None}
@@ -178,6 +178,8 @@ def cross_arch_table(cells: list[dict], students: list[Student]) -> dict:
             row = {"set": base, "ipc": ipc, "cells": {}, "subsets": True}
             for label, subsets in random.items():
                 subsets = [r for r in subsets if r["subset_of"] == base]
+                if not subsets:
+                    continue
                 means = [r["mean"] for r in subsets]
                 row["cells"][label] = {"mean": float(np.mean(means)), "std": float(np.std(means)),
                                        "n": len(subsets), "training_std": float(np.mean([r["std"] for r in subsets])),
@@ -198,9 +200,11 @@ def _student_text(student: Student, table: dict) -> str:
     arch = " ".join(f"{k} {record[k]}" for k in ("width", "depth", "norm") if record.get(k) is not None)
     cfg = student.config
     seconds = [r["wall_seconds"] / len(r["accuracies"]) for r in loaded if r.get("wall_seconds")]
-    cost = f"; {np.mean(seconds):.0f} s per training" if seconds else ""
+    cost = f"; {np.mean(seconds):.3g} s per training" if seconds else ""
+    folder = Path(reports[0]).parent.name if reports else "-"
+    folder = folder if folder == "reports" else f"reports/{folder}"
     return (f"- **{student.label}**: {cfg.model} {arch}, {cfg.epochs or 'by-IPC'} epochs, {cfg.num_eval} "
-            f"training(s) per set{cost}; reports in {Path(reports[0]).parent.name if reports else '-'}/")
+            f"training(s) per set{cost}; reports in {folder}/")
 
 
 def cross_arch_markdown(table: dict, students: list[Student], dataset: str, evaluator: EvalConfig,

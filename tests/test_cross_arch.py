@@ -46,6 +46,28 @@ def test_a_student_is_the_evaluator_with_its_overrides():
                                     "alexnet"}
 
 
+def test_ior_is_against_random_real_on_the_same_student_and_ipc():
+    from pipelines.cross_arch import Student, cross_arch_table
+
+    def cell(student, method, ipc, mean, subset_of=None):
+        return {"student": student, "method": method, "ipc": ipc, "mean": mean, "std": 1.0, "n": 3,
+                "report": f"{student}/{method}", "subset_of": subset_of}
+
+    real = "random-real (pixels)"
+    cells = [cell("a", "dm", 10, 80.0), cell("b", "dm", 10, 70.0), cell("a", "dm", 1, 50.0),
+             cell("a", "s0", 10, 76.0, real), cell("a", "s1", 10, 78.0, real),
+             cell("b", "s0", 10, 72.0, real), cell("b", "s1", 10, 73.0, real), cell("a", "s0", 1, 40.0, real)]
+    table = cross_arch_table(cells, [Student("a", EvalConfig()), Student("b", EvalConfig(norm="batchnorm"))])
+    assert [(r["set"], r["ipc"]) for r in table["rows"]] == [("dm", 10), (real, 10), ("dm", 1), (real, 1)]
+    dm10, real10, dm1, real1 = table["rows"]
+    assert dm10["cells"]["a"]["ior"] == pytest.approx(3.0) and dm10["cells"]["b"]["ior"] == pytest.approx(-2.5)
+    assert dm1["cells"]["a"]["ior"] == pytest.approx(10.0) and "b" not in dm1["cells"]
+    assert real10["cells"]["b"] == {"mean": 72.5, "std": 0.5, "n": 2, "training_std": 1.0,
+                                    "reports": ["b/s0", "b/s1"]}
+    assert list(real1["cells"]) == ["a"] and real1["cells"]["a"]["mean"] == 40.0
+    assert table["students"][1]["settings"]["norm"] == "batchnorm"
+
+
 def test_cross_arch_table_has_a_cell_per_set_and_student_and_a_rerun_reuses_them(tmp_path, common, monkeypatch):
     students = ["convnet", {"model": "convnet", "norm": "batchnorm", "label": "convnet-bn"},
                 {"model": "resnet18", "width": 4}]
