@@ -152,6 +152,7 @@ def test_default_run_is_unchanged_and_students_join_it_later(tmp_path, common, m
 ])
 def test_a_bad_student_fails_before_any_work(tmp_path, common, capsys, students, needle):
     out = tmp_path / "x"
+    common = [*common, "--epochs", "1", "--width", "16", "--compile", "off"]  # a check that came too late fails fast
     if isinstance(students, str):
         argv = ["run", *common, "--methods", "random", "--ipc", "1", "--students", students, "--out", str(out)]
     else:
