@@ -101,7 +101,10 @@ class StudentSpec:
 
 
 @dataclass(frozen=True)
-class Student:
+class ResolvedStudent:
+    """A column of the table: its label and the complete evaluator settings it trains with (not to be
+    confused with `latentdd.evaluate.convnet.Student`, an architecture in the registry)."""
+
     label: str
     config: EvalConfig
 
@@ -118,9 +121,9 @@ def parse_students(entries: list) -> list[StudentSpec]:
     return specs
 
 
-def resolve_students(entries: list, evaluator: EvalConfig) -> list[Student]:
+def resolve_students(entries: list, evaluator: EvalConfig) -> list[ResolvedStudent]:
     """The students of `run.students` as evaluator settings, all checked (call before any work)."""
-    return [Student(spec.label, spec.resolve(evaluator)) for spec in parse_students(entries)]
+    return [ResolvedStudent(spec.label, spec.resolve(evaluator)) for spec in parse_students(entries)]
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,7 @@ class EvaluatedSet:
     subset_of: str | None = None
 
 
-def evaluate_students(sets: list[EvaluatedSet], students: list[Student], evaluate: Callable[..., dict],
+def evaluate_students(sets: list[EvaluatedSet], students: list[ResolvedStudent], evaluate: Callable[..., dict],
                       evaluator: EvalConfig, reports: Path) -> list[dict]:
     """A cell (the run's row dict plus `student`, `subset_of`) per (student, set); `evaluate` is the run's
     evaluate-or-reuse, called with each student's settings and reports folder."""
@@ -156,7 +159,7 @@ def evaluate_students(sets: list[EvaluatedSet], students: list[Student], evaluat
     return cells
 
 
-def cross_arch_table(cells: list[dict], students: list[Student]) -> dict:
+def cross_arch_table(cells: list[dict], students: list[ResolvedStudent]) -> dict:
     """The table as JSON: the students, and a row per (set, IPC), random real's (over its subsets) last per IPC.
 
     A row's `cells[student]`: mean, std, n, report and `ior` (vs the mean of the random-real subsets of
@@ -189,7 +192,7 @@ def cross_arch_table(cells: list[dict], students: list[Student]) -> dict:
             "cells": cells}
 
 
-def _student_text(student: Student, table: dict) -> str:
+def _student_text(student: ResolvedStudent, table: dict) -> str:
     """"convnet-bn: convnet width 128 depth 3 norm batchnorm, 300 epochs, 1 training per set; 41 s per
     training" from a report of that student (its record has the resolved architecture)."""
     reports = [cell["report"] for row in table["rows"] if not row.get("subsets")
@@ -207,7 +210,7 @@ def _student_text(student: Student, table: dict) -> str:
             f"training(s) per set{cost}; reports in {folder}/")
 
 
-def cross_arch_markdown(table: dict, students: list[Student], dataset: str, evaluator: EvalConfig,
+def cross_arch_markdown(table: dict, students: list[ResolvedStudent], dataset: str, evaluator: EvalConfig,
                         eval_split: str) -> str:
     labels = [s.label for s in students]
     lines = [f"# latentdd cross-architecture table: {dataset}", "",
@@ -237,7 +240,7 @@ def cross_arch_markdown(table: dict, students: list[Student], dataset: str, eval
     return "\n".join(lines) + "\n"
 
 
-def write_cross_arch(sets: list[EvaluatedSet], students: list[Student], evaluate: Callable[..., dict], *,
+def write_cross_arch(sets: list[EvaluatedSet], students: list[ResolvedStudent], evaluate: Callable[..., dict], *,
                      evaluator: EvalConfig, out: Path, dataset: str, eval_split: str) -> dict:
     """Evaluate every set under every student (or reuse the reports) and write cross_arch.md / .json."""
     cells = evaluate_students(sets, students, evaluate, evaluator, out / "reports")

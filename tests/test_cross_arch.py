@@ -47,7 +47,7 @@ def test_a_student_is_the_evaluator_with_its_overrides():
 
 
 def test_ior_is_against_random_real_on_the_same_student_and_ipc():
-    from pipelines.cross_arch import Student, cross_arch_table
+    from pipelines.cross_arch import ResolvedStudent, cross_arch_table
 
     def cell(student, method, ipc, mean, subset_of=None):
         return {"student": student, "method": method, "ipc": ipc, "mean": mean, "std": 1.0, "n": 3,
@@ -57,7 +57,7 @@ def test_ior_is_against_random_real_on_the_same_student_and_ipc():
     cells = [cell("a", "dm", 10, 80.0), cell("b", "dm", 10, 70.0), cell("a", "dm", 1, 50.0),
              cell("a", "s0", 10, 76.0, real), cell("a", "s1", 10, 78.0, real),
              cell("b", "s0", 10, 72.0, real), cell("b", "s1", 10, 73.0, real), cell("a", "s0", 1, 40.0, real)]
-    table = cross_arch_table(cells, [Student("a", EvalConfig()), Student("b", EvalConfig(norm="batchnorm"))])
+    table = cross_arch_table(cells, [ResolvedStudent("a", EvalConfig()), ResolvedStudent("b", EvalConfig(norm="batchnorm"))])
     assert [(r["set"], r["ipc"]) for r in table["rows"]] == [("dm", 10), (real, 10), ("dm", 1), (real, 1)]
     dm10, real10, dm1, real1 = table["rows"]
     assert dm10["cells"]["a"]["ior"] == pytest.approx(3.0) and dm10["cells"]["b"]["ior"] == pytest.approx(-2.5)
