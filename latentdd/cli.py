@@ -90,7 +90,9 @@ EXAMPLES = {
     ),
     "run": (
         "examples:\n  latentdd run                                  # configs/fashion_mnist.yaml defaults\n"
-        "  latentdd run --config configs/fashion_mnist.yaml --num-eval 3 --out runs/fmnist_n3"
+        "  latentdd run --config configs/fashion_mnist.yaml --num-eval 3 --out runs/fmnist_n3\n"
+        "  latentdd run --config configs/cross_arch_fashion_mnist.yaml --out runs/cross_arch   # cross_arch.md\n"
+        "  latentdd run --methods dm,kmeans --students convnet,convnet-bn,resnet18 --epochs 300 --out runs/xarch"
     ),
     "compare": (
         "examples:\n  latentdd compare --dataset fashion_mnist --methods bacon,kmeans,idm,random,herding --ipc 1,10 "
@@ -551,6 +553,8 @@ def _run_setup(args, raw, *, num_eval: int, run_defaults: dict, out_default: str
         section["latents_from"] = args.latents_from
     if args.consistency:
         section["consistency"] = True
+    if args.students is not None:
+        section["students"] = [m.strip() for m in args.students.split(",") if m.strip()]
     config = build(RunConfig, section, section="run")
     out = Path(args.out or coerce(str | None, raw.get("out"), "out") or out_default.format(dataset=data.name))
     return data, space, decoder, evaluator, config, out
@@ -564,6 +568,8 @@ def cmd_run(args, raw) -> int:
     run(data, space, config, evaluator, out, decoder=decoder, progress=not args.quiet,
         teacher=_teacher_config(args, raw) if evaluator.loss == "teacher_kl" else None)
     print((out / "results.md").read_text())
+    if config.students:
+        print((out / "cross_arch.md").read_text())
     return 0
 
 
@@ -695,6 +701,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_render)
 
     from pipelines.calibrate import CalibrateConfig
+    from pipelines.cross_arch import STUDENT_PRESETS
     from pipelines.run import RUN_SETTINGS, RunConfig
 
     run_defaults = {"methods": RunConfig().methods, "ipcs": RunConfig().ipcs}
@@ -721,6 +728,10 @@ def make_parser() -> argparse.ArgumentParser:
         p.add_argument("--consistency", action="store_true",
                        help="also report each set's class consistency (the share of its images a ConvNet trained "
                             "on the real train split calls their class)")
+        p.add_argument("--students", metavar="A,B,...",
+                       help="also evaluate every set and random-real subset on these students and write "
+                            f"cross_arch.md / .json (presets: {', '.join(STUDENT_PRESETS)}; mappings of evaluator "
+                            "settings in the config's run.students)")
         p.add_argument("--out", help=f"output folder (default {out}); re-running resumes")
         p.set_defaults(func=func)
 

@@ -31,6 +31,7 @@ from latentdd.export import export_image_folder, load_image_folder, read_manifes
 from latentdd.io import atomic_write_json, atomic_write_text, claim_folder
 from latentdd.record import protocol_record
 from pipelines.baseline import random_real
+from pipelines.cross_arch import EvaluatedSet, parse_students, resolve_students, write_cross_arch
 from pipelines.distill import DecoderConfig, LatentSpaceConfig, distill_to_folder, make_decoder, prepare_latent_space
 
 # What `run` and `compare` give a method named without parameters (a bare `dm` in --methods or
@@ -130,6 +131,10 @@ class RunConfig:
     calibration: a calibration folder of the same dataset; its full-data (hard-label) accuracy
         gives each set's HLR and LRS (`latentdd.evaluate.scores`) under a hard-label protocol.
         IOR (vs the random-real subsets of the same IPC and protocol) is always reported.
+    students: the cross-architecture table (`pipelines.cross_arch`): every set and random-real subset
+        evaluated again on each of these students, presets (`resnet18`, `convnet-bn`, ...) or mappings of
+        evaluator overrides (`{model: convnet, norm: batchnorm, label: convnet-bn}`), written to
+        cross_arch.md / .json. Default none: only the evaluator's table.
     """
 
     methods: list = field(default_factory=lambda: ["dm", "kmeans"])  # dm: RUN_SETTINGS
@@ -142,6 +147,7 @@ class RunConfig:
     latents_from: str | None = None
     consistency: bool = False
     calibration: str | None = None  # a `latentdd calibrate --out` folder: its full-data accuracy gives HLR and LRS
+    students: list = field(default_factory=list)  # cross-architecture table: see pipelines.cross_arch
 
     def __post_init__(self) -> None:
         _check_use_weights(self.use_weights)
@@ -155,6 +161,7 @@ class RunConfig:
         labels = [spec.label for spec in self.specs()]
         if len(set(labels)) != len(labels):
             raise DataError(f"run.methods labels must be distinct; got {labels} (give each variant a `label`)")
+        parse_students(self.students)
 
     def specs(self) -> list[MethodSpec]:
         """Every row family, a curve's points each on their own."""
@@ -181,6 +188,7 @@ def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator
         *, decoder: DecoderConfig | None = None, progress: bool = True, teacher=None) -> list[dict]:
     """The main job (see the module docstring); `teacher` (a TeacherConfig): the soft protocol's teacher
     (default: fitted on the train split, cached)."""
+    students = resolve_students(config.students, evaluator)  # each student's settings checked before any work
     # Missing, empty or latentdd's, and writable -- checked before any fitting (latentdd.io).
     out = claim_folder(Path(out), "run")
     decoder = decoder or DecoderConfig()
@@ -213,6 +221,7 @@ def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator
                       progress=progress) if config.consistency else None
     consistency = {}
     rows = []
+    sets: list[EvaluatedSet] = []  # what the cross-architecture table evaluates again on each student
     for ipc in config.ipcs:
         for spec in filter(lambda s: s.runs_at(ipc), config.specs()):
             folder = out / f"{spec.label}_ipc{ipc}"
@@ -230,6 +239,7 @@ def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator
                 row = evaluate(folder / "images", spec.label, ipc, use_weights=use_weights,
                                factor=spec.params.get("factor", evaluator.factor))
                 row["quantization_error"] = _mean_or_none(extras.get("quantization_error"))
+                sets.append(EvaluatedSet(folder / "images", spec.label, ipc, use_weights, spec.params.get("factor")))
                 if judge is not None:
                     row["class_consistency"] = _consistency(judge, folder / "images", consistency)
                 if row not in rows:  # an unweighted set gives the same row under both modes
@@ -249,6 +259,8 @@ def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator
                     export_image_folder(subset, folder, record=record, overwrite=True)
                 row = evaluate(folder, f"random-real (pixels) s{seed}", ipc, use_weights=False) | {
                     "quantization_error": None, "subset_of": "random-real (pixels)"}
+                sets.append(EvaluatedSet(folder, f"random-real (pixels) s{seed}", ipc, False,
+                                         subset_of="random-real (pixels)"))
                 if judge is not None:
                     row["class_consistency"] = _consistency(judge, folder, consistency)
                 subsets.append(row)
@@ -260,6 +272,9 @@ def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator
     table = results_markdown(rows, data.name, evaluator, prepared.record["vae"], time.perf_counter() - t0,
                              eval_split=f"{config.eval_split} ({len(held_out)} images)")
     atomic_write_text(out / "results.md", table)
+    if students:
+        write_cross_arch(sets, students, evaluate, evaluator=evaluator, out=out, dataset=data.name,
+                         eval_split=f"{config.eval_split} ({len(held_out)} images)")
     return rows
 
 
