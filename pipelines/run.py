@@ -40,7 +40,7 @@ from pipelines.distill import DecoderConfig, LatentSpaceConfig, distill_to_folde
 # defaults (DM: 20,000 iterations, 256 real images per class), which take days on a CPU; a
 # mapping entry (`{method: dm, params: {...}}`) gets exactly its params over those.
 RUN_SETTINGS: dict[str, dict] = {
-    "dm": {"embedding": "pixel", "batch_real": 64, "iterations": 1000},
+    "dm": {"embedding": "pixel", "batch_real": 64, "init": "kmeans", "iterations": 250},
 }
 
 
