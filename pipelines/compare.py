@@ -8,6 +8,7 @@ stage) plus what a comparison needs:
     out/accuracy_vs_ipc.png    mean ± std per method over IPC (random real dashed)
     out/grid_<label>.png       each method's synthetic images at its largest IPC, a row per class
     out/<label>_ipc<N>/        each method's folder (images/, latents, distill.json)
+    out/cross_arch.md, .json   with run.students: every set on each student (pipelines.cross_arch)
 """
 
 from __future__ import annotations
