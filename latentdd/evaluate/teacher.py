@@ -20,7 +20,6 @@ Every soft-label record carries the teacher's record, test accuracy included.
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,6 @@ from latentdd.io import atomic_write_bytes, atomic_write_json
 
 TEACHER_VERSION = 1  # bump when a change here makes the same settings train a different teacher
 _META, _WEIGHTS = "teacher.json", "teacher.safetensors"
-_WNID = re.compile(r"n\d{8}")
 _FIT_FIELDS = ("model", "width", "depth", "norm", "epochs", "optimizer", "lr", "weight_decay", "batch_size", "seed")
 
 
@@ -209,23 +207,13 @@ PRETRAINED: dict[str, Callable[[], tuple[nn.Module, list[float], list[float], di
 
 
 def _class_index(config: TeacherConfig, class_names: list[str], outputs: int) -> list[int] | None:
-    if config.class_map is not None:
-        index = [int(i) for i in config.class_map]
-        if len(index) != len(class_names):
-            raise DataError(f"teacher.class_map has {len(index)} entries for {len(class_names)} classes")
-    elif all(_WNID.fullmatch(name) for name in class_names):
-        from latentdd.render.dit import imagenet_class_index
+    from latentdd.render.dit import imagenet_indices
 
-        index = [imagenet_class_index(name, config.imagenet_classes) for name in class_names]
-    elif len(class_names) == outputs:
-        return None
-    else:
+    index = imagenet_indices(class_names, config.class_map, config.imagenet_classes, outputs, "teacher", "teacher.")
+    if index is None and len(class_names) != outputs:
         raise DataError(f"the pretrained teacher {config.source} has {outputs} ImageNet classes: pass "
                         "teacher.class_map (--teacher-class-map I,J,...: one ImageNet index per dataset class) or name "
                         f"the classes by WordNet id with --teacher-imagenet-classes FILE; got {class_names[:3]}")
-    bad = [i for i in index if not 0 <= i < outputs]
-    if bad:
-        raise DataError(f"class indices {bad[:3]} lie outside the teacher's {outputs} classes")
     return index
 
 

@@ -68,6 +68,26 @@ def imagenet_class_index(wnid: str, mapping: str | Path | None = None) -> int:
     return classes[wnid]
 
 
+def imagenet_indices(class_names: list[str], class_map, imagenet_classes, num_classes: int,
+                     model: str, prefix: str = "") -> list[int] | None:
+    """The ImageNet index of each dataset class, for a model with `num_classes` ImageNet outputs:
+    `class_map` (one index per class), else the classes' WordNet ids looked up in `imagenet_classes`;
+    None when the classes are not WordNet ids and there is no class_map (the caller says what to pass).
+    DataError on a class_map of the wrong length or an index outside the model's classes."""
+    if class_map is not None:
+        index = [int(i) for i in class_map]
+        if len(index) != len(class_names):
+            raise DataError(f"{prefix}class_map has {len(index)} entries for {len(class_names)} classes")
+    elif all(_WNID.fullmatch(name) for name in class_names):
+        index = [imagenet_class_index(name, imagenet_classes) for name in class_names]
+    else:
+        return None
+    bad = [i for i in index if not 0 <= i < num_classes]
+    if bad:
+        raise DataError(f"class indices {bad[:3]} are outside the {model}'s {num_classes} classes")
+    return index
+
+
 def load_imagenet_classes(mapping: str | Path) -> dict[str, int]:
     """{wnid: index} read from a class list (see `IMAGENET_CLASSES_HELP`)."""
     return dict(_load_imagenet_classes(str(Path(mapping).expanduser().resolve())))
@@ -198,21 +218,13 @@ class DiTDecoder(LatentImg2Img):
 
     def resolve_class_map(self, class_names: list[str]) -> list[int]:
         """The DiT class index of each dataset class."""
-        if self.class_map is not None:
-            mapping = [int(i) for i in self.class_map]
-            if len(mapping) != len(class_names):
-                raise DataError(f"class_map has {len(mapping)} entries for {len(class_names)} classes")
-        elif all(_WNID.fullmatch(name) for name in class_names):
-            mapping = [imagenet_class_index(name, self.imagenet_classes) for name in class_names]
-        else:
+        mapping = imagenet_indices(class_names, self.class_map, self.imagenet_classes, self.null_label, "DiT")
+        if mapping is None:
             raise DataError(
                 "DiT is conditioned on ImageNet classes: pass class_map (one ImageNet index per dataset class: "
                 "--class-map 1,3,... or decoder.class_map) or name the classes by WordNet id (n01440764, ...) with an "
                 f"imagenet_classes file (--imagenet-classes FILE); got {class_names[:3]}"
             )
-        bad = [i for i in mapping if not 0 <= i < self.null_label]
-        if bad:
-            raise DataError(f"class indices {bad[:3]} are outside the DiT's {self.null_label} classes")
         return mapping
 
     def model_labels(self, synthetic: SyntheticLatents) -> torch.Tensor:
