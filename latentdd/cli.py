@@ -703,6 +703,8 @@ def make_parser() -> argparse.ArgumentParser:
     from pipelines.calibrate import CalibrateConfig
     from pipelines.cross_arch import STUDENT_PRESETS
     from pipelines.run import RUN_SETTINGS, RunConfig
+    measured = "; ".join(f"{name} at IPC {ipc}: {settings}" for name, by_ipc in RUN_SETTINGS.items()
+                         for ipc, settings in by_ipc.items())
 
     run_defaults = {"methods": RunConfig().methods, "ipcs": RunConfig().ipcs}
     for command, about, defaults, out, func in (
@@ -718,7 +720,8 @@ def make_parser() -> argparse.ArgumentParser:
         _add_eval_args(p)
         _add_decoder_args(p)
         p.add_argument("--methods", help=f"comma-separated distillers (default {methods}; a bare name takes the "
-                                         f"settings measured on 2 CPU cores where there are any: dm {RUN_SETTINGS['dm']})")
+                                         f"settings measured on 2 CPU cores where there are any, those of the largest measured "
+                                         f"IPC not above the run's -- {measured})")
         p.add_argument("--ipc", help=f"comma-separated IPCs (default {ipcs})")
         p.add_argument("--eval-split", dest="run_eval_split", choices=("test", "val"),
                        help="evaluate on the test split (default) or the val split (needs --validation)")

@@ -36,19 +36,33 @@ from pipelines.distill import DecoderConfig, LatentSpaceConfig, distill_to_folde
 
 # What `run` and `compare` give a method named without parameters (a bare `dm` in --methods or
 # YAML): the settings measured best on Fashion-MNIST on 2 CPU cores, chosen on the val split
-# (results/matching_fashion_mnist/README.md). The registered distiller keeps its reference's
-# defaults (DM: 20,000 iterations, 256 real images per class), which take days on a CPU; a
-# mapping entry (`{method: dm, params: {...}}`) gets exactly its params over those.
-RUN_SETTINGS: dict[str, dict] = {
-    "dm": {"embedding": "pixel", "batch_real": 64, "init": "kmeans", "iterations": 250},
+# (results/matching_fashion_mnist/README.md), by the IPC they were measured at. An IPC takes the
+# settings of the largest measured IPC not above it (the smallest for IPCs below every one). The
+# registered distiller keeps its reference's defaults (DM: 20,000 iterations, 256 real images per
+# class), which take days on a CPU; a mapping entry (`{method: dm, params: {...}}`) gets exactly its
+# params over those.
+RUN_SETTINGS: dict[str, dict[int, dict]] = {
+    "dm": {
+        1: {"embedding": "pixel", "batch_real": 64, "factor": 2, "iterations": 500},  # real init
+        10: {"embedding": "pixel", "batch_real": 64, "init": "kmeans", "iterations": 250},
+    },
 }
+
+
+def run_settings(method: str, ipc: int) -> dict:
+    """The measured settings a bare `method` takes at `ipc` ({} for a method without any)."""
+    by_ipc = RUN_SETTINGS.get(method, {})
+    if not by_ipc:
+        return {}
+    below = [measured for measured in by_ipc if measured <= ipc]
+    return dict(by_ipc[max(below) if below else min(by_ipc)])
 
 
 @dataclass(frozen=True)
 class MethodSpec:
     """One row family of the table: a registered distiller with parameters, under a label.
 
-    In YAML a method is a registry name (`kmeans`; `dm` gets RUN_SETTINGS) or a mapping
+    In YAML a method is a registry name (`kmeans`; `dm` gets `run_settings` by IPC) or a mapping
     `{method: kmeans, params: {medoid: true}, label: kmeans-medoid, use_weights: true}`;
     the label names the output folder and the table row (default: the name, then
     `key=value` of each parameter); use_weights (optional) overrides the run's; ipcs
@@ -73,7 +87,7 @@ class MethodSpec:
     @classmethod
     def parse(cls, entry: str | dict) -> MethodSpec:
         if isinstance(entry, str):
-            entry = {"method": entry, "label": entry, "params": RUN_SETTINGS.get(entry, {})}
+            entry = {"method": entry, "label": entry}
         if not isinstance(entry, dict) or not isinstance(entry.get("method"), str):
             raise DataError(f"run.methods: each entry is a distiller name or a mapping with `method`; got {entry!r}")
         unknown = sorted(set(entry) - {"method", "params", "label", "use_weights", "ipcs", "curve"})
@@ -131,6 +145,8 @@ class RunConfig:
     calibration: a calibration folder of the same dataset; its full-data (hard-label) accuracy
         gives each set's HLR and LRS (`latentdd.evaluate.scores`) under a hard-label protocol.
         IOR (vs the random-real subsets of the same IPC and protocol) is always reported.
+    random_real_num_eval: trainings per random-real subset (default: the evaluator's num_eval), e.g. 1
+        beside 3 per distilled set: the baseline's spread is the subsets'.
     students: the cross-architecture table (`pipelines.cross_arch`): every set and random-real subset
         evaluated again on each of these students, presets (`resnet18`, `convnet-bn`, ...) or mappings of
         evaluator overrides (`{model: convnet, norm: batchnorm, label: convnet-bn}`), written to
@@ -143,6 +159,7 @@ class RunConfig:
     use_weights: bool | str = True
     random_real: bool = True  # the pixel-space random-real baseline, same protocol
     random_real_subsets: int = 5  # independently drawn subsets (seeds seed, seed + 1, ...), as DC reports it
+    random_real_num_eval: int | None = None  # trainings per random-real subset; None: the evaluator's num_eval
     eval_split: str = "test"
     latents_from: str | None = None
     consistency: bool = False
@@ -155,17 +172,31 @@ class RunConfig:
             raise DataError(f"run.eval_split must be test or val; got {self.eval_split!r}")
         _check_counts(self.ipcs, "run.ipcs")
         _check_counts([self.random_real_subsets], "run.random_real_subsets")
+        if self.random_real_num_eval is not None:
+            _check_counts([self.random_real_num_eval], "run.random_real_num_eval")
         idle = [spec.label for spec in self.specs() if not any(map(spec.runs_at, self.ipcs))]
         if idle:
             raise DataError(f"run.methods {idle}: their ipcs include none of run.ipcs {self.ipcs}")
-        labels = [spec.label for spec in self.specs()]
-        if len(set(labels)) != len(labels):
-            raise DataError(f"run.methods labels must be distinct; got {labels} (give each variant a `label`)")
+        for ipc in self.ipcs:
+            labels = [spec.label for spec in self.specs() if spec.runs_at(ipc)]
+            if len(set(labels)) != len(labels):
+                raise DataError(f"run.methods labels must be distinct; got {labels} (give each variant a `label`)")
         parse_students(self.students)
 
     def specs(self) -> list[MethodSpec]:
-        """Every row family, a curve's points each on their own."""
-        return [point for entry in self.methods for point in MethodSpec.parse(entry).points()]
+        """Every row family, a curve's points each on their own; a bare name with measured settings
+        (`run_settings`) one spec per group of run.ipcs that share them."""
+        return [point for entry in self.methods for spec in self._parse(entry) for point in spec.points()]
+
+    def _parse(self, entry: str | dict) -> list[MethodSpec]:
+        if not (isinstance(entry, str) and entry in RUN_SETTINGS):
+            return [MethodSpec.parse(entry)]
+        groups: dict[str, tuple[dict, list[int]]] = {}
+        for ipc in self.ipcs:
+            settings = run_settings(entry, ipc)
+            groups.setdefault(json.dumps(settings, sort_keys=True), (settings, []))[1].append(ipc)
+        return [MethodSpec.parse({"method": entry, "label": entry, "params": settings, "ipcs": ipcs})
+                for settings, ipcs in groups.values()]
 
     def weight_modes(self, spec: MethodSpec) -> list[bool]:
         mode = self.use_weights if spec.use_weights is None else spec.use_weights
@@ -245,6 +276,7 @@ def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator
                 if row not in rows:  # an unweighted set gives the same row under both modes
                     rows.append(row)
         if config.random_real:
+            subset_evaluator = replace(evaluator, num_eval=config.random_real_num_eval or evaluator.num_eval)
             subsets = []
             for i in range(config.random_real_subsets):  # DC's baseline: independently drawn subsets, seed + i
                 seed = config.seed + i
@@ -257,8 +289,9 @@ def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator
                     record = protocol_record(dataset=prepared.record["dataset"], method=subset.meta["method"],
                                              ipc=ipc, evaluator={}, num_eval=0, seeds=[seed])
                     export_image_folder(subset, folder, record=record, overwrite=True)
-                row = evaluate(folder, f"random-real (pixels) s{seed}", ipc, use_weights=False) | {
-                    "quantization_error": None, "subset_of": "random-real (pixels)"}
+                row = evaluate(folder, f"random-real (pixels) s{seed}", ipc, use_weights=False,
+                               evaluator=subset_evaluator) | {"quantization_error": None,
+                                                              "subset_of": "random-real (pixels)"}
                 sets.append(EvaluatedSet(folder, f"random-real (pixels) s{seed}", ipc, False,
                                          subset_of="random-real (pixels)"))
                 if judge is not None:

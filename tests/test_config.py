@@ -12,6 +12,7 @@ from latentdd.cli import SECTIONS, _data_config, _decoder_config, _eval_config, 
 from latentdd.config import BaselineConfig, DataConfig, DistillConfig, build, check_sections, load_yaml
 from latentdd.distill import make_distiller
 from latentdd.evaluate import EvalConfig
+from latentdd.errors import DataError
 from latentdd.evaluate.teacher import TeacherConfig
 from pipelines.calibrate import CalibrateConfig
 from pipelines.distill import DecoderConfig, LatentSpaceConfig
@@ -138,8 +139,20 @@ def test_a_bare_method_name_takes_runs_measured_settings_and_a_mapping_exactly_i
 
     bare, mapped, plain = build(RunConfig, {"methods": ["dm", {"method": "dm", "params": {"lr": "0.5"}}, "kmeans"]},
                                 section="run").specs()
-    assert (bare.label, bare.params) == ("dm", RUN_SETTINGS["dm"])
-    assert RUN_SETTINGS["dm"]["iterations"] < make_distiller("dm").iterations  # the CPU's count, not the reference's
+    assert (bare.label, bare.params, bare.ipcs) == ("dm", RUN_SETTINGS["dm"][10], (10,))
+    assert RUN_SETTINGS["dm"][10]["iterations"] < make_distiller("dm").iterations  # the CPU's count, not the reference's
     assert (mapped.label, mapped.params) == ("dm-lr=0.5", {"lr": 0.5})
     assert (plain.label, plain.params) == ("kmeans", {})
     assert [spec.label for spec in RunConfig().specs()] == ["dm", "kmeans"]
+
+
+def test_a_bare_method_takes_the_settings_of_the_largest_measured_ipc_not_above_each_run_ipc():
+    from pipelines.run import RUN_SETTINGS, run_settings
+
+    specs = build(RunConfig, {"methods": ["dm", "kmeans"], "ipcs": [1, 5, 10, 50]}, section="run").specs()
+    assert [(spec.label, spec.ipcs) for spec in specs] == [("dm", (1, 5)), ("dm", (10, 50)), ("kmeans", None)]
+    assert specs[0].params == RUN_SETTINGS["dm"][1] and specs[1].params == RUN_SETTINGS["dm"][10]
+    assert RUN_SETTINGS["dm"][1] != RUN_SETTINGS["dm"][10]
+    assert run_settings("dm", 3) == RUN_SETTINGS["dm"][1] and run_settings("kmeans", 10) == {}
+    with pytest.raises(DataError, match="labels must be distinct"):
+        build(RunConfig, {"methods": ["dm", {"method": "dm", "label": "dm"}], "ipcs": [10]}, section="run")

@@ -128,6 +128,18 @@ def test_run_main_job_tabulates_and_resumes(tmp_path, common, monkeypatch):
     assert (out / "results.md").read_text().splitlines()[:-1] == table.splitlines()[:-1]
 
 
+def test_run_trains_each_random_real_subset_its_own_number_of_times(tmp_path, common):
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({
+        "run": {"methods": ["kmeans"], "ipcs": [1], "random_real_subsets": 2, "random_real_num_eval": 1},
+        "evaluator": {"epochs": 1, "width": 8, "compile": "off", "num_eval": 2}}))
+    out = tmp_path / "run"
+    assert main(["run", "--config", str(config), *common, "--out", str(out)]) == 0
+    runs = {path.stem: len(json.loads(path.read_text())["accuracies"]) for path in (out / "reports").glob("*.json")}
+    assert runs == {"kmeans_ipc1": 2, "random-real-s0_ipc1": 1, "random-real-s1_ipc1": 1}
+    assert "| random-real (pixels), 2 subsets | 1 |" in (out / "results.md").read_text()
+
+
 def test_run_method_variants_weight_rows_and_stale_stages(tmp_path, common, monkeypatch):
     from pipelines import run as run_module
 

@@ -185,7 +185,7 @@ def test_bad_protocol_settings_are_refused_with_the_choices():
     from latentdd.cli import _eval_config, make_parser
 
     args = make_parser().parse_args(["evaluate", "--images", "x"])
-    with pytest.raises(DataError, match="dsa, dc, soft, minimax"):
+    with pytest.raises(DataError, match="dsa, dc, soft, soft-imagenet, minimax"):
         _eval_config(args, {"evaluator": {"protocol": "sre2l"}})
     with pytest.raises(SystemExit):
         make_parser().parse_args(["evaluate", "--images", "x", "--protocol", "sre2l"])
@@ -212,8 +212,10 @@ def test_shipped_soft_configs_resolve(path):
     args = make_parser().parse_args(["evaluate", "--images", "x", "--config", str(root / path)])
     cfg, protocol = _eval_config(args, raw)
     teacher = _teacher_config(args, raw)
-    assert protocol == "soft" and cfg.loss == "teacher_kl" and cfg.epochs == 300
+    assert protocol == ("soft-imagenet" if "imagenette" in path else "soft") and cfg.loss == "teacher_kl"
+    assert cfg.epochs == 300
     if "imagenette" in path:
+        assert cfg.crop_scale == (0.08, 1.0) and cfg.batch_size == 256  # SRe2L / RDED's recipe at 128 px and up
         assert cfg.model == "resnet18" and teacher.source == "torchvision:resnet18" and len(teacher.class_map) == 10
     else:
         assert teacher.source == "fit" and teacher.width == 64
@@ -229,3 +231,10 @@ def test_the_teacher_s_loss_can_join_another_preset_from_the_command_line():
     assert (cfg.loss, cfg.temperature, cfg.dsa, cfg.optimizer, cfg.epochs) == ("teacher_kl", 2.0, True, "sgd", 1000)
     record = cfg.record(28, flip=True, has_weights=False, has_soft=False)
     assert record["labels"].startswith("soft: the teacher's") and record["augmentation"].startswith("color_crop")
+
+
+def test_soft_is_the_imagenet_recipe_with_the_small_image_crop_and_batch():
+    soft, imagenet = PROTOCOLS["soft"], PROTOCOLS["soft-imagenet"]
+    assert set(soft) == set(imagenet)
+    assert {key for key in soft if soft[key] != imagenet[key]} == {"crop_scale", "batch_size"}
+    assert (soft["crop_scale"], soft["batch_size"]) == ((0.5, 1.0), 16) and imagenet["crop_scale"] == (0.08, 1.0)

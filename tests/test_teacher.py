@@ -207,7 +207,7 @@ def test_fit_teacher_then_evaluate_soft_from_the_command_line(tmp_path, capsys):
 
 def test_the_imagenet_subset_command_runs_offline_end_to_end(tmp_path, monkeypatch, make_class_tree, capsys):
     """An ImageNette-like folder (WordNet-id classes, train/ and val/), a pretrained teacher (a tiny stand-in for
-    torchvision's ResNet-18: no network), a ResNet-18 student, protocol soft: the README's command."""
+    torchvision's ResNet-18: no network), a ResNet-18 student, protocol soft-imagenet: the README's command."""
     _offline_pretrained(monkeypatch)
     wnids = [f"n{i:08d}" for i in range(1000)]
     root = tmp_path / "imagenette"
@@ -218,12 +218,12 @@ def test_the_imagenet_subset_command_runs_offline_end_to_end(tmp_path, monkeypat
     data = ["--dataset", "imagefolder", "--root", str(root), "--image-size", "32", "--resize", "center_crop"]
     assert main(["baseline", *data, "--ipc", "2", "--out", str(tmp_path / "set"), *QUIET]) == 0
     report_path = tmp_path / "soft.json"
-    assert main(["evaluate", "--images", str(tmp_path / "set"), *data, "--protocol", "soft",
+    assert main(["evaluate", "--images", str(tmp_path / "set"), *data, "--protocol", "soft-imagenet",
                  "--teacher", "torchvision:resnet18", "--teacher-imagenet-classes", str(classes),
                  "--teacher-cache-dir", str(tmp_path / "cache"), "--model", "resnet18", "--width", "4",
                  "--epochs", "1", "--num-eval", "1", "--compile", "off", "--json", str(report_path), *QUIET]) == 0
     evaluator = json.loads(report_path.read_text())["record"]["evaluator"]
-    assert evaluator["architecture"] == "resnet18" and evaluator["protocol"] == "soft"
+    assert evaluator["architecture"] == "resnet18" and evaluator["protocol"] == "soft-imagenet"
     assert evaluator["teacher"]["class_index"] == [0, 217] and evaluator["teacher"]["name"] == "torchvision:resnet18"
     assert 0.0 <= evaluator["teacher"]["test_accuracy"] <= 100.0
 
