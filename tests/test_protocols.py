@@ -177,7 +177,7 @@ def test_protocol_is_selectable_in_yaml_and_on_the_command_line():
     assert protocol == "minimax" and cfg.protocol == "minimax" and cfg.model == "resnetap10" and cfg.cutmix == 1.0
     args = make_parser().parse_args(["evaluate", "--images", "x"])
     cfg, protocol = _eval_config(args, {"evaluator": {"protocol": "soft", "temperature": 2}})
-    assert protocol == "soft" and cfg.optimizer == "adamw" and cfg.temperature == 2.0 and cfg.epochs == 300
+    assert protocol == "soft" and cfg.optimizer == "adamw" and cfg.temperature == 2.0 and cfg.epochs == 1000
 
 
 @pytest.mark.bad_input
@@ -213,7 +213,7 @@ def test_shipped_soft_configs_resolve(path):
     cfg, protocol = _eval_config(args, raw)
     teacher = _teacher_config(args, raw)
     assert protocol == ("soft-imagenet" if "imagenette" in path else "soft") and cfg.loss == "teacher_kl"
-    assert cfg.epochs == 300
+    assert cfg.epochs == (300 if "imagenette" in path else 1000)
     if "imagenette" in path:
         assert cfg.crop_scale == (0.08, 1.0) and cfg.batch_size == 256  # SRe2L / RDED's recipe at 128 px and up
         assert cfg.model == "resnet18" and teacher.source == "torchvision:resnet18" and len(teacher.class_map) == 10
@@ -233,8 +233,9 @@ def test_the_teacher_s_loss_can_join_another_preset_from_the_command_line():
     assert record["labels"].startswith("soft: the teacher's") and record["augmentation"].startswith("color_crop")
 
 
-def test_soft_is_the_imagenet_recipe_with_the_small_image_crop_and_batch():
+def test_soft_is_the_imagenet_recipe_with_the_small_image_crop_batch_and_epochs():
     soft, imagenet = PROTOCOLS["soft"], PROTOCOLS["soft-imagenet"]
     assert set(soft) == set(imagenet)
-    assert {key for key in soft if soft[key] != imagenet[key]} == {"crop_scale", "batch_size"}
-    assert (soft["crop_scale"], soft["batch_size"]) == ((0.5, 1.0), 16) and imagenet["crop_scale"] == (0.08, 1.0)
+    assert {key for key in soft if soft[key] != imagenet[key]} == {"crop_scale", "batch_size", "epochs"}
+    assert (soft["crop_scale"], soft["batch_size"], soft["epochs"]) == ((0.5, 1.0), 32, 1000)
+    assert (imagenet["crop_scale"], imagenet["batch_size"], imagenet["epochs"]) == ((0.08, 1.0), 256, 300)
