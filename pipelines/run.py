@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 import time
 from dataclasses import dataclass, field, replace
@@ -33,6 +34,8 @@ from latentdd.record import protocol_record
 from pipelines.baseline import random_real
 from pipelines.cross_arch import EvaluatedSet, parse_students, resolve_students, write_cross_arch
 from pipelines.distill import DecoderConfig, LatentSpaceConfig, distill_to_folder, make_decoder, prepare_latent_space
+
+log = logging.getLogger(__name__)
 
 # What `run` and `compare` give a method named without parameters (a bare `dm` in --methods or
 # YAML): the settings measured best on Fashion-MNIST on 2 CPU cores, chosen on the val split
@@ -175,8 +178,10 @@ class RunConfig:
         if self.random_real_num_eval is not None:
             _check_counts([self.random_real_num_eval], "run.random_real_num_eval")
         idle = [spec.label for spec in self.specs() if not any(map(spec.runs_at, self.ipcs))]
-        if idle:
+        if idle and len(idle) == len(self.specs()):
             raise DataError(f"run.methods {idle}: their ipcs include none of run.ipcs {self.ipcs}")
+        if idle:  # a config's per-IPC variants, with run.ipcs (--ipc) narrowed to the other IPCs
+            log.warning("run.methods %s: their ipcs include none of run.ipcs %s; skipped", idle, self.ipcs)
         for ipc in self.ipcs:
             labels = [spec.label for spec in self.specs() if spec.runs_at(ipc)]
             if len(set(labels)) != len(labels):

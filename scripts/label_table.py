@@ -1,14 +1,15 @@
 """One table of the same sets under a hard-label protocol and under a soft-label one, with DD-Ranking's scores.
 
-Reads two `latentdd run` folders that evaluated the same sets and random-real subsets, one under a
-hard-label protocol (e.g. `dsa`) and one under a soft-label protocol (e.g. `soft`), and prints a
+Reads `latentdd run` folders that evaluated the same sets and random-real subsets, some under a
+hard-label protocol (e.g. `dsa`) and some under a soft-label protocol (e.g. `soft`; a protocol's rows
+may come from several folders, e.g. one per IPC, or the sets and random real apart), and prints a
 Markdown table: for each set and IPC the accuracy under each protocol, IOR under each (against the
 random-real subsets of the same IPC, same protocol), HLR (full data's hard-label accuracy minus the
 set's, from the hard run; full data from `--calibration`) and LRS under each protocol (DD-Ranking's
 pairing: that protocol's IOR with the hard-label HLR). The scores are `latentdd.evaluate.scores`;
 the seconds per evaluation are the reports' own training seconds (mean per training).
 
-    python scripts/label_table.py runs/label_table/dsa runs/label_table/soft \\
+    python scripts/label_table.py --hard runs/label_table/dsa --soft runs/label_table/soft \\
         --calibration results/calibration_fashion_mnist --out results/label_table_fashion_mnist/table.md
 """
 
@@ -27,15 +28,16 @@ from latentdd.evaluate.scores import hlr, ior, lrs  # noqa: E402
 from pipelines.run import _full_data_accuracy  # noqa: E402
 
 
-def load(folder: Path) -> tuple[dict, dict]:
-    """(rows keyed by (method, ipc), random-real subset means by ipc) of one run folder."""
-    rows = json.loads((folder / "results.json").read_text())
-    sets = {(r["method"], r["ipc"]): r for r in rows if not r.get("subset_of") and not r.get("subsets")}
-    subsets: dict[int, list[float]] = {}
-    for r in rows:
-        if r.get("subset_of"):
-            subsets.setdefault(r["ipc"], []).append(r["mean"])
-    return sets, subsets
+def load(folders: list[Path]) -> tuple[dict, dict]:
+    """(rows keyed by (method, ipc), random-real subset means by ipc and subset) of run folders."""
+    sets, subsets = {}, {}
+    for folder in folders:
+        for r in json.loads((folder / "results.json").read_text()):
+            if r.get("subset_of"):
+                subsets.setdefault(r["ipc"], {})[r["method"]] = r["mean"]
+            elif not r.get("subsets"):
+                sets[(r["method"], r["ipc"])] = r
+    return sets, {ipc: list(means.values()) for ipc, means in subsets.items()}
 
 
 def report(row: dict) -> dict:
@@ -53,8 +55,9 @@ def cell(row: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("hard", type=Path, help="run folder evaluated under a hard-label protocol")
-    p.add_argument("soft", type=Path, help="run folder of the same sets under a soft-label protocol")
+    p.add_argument("--hard", type=Path, nargs="+", required=True, help="run folders under a hard-label protocol")
+    p.add_argument("--soft", type=Path, nargs="+", required=True, help="run folders of the same sets under a "
+                   "soft-label protocol")
     p.add_argument("--calibration", default="results/calibration_fashion_mnist",
                    help="a `latentdd calibrate` folder: full data's hard-label accuracy (HLR)")
     p.add_argument("--dataset", default="fashion_mnist")
@@ -66,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     soft_sets, soft_random = load(args.soft)
     protocols = [report(next(iter(s.values())))["record"]["evaluator"]["protocol"] for s in (hard_sets, soft_sets)]
     teacher = report(next(iter(soft_sets.values())))["record"]["evaluator"].get("teacher") or {}
-    lines = [f"Hard: `{protocols[0]}` ({args.hard}); soft: `{protocols[1]}` ({args.soft}). Full data (hard labels, "
+    lines = [f"Hard: `{protocols[0]}` ({', '.join(map(str, args.hard))}); soft: `{protocols[1]}` "
+             f"({', '.join(map(str, args.soft))}). Full data (hard labels, "
              f"{args.calibration}): {full:.2f}. Teacher: {teacher.get('name')}, test accuracy "
              f"{teacher.get('test_accuracy')}%. IOR: points over random real (mean of its subsets, same IPC and "
              "protocol); HLR: full data minus the set, hard labels; LRS (%): DD-Ranking's, from that protocol's IOR "

@@ -313,10 +313,21 @@ def test_run_evaluates_a_factorized_set_on_its_tiles(tmp_path, common):
 
 def test_run_method_ipcs_must_meet_the_runs(tmp_path, common, capsys):
     config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump({"run": {"methods": ["kmeans", {"method": "random", "ipcs": [50]}],
-                                              "ipcs": [1, 10]}}))
+    config.write_text(yaml.safe_dump({"run": {"methods": [{"method": "random", "ipcs": [50]}], "ipcs": [1, 10]}}))
     assert main(["run", "--config", str(config), *common, "--out", str(tmp_path / "x")]) == 2
     assert "include none of run.ipcs" in capsys.readouterr().err
+
+
+def test_a_variant_for_other_ipcs_is_skipped_when_the_run_is_narrowed_to_some(tmp_path, common, caplog):
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"run": {"methods": ["random", {"method": "random", "label": "late",
+                                                                     "ipcs": [2]}], "ipcs": [1, 2],
+                                              "random_real": False},
+                                      "evaluator": {"epochs": 1, "width": 8, "compile": "off", "num_eval": 1}}))
+    out = tmp_path / "x"
+    assert main(["run", "--config", str(config), *common, "--ipc", "1", "--out", str(out)]) == 0
+    assert (out / "random_ipc1").is_dir() and not list(out.glob("late_*"))
+    assert "['late']: their ipcs include none of run.ipcs [1]; skipped" in caplog.text
 
 
 def test_run_curve_evaluates_one_optimisation_at_each_iteration_count(tmp_path, common, capsys):
