@@ -11,8 +11,8 @@ import yaml
 from latentdd.cli import SECTIONS, _data_config, _decoder_config, _eval_config, _latent_config, _run_setup, main, make_parser
 from latentdd.config import BaselineConfig, DataConfig, DistillConfig, build, check_sections, load_yaml
 from latentdd.distill import make_distiller
-from latentdd.evaluate import EvalConfig
 from latentdd.errors import DataError
+from latentdd.evaluate import EvalConfig
 from latentdd.evaluate.teacher import TeacherConfig
 from pipelines.calibrate import CalibrateConfig
 from pipelines.distill import DecoderConfig, LatentSpaceConfig
