@@ -203,6 +203,20 @@ def test_dm_loss_known_value_and_gradient():
     torch.testing.assert_close(z_syn.grad, t64([[1.0, 2.0], [1.0, 2.0]]))
 
 
+def test_weighted_dm_loss_known_value_and_gradient():
+    # weights (3, 1): weighted mean (1.5, 2.5), real mean (1, 1): |(0.5, 1.5)|^2 = 2.5.
+    z_syn = t64([[1.0, 2.0], [3.0, 4.0]]).requires_grad_(True)
+    loss = dm_loss(z_syn, t64([[0.0, 0.0], [2.0, 2.0], [1.0, 1.0]]), t64([3.0, 1.0]))
+    assert loss.item() == pytest.approx(2.5, abs=1e-12)
+    loss.backward()
+    # d/dz_syn_j = 2 (mean_s - mean_r) w_j / sum(w).
+    torch.testing.assert_close(z_syn.grad, t64([[0.75, 2.25], [0.25, 0.75]]))
+    # Equal weights are the plain mean.
+    assert dm_loss(z_syn, t64([[1.0, 1.0]]), t64([0.2, 0.2])).item() == pytest.approx(5.0, abs=1e-12)
+    with pytest.raises(DataError, match="weights must be"):
+        dm_loss(z_syn, t64([[1.0, 1.0]]), t64([1.0, -1.0]))
+
+
 def test_dm_loss_is_zero_when_means_match():
     assert dm_loss(t64([[1.0, 1.0], [3.0, 3.0]]), t64([[2.0, 2.0]])).item() == 0.0
     assert dm_loss(t64([[1.0, 5.0], [3.0, -1.0]]), t64([[0.0, 2.0], [4.0, 2.0], [2.0, 2.0]])).item() == 0.0

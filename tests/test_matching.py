@@ -35,22 +35,38 @@ def _capture_networks(monkeypatch) -> list[ConvNet]:
     return seen
 
 
-def test_one_dm_step_is_sgd_on_the_summed_squared_mean_gaps(latents, monkeypatch):
-    """DM's update by hand: lr * grad of sum_k ||mean e(real_k) - mean e(syn_k)||^2 through the same network.
+@pytest.mark.parametrize("extra", [{}, {"init": "kmeans", "weights": "voronoi"}])
+def test_one_dm_step_is_sgd_on_the_summed_squared_mean_gaps(latents, monkeypatch, extra):
+    """DM's update by hand: lr * grad of sum_k ||mean e(real_k) - mean e(syn_k)||^2 through the same network,
+    the synthetic mean weighted by the set's weights (uniform, or the Voronoi masses of its initial points).
 
     batch_real 20 takes every member of each class, whose mean does not depend on the draw."""
     nets = _capture_networks(monkeypatch)
-    params = {**TINY, "iterations": 1, "batch_real": 20, "dsa": False, "lr": 0.5, "momentum": 0.0}
-    start = make_distiller("dm", **{**params, "iterations": 1, "lr": 1e-30}).distill(latents, 2, seed=3).latents
+    params = {**TINY, "iterations": 1, "batch_real": 20, "dsa": False, "lr": 0.5, "momentum": 0.0, **extra}
+    first = make_distiller("dm", **{**params, "iterations": 1, "lr": 1e-30}).distill(latents, 2, seed=3)
+    start, w = first.latents, first.weights
     nets.clear()
-    after = make_distiller("dm", **params).distill(latents, 2, seed=3).latents
+    after = make_distiller("dm", **params).distill(latents, 2, seed=3)
     (net,) = nets
     syn = start.clone().requires_grad_(True)
-    loss = sum(((net.embed(syn[2 * k : 2 * k + 2]).mean(0) - net.embed(latents.latents[20 * k : 20 * k + 20]).mean(0))
-                ** 2).sum() for k in range(3))
+    loss = sum(((w[2 * k : 2 * k + 2, None] * net.embed(syn[2 * k : 2 * k + 2])).sum(0) / w[2 * k : 2 * k + 2].sum()
+                - net.embed(latents.latents[20 * k : 20 * k + 20]).mean(0)).square().sum() for k in range(3))
     loss.backward()
-    torch.testing.assert_close(after, start - 0.5 * syn.grad, rtol=1e-5, atol=1e-6)
-    assert not torch.equal(after, start)
+    torch.testing.assert_close(after.latents, start - 0.5 * syn.grad, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(after.latents, start) and torch.equal(after.weights, w)
+
+
+def test_dm_voronoi_weights_are_the_masses_of_the_initial_points(latents):
+    """From k-means centroids they are kmeans's own (DDOQ) weights; from real latents, their cells' masses."""
+    kinit = make_distiller("dm", **TINY, init="kmeans", weights="voronoi").distill(latents, 2, seed=0)
+    torch.testing.assert_close(kinit.weights, make_distiller("kmeans").distill(latents, 2, seed=0).weights)
+    uniform = make_distiller("dm", **TINY, init="kmeans").distill(latents, 2, seed=0)
+    assert torch.equal(uniform.weights, torch.full((6,), 0.5)) and not torch.equal(uniform.latents, kinit.latents)
+    real = make_distiller("dm", **TINY, weights="voronoi").distill(latents, 2, seed=0)
+    sums = real.weights.reshape(3, 2).sum(1)
+    torch.testing.assert_close(sums, torch.ones(3))
+    assert real.params["weights"] == "voronoi"
+    assert not torch.equal(real.weights, torch.full((6,), 0.5))  # 20 latents a class rarely split 10 / 10
 
 
 def test_dm_draws_a_fresh_untrained_network_every_iteration(latents, monkeypatch):
@@ -103,7 +119,9 @@ def test_a_diverging_set_stops_with_advice_before_anything_is_written(latents, t
 @pytest.mark.parametrize("params, needle", [({"optimizer": "lbfgs"}, "optimizer must be one of sgd, adam"),
                                             ({"divergence": 0.5}, "divergence must be > 1"),
                                             ({"batch_real": 0}, "batch_real must be a positive integer"),
-                                            ({"embedding": "clip"}, "embedding must be one of")])
+                                            ({"embedding": "clip"}, "embedding must be one of"),
+                                            ({"weights": "sqrt"}, "dm weights must be one of uniform, voronoi"),
+                                            ({"weights": "voronoi", "factor": 2}, "use factor 1")])
 def test_bad_engine_parameters_are_refused(params, needle):
     with pytest.raises(DataError, match=needle):
         make_distiller("dm", **params)

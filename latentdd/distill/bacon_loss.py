@@ -116,13 +116,23 @@ def bacon_loss(
     return BaconTerms(total=total, likelihood=likelihood, tv=tv, clip=clip)
 
 
-def dm_loss(z_syn: torch.Tensor, z_real: torch.Tensor) -> torch.Tensor:
+def dm_loss(z_syn: torch.Tensor, z_real: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     """DM/IDM mean matching: z_syn (m, d), z_real (k, d) -> 0-d ||mean(z_syn) - mean(z_real)||^2.
 
     The squared Euclidean norm (a sum over the d features, not a mean), as in DM's code.
+    weights (m,) >= 0 make the synthetic mean a weighted one, sum_i w_i z_i / sum_i w_i: the
+    mean of the distribution the weighted set stands for (DDOQ's Voronoi masses).
     """
     z_syn, z_real = _check_pair(z_syn, z_real)
-    return (z_syn.mean(dim=0) - z_real.mean(dim=0)).square().sum()
+    if weights is None:
+        mean_syn = z_syn.mean(dim=0)
+    else:
+        if weights.shape != z_syn.shape[:1] or not (weights >= 0).all() or not weights.sum() > 0:
+            raise DataError(f"dm_loss weights must be ({len(z_syn)},), non-negative with a positive sum; got "
+                            f"{tuple(weights.shape)}")
+        w = weights.to(z_syn.dtype)
+        mean_syn = (w[:, None] * z_syn).sum(dim=0) / w.sum()
+    return (mean_syn - z_real.mean(dim=0)).square().sum()
 
 
 def bacon_paper_total(z_syn: torch.Tensor, z_real: torch.Tensor) -> torch.Tensor:

@@ -337,6 +337,7 @@ class Run:
     batch_real: int
     augment: DiffAugment | None
     gen: torch.Generator
+    weights: torch.Tensor | None = None  # (K*ipc,) the set's weights (`initial_weights`); None -> uniform
 
     @property
     def num_classes(self) -> int:
@@ -460,6 +461,11 @@ class MatchingDistiller:
         """Embeddings of class k (synthetic (m, F) with gradient, real (b, F) without) -> (0-d loss, its terms)."""
         raise NotImplementedError
 
+    def initial_weights(self, latents: Latents, members: list[np.ndarray], syn: torch.Tensor) -> torch.Tensor | None:
+        """(K*ipc,) weights of the set, each class's summing to 1, fixed from its initial points syn
+        (K*ipc, c, h, w); they reach `class_loss` as run.weights and the result. None -> uniform."""
+        return None
+
     def describe(self, run: Run) -> dict:
         """Settings resolved for this run (defaults that depend on the IPC), for the result's extras."""
         return {}
@@ -503,6 +509,7 @@ class MatchingDistiller:
         spec = NetSpec(inputs.channels, len(members), inputs.size, self.width, depth, self.norm)
 
         syn = torch.nn.Parameter(self._initial(latents, members, ipc, seed, gen))  # (K*ipc, c, h, w)
+        run.weights = self.initial_weights(latents, members, syn.detach())
         optimizer = self._make_optimizer(syn)
         if self.networks == "bank":
             source = NetworkBank.load_or_train(spec, run, nets=self.bank_nets, steps=tuple(self.bank_steps),
@@ -543,7 +550,7 @@ class MatchingDistiller:
                                       "curve": curve, "syn": syn, "optimizer": optimizer.state_dict(),
                                       "generator": gen.get_state(), "source": source.state()})
         seconds = time.perf_counter() - t0
-        return self._result(latents, members, syn.detach(), ipc, seed, {
+        return self._result(latents, members, syn.detach(), run.weights, ipc, seed, {
             "iterations": self.iterations, "seconds": seconds,
             "iterations_per_second": (self.iterations - start) / max(seconds - elapsed, 1e-9),
             "resumed_from": start, "batch_real": run.batch_real, "depth": depth,
@@ -557,8 +564,8 @@ class MatchingDistiller:
             return torch.optim.Adam([syn], lr=self.lr)
         return torch.optim.SGD([syn], lr=self.lr, momentum=self.momentum)
 
-    def _result(self, latents: Latents, members: list[np.ndarray], syn: torch.Tensor, ipc: int, seed: int,
-                extras: dict) -> SyntheticLatents:
+    def _result(self, latents: Latents, members: list[np.ndarray], syn: torch.Tensor, weights: torch.Tensor | None,
+                ipc: int, seed: int, extras: dict) -> SyntheticLatents:
         num_classes = len(members)
         per_class = [syn[k * ipc : (k + 1) * ipc] for k in range(num_classes)]  # (ipc, c, h, w) each
         extras["factorization"] = ({"factor": self.factor, "latents_matched_per_class": ipc * self.factor**2}
@@ -569,7 +576,7 @@ class MatchingDistiller:
             for idx, z in zip(members, per_class)]
         params = {**dataclasses.asdict(self), "ipc": ipc, "seed": seed}
         return assemble(latents, [z.reshape(ipc, -1).numpy() for z in per_class], method=self.name, params=params,
-                        weights=uniform_weights(num_classes, ipc), extras=extras)
+                        weights=uniform_weights(num_classes, ipc) if weights is None else weights, extras=extras)
 
     def _check_factor(self, latents: Latents, members: list[np.ndarray], ipc: int) -> None:
         """DataError unless the latents split into factor x factor tiles and every class has factor**2 * ipc."""
