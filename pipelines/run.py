@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 RUN_SETTINGS: dict[str, dict[int, dict]] = {
     "dm": {
         1: {"embedding": "pixel", "batch_real": 64, "factor": 2, "iterations": 500},  # real init
-        10: {"embedding": "pixel", "batch_real": 128, "init": "kmeans", "iterations": 100},
+        10: {"embedding": "pixel", "batch_real": 128, "init": "kmeans", "lr": 0.5, "iterations": 300},
     },
 }
 
