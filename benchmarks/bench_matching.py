@@ -12,8 +12,12 @@ Fashion-MNIST at IPC 10 (20,000 iterations: 118 h).
 The bank here is small (2 networks, snapshots after 0, 10 and 20 steps): an iteration's
 cost does not depend on its size, only the setup does.
 
+A fourth field picks the embedding forward (`matching.Embedder`): eager (the default, float32),
+bf16 (the real batch in bfloat16), compiled (torch.compile, once per run: its compilation is in
+the setup column) or compiled-bf16 (both).
+
     python benchmarks/bench_matching.py                                  # IPC 10, 3 timed iterations
-    python benchmarks/bench_matching.py --configs dm:pixel:method bacon:pixel:bank --iterations 5
+    python benchmarks/bench_matching.py --configs dm:pixel:method dm:pixel:method:compiled-bf16 --iterations 5
 """
 
 from __future__ import annotations
@@ -24,13 +28,16 @@ import time
 import torch
 
 from latentdd.config import DataConfig
-from latentdd.distill import DistillContext, make_distiller
+from latentdd.distill import DistillContext, make_distiller, matching
 from pipelines.distill import LatentSpaceConfig, prepare_latent_space
 
 REFERENCE_SECONDS_PER_ITERATION = 21.3
 DEFAULT_CONFIGS = ["bacon:pixel:method", "bacon:pixel:bank", "bacon:latent:method", "bacon:latent:bank",
                    "idm:pixel:method", "idm:pixel:bank", "dm:pixel:method", "dm:pixel:bank", "dm:latent:method",
-                   "dsa:pixel:method"]
+                   "dsa:pixel:method", "dm:pixel:method:compiled-bf16", "bacon:pixel:bank:compiled-bf16",
+                   "idm:pixel:bank:compiled-bf16"]
+FORWARDS = {"eager": {}, "bf16": {"real_precision": "bfloat16"}, "compiled": {"compile": "auto"},
+            "compiled-bf16": {"compile": "auto", "real_precision": "bfloat16"}}
 SMALL_BANK = {"bank_nets": 2, "bank_steps": (0, 10, 20)}
 
 
@@ -41,30 +48,47 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ipc", type=int, default=10)
     p.add_argument("--iterations", type=int, default=3)
     p.add_argument("--batch-real", type=int, default=256)
-    p.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, help="METHOD:EMBEDDING:method|bank")
+    p.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, help="METHOD:EMBEDDING:method|bank[:" + "|".join(FORWARDS) + "]")
     p.add_argument("--cache-dir", default="~/.cache/latentdd")
     args = p.parse_args(argv)
 
     space = prepare_latent_space(DataConfig(name=args.dataset, validation=args.validation),
                                  LatentSpaceConfig(cache_dir=args.cache_dir), progress=False)
     context = DistillContext(decode=space.decode)  # no cache_dir: every bank is trained, and timed as setup
+    _share_decoded_inputs()
     print(f"{args.dataset}: {len(space.latents)} latents {tuple(space.latents.latent_shape)}, IPC {args.ipc}, "
           f"real batch {args.batch_real}, {args.iterations} timed iterations, {torch.get_num_threads()} threads\n")
-    print(f"{'method:embedding:networks':<26} {'setup s':>8} {'s/iteration':>12} {'vs first':>9} "
+    print(f"{'method:embedding:networks:forward':<36} {'setup s':>8} {'s/iteration':>12} {'vs first':>9} "
           f"{'vs reference (21.3 s/it)':>25}")
     base = None
     for config in args.configs:
-        method, embedding, networks = config.split(":")
+        method, embedding, networks, forward = (config.split(":") + ["eager"])[:4]
         params = {"embedding": embedding, "networks": networks, "iterations": 1 + args.iterations,
-                  "checkpoint_every": 1, "batch_real": args.batch_real, **(SMALL_BANK if networks == "bank" else {})}
+                  "checkpoint_every": 1, "batch_real": args.batch_real, **(SMALL_BANK if networks == "bank" else {}),
+                  **FORWARDS[forward]}
         start = time.perf_counter()
         syn = make_distiller(method, **params).distill(space.latents, args.ipc, seed=0, context=context)
         wall = time.perf_counter() - start
         curve = syn.extras["loss_curve"]
         per_it = (curve[-1]["seconds"] - curve[0]["seconds"]) / args.iterations  # the first iteration is left out
         base = base or per_it
-        print(f"{config:<26} {wall - curve[-1]['seconds']:>8.1f} {per_it:>12.3f} {base / per_it:>8.2f}x "
+        print(f"{config:<36} {wall - curve[-1]['seconds']:>8.1f} {per_it:>12.3f} {base / per_it:>8.2f}x "
               f"{REFERENCE_SECONDS_PER_ITERATION / per_it:>24.1f}x", flush=True)
+
+
+def _share_decoded_inputs() -> None:
+    """Decode the real latents once per embedding for all configs, not once per config: it is setup,
+    left out of the per-iteration figures either way, and took minutes a config."""
+    made: dict[tuple[str, int], matching.Inputs] = {}
+    make = matching.Inputs.make
+
+    def shared(embedding, latents, context):
+        key = (embedding, id(latents))
+        if key not in made:
+            made[key] = make(embedding, latents, context)
+        return made[key]
+
+    matching.Inputs.make = staticmethod(shared)
 
 
 if __name__ == "__main__":

@@ -121,10 +121,113 @@ def test_a_diverging_set_stops_with_advice_before_anything_is_written(latents, t
                                             ({"batch_real": 0}, "batch_real must be a positive integer"),
                                             ({"embedding": "clip"}, "embedding must be one of"),
                                             ({"weights": "sqrt"}, "dm weights must be one of uniform, voronoi"),
-                                            ({"weights": "voronoi", "factor": 2}, "use factor 1")])
+                                            ({"weights": "voronoi", "factor": 2}, "use factor 1"),
+                                            ({"compile": "yes"}, "compile must be one of off, auto, on"),
+                                            ({"real_precision": "float16"},
+                                             "real_precision must be one of float32, bfloat16")])
 def test_bad_engine_parameters_are_refused(params, needle):
     with pytest.raises(DataError, match=needle):
         make_distiller("dm", **params)
+
+
+@pytest.mark.bad_input
+def test_dc_refuses_the_embedding_speed_ups_it_does_not_use():
+    with pytest.raises(DataError, match="dc matches parameter gradients.*leave them at off / float32"):
+        make_distiller("dc", compile="auto")
+    with pytest.raises(DataError, match="dsa matches parameter gradients"):
+        make_distiller("dsa", real_precision="bfloat16")
+
+
+# ---------------------------------------------------------------------------------------
+# The fast embedding forward
+
+
+def _spec(size=8, channels=2, depth=2):
+    return matching.NetSpec(channels=channels, num_classes=3, size=size, width=8, depth=depth, norm="instancenorm")
+
+
+def test_the_compiled_embedder_follows_each_loaded_network_as_eager_does():
+    """One module compiled once serves every network: after each load its output is that network's own
+    (weights are inputs of the compiled graph, not constants baked in at the first call)."""
+    spec = _spec()
+    x = torch.randn(5, 2, 8, 8, generator=torch.Generator().manual_seed(1))
+    embedder = matching.Embedder(spec, "on", "float32")
+    outputs = []
+    for seed in (1, 2):
+        net = spec.build(torch.Generator().manual_seed(seed))
+        embedder.load(net)
+        with torch.no_grad():
+            expected = net.embed(x)
+        torch.testing.assert_close(embedder.real(x), expected, rtol=1e-4, atol=1e-5)
+        syn = x.clone().requires_grad_(True)
+        embedder.syn(syn).square().sum().backward()
+        eager = x.clone().requires_grad_(True)
+        net.requires_grad_(False).embed(eager).square().sum().backward()
+        torch.testing.assert_close(syn.grad, eager.grad, rtol=1e-4, atol=1e-5)
+        outputs.append(expected)
+    assert not torch.allclose(outputs[0], outputs[1])
+    assert embedder.record()["embedding_forward"] == {"compile": "on", "compiled": True, "compile_fallback": None,
+                                                      "real_precision": "float32"}
+
+
+def test_the_compiled_embedder_takes_one_channel_inputs_of_any_strides():
+    """(n, 1, S, S) tensors come with stride 1 or S*S on the channel axis (both contiguous): one result."""
+    spec = _spec(channels=1)
+    net = spec.build(torch.Generator().manual_seed(0))
+    embedder = matching.Embedder(spec, "on", "float32")
+    embedder.load(net)
+    x = torch.randn(5, 8, 8, 1, generator=torch.Generator().manual_seed(1)).permute(0, 3, 1, 2)  # stride 1 on C
+    assert x.is_contiguous() and x.stride(1) == 1
+    with torch.no_grad():
+        torch.testing.assert_close(embedder.syn(x), net.embed(x), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(embedder.syn(x.contiguous().clone()), net.embed(x), rtol=1e-4, atol=1e-5)
+
+
+def test_bfloat16_real_embeddings_are_float32_without_gradient_and_close_to_float32():
+    spec = _spec(size=16, channels=1, depth=3)
+    net = spec.build(torch.Generator().manual_seed(0))
+    x = torch.randn(64, 1, 16, 16, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    full, half = matching.Embedder(spec, "off", "float32"), matching.Embedder(spec, "off", "bfloat16")
+    full.load(net)
+    half.load(net)
+    e32, e16 = full.real(x), half.real(x)
+    assert e16.dtype == torch.float32 and not e16.requires_grad and not torch.equal(e16, e32)
+    # What DM matches, the mean embedding, moves by well under 1% of its norm.
+    assert float((e16.mean(0) - e32.mean(0)).norm() / e32.mean(0).norm()) < 1e-2
+    assert half.syn(x).dtype == torch.float32 and torch.equal(half.syn(x), full.syn(x))  # synthetic: float32
+
+
+def test_auto_compile_falls_back_to_eager_and_records_why(monkeypatch):
+    def broken(fn, **kw):
+        def call(x):
+            raise RuntimeError("inductor is not available\nmore")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    spec = _spec()
+    net = spec.build(torch.Generator().manual_seed(0))
+    x = torch.randn(3, 2, 8, 8)
+    auto = matching.Embedder(spec, "auto", "float32")
+    auto.load(net)
+    with torch.no_grad():
+        torch.testing.assert_close(auto.real(x), net.embed(x))
+    assert auto.record()["embedding_forward"]["compiled"] is False
+    assert auto.record()["embedding_forward"]["compile_fallback"] == "embedding call 1: inductor is not available"
+    strict = matching.Embedder(spec, "on", "float32")
+    with pytest.raises(RuntimeError, match="inductor"):
+        strict.real(x)
+
+
+def test_dm_compiled_in_bfloat16_is_repeatable_close_to_eager_and_recorded(latents):
+    fast = {**TINY, "compile": "on", "real_precision": "bfloat16"}
+    a = make_distiller("dm", **fast).distill(latents, 2, seed=0)
+    b = make_distiller("dm", **fast).distill(latents, 2, seed=0)
+    eager = make_distiller("dm", **TINY).distill(latents, 2, seed=0)
+    assert torch.equal(a.latents, b.latents)  # same seed, same settings, same machine: same bits
+    torch.testing.assert_close(a.latents, eager.latents, rtol=0.05, atol=0.05)
+    assert a.extras["embedding_forward"] == {"compile": "on", "compiled": True, "compile_fallback": None,
+                                             "real_precision": "bfloat16"}
+    assert eager.extras["embedding_forward"]["compile"] == "off"
 
 
 # ---------------------------------------------------------------------------------------

@@ -86,6 +86,10 @@ class DCDistiller(MatchingDistiller):
         super().__post_init__()
         if not self.net_lr > 0:
             raise DataError(f"{self.name} net_lr must be > 0; got {self.net_lr!r}")
+        if (self.compile, self.real_precision) != ("off", "float32"):
+            raise DataError(f"{self.name} matches parameter gradients, which run eagerly in float32; compile and "
+                            "real_precision speed up the embedding forward of dm, bacon and idm only: leave them "
+                            f"at off / float32 (got {self.compile!r}, {self.real_precision!r})")
 
     def loops(self, ipc: int) -> tuple[int, int]:
         if self.outer_loop is not None and self.inner_loop is not None:
