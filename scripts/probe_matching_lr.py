@@ -4,6 +4,8 @@ batches) and report the mean matching loss over the last half of the iterations.
 
     python scripts/probe_matching_lr.py --dataset fashion_mnist --validation 0.1 --vae fit \
         --method dm --ipc 10 --lrs 0.1,1,10 --iterations 40 --param batch_real=64 --out results/lr_probe.json
+    python scripts/probe_matching_lr.py --dataset imagefolder --root ~/scale/fmnist64 --image-size 64 --channels 3 \
+        --resize resize --vae taesd:../shared/weights/taef2 --param embedding=latent --param init=kmeans ...
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ from pipelines.distill import LatentSpaceConfig, prepare_latent_space
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="fashion_mnist")
+    p.add_argument("--root", default=None)
+    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--channels", type=int, default=None)
+    p.add_argument("--resize", default="pad")
     p.add_argument("--validation", type=float, default=0.1)
     p.add_argument("--vae", default="fit")
     p.add_argument("--method", default="dm")
@@ -35,7 +41,9 @@ def main() -> None:
     p.add_argument("--out", required=True)
     args = p.parse_args()
     params = dict(kv.split("=", 1) for kv in args.param)
-    space = prepare_latent_space(DataConfig(name=args.dataset, validation=args.validation),
+    data = DataConfig(name=args.dataset, root=args.root, image_size=args.image_size, channels=args.channels,
+                      resize=args.resize, validation=args.validation)
+    space = prepare_latent_space(data,
                                  LatentSpaceConfig(vae=args.vae), progress=False)
     rows = []
     for lr in [float(v) for v in args.lrs.split(",")]:
