@@ -44,10 +44,13 @@ log = logging.getLogger(__name__)
 # registered distiller keeps its reference's defaults (DM: 20,000 iterations, 256 real images per
 # class), which take days on a CPU; a mapping entry (`{method: dm, params: {...}}`) gets exactly its
 # params over those.
+# The embedding forward is compiled, and the real batch's forward runs in bfloat16: the same val accuracy as
+# eager float32 on the same machine, at half the seconds (results/matching_fashion_mnist/search_dm_fit_fast).
+FAST_FORWARD = {"compile": "auto", "real_precision": "bfloat16"}
 RUN_SETTINGS: dict[str, dict[int, dict]] = {
     "dm": {
-        1: {"embedding": "pixel", "batch_real": 64, "factor": 2, "iterations": 500},  # real init
-        10: {"embedding": "pixel", "batch_real": 128, "init": "kmeans", "lr": 0.5, "iterations": 300},
+        1: {"embedding": "pixel", "batch_real": 64, "factor": 2, "iterations": 500, **FAST_FORWARD},  # real init
+        10: {"embedding": "pixel", "batch_real": 128, "init": "kmeans", "lr": 0.5, "iterations": 300, **FAST_FORWARD},
     },
 }
 
