@@ -45,7 +45,8 @@ log = logging.getLogger(__name__)
 # class), which take days on a CPU; a mapping entry (`{method: dm, params: {...}}`) gets exactly its
 # params over those.
 # The embedding forward is compiled, and the real batch's forward runs in bfloat16: the same val accuracy as
-# eager float32 on the same machine, at half the seconds (results/matching_fashion_mnist/search_dm_fit_fast).
+# eager float32 on the same machine and seed, at about a third of the seconds
+# (results/matching_fashion_mnist/search_dm_fit_fast).
 FAST_FORWARD = {"compile": "auto", "real_precision": "bfloat16"}
 RUN_SETTINGS: dict[str, dict[int, dict]] = {
     "dm": {
