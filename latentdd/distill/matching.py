@@ -278,7 +278,7 @@ class Embedder:
     def __init__(self, spec: NetSpec, compile: str, real_precision: str) -> None:
         self.model = spec.build(torch.Generator().manual_seed(0)).requires_grad_(False)  # weights come from load
         self.status = CompileStatus(compile)
-        self.real_dtype = REAL_PRECISIONS[real_precision]
+        self.real_precision, self.real_dtype = real_precision, REAL_PRECISIONS[real_precision]
         model = self.model
 
         # Two functions, so that each keeps its own few compiled graphs (one per batch size and mode)
@@ -309,13 +309,8 @@ class Embedder:
         try:
             return self.forward[side](x)
         except Exception as err:  # noqa: BLE001 - any compiler failure
-            if self.status.mode == "on":
-                raise
-            first_line = (str(err).splitlines() or [type(err).__name__])[0][:200]
-            log.warning("torch.compile of the matching embedding failed (%s); running eagerly", first_line)
+            self.status.fall_back(f"embedding call {self.calls}", err)
             self.forward = dict(self.eager)
-            self.status.compiled = False
-            self.status.fallback = f"embedding call {self.calls}: {first_line}"
             return self.forward[side](x)
 
     def real(self, x: torch.Tensor) -> torch.Tensor:
@@ -331,7 +326,7 @@ class Embedder:
         return self._embed("syn", x)
 
     def record(self) -> dict:
-        return {"embedding_forward": {**self.status.record(), "real_precision": str(self.real_dtype).split(".")[-1]}}
+        return {"embedding_forward": {**self.status.record(), "real_precision": self.real_precision}}
 
 
 def _dense_strides(shape: torch.Size) -> tuple[int, ...]:

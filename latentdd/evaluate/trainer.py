@@ -276,6 +276,17 @@ class CompileStatus:
         """The protocol record's fields: compiled and eager training give different accuracies."""
         return {"compile": self.mode, "compiled": self.compiled, "compile_fallback": self.fallback}
 
+    def fall_back(self, where: str, err: Exception) -> None:
+        """A compiled call at `where` (e.g. "train call 2") failed with `err`: re-raise it in mode on;
+        in mode auto, warn, and record that the rest runs eagerly (the first reason is kept)."""
+        if self.mode == "on":
+            raise err
+        first_line = (str(err).splitlines() or [type(err).__name__])[0][:200]
+        reason = f"{where}: {first_line}"
+        log.warning("torch.compile failed (%s); running eagerly", reason)
+        self.compiled = False
+        self.fallback = self.fallback or reason
+
 
 class _Step:
     """SGD steps and test forwards of one model, through torch.compile when asked and able.
@@ -301,14 +312,8 @@ class _Step:
         try:
             return fn()
         except Exception as err:  # noqa: BLE001 - any compiler failure
-            if self.mode == "on":
-                raise
-            first_line = (str(err).splitlines() or [type(err).__name__])[0][:200]
-            reason = f"{phase} call {self.calls[phase]}: {first_line}"
-            log.warning("torch.compile failed (%s); running eagerly", reason)
+            self.status.fall_back(f"{phase} call {self.calls[phase]}", err)
             self.forward = self.model
-            self.status.compiled = False
-            self.status.fallback = self.status.fallback or reason
             return fn()  # fn starts from zeroed gradients, so a step that failed half-way is redone whole
 
     def _loss(self, x, y, weights, soft, temperature) -> torch.Tensor:
