@@ -551,6 +551,8 @@ def _run_setup(args, raw, *, num_eval: int, run_defaults: dict, out_default: str
         section["eval_split"] = args.run_eval_split
     if args.latents_from:
         section["latents_from"] = args.latents_from
+    if args.latents:
+        section["latents_dir"] = args.latents
     if args.consistency:
         section["consistency"] = True
     if args.students is not None:
@@ -728,6 +730,9 @@ def make_parser() -> argparse.ArgumentParser:
         p.add_argument("--latents-from", dest="latents_from", metavar="DIR",
                        help="an earlier run's folder: render its synthetic latents where method, parameters, IPC, "
                             "seed and VAE match, instead of distilling again (e.g. another --decoder)")
+        p.add_argument("--latents", metavar="DIR",
+                       help="the train latent cache `latentdd encode --out DIR` wrote (its train split, encoded with "
+                            "the --vae given here), read instead of encoding")
         p.add_argument("--consistency", action="store_true",
                        help="also report each set's class consistency (the share of its images a ConvNet trained "
                             "on the real train split calls their class)")

@@ -146,6 +146,9 @@ class RunConfig:
         same method, parameters, IPC, seed and VAE, they are rendered again (with this run's
         decoder) instead of distilled again. A folder of this run whose decoder changed is
         reused the same way.
+    latents_dir: the train split's latent cache that `latentdd encode --out DIR` wrote (e.g. with several
+        processes), read instead of encoding; DataError unless it holds this dataset's train split encoded
+        with this VAE and input adapter. Default: the content-keyed cache under latent.cache_dir.
     consistency: also report each set's class consistency, the share of its images that a
         ConvNet trained on the whole real train split calls their class
         (`latentdd.evaluate.consistency`; the judge is cached under cache_dir/judge).
@@ -169,6 +172,7 @@ class RunConfig:
     random_real_num_eval: int | None = None  # trainings per random-real subset; None: the evaluator's num_eval
     eval_split: str = "test"
     latents_from: str | None = None
+    latents_dir: str | None = None  # a latent cache `latentdd encode --out DIR` wrote, read instead of encoding
     consistency: bool = False
     calibration: str | None = None  # a `latentdd calibrate --out` folder: its full-data accuracy gives HLR and LRS
     students: list = field(default_factory=list)  # cross-architecture table: see pipelines.cross_arch
@@ -235,7 +239,7 @@ def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator
     save_resolved(out / "config.yaml",
                   {"dataset": data, "latent": space, "decoder": decoder, "run": config, "evaluator": evaluator})
     t0 = time.perf_counter()
-    prepared = prepare_latent_space(data, space, progress=progress)
+    prepared = prepare_latent_space(data, space, latents_dir=config.latents_dir, progress=progress)
     renderer, decoder_record = make_decoder(decoder, prepared, space.cache_dir, progress=progress)
     # Folders rendered by the plain VAE before decoders were configurable keep their request (and reports).
     # The prior: the fitted prior's name (its content hash), or the pretrained model (hub id or folder).

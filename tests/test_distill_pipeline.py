@@ -128,6 +128,31 @@ def test_run_main_job_tabulates_and_resumes(tmp_path, common, monkeypatch):
     assert (out / "results.md").read_text().splitlines()[:-1] == table.splitlines()[:-1]
 
 
+def test_run_reads_a_latent_cache_that_encode_wrote_and_refuses_another_vaes(tmp_path, common, monkeypatch, capsys):
+    """`run --latents DIR` distils the cache `encode --out DIR` wrote (no encoding, recorded), and a cache
+    made with another VAE is refused before any work."""
+    import pipelines.distill as distill_module
+
+    cache = tmp_path / "latents"
+    assert main(["encode", *common, "--out", str(cache)]) == 0
+    monkeypatch.setattr(distill_module, "encode_split", lambda *a, **k: pytest.fail("run encoded again"))
+    config = tmp_path / "run.yaml"
+    config.write_text("run: {random_real: false}\n")
+    out = tmp_path / "run"
+    args = ["run", "--config", str(config), *common, "--methods", "kmeans", "--ipc", "1", "--epochs", "1",
+            "--width", "8", "--compile", "off", "--latents", str(cache), "--out", str(out)]
+    assert main(args) == 0
+    record = json.loads(next((out / "reports").glob("*.json")).read_text())["record"]
+    assert json.dumps(record).count(str(cache)) >= 1
+    pixel = tmp_path / "pixel-latents"
+    other = ["--dataset", "digits", "--vae", "pixel", "--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    assert main(["encode", *other, "--out", str(pixel)]) == 0
+    capsys.readouterr()
+    assert main([*args[:-2], "--latents", str(pixel), "--out", str(tmp_path / "run2")]) == 2
+    assert "encoded with another VAE" in capsys.readouterr().err
+    assert not (tmp_path / "run2" / "reports").exists()
+
+
 def test_run_trains_each_random_real_subset_its_own_number_of_times(tmp_path, common):
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({
