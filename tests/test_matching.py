@@ -375,6 +375,9 @@ def test_network_bank_trains_once_snapshots_and_is_reused_from_its_cache(latents
     again = make_distiller("bacon", **{**TINY, **bank, "pool_start": 1, "net_batch": 8}).distill(
         latents, 2, seed=0, context=ctx)
     assert again.extras["bank_cached"] is True and torch.equal(again.latents, first.latents)
+    # the training time is measured once and carried by the cache (time to accuracy includes it)
+    assert first.extras["bank_train_seconds"] > 0
+    assert again.extras["bank_train_seconds"] == first.extras["bank_train_seconds"]
     dm = make_distiller("dm", **TINY, **bank).distill(latents, 2, seed=0, context=ctx)  # same bank, another method
     assert dm.extras["bank_cached"] is True
     with pytest.raises(DataError, match="networks must be method .* or bank"):

@@ -212,11 +212,13 @@ class NetworkBank(_FixedSource):
     training is most of BACON/IDM's cost) and gives DM trained networks besides random ones.
 
     snapshots: [(state_dict, train accuracy % over the steps before the snapshot)].
+    train_seconds: the bank's training time, where it was trained (kept in the cache, None for a bank
+        cached before it was recorded): a set's time to accuracy is its distillation's seconds plus these.
     """
 
     def __init__(self, spec: NetSpec, gen: torch.Generator, snapshots: list[tuple[dict, float]],
-                 cached: bool) -> None:
-        self.gen, self.snapshots, self.cached = gen, snapshots, cached
+                 cached: bool, train_seconds: float | None = None) -> None:
+        self.gen, self.snapshots, self.cached, self.train_seconds = gen, snapshots, cached, train_seconds
         self.model = spec.build(torch.Generator().manual_seed(0))  # weights come from the snapshots
 
     @classmethod
@@ -231,7 +233,9 @@ class NetworkBank(_FixedSource):
         path = Path(cache_dir) / "network_bank" / f"{key[:24]}.safetensors" if cache_dir else None
         state = read_state(path) if path is not None else None
         if state is not None and state.get("key") == key:
-            return cls(spec, run.gen, [(s["model"], s["accuracy"]) for s in state["snapshots"]], True)
+            return cls(spec, run.gen, [(s["model"], s["accuracy"]) for s in state["snapshots"]], True,
+                       state.get("train_seconds"))
+        t0 = time.perf_counter()
         gen = torch.Generator().manual_seed(0)  # a bank depends on the data and its settings, not the run's seed
         pool = InLoopPool(spec, gen, start=nets, add_every=1, max_size=nets, train_nets=0, train_steps=0, lr=lr,
                           momentum=momentum, weight_decay=weight_decay, batch=batch)
@@ -245,10 +249,11 @@ class NetworkBank(_FixedSource):
                 done = target
                 snapshots.append(({k: v.clone() for k, v in net.model.state_dict().items()}, net.accuracy))
         bar.close()
+        seconds = time.perf_counter() - t0
         if path is not None:
-            save_state(path, {"key": key, "settings": settings,
+            save_state(path, {"key": key, "settings": settings, "train_seconds": seconds,
                               "snapshots": [{"model": m, "accuracy": a} for m, a in snapshots]})
-        return cls(spec, run.gen, snapshots, False)
+        return cls(spec, run.gen, snapshots, False, seconds)
 
     def next(self, it: int) -> Net:
         weights, accuracy = self.snapshots[int(torch.randint(len(self.snapshots), (1,), generator=self.gen))]
@@ -256,7 +261,8 @@ class NetworkBank(_FixedSource):
         return Net(self.model, None, accuracy)
 
     def record(self) -> dict:
-        return {"networks": "network bank", "bank_snapshots": len(self.snapshots), "bank_cached": self.cached}
+        return {"networks": "network bank", "bank_snapshots": len(self.snapshots), "bank_cached": self.cached,
+                "bank_train_seconds": self.train_seconds}
 
 
 class Embedder:
