@@ -377,6 +377,7 @@ def test_network_bank_trains_once_snapshots_and_is_reused_from_its_cache(latents
     assert again.extras["bank_cached"] is True and torch.equal(again.latents, first.latents)
     # the training time is measured once and carried by the cache (time to accuracy includes it)
     assert first.extras["bank_train_seconds"] > 0
+    assert first.extras["setup_seconds"] >= first.extras["bank_train_seconds"]  # setup: inputs, init, bank
     assert again.extras["bank_train_seconds"] == first.extras["bank_train_seconds"]
     dm = make_distiller("dm", **TINY, **bank).distill(latents, 2, seed=0, context=ctx)  # same bank, another method
     assert dm.extras["bank_cached"] is True

@@ -595,6 +595,7 @@ class MatchingDistiller:
 
     def distill(self, latents: Latents, ipc: int, *, seed: int, context: DistillContext | None = None) -> SyntheticLatents:
         context = context or DistillContext()
+        t_setup = time.perf_counter()
         members = check_distill_input(latents, ipc, seed)
         self._check_factor(latents, members, ipc)
         inputs = Inputs.make(self.embedding, latents, context)
@@ -636,6 +637,7 @@ class MatchingDistiller:
         bar = progress_bar(range(start, self.iterations), initial=start, total=self.iterations, desc=self.name,
                            disable=not context.progress, unit="it")
         window: dict[str, list[float]] = {}
+        setup_seconds = time.perf_counter() - t_setup
         t0 = time.perf_counter() - elapsed
         for it in bar:
             for name, value in self.iterate(run, syn, optimizer, source, it, check).items():
@@ -651,7 +653,7 @@ class MatchingDistiller:
                                       "generator": gen.get_state(), "source": source.state()})
         seconds = time.perf_counter() - t0
         return self._result(latents, members, syn.detach(), run.weights, ipc, seed, {
-            "iterations": self.iterations, "seconds": seconds,
+            "iterations": self.iterations, "seconds": seconds, "setup_seconds": setup_seconds,
             "iterations_per_second": (self.iterations - start) / max(seconds - elapsed, 1e-9),
             "resumed_from": start, "batch_real": run.batch_real, "depth": depth,
             "dsa_strategy": strategy if self.dsa else None, "embedding_features": spec.features,
