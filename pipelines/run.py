@@ -172,7 +172,7 @@ class RunConfig:
     random_real_num_eval: int | None = None  # trainings per random-real subset; None: the evaluator's num_eval
     eval_split: str = "test"
     latents_from: str | None = None
-    latents_dir: str | None = None  # a latent cache `latentdd encode --out DIR` wrote, read instead of encoding
+    latents_dir: str | None = None
     consistency: bool = False
     calibration: str | None = None  # a `latentdd calibrate --out` folder: its full-data accuracy gives HLR and LRS
     students: list = field(default_factory=list)  # cross-architecture table: see pipelines.cross_arch

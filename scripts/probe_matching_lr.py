@@ -43,8 +43,7 @@ def main() -> None:
     params = dict(kv.split("=", 1) for kv in args.param)
     data = DataConfig(name=args.dataset, root=args.root, image_size=args.image_size, channels=args.channels,
                       resize=args.resize, validation=args.validation)
-    space = prepare_latent_space(data,
-                                 LatentSpaceConfig(vae=args.vae), progress=False)
+    space = prepare_latent_space(data, LatentSpaceConfig(vae=args.vae), progress=False)
     rows = []
     for lr in [float(v) for v in args.lrs.split(",")]:
         distiller = make_distiller(args.method, **params, lr=lr, iterations=args.iterations, checkpoint_every=1)

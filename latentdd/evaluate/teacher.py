@@ -7,9 +7,9 @@ Three sources (`TeacherConfig.source`):
   safetensors weights + teacher.json (settings, test accuracy, normalisation).
 - a folder `latentdd fit-teacher` wrote (`cache_dir/teacher/<key16>`): loaded as it is.
 - `torchvision:resnet18`: torchvision's ImageNet weights (needs internet once; torch keeps the
-  file in its hub cache). torchvision's own `weights.get_state_dict` calls
-  `torch.hub.load_state_dict_from_url` with torch's default `weights_only=False`, i.e. a full
-  pickle load; here the file is loaded with `weights_only=True`. The teacher's logits are
+  file in its hub cache). torchvision's own `weights.get_state_dict` would unpickle the file in
+  full; latentdd downloads it itself, hash-checked, and loads only tensors (`weights_only=True`,
+  `_torchvision_resnet18`). The teacher's logits are
   restricted to the dataset's classes: `class_map` (one ImageNet index per class) or classes
   named by WordNet id with an `imagenet_classes` list. Its test accuracy on the dataset is
   measured once and cached beside the key.
