@@ -23,6 +23,7 @@ from latentdd.cachekey import content_key, split_sha256
 from latentdd.config import DataConfig, positive_int, resolved_fields, save_resolved
 from latentdd.data import LabelledImages
 from latentdd.errors import DataError
+from latentdd.evaluate.factorization import tile_set
 from latentdd.export import export_image_folder, image_grid
 from latentdd.io import atomic_write_json, mark, replace_dir, start_output
 from latentdd.latents.cache import (
@@ -340,6 +341,9 @@ def distill_to_folder(
         t = time.perf_counter()
         decoder = decoder or VAEDecoder(space.vae, space.adapter)
         images = decoder.render(synthetic, seed=seed)
+        tiling = synthetic.extras.get("factorization") or {}
+        if tiling.get("tiles") == "decoded":  # a matching method's whole-latent tiles: pooled and tiled here
+            images = tile_set(images, tiling["factor"])
         render_seconds = time.perf_counter() - t
         record = protocol_record(
             dataset=space.record["dataset"], vae=space.record["vae"],

@@ -157,6 +157,12 @@ class RunConfig:
         IOR (vs the random-real subsets of the same IPC and protocol) is always reported.
     random_real_num_eval: trainings per random-real subset (default: the evaluator's num_eval), e.g. 1
         beside 3 per distilled set: the baseline's spread is the subsets'.
+    reports_from: earlier run folders whose reports/ this run may reuse. A training is its seed's alone, so
+        an evaluation there of the same images (content), data and evaluator settings, whatever its num_eval,
+        gives its trainings seed by seed (e.g. a random-real baseline measured by another run, or a set's
+        one training extended to three); the report lists each under record.reused_trainings with the
+        report it came from. This run's own reports are reused the same way (two methods that pick the
+        same images train once). Only trainings that ran as their settings asked (no compile fallback).
     students: the cross-architecture table (`pipelines.cross_arch`): every set and random-real subset
         evaluated again on each of these students, presets (`resnet18`, `convnet-bn`, ...) or mappings of
         evaluator overrides (`{model: convnet, norm: batchnorm, label: convnet-bn}`), written to
@@ -170,6 +176,7 @@ class RunConfig:
     random_real: bool = True  # the pixel-space random-real baseline, same protocol
     random_real_subsets: int = 5  # independently drawn subsets (seeds seed, seed + 1, ...), as DC reports it
     random_real_num_eval: int | None = None  # trainings per random-real subset; None: the evaluator's num_eval
+    reports_from: list[str] = field(default_factory=list)  # earlier runs whose trainings are reused, seed by seed
     eval_split: str = "test"
     latents_from: str | None = None
     latents_dir: str | None = None
@@ -185,6 +192,8 @@ class RunConfig:
         _check_counts([self.random_real_subsets], "run.random_real_subsets")
         if self.random_real_num_eval is not None:
             _check_counts([self.random_real_num_eval], "run.random_real_num_eval")
+        if not isinstance(self.reports_from, list) or not all(isinstance(p, str) for p in self.reports_from):
+            raise DataError(f"run.reports_from must be a list of run folders; got {self.reports_from!r}")
         idle = [spec.label for spec in self.specs() if not any(map(spec.runs_at, self.ipcs))]
         if idle and len(idle) == len(self.specs()):
             raise DataError(f"run.methods {idle}: their ipcs include none of run.ipcs {self.ipcs}")
@@ -233,6 +242,11 @@ def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator
     """The main job (see the module docstring); `teacher` (a TeacherConfig): the soft protocol's teacher
     (default: fitted on the train split, cached)."""
     students = resolve_students(config.students, evaluator)  # each student's settings checked before any work
+    earlier = [Path(folder).expanduser() / "reports" for folder in config.reports_from]
+    for folder in earlier:
+        if not folder.is_dir():
+            raise DataError(f"run.reports_from: {folder} is not a folder; give run folders (with a reports/ "
+                            "sub-folder) that `latentdd run` or `compare` wrote")
     # Missing, empty or latentdd's, and writable -- checked before any fitting (latentdd.io).
     out = claim_folder(Path(out), "run")
     decoder = decoder or DecoderConfig()
@@ -259,8 +273,10 @@ def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator
         labeller = resolve_teacher(teacher or TeacherConfig(cache_dir=space.cache_dir), prepared.train, prepared.test,
                                    progress=progress)
     full_data = _full_data_accuracy(config.calibration, data.name) if config.calibration else None
+    trainings = Trainings([out / "reports", *earlier])
     evaluate = partial(_evaluate, test=held_out, evaluator=evaluator, mean=mean, std=std, flip=flip,
-                       reports=out / "reports", data_key=data_key, progress=progress, teacher=labeller)
+                       reports=out / "reports", data_key=data_key, progress=progress, teacher=labeller,
+                       trainings=trainings)
     judge = fit_judge(prepared.train, prepared.test, JudgeConfig(), Path(space.cache_dir) / "judge",
                       progress=progress) if config.consistency else None
     consistency = {}
@@ -383,9 +399,48 @@ def images_key(manifest: dict) -> str:
                        image_shape=manifest["image_shape"], soft_labels=manifest.get("soft_labels"))
 
 
+class Trainings:
+    """The finished trainings in report folders, by what one depends on: the set's images, the data and the
+    evaluator's settings but for num_eval and seed (training i of an evaluation runs with seed + i, alone)."""
+
+    def __init__(self, folders: list[Path]) -> None:
+        self.found: dict[str, dict[int, dict]] = {}
+        for folder in folders:
+            for path in sorted(folder.glob("*.json")):
+                try:
+                    report = json.loads(path.read_text())
+                except (OSError, ValueError) as err:  # not reused; an own report is evaluated again
+                    log.warning("report %s is unreadable (%s); its trainings are not reused", path, err)
+                    continue
+                self.add(path, report)
+
+    @staticmethod
+    def key(inputs: dict) -> str:
+        evaluator = {k: v for k, v in inputs["evaluator"].items() if k not in ("num_eval", "seed")}
+        return content_key("evaluate-training", **(inputs | {"evaluator": evaluator}))
+
+    def add(self, path: Path, report: dict) -> None:
+        """Index a report's trainings (one of `evaluate`'s, that ran as its settings asked)."""
+        record = report.get("record", {}).get("evaluator", {})
+        if "inputs" not in report or not isinstance(report.get("seeds"), list) or record.get("compile_fallback"):
+            return
+        found = self.found.setdefault(self.key(report["inputs"]), {})
+        reused = {r["seed"]: r for r in report["record"].get("reused_trainings", [])}
+        for seed, accuracy, seconds in zip(report["seeds"], report["accuracies"], report["train_seconds"]):
+            # A reused training keeps the report that trained it.
+            source = reused.get(seed, {"report": str(path), "compiled": record.get("compiled")})
+            found.setdefault(seed, {"accuracy": accuracy, "seconds": seconds} | source)
+
+    def get(self, inputs: dict, seeds: list[int]) -> dict[int, dict]:
+        found = self.found.get(self.key(inputs), {})
+        return {seed: found[seed] for seed in seeds if seed in found}
+
+
 def _evaluate(images: Path, label: str, ipc: int, *, use_weights: bool, test, evaluator: EvalConfig, mean, std, flip,
-              reports: Path, progress: bool, factor: int | None = None, data_key: str = "", teacher=None) -> dict:
-    """Evaluate a folder (or reuse its report when the set's images, the evaluator and the data are unchanged)."""
+              reports: Path, progress: bool, factor: int | None = None, data_key: str = "", teacher=None,
+              trainings: Trainings | None = None) -> dict:
+    """Evaluate a folder (or reuse its report when the set's images, the evaluator and the data are unchanged;
+    `trainings`: finished trainings of the same set, data and settings, reused seed by seed)."""
     synthetic = load_image_folder(images, class_names=list(test.class_names))
     # Equal weights train exactly like no weights; only a non-uniform set is "weighted".
     weights = synthetic.weights
@@ -408,10 +463,14 @@ def _evaluate(images: Path, label: str, ipc: int, *, use_weights: bool, test, ev
         record = manifest.get("record") or {}
         if on_val:
             record.setdefault("dataset", {})["evaluated_on"] = inputs["evaluated_on"]
+        seeds = [cfg.seed + i for i in range(cfg.num_eval)]
+        done = trainings.get(inputs, seeds) if trainings is not None else {}
         result = evaluate_synthetic(synthetic, test, cfg, mean=mean, std=std, flip=flip, record=record,
-                                    progress=progress, teacher=teacher)
+                                    progress=progress, teacher=teacher, done=done)
         report = result.to_dict() | {"inputs": inputs, "key": key}
         atomic_write_json(path, report)
+        if trainings is not None:
+            trainings.add(path, report)
     return {"method": label + (" + weights" if weighted else ""), "ipc": ipc, "mean": report["mean"],
             "std": report["std"], "n": len(report["accuracies"]), "report": str(path)}
 

@@ -165,6 +165,47 @@ def test_run_trains_each_random_real_subset_its_own_number_of_times(tmp_path, co
     assert "| random-real (pixels), 2 subsets | 1 |" in (out / "results.md").read_text()
 
 
+def test_run_reuses_finished_trainings_seed_by_seed(tmp_path, common, monkeypatch, capsys):
+    """`run.reports_from`: another run's one training of the same set (and its random-real subset) becomes the
+    first of this run's three, recorded with its report; a set that another method of the run already picked
+    trains no more; a wrong folder is refused before any work."""
+    import latentdd.evaluate.trainer as trainer
+
+    evaluator = {"epochs": 1, "width": 8, "compile": "off"}
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"run": {"methods": ["random"], "ipcs": [1], "random_real_subsets": 1},
+                                      "evaluator": evaluator | {"num_eval": 1}}))
+    first = tmp_path / "first"
+    assert main(["run", "--config", str(config), *common, "--out", str(first)]) == 0
+    trained = []
+    real_train = trainer.train_model
+    monkeypatch.setattr(trainer, "train_model", lambda *a, **k: trained.append(k["seed"]) or real_train(*a, **k))
+    config.write_text(yaml.safe_dump({
+        "run": {"methods": ["random", {"method": "random", "label": "random-again"}], "ipcs": [1],
+                "random_real_subsets": 1, "reports_from": [str(first)]},
+        "evaluator": evaluator | {"num_eval": 3}}))
+    second = tmp_path / "second"
+    assert main(["run", "--config", str(config), *common, "--out", str(second)]) == 0
+    assert trained == [1, 2, 1, 2]  # random, then the random-real subset; random-again trains nothing
+    for name in ("random_ipc1", "random-real-s0_ipc1"):
+        before = json.loads((first / "reports" / f"{name}.json").read_text())
+        after = json.loads((second / "reports" / f"{name}.json").read_text())
+        assert after["seeds"] == [0, 1, 2] and after["accuracies"][0] == before["accuracies"][0]
+        assert after["record"]["reused_trainings"] == [
+            {"seed": 0, "report": str(first / "reports" / f"{name}.json"), "compiled": False}]
+    again = json.loads((second / "reports" / "random-again_ipc1.json").read_text())
+    assert again["accuracies"] == json.loads((second / "reports" / "random_ipc1.json").read_text())["accuracies"]
+    assert [r["report"] for r in again["record"]["reused_trainings"]] == [
+        str(first / "reports" / "random_ipc1.json"), *[str(second / "reports" / "random_ipc1.json")] * 2]
+
+    config.write_text(yaml.safe_dump({"run": {"methods": ["random"], "ipcs": [1],
+                                              "reports_from": [str(tmp_path / "nowhere")]}}))
+    capsys.readouterr()
+    assert main(["run", "--config", str(config), *common, "--out", str(tmp_path / "third")]) == 2
+    assert "nowhere/reports is not a folder" in capsys.readouterr().err
+    assert not (tmp_path / "third" / "reports").exists()
+
+
 def test_run_method_variants_weight_rows_and_stale_stages(tmp_path, common, monkeypatch):
     from pipelines import run as run_module
 

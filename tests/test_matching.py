@@ -122,6 +122,8 @@ def test_a_diverging_set_stops_with_advice_before_anything_is_written(latents, t
                                             ({"embedding": "clip"}, "embedding must be one of"),
                                             ({"weights": "sqrt"}, "dm weights must be one of uniform, voronoi"),
                                             ({"weights": "voronoi", "factor": 2}, "use factor 1"),
+                                            ({"tiles": "pixels"}, "tiles must be one of latent, decoded"),
+                                            ({"tiles": "decoded", "factor": 2, "embedding": "latent"}, "needs embedding 'pixel'"),
                                             ({"compile": "yes"}, "compile must be one of off, auto, on"),
                                             ({"real_precision": "float16"},
                                              "real_precision must be one of float32, bfloat16")])
@@ -266,6 +268,75 @@ def test_cli_distils_dm_in_the_pixel_space_and_exports_the_optimised_pixels(tmp_
     first = sorted((out / "images" / "0").glob("*.png"))[0]
     png = np.asarray(Image.open(first), dtype=np.float32) / 255.0
     assert np.abs(png - pixels[0, 0].clamp(0, 1).numpy()).max() <= 0.5 / 255 + 1e-6
+
+
+def _decode(z: torch.Tensor) -> torch.Tensor:
+    """A stand-in decoder: (n, 2, 4, 4) latents -> (n, 1, 8, 8) images in [0, 1]."""
+    return torch.sigmoid(torch.nn.functional.interpolate(z.sum(1, keepdim=True), scale_factor=2))
+
+
+def test_decoded_tiles_are_whole_latents_and_the_matching_sees_what_the_evaluator_trains_on(latents):
+    """tiles "decoded": factor**2 whole latents a stored image; each class's synthetic batch is the evaluator's
+    upsampled tiles of the image that rendering tiles from the decoded latents (`tile_set`)."""
+    from latentdd.data.base import SyntheticImages
+    from latentdd.evaluate.factorization import tile_set, untile
+
+    context = DistillContext(decode=_decode)
+    out = make_distiller("dm", **{**TINY, "embedding": "pixel", "factor": 2, "tiles": "decoded"}).distill(
+        latents, 1, seed=0, context=context)
+    assert out.latents.shape == (12, 2, 4, 4) and out.labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    assert out.extras["factorization"] == {"factor": 2, "tiles": "decoded", "latents_matched_per_class": 4}
+    assert out.params["ipc"] == 1 and out.params["tiles"] == "decoded"
+    stored = tile_set(SyntheticImages(_decode(out.latents), out.labels, list(out.class_names),
+                                      weights=out.weights), 2)
+    assert stored.images.shape == (3, 1, 8, 8) and stored.labels.tolist() == [0, 1, 2]
+    assert torch.allclose(stored.weights, torch.ones(3))  # each class's four tile weights, summed
+    inputs = matching.Inputs.make("pixel", latents, context)
+    members = [np.arange(20 * k, 20 * (k + 1)) for k in range(3)]
+    run = matching.Run(inputs, members, torch.arange(60), latents.labels, 1, 2, 8, None, torch.Generator(),
+                       tiles="decoded")
+    for k in range(3):
+        seen = run.syn_batch(out.latents, k)  # (4, 1, 8, 8), normalised
+        trained = (untile(stored.images[k : k + 1], 2) - inputs.mean.view(1, -1, 1, 1)) / inputs.std.view(1, -1, 1, 1)
+        assert torch.allclose(seen, trained, atol=1e-5)
+    # The latent tiles of the same factor: one stored latent a stored image.
+    plain = make_distiller("dm", **{**TINY, "embedding": "pixel", "factor": 2}).distill(latents, 1, seed=0,
+                                                                                        context=context)
+    assert plain.latents.shape == (3, 2, 4, 4) and plain.extras["factorization"]["tiles"] == "latent"
+
+
+@pytest.mark.bad_input
+def test_tiling_a_set_refuses_soft_labels_and_classes_that_do_not_fill_their_tiles():
+    from latentdd.data.base import SyntheticImages
+    from latentdd.evaluate.factorization import tile_set
+
+    images = torch.rand(6, 1, 4, 4)
+    with pytest.raises(DataError, match="class 'b' has 2 images, not a multiple of 4"):
+        tile_set(SyntheticImages(images, torch.tensor([0, 0, 0, 0, 1, 1]), ["a", "b"]), 2)
+    with pytest.raises(DataError, match="keeps hard labels only"):
+        tile_set(SyntheticImages(images[:4], torch.zeros(4), ["a", "b"], soft_labels=torch.full((4, 2), 0.5)), 2)
+
+
+def test_cli_renders_decoded_tiles_into_stored_images_of_the_ipc(tmp_path):
+    """In the pixel space a decoded tile is its own (clamped) pixels: each stored PNG is its class's 4 optimised
+    images, average-pooled and tiled; the folder holds IPC images a class, the latents file 4x as many."""
+    from safetensors.torch import load_file
+
+    from latentdd.cli import main
+    from latentdd.evaluate.factorization import tile
+
+    out = tmp_path / "dm"
+    assert main(["distill", "--dataset", "digits", "--vae", "pixel", "--method", "dm", "--ipc", "1", "--quiet",
+                 "--param", "iterations=2", "--param", "width=8", "--param", "lr=0.05", "--param", "factor=2",
+                 "--param", "tiles=decoded", "--param", "embedding=pixel",
+                 "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]) == 0
+    pixels = load_file(out / "latents.safetensors")["latents"]
+    assert pixels.shape == (40, 1, 8, 8)
+    manifest = json.loads((out / "images" / "manifest.json").read_text())
+    assert len(manifest["images"]) == 10
+    first = sorted((out / "images" / "0").glob("*.png"))[0]
+    png = np.asarray(Image.open(first), dtype=np.float32) / 255.0
+    assert np.abs(png - tile(pixels[:4].clamp(0, 1), 2)[0, 0].numpy()).max() <= 0.5 / 255 + 1e-6
 
 
 # ---------------------------------------------------------------------------------------

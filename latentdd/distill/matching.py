@@ -10,7 +10,8 @@ an iteration (DC's outer/inner loops), how an iteration runs (`iterate`).
 What the engine provides:
 - the variables: (K*IPC, c, h, w), grouped by class, initialised from random real latents
   of the class ("real") or its k-means centroids ("kmeans"); with factorization each
-  holds factor x factor sub-latents;
+  holds factor x factor sub-latents (tiles "latent"), or the set holds factor**2 whole latents per
+  stored image, each decoded, pooled and tiled into it at render time (tiles "decoded");
 - the embedding (`Inputs`): the latents themselves ("latent": ConvNets built for the latent
   shape), or decode -> normalised pixels -> ConvNet ("pixel"; the real latents are decoded
   once, up front, the synthetic ones every iteration, with gradients);
@@ -63,6 +64,7 @@ log = logging.getLogger(__name__)
 
 EMBEDDINGS = ("latent", "pixel")
 INITS = ("real", "kmeans")
+TILES = ("latent", "decoded")  # what a factorized tile is: MatchingDistiller.tiles
 OPTIMIZERS = ("sgd", "adam")
 COMPILE_MODES = ("off", "auto", "on")
 REAL_PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -430,10 +432,16 @@ class Run:
     gen: torch.Generator
     embedder: Embedder | None = None  # the networks' fast forward (`Embedder`)
     weights: torch.Tensor | None = None  # (K*ipc,) the set's weights (`initial_weights`); None -> uniform
+    tiles: str = "latent"  # MatchingDistiller.tiles
 
     @property
     def num_classes(self) -> int:
         return len(self.members)
+
+    @property
+    def per_class(self) -> int:
+        """Synthetic variables per class: ipc stored latents, or with tiles "decoded" one whole latent a tile."""
+        return self.ipc * self.factor**2 if self.tiles == "decoded" else self.ipc
 
     def labels(self, k: int) -> torch.Tensor:
         """(factor**2 * ipc,) labels of class k's synthetic network inputs."""
@@ -449,8 +457,11 @@ class Run:
         """(factor**2 * ipc, C, S, S): class k's synthetic inputs, differentiable.
 
         Split after decoding: the evaluator splits the decoded stored image, so for "pixel" the
-        decoder sees the whole tiled latent, as at render time. For "latent" this unfolds the latent."""
-        return untile(self.inputs.syn(syn[k * self.ipc : (k + 1) * self.ipc]), self.factor)
+        decoder sees the whole tiled latent, as at render time. For "latent" this unfolds the latent.
+        With tiles "decoded" each tile's latent is decoded whole, then pooled and tiled as at render
+        time, and split again as the evaluator does."""
+        x = self.inputs.syn(syn[k * self.per_class : (k + 1) * self.per_class])
+        return untile(tile(x, self.factor) if self.tiles == "decoded" else x, self.factor)
 
     def class_pair(self, syn: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(real batch, synthetic batch) of class k after one shared (siamese) DSA draw."""
@@ -491,9 +502,15 @@ class MatchingDistiller:
         BACON/IDM) or "bank" (`NetworkBank`: bank_nets networks trained once on the real inputs with
         SGD lr bank_lr, momentum 0.9, batch bank_batch, DSA when dsa is on, snapshotted after each
         of bank_steps steps, cached by content under the context's cache_dir).
-    factor: factorization (IDM/BACON's --aug 2; 1 = off): each stored latent holds factor**2
-        sub-latents, initialised from factor**2 * IPC real latents (or centroids) per class,
-        average-pooled and tiled; the matching sees the tiles upsampled back to full size.
+    factor: factorization (IDM/BACON's --aug 2; 1 = off): each stored image holds factor**2 tiles,
+        initialised from factor**2 * IPC real latents (or centroids) per class; the matching sees
+        the tiles upsampled back to full size, as the evaluator trains on them.
+    tiles: what a tile is when factor > 1. "latent": a 1/factor part of one stored latent (its
+        sub-latents average-pooled and tiled), the stored image that latent decoded whole.
+        "decoded": a whole latent of its own, decoded, average-pooled by factor and tiled into the
+        stored image at render time -- IDM/BACON's pixel tiles, each from the decoder's full-size
+        output; the set holds factor**2 latents per stored image. Needs embedding "pixel" and
+        uniform weights.
     """
 
     name: ClassVar[str] = "matching"
@@ -517,6 +534,7 @@ class MatchingDistiller:
     compile: str = "off"
     real_precision: str = "float32"
     factor: int = 1
+    tiles: str = "latent"
     networks: str = "method"
     bank_nets: int = 4
     bank_steps: tuple[int, ...] = (0, 50, 100, 200, 400)
@@ -539,6 +557,11 @@ class MatchingDistiller:
             raise DataError(f"{self.name} lr must be > 0; got {self.lr!r}")
         if not self.divergence > 1:
             raise DataError(f"{self.name} divergence must be > 1; got {self.divergence!r}")
+        if self.tiles not in TILES:
+            raise DataError(f"{self.name} tiles must be one of {', '.join(TILES)}; got {self.tiles!r}")
+        if self.tiles == "decoded" and self.embedding != "pixel":
+            raise DataError(f"{self.name} tiles 'decoded' decodes each tile's latent, so it needs embedding 'pixel' "
+                            f"(got {self.embedding!r}); with embedding 'latent' use tiles 'latent'")
         if self.networks not in ("method", "bank"):
             raise DataError(f"{self.name} networks must be method (its own source) or bank; got {self.networks!r}")
         steps = tuple(self.bank_steps)
@@ -604,13 +627,16 @@ class MatchingDistiller:
         strategy = self.dsa_strategy or (LATENT_DSA if self.embedding == "latent" else DSAConfig.strategy)
         augment = DiffAugment(DSAConfig(strategy=strategy), flip=self.flip) if self.dsa else None
         run = Run(inputs, members, torch.from_numpy(np.concatenate(members)), latents.labels, ipc, self.factor,
-                  self.batch_real or self.default_batch_real(ipc), augment, gen)
+                  self.batch_real or self.default_batch_real(ipc), augment, gen, tiles=self._tiles())
         depth = self.depth or inputs.default_depth()
         spec = NetSpec(inputs.channels, len(members), inputs.size, self.width, depth, self.norm)
         run.embedder = Embedder(spec, self.compile, self.real_precision)
 
-        syn = torch.nn.Parameter(self._initial(latents, members, ipc, seed, gen))  # (K*ipc, c, h, w)
+        syn = torch.nn.Parameter(self._initial(latents, members, ipc, seed, gen))  # (K*per_class, c, h, w)
         run.weights = self.initial_weights(latents, members, syn.detach())
+        if run.weights is not None and run.tiles == "decoded":
+            raise DataError(f"{self.name} tiles 'decoded' stores factor**2 latents an image, so the set's weights "
+                            "must be uniform; leave weights at uniform or use tiles 'latent'")
         optimizer = self._make_optimizer(syn)
         if self.networks == "bank":
             source = NetworkBank.load_or_train(spec, run, nets=self.bank_nets, steps=tuple(self.bank_steps),
@@ -652,7 +678,7 @@ class MatchingDistiller:
                                       "curve": curve, "syn": syn, "optimizer": optimizer.state_dict(),
                                       "generator": gen.get_state(), "source": source.state()})
         seconds = time.perf_counter() - t0
-        return self._result(latents, members, syn.detach(), run.weights, ipc, seed, {
+        return self._result(latents, members, syn.detach(), run.weights, run.per_class, seed, {
             "iterations": self.iterations, "seconds": seconds, "setup_seconds": setup_seconds,
             "iterations_per_second": (self.iterations - start) / max(seconds - elapsed, 1e-9),
             "resumed_from": start, "batch_real": run.batch_real, "depth": depth,
@@ -667,25 +693,33 @@ class MatchingDistiller:
         return torch.optim.SGD([syn], lr=self.lr, momentum=self.momentum)
 
     def _result(self, latents: Latents, members: list[np.ndarray], syn: torch.Tensor, weights: torch.Tensor | None,
-                ipc: int, seed: int, extras: dict) -> SyntheticLatents:
-        num_classes = len(members)
-        per_class = [syn[k * ipc : (k + 1) * ipc] for k in range(num_classes)]  # (ipc, c, h, w) each
-        extras["factorization"] = ({"factor": self.factor, "latents_matched_per_class": ipc * self.factor**2}
-                                   if self.factor > 1 else False)
-        # With factorization the points that stand for the class are the upsampled tiles, not the mosaics.
+                per: int, seed: int, extras: dict) -> SyntheticLatents:
+        """`per`: synthetic latents per class (`Run.per_class`)."""
+        num_classes, tiles = len(members), self._tiles()
+        per_class = [syn[k * per : (k + 1) * per] for k in range(num_classes)]  # (per, c, h, w) each
+        ipc = per // self.factor**2 if tiles == "decoded" else per
+        extras["factorization"] = ({"factor": self.factor, "tiles": tiles,
+                                    "latents_matched_per_class": ipc * self.factor**2} if self.factor > 1 else False)
+        # With factorization the points that stand for the class are the tiles' latents, not the mosaics.
+        points = (lambda z: z) if tiles == "decoded" else (lambda z: untile(z, self.factor))
         extras["quantization_error"] = [
-            quantization_error(class_points(latents, idx), untile(z, self.factor).reshape(-1, z[0].numel()).numpy())
+            quantization_error(class_points(latents, idx), points(z).reshape(-1, z[0].numel()).numpy())
             for idx, z in zip(members, per_class)]
         params = {**dataclasses.asdict(self), "ipc": ipc, "seed": seed}
-        return assemble(latents, [z.reshape(ipc, -1).numpy() for z in per_class], method=self.name, params=params,
-                        weights=uniform_weights(num_classes, ipc) if weights is None else weights, extras=extras)
+        return assemble(latents, [z.reshape(per, -1).numpy() for z in per_class], method=self.name, params=params,
+                        weights=uniform_weights(num_classes, per) if weights is None else weights, extras=extras)
+
+    def _tiles(self) -> str:
+        """What a tile is in this run: `tiles`, or "latent" without factorization."""
+        return self.tiles if self.factor > 1 else "latent"
 
     def _check_factor(self, latents: Latents, members: list[np.ndarray], ipc: int) -> None:
         """DataError unless the latents split into factor x factor tiles and every class has factor**2 * ipc."""
         if self.factor == 1:
             return
         _, h, w = latents.latent_shape
-        check_factor(self.factor, h, w, "latent")
+        if self.tiles == "latent":
+            check_factor(self.factor, h, w, "latent")
         need = ipc * self.factor**2
         smallest = min(range(len(members)), key=lambda k: len(members[k]))
         if len(members[smallest]) < need:
@@ -696,14 +730,15 @@ class MatchingDistiller:
     def _initial(self, latents: Latents, members: list[np.ndarray], ipc: int, seed: int,
                  gen: torch.Generator) -> torch.Tensor:
         """(K*ipc, c, h, w) float32 starting latents, grouped by class; with factorization each
-        tiles factor**2 average-pooled real latents (or centroids) of its class."""
+        tiles factor**2 average-pooled real latents (or centroids) of its class (tiles "latent"), or
+        those factor**2 * ipc latents stand as they are (tiles "decoded")."""
         n = ipc * self.factor**2  # sub-latents per class
         if self.init == "kmeans":
             z = KMeansDistiller().distill(latents, n, seed=seed).latents.clone()
         else:
             picks = [torch.from_numpy(idx)[torch.randperm(len(idx), generator=gen)[:n]] for idx in members]
             z = latents.latents[torch.cat(picks)].to(torch.float32).clone()  # (K*n, c, h, w)
-        if self.factor == 1:
+        if self._tiles() == "decoded" or self.factor == 1:
             return z
         return torch.cat([tile(part, self.factor) for part in z.split(n)])
 

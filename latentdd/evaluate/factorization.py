@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from latentdd.data.base import SyntheticImages
 from latentdd.errors import DataError
 
 
@@ -51,3 +52,23 @@ def tile(sources: torch.Tensor, factor: int) -> torch.Tensor:
         raise DataError(f"tiling needs a multiple of {factor * factor} sources; got {m}")
     small = F.avg_pool2d(sources, factor).view(factor, factor, n, c, h // factor, w // factor)
     return small.permute(2, 3, 0, 4, 1, 5).reshape(n, c, h, w)  # (N, C, f, h/f, f, w/f) -> (N, C, H, W)
+
+
+def tile_set(images: SyntheticImages, factor: int) -> SyntheticImages:
+    """A set of factor**2 * N whole images, grouped by class -> N stored images, each `tile`s factor**2 of
+    its class (what a matching method's tiles "decoded" render to). A stored image's weight is the sum of
+    its tiles'; soft labels are refused (a tile's own label would be lost)."""
+    if images.soft_labels is not None:
+        raise DataError("tiling whole images into stored ones keeps hard labels only; this set carries soft labels")
+    parts, labels, weights = [], [], []
+    for k in range(images.num_classes):
+        idx = (images.labels == k).nonzero().flatten()
+        if len(idx) % factor**2:
+            raise DataError(f"class {images.class_names[k]!r} has {len(idx)} images, not a multiple of "
+                            f"{factor**2}: it cannot be tiled {factor}x{factor}")
+        parts.append(tile(images.images[idx], factor))
+        labels.append(torch.full((len(idx) // factor**2,), k, dtype=torch.long))
+        if images.weights is not None:  # tile t of stored image n is source t*N + n (`tile`)
+            weights.append(images.weights[idx].view(factor**2, -1).sum(0))
+    return SyntheticImages(torch.cat(parts), torch.cat(labels), list(images.class_names),
+                           weights=torch.cat(weights) if weights else None, meta=images.meta)

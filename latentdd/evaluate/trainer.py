@@ -457,6 +457,7 @@ def evaluate_synthetic(
     record: dict | None = None,
     progress: bool = True,
     teacher=None,
+    done: dict[int, dict] | None = None,
 ) -> EvalReport:
     """Train `config.num_eval` models on the synthetic set, test each on `test_set`.
 
@@ -470,6 +471,9 @@ def evaluate_synthetic(
     `teacher` (protocol soft, loss teacher_kl): see `latentdd.evaluate.teacher`; its record,
     test accuracy included, goes into the evaluator's. With `config.epochs` unset the epochs
     come from `config.epochs_by_ipc` for the set's IPC (as trained: times factor**2, as Minimax).
+    `done`: trainings already finished, by seed ({"accuracy", "seconds", "compiled", "report"}), from an
+    evaluation of the same set, data and settings but for num_eval (a training is its seed's alone): they
+    are taken, not run again, and the record lists them under `reused_trainings`.
     """
     if synthetic.class_names != list(test_set.class_names):
         raise DataError(
@@ -506,7 +510,12 @@ def evaluate_synthetic(
     accuracies, seconds = [], []
     status = CompileStatus(config.compile)
     runs = progress_bar(seeds, desc=f"evaluate {len(synthetic)} images", disable=not progress)
+    done = done or {}
     for seed in runs:
+        if seed in done:
+            accuracies.append(float(done[seed]["accuracy"]))
+            seconds.append(float(done[seed]["seconds"]))
+            continue
         t0 = time.perf_counter()
         model = train_model(
             images, labels, num_classes=synthetic.num_classes, config=config, mean=mean,
@@ -528,4 +537,7 @@ def evaluate_synthetic(
     full_record["missing_classes"] = missing  # classes without a single training image
     full_record["num_eval"] = config.num_eval
     full_record["seeds"] = seeds
+    reused = [{"seed": seed, **{k: done[seed].get(k) for k in ("report", "compiled")}} for seed in seeds if seed in done]
+    if reused:
+        full_record["reused_trainings"] = reused
     return EvalReport(accuracies, seeds, seconds, time.perf_counter() - start, full_record)
