@@ -132,7 +132,7 @@ def test_factor_2_runs_and_records_itself(latents, embedding):
         latents, 2, seed=0, context=DistillContext(decode=decode))
     assert syn.latents.shape == (6, 2, 4, 4) and syn.labels.tolist() == [0, 0, 1, 1, 2, 2]
     assert syn.params["factor"] == 2
-    assert syn.extras["factorization"] == {"factor": 2, "latents_matched_per_class": 8}
+    assert syn.extras["factorization"] == {"factor": 2, "tiles": "latent", "latents_matched_per_class": 8}
     assert len(syn.extras["loss_curve"]) == TINY["iterations"]
     plain = make_distiller("bacon", embedding=embedding, **TINY)
     assert plain.distill(latents, 2, seed=0, context=DistillContext(decode=decode)).extras["factorization"] is False

@@ -527,7 +527,7 @@ def evaluate_synthetic(
             top1_accuracy(model, test_set, mean=mean, std=std, batch_size=config.test_batch_size,
                           compile=config.compile, compile_status=status)
         )
-        runs.set_postfix(acc=f"{accuracies[-1]:.2f}")
+        runs.set_postfix(acc=f"{accuracies[-1]:.2f}", mean=f"{np.mean(accuracies):.2f}")
     full_record = copy.deepcopy(record) if record else {}
     full_record["evaluator"] = config.record(
         synthetic.image_shape[-1], flip=flip, has_weights=weights is not None, has_soft=soft is not None,
