@@ -425,11 +425,12 @@ class Trainings:
 
     def add(self, path: Path, report: dict) -> None:
         """Index a report's trainings (one of `evaluate`'s, that ran as its settings asked)."""
-        record = report.get("record", {}).get("evaluator", {})
+        full = report.get("record", {})
+        record = full.get("evaluator", {})
         if "inputs" not in report or not isinstance(report.get("seeds"), list) or record.get("compile_fallback"):
             return
         found = self.found.setdefault(self.key(report["inputs"]), {})
-        reused = {r["seed"]: r for r in report["record"].get("reused_trainings", [])}
+        reused = {r["seed"]: r for r in full.get("reused_trainings", [])}
         for seed, accuracy, seconds in zip(report["seeds"], report["accuracies"], report["train_seconds"]):
             # A reused training keeps the report that trained it.
             source = reused.get(seed, {"report": str(path), "compiled": record.get("compiled")})

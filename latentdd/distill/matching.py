@@ -731,7 +731,7 @@ class MatchingDistiller:
                  gen: torch.Generator) -> torch.Tensor:
         """(K*ipc, c, h, w) float32 starting latents, grouped by class; with factorization each
         tiles factor**2 average-pooled real latents (or centroids) of its class (tiles "latent"), or
-        those factor**2 * ipc latents stand as they are (tiles "decoded")."""
+        those factor**2 * ipc latents a class stand as they are (tiles "decoded": K*ipc*factor**2 rows)."""
         n = ipc * self.factor**2  # sub-latents per class
         if self.init == "kmeans":
             z = KMeansDistiller().distill(latents, n, seed=seed).latents.clone()
