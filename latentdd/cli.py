@@ -557,6 +557,11 @@ def _run_setup(args, raw, *, num_eval: int, run_defaults: dict, out_default: str
         section["consistency"] = True
     if args.students is not None:
         section["students"] = [m.strip() for m in args.students.split(",") if m.strip()]
+    listed = section.get("reports_from", [])
+    if args.reports_from is not None and isinstance(listed, list):  # added to the config's (any other: refused)
+        section["reports_from"] = listed + [p.strip() for p in args.reports_from.split(",") if p.strip()]
+    if args.no_random_real:
+        section["random_real"] = False
     config = build(RunConfig, section, section="run")
     out = Path(args.out or coerce(str | None, raw.get("out"), "out") or out_default.format(dataset=data.name))
     return data, space, decoder, evaluator, config, out
@@ -740,6 +745,12 @@ def make_parser() -> argparse.ArgumentParser:
                        help="also evaluate every set and random-real subset on these students and write "
                             f"cross_arch.md / .json (presets: {', '.join(STUDENT_PRESETS)}; mappings of evaluator "
                             "settings in the config's run.students)")
+        p.add_argument("--reports-from", dest="reports_from", metavar="DIR,...",
+                       help="earlier run folders (added to the config's run.reports_from) whose finished trainings "
+                            "of the same images, data and evaluator settings are reused seed by seed, e.g. trainings "
+                            "run in parallel processes with --seed S --num-eval 1 --no-random-real")
+        p.add_argument("--no-random-real", dest="no_random_real", action="store_true",
+                       help="skip the random-real subsets (run.random_real: false)")
         p.add_argument("--out", help=f"output folder (default {out}); re-running resumes")
         p.set_defaults(func=func)
 

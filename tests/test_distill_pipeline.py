@@ -206,6 +206,27 @@ def test_run_reuses_finished_trainings_seed_by_seed(tmp_path, common, monkeypatc
     assert not (tmp_path / "third" / "reports").exists()
 
 
+def test_trainings_run_in_parallel_processes_assemble_into_one_report(tmp_path, common, monkeypatch):
+    """Each part trains one seed (--seed S --num-eval 1 --no-random-real); the whole run, given the parts with
+    --reports-from, trains nothing and reports the three trainings, each from its part."""
+    import latentdd.evaluate.trainer as trainer
+
+    base = ["run", *common, "--methods", "random", "--ipc", "1", "--epochs", "1", "--width", "8", "--compile", "off"]
+    parts = [tmp_path / f"seed{s}" for s in range(3)]
+    for seed, part in enumerate(parts):
+        assert main([*base, "--seed", str(seed), "--num-eval", "1", "--no-random-real", "--out", str(part)]) == 0
+        assert not list(part.glob("random-real*"))
+    monkeypatch.setattr(trainer, "train_model", lambda *a, **k: pytest.fail("a finished training ran again"))
+    whole = tmp_path / "whole"
+    assert main([*base, "--num-eval", "3", "--no-random-real", "--reports-from", ",".join(map(str, parts)),
+                 "--out", str(whole)]) == 0
+    report = json.loads((whole / "reports" / "random_ipc1.json").read_text())
+    assert report["seeds"] == [0, 1, 2] and [r["report"] for r in report["record"]["reused_trainings"]] == [
+        str(part / "reports" / "random_ipc1.json") for part in parts]
+    assert report["accuracies"] == [json.loads((part / "reports" / "random_ipc1.json").read_text())["accuracies"][0]
+                                    for part in parts]
+
+
 def test_run_method_variants_weight_rows_and_stale_stages(tmp_path, common, monkeypatch):
     from pipelines import run as run_module
 
