@@ -678,7 +678,7 @@ class MatchingDistiller:
                                       "curve": curve, "syn": syn, "optimizer": optimizer.state_dict(),
                                       "generator": gen.get_state(), "source": source.state()})
         seconds = time.perf_counter() - t0
-        return self._result(latents, members, syn.detach(), run.weights, run.per_class, seed, {
+        return self._result(latents, members, syn.detach(), run, seed, {
             "iterations": self.iterations, "seconds": seconds, "setup_seconds": setup_seconds,
             "iterations_per_second": (self.iterations - start) / max(seconds - elapsed, 1e-9),
             "resumed_from": start, "batch_real": run.batch_real, "depth": depth,
@@ -692,16 +692,14 @@ class MatchingDistiller:
             return torch.optim.Adam([syn], lr=self.lr)
         return torch.optim.SGD([syn], lr=self.lr, momentum=self.momentum)
 
-    def _result(self, latents: Latents, members: list[np.ndarray], syn: torch.Tensor, weights: torch.Tensor | None,
-                per: int, seed: int, extras: dict) -> SyntheticLatents:
-        """`per`: synthetic latents per class (`Run.per_class`)."""
-        num_classes, tiles = len(members), self._tiles()
+    def _result(self, latents: Latents, members: list[np.ndarray], syn: torch.Tensor, run: Run, seed: int,
+                extras: dict) -> SyntheticLatents:
+        num_classes, ipc, per, weights = len(members), run.ipc, run.per_class, run.weights
         per_class = [syn[k * per : (k + 1) * per] for k in range(num_classes)]  # (per, c, h, w) each
-        ipc = per // self.factor**2 if tiles == "decoded" else per
-        extras["factorization"] = ({"factor": self.factor, "tiles": tiles,
+        extras["factorization"] = ({"factor": self.factor, "tiles": run.tiles,
                                     "latents_matched_per_class": ipc * self.factor**2} if self.factor > 1 else False)
         # With factorization the points that stand for the class are the tiles' latents, not the mosaics.
-        points = (lambda z: z) if tiles == "decoded" else (lambda z: untile(z, self.factor))
+        points = (lambda z: z) if run.tiles == "decoded" else (lambda z: untile(z, self.factor))
         extras["quantization_error"] = [
             quantization_error(class_points(latents, idx), points(z).reshape(-1, z[0].numel()).numpy())
             for idx, z in zip(members, per_class)]
