@@ -3,7 +3,8 @@
 Every stage is cached and resumable: the fitted VAE and the latent cache by content,
 each method's folder by its request, the random-real subset and each evaluation report
 by a `cachekey.content_key` of their inputs (the images' content, the data, the resolved
-settings), so a second run only redoes what changed. The random-real baseline (real
+settings), so a second run only redoes what changed; within an evaluation, each finished
+training (reports/partial/), so an interrupted one resumes at its next. The random-real baseline (real
 pixels, no VAE) is evaluated under the same protocol in the same run, as every table
 must have it.
 """
@@ -410,7 +411,8 @@ class Trainings:
     def __init__(self, folders: list[Path]) -> None:
         self.found: dict[str, dict[int, dict]] = {}
         for folder in folders:
-            for path in sorted(folder.glob("*.json")):
+            # Whole reports first, then the trainings kept one by one while an evaluation ran (_evaluate).
+            for path in sorted(folder.glob("*.json")) + sorted(folder.glob("partial/*.json")):
                 try:
                     report = json.loads(path.read_text())
                 except (OSError, ValueError) as err:  # not reused; an own report is evaluated again
@@ -441,6 +443,15 @@ class Trainings:
         return {seed: found[seed] for seed in seeds if seed in found}
 
 
+def _read_json(path: Path) -> dict:
+    """A report latentdd wrote, or {} when there is none or it is unreadable (then it is evaluated again)."""
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError) as err:
+        log.warning("report %s is unreadable (%s); evaluating again", path, err)
+        return {}
+
+
 def _evaluate(images: Path, label: str, ipc: int, *, use_weights: bool, test, evaluator: EvalConfig, mean, std, flip,
               reports: Path, progress: bool, factor: int | None = None, data_key: str = "", teacher=None,
               trainings: Trainings | None = None) -> dict:
@@ -463,15 +474,28 @@ def _evaluate(images: Path, label: str, ipc: int, *, use_weights: bool, test, ev
         inputs["evaluated_on"] = f"val ({len(test)} images)"
     inputs = _as_json(inputs)
     key = content_key("evaluate", **inputs)
-    report = json.loads(path.read_text()) if path.exists() else {}
+    report = _read_json(path)
     if report.get("key") != key:
         record = manifest.get("record") or {}
         if on_val:
             record.setdefault("dataset", {})["evaluated_on"] = inputs["evaluated_on"]
         seeds = [cfg.seed + i for i in range(cfg.num_eval)]
         done = trainings.get(inputs, seeds) if trainings is not None else {}
+        # Each training this evaluation runs is kept on disk as it finishes, in the shape of a report (the
+        # Trainings index reads it), so an interrupted evaluation resumes at its next training.
+        partial = reports / "partial" / path.name
+        kept = _read_json(partial)
+        if kept.get("inputs") != inputs or kept["record"].get("evaluator", {}).get("compile_fallback"):  # not lent
+            kept = {"inputs": inputs, "seeds": [], "accuracies": [], "train_seconds": [], "record": {}}
+
+        def keep(seed: int, accuracy: float, seconds: float, compile_record: dict) -> None:
+            for field, value in (("seeds", seed), ("accuracies", accuracy), ("train_seconds", seconds)):
+                kept[field].append(value)
+            kept["record"] = {"evaluator": compile_record}
+            atomic_write_json(partial, kept)
+
         result = evaluate_synthetic(synthetic, test, cfg, mean=mean, std=std, flip=flip, record=record,
-                                    progress=progress, teacher=teacher, done=done)
+                                    progress=progress, teacher=teacher, done=done, on_training=keep)
         report = result.to_dict() | {"inputs": inputs, "key": key}
         atomic_write_json(path, report)
         if trainings is not None:

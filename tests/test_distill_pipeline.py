@@ -227,6 +227,36 @@ def test_trainings_run_in_parallel_processes_assemble_into_one_report(tmp_path, 
                                     for part in parts]
 
 
+def test_an_interrupted_evaluation_resumes_at_its_next_training(tmp_path, common, monkeypatch):
+    """Each training is kept as it finishes (reports/partial/): after an interrupt in the second of three
+    trainings, the same command trains only the second and third, and the report lends the first from there."""
+    import latentdd.evaluate.trainer as trainer
+
+    args = ["run", *common, "--methods", "random", "--ipc", "1", "--epochs", "1", "--width", "8", "--compile", "off",
+            "--num-eval", "3", "--no-random-real", "--out", str(tmp_path / "run")]
+    trained = []
+    real_train = trainer.train_model
+
+    def interrupted(*a, **k):
+        if k["seed"] == 1:
+            raise KeyboardInterrupt
+        trained.append(k["seed"])
+        return real_train(*a, **k)
+
+    monkeypatch.setattr(trainer, "train_model", interrupted)
+    assert main(args) == 130  # the CLI's answer to an interrupt: re-run the same command to resume
+    partial = tmp_path / "run" / "reports" / "partial" / "random_ipc1.json"
+    first = json.loads(partial.read_text())
+    assert trained == [0] and first["seeds"] == [0] and not (partial.parent.parent / "random_ipc1.json").exists()
+    monkeypatch.setattr(trainer, "train_model", lambda *a, **k: trained.append(k["seed"]) or real_train(*a, **k))
+    assert main(args) == 0
+    assert trained == [0, 1, 2]
+    report = json.loads((tmp_path / "run" / "reports" / "random_ipc1.json").read_text())
+    assert report["seeds"] == [0, 1, 2] and report["accuracies"][0] == first["accuracies"][0]
+    assert report["record"]["reused_trainings"] == [{"seed": 0, "report": str(partial), "compiled": False}]
+    assert json.loads(partial.read_text())["seeds"] == [0, 1, 2]
+
+
 def test_run_method_variants_weight_rows_and_stale_stages(tmp_path, common, monkeypatch):
     from pipelines import run as run_module
 

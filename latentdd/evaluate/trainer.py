@@ -458,6 +458,7 @@ def evaluate_synthetic(
     progress: bool = True,
     teacher=None,
     done: dict[int, dict] | None = None,
+    on_training=None,
 ) -> EvalReport:
     """Train `config.num_eval` models on the synthetic set, test each on `test_set`.
 
@@ -474,6 +475,8 @@ def evaluate_synthetic(
     `done`: trainings already finished, by seed ({"accuracy", "seconds", "compiled", "report"}), from an
     evaluation of the same set, data and settings but for num_eval (a training is its seed's alone): they
     are taken, not run again, and the record lists them under `reused_trainings`.
+    `on_training(seed, accuracy, seconds, compile_record)` is called after each training this call runs, so that
+    a caller can keep it before the evaluation ends (`compile_record`: how the trainings so far ran).
     """
     if synthetic.class_names != list(test_set.class_names):
         raise DataError(
@@ -528,6 +531,8 @@ def evaluate_synthetic(
                           compile=config.compile, compile_status=status)
         )
         runs.set_postfix(acc=f"{accuracies[-1]:.2f}", mean=f"{np.mean(accuracies):.2f}")
+        if on_training is not None:
+            on_training(seed, accuracies[-1], seconds[-1], status.record())
     full_record = copy.deepcopy(record) if record else {}
     full_record["evaluator"] = config.record(
         synthetic.image_shape[-1], flip=flip, has_weights=weights is not None, has_soft=soft is not None,
