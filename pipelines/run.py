@@ -498,6 +498,8 @@ def _evaluate(images: Path, label: str, ipc: int, *, use_weights: bool, test, ev
                                     progress=progress, teacher=teacher, done=done, on_training=keep)
         report = result.to_dict() | {"inputs": inputs, "key": key}
         atomic_write_json(path, report)
+        if not any(r["report"] == str(partial) for r in report["record"].get("reused_trainings", [])):
+            partial.unlink(missing_ok=True)  # the report holds its trainings; kept only while a report names it
         if trainings is not None:
             trainings.add(path, report)
     return {"method": label + (" + weights" if weighted else ""), "ipc": ipc, "mean": report["mean"],

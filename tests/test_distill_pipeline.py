@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -254,7 +255,9 @@ def test_an_interrupted_evaluation_resumes_at_its_next_training(tmp_path, common
     report = json.loads((tmp_path / "run" / "reports" / "random_ipc1.json").read_text())
     assert report["seeds"] == [0, 1, 2] and report["accuracies"][0] == first["accuracies"][0]
     assert report["record"]["reused_trainings"] == [{"seed": 0, "report": str(partial), "compiled": False}]
-    assert json.loads(partial.read_text())["seeds"] == [0, 1, 2]
+    assert json.loads(partial.read_text())["seeds"] == [0, 1, 2]  # kept: the report names it
+    shutil.rmtree(tmp_path / "run" / "reports")
+    assert main(args) == 0 and not partial.exists()  # an uninterrupted evaluation leaves only its report
 
 
 def test_run_method_variants_weight_rows_and_stale_stages(tmp_path, common, monkeypatch):
