@@ -146,6 +146,22 @@ def test_a_bare_method_name_takes_runs_measured_settings_and_a_mapping_exactly_i
     assert [spec.label for spec in RunConfig().specs()] == ["dm", "kmeans"]
 
 
+def test_compares_bare_matching_methods_take_cpu_sized_measured_settings():
+    """`compare`'s default methods (bacon, idm) and bare dc / dsa get the settings of their measured rows, each a valid
+    distiller, at a fraction of their reference's iterations; a bare bacon takes the reference code's loss."""
+    from pipelines.run import RUN_SETTINGS
+
+    specs = build(RunConfig, {"methods": ["bacon", "idm", "dc", "dsa"], "ipcs": [1, 10]}, section="run").specs()
+    assert [(spec.label, spec.ipcs) for spec in specs] == [
+        (name, ipcs) for name in ("bacon", "idm", "dc", "dsa") for ipcs in ((1,), (10,))]
+    for spec in specs:
+        distiller = make_distiller(spec.method, **spec.params)
+        assert distiller.iterations <= 300 < make_distiller(spec.method).iterations
+    for ipc in (1, 10):
+        assert RUN_SETTINGS["bacon"][ipc] == {"loss": "bacon-reference", **RUN_SETTINGS["idm"][ipc]}
+        assert RUN_SETTINGS["idm"][ipc]["networks"] == "bank" and RUN_SETTINGS["dsa"][ipc]["outer_loop"] == 1
+
+
 def test_a_bare_method_takes_the_settings_of_the_largest_measured_ipc_not_above_each_run_ipc():
     from pipelines.run import RUN_SETTINGS, run_settings
 
