@@ -518,6 +518,8 @@ def _evaluate(images: Path, label: str, ipc: int, *, use_weights: bool, test, ev
         atomic_write_json(path, report)
         if not any(r["report"] == str(partial) for r in report["record"].get("reused_trainings", [])):
             partial.unlink(missing_ok=True)  # the report holds its trainings; kept only while a report names it
+            if partial.parent.is_dir() and not any(partial.parent.iterdir()):
+                partial.parent.rmdir()
         if trainings is not None:
             trainings.add(path, report)
     return {"method": label + (" + weights" if weighted else ""), "ipc": ipc, "mean": report["mean"],
