@@ -60,11 +60,11 @@ log = logging.getLogger(__name__)
 # DC and DSA take the cuts of their measured rows (one outer round an iteration, 64 real images a class; not
 # searched): at their reference's IPC-10 schedule an iteration takes about 6 minutes on one core.
 FAST_FORWARD = {"compile": "auto", "real_precision": "bfloat16"}
-BANK = {"networks": "bank", "bank_nets": 2, "bank_steps": [0, 50, 100, 200, 400]}
-_POOL_IPC1 = {"embedding": "pixel", "batch_real": 256, "factor": 2, "tiles": "decoded", "lr": 1.0, "iterations": 250,
-              **BANK, **FAST_FORWARD}  # real init
-_POOL_IPC10 = {"embedding": "pixel", "batch_real": 128, "init": "kmeans", "lr": 0.5, "iterations": 300,
-               **BANK, **FAST_FORWARD}
+_BANK = {"networks": "bank", "bank_nets": 2, "bank_steps": [0, 50, 100, 200, 400]}
+_BANK_IPC1 = {"embedding": "pixel", "batch_real": 256, "factor": 2, "tiles": "decoded", "lr": 1.0, "iterations": 250,
+              **_BANK, **FAST_FORWARD}  # real init
+_BANK_IPC10 = {"embedding": "pixel", "batch_real": 128, "init": "kmeans", "lr": 0.5, "iterations": 300,
+               **_BANK, **FAST_FORWARD}
 _GRADIENT = {"outer_loop": 1, "inner_loop": 1, "batch_real": 64}  # real init, lr 0.1
 RUN_SETTINGS: dict[str, dict[int, dict]] = {
     "dm": {
@@ -72,8 +72,8 @@ RUN_SETTINGS: dict[str, dict[int, dict]] = {
             **FAST_FORWARD},  # real init, lr 1.0
         10: {"embedding": "pixel", "batch_real": 128, "init": "kmeans", "lr": 0.5, "iterations": 300, **FAST_FORWARD},
     },
-    "idm": {1: _POOL_IPC1, 10: _POOL_IPC10},
-    "bacon": {1: {"loss": "bacon-reference", **_POOL_IPC1}, 10: {"loss": "bacon-reference", **_POOL_IPC10}},
+    "idm": {1: _BANK_IPC1, 10: _BANK_IPC10},
+    "bacon": {1: {"loss": "bacon-reference", **_BANK_IPC1}, 10: {"loss": "bacon-reference", **_BANK_IPC10}},
     "dc": {1: _GRADIENT | {"iterations": 200}, 10: _GRADIENT | {"iterations": 300}},
     "dsa": {1: _GRADIENT | {"iterations": 200}, 10: _GRADIENT | {"iterations": 300}},
 }
@@ -503,7 +503,7 @@ def _evaluate(images: Path, label: str, ipc: int, *, use_weights: bool, test, ev
         # Trainings index reads it), so an interrupted evaluation resumes at its next training.
         partial = reports / "partial" / path.name
         kept = _read_json(partial)
-        if kept.get("inputs") != inputs or kept["record"].get("evaluator", {}).get("compile_fallback"):  # not lent
+        if kept.get("inputs") != inputs or kept.get("record", {}).get("evaluator", {}).get("compile_fallback"):  # not lent
             kept = {"inputs": inputs, "seeds": [], "accuracies": [], "train_seconds": [], "record": {}}
 
         def keep(seed: int, accuracy: float, seconds: float, compile_record: dict) -> None:
