@@ -63,14 +63,14 @@ FAST_FORWARD = {"compile": "auto", "real_precision": "bfloat16"}
 _BANK = {"networks": "bank", "bank_nets": 2, "bank_steps": [0, 50, 100, 200, 400]}
 _BANK_IPC1 = {"embedding": "pixel", "batch_real": 256, "factor": 2, "tiles": "decoded", "lr": 1.0, "iterations": 250,
               **_BANK, **FAST_FORWARD}  # real init
-_BANK_IPC10 = {"embedding": "pixel", "batch_real": 128, "init": "kmeans", "lr": 0.5, "iterations": 300,
-               **_BANK, **FAST_FORWARD}
+_DM_IPC10 = {"embedding": "pixel", "batch_real": 128, "init": "kmeans", "lr": 0.5, "iterations": 300, **FAST_FORWARD}
+_BANK_IPC10 = _DM_IPC10 | _BANK
 _GRADIENT = {"outer_loop": 1, "inner_loop": 1, "batch_real": 64}  # real init, lr 0.1
 RUN_SETTINGS: dict[str, dict[int, dict]] = {
     "dm": {
         1: {"embedding": "pixel", "batch_real": 64, "factor": 2, "tiles": "decoded", "iterations": 250,
             **FAST_FORWARD},  # real init, lr 1.0
-        10: {"embedding": "pixel", "batch_real": 128, "init": "kmeans", "lr": 0.5, "iterations": 300, **FAST_FORWARD},
+        10: _DM_IPC10,
     },
     "idm": {1: _BANK_IPC1, 10: _BANK_IPC10},
     "bacon": {1: {"loss": "bacon-reference", **_BANK_IPC1}, 10: {"loss": "bacon-reference", **_BANK_IPC10}},
@@ -422,6 +422,16 @@ def images_key(manifest: dict) -> str:
                        image_shape=manifest["image_shape"], soft_labels=manifest.get("soft_labels"))
 
 
+def _read_json(path: Path) -> dict:
+    """A report latentdd wrote, or {} when there is none or it is unreadable (warned: it lends nothing, and an
+    evaluation's own report is made again)."""
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError) as err:
+        log.warning("report %s is unreadable (%s); not used", path, err)
+        return {}
+
+
 class Trainings:
     """The finished trainings in report folders, by what one depends on: the set's images, the data and the
     evaluator's settings but for num_eval and seed (training i of an evaluation runs with seed + i, alone)."""
@@ -431,12 +441,7 @@ class Trainings:
         for folder in folders:
             # Whole reports first, then the trainings kept one by one while an evaluation ran (_evaluate).
             for path in sorted(folder.glob("*.json")) + sorted(folder.glob("partial/*.json")):
-                try:
-                    report = json.loads(path.read_text())
-                except (OSError, ValueError) as err:  # not reused; an own report is evaluated again
-                    log.warning("report %s is unreadable (%s); its trainings are not reused", path, err)
-                    continue
-                self.add(path, report)
+                self.add(path, _read_json(path))  # an unreadable one lends nothing
 
     @staticmethod
     def key(inputs: dict) -> str:
@@ -459,15 +464,6 @@ class Trainings:
     def get(self, inputs: dict, seeds: list[int]) -> dict[int, dict]:
         found = self.found.get(self.key(inputs), {})
         return {seed: found[seed] for seed in seeds if seed in found}
-
-
-def _read_json(path: Path) -> dict:
-    """A report latentdd wrote, or {} when there is none or it is unreadable (then it is evaluated again)."""
-    try:
-        return json.loads(path.read_text()) if path.exists() else {}
-    except (OSError, ValueError) as err:
-        log.warning("report %s is unreadable (%s); evaluating again", path, err)
-        return {}
 
 
 def _evaluate(images: Path, label: str, ipc: int, *, use_weights: bool, test, evaluator: EvalConfig, mean, std, flip,
