@@ -562,6 +562,8 @@ def _run_setup(args, raw, *, num_eval: int, run_defaults: dict, out_default: str
         section["reports_from"] = listed + [p.strip() for p in args.reports_from.split(",") if p.strip()]
     if args.no_random_real:
         section["random_real"] = False
+    if args.random_real_part is not None:
+        section["random_real_part"] = args.random_real_part
     config = build(RunConfig, section, section="run")
     out = Path(args.out or coerce(str | None, raw.get("out"), "out") or out_default.format(dataset=data.name))
     return data, space, decoder, evaluator, config, out
@@ -751,6 +753,9 @@ def make_parser() -> argparse.ArgumentParser:
                             "run in parallel processes with --seed S --num-eval 1 --no-random-real")
         p.add_argument("--no-random-real", dest="no_random_real", action="store_true",
                        help="skip the random-real subsets (run.random_real: false)")
+        p.add_argument("--random-real-part", dest="random_real_part", type=int, metavar="K",
+                       help="evaluate only random-real subset K (0-based; seed run.seed + K) and no distilled set: "
+                            "one part of a run split across processes, gathered by the whole run's --reports-from")
         p.add_argument("--out", help=f"output folder (default {out}); re-running resumes")
         p.set_defaults(func=func)
 

@@ -180,6 +180,8 @@ class RunConfig:
         IOR (vs the random-real subsets of the same IPC and protocol) is always reported.
     random_real_num_eval: trainings per random-real subset (default: the evaluator's num_eval), e.g. 1
         beside 3 per distilled set: the baseline's spread is the subsets'.
+    random_real_part: this process evaluates only random-real subset K (0-based, seed seed + K) and no
+        distilled set: one part of a run split across processes, which the whole run gathers with reports_from.
     reports_from: earlier run folders whose reports/ this run may reuse. A training is its seed's alone, so
         an evaluation there of the same images (content), data and evaluator settings, whatever its num_eval,
         gives its trainings seed by seed (e.g. a random-real baseline measured by another run, or a set's
@@ -199,6 +201,7 @@ class RunConfig:
     random_real: bool = True  # the pixel-space random-real baseline, same protocol
     random_real_subsets: int = 5  # independently drawn subsets (seeds seed, seed + 1, ...), as DC reports it
     random_real_num_eval: int | None = None  # trainings per random-real subset; None: the evaluator's num_eval
+    random_real_part: int | None = None  # only subset K, no distilled set (a part of a run split across processes)
     reports_from: list[str] = field(default_factory=list)  # earlier runs whose trainings are reused, seed by seed
     eval_split: str = "test"
     latents_from: str | None = None
@@ -215,6 +218,11 @@ class RunConfig:
         _check_counts([self.random_real_subsets], "run.random_real_subsets")
         if self.random_real_num_eval is not None:
             _check_counts([self.random_real_num_eval], "run.random_real_num_eval")
+        if self.random_real_part is not None and not (self.random_real and
+                                                      0 <= self.random_real_part < self.random_real_subsets):
+            raise DataError(f"run.random_real_part must name one of the run's {self.random_real_subsets} random-real "
+                            f"subsets (0 to {self.random_real_subsets - 1}) with run.random_real on; "
+                            f"got {self.random_real_part!r}")
         if not isinstance(self.reports_from, list) or not all(isinstance(p, str) for p in self.reports_from):
             raise DataError(f"run.reports_from must be a list of run folders; got {self.reports_from!r}")
         idle = [spec.label for spec in self.specs() if not any(map(spec.runs_at, self.ipcs))]
@@ -306,7 +314,7 @@ def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator
     rows = []
     sets: list[EvaluatedSet] = []  # what the cross-architecture table evaluates again on each student
     for ipc in config.ipcs:
-        for spec in filter(lambda s: s.runs_at(ipc), config.specs()):
+        for spec in filter(lambda s: s.runs_at(ipc) and config.random_real_part is None, config.specs()):
             folder = out / f"{spec.label}_ipc{ipc}"
             request = _distill_request(spec, ipc, config.seed, prepared.record["vae"], decoder_request)
             if _stored_request(folder) != request:
@@ -330,7 +338,8 @@ def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator
         if config.random_real:
             subset_evaluator = replace(evaluator, num_eval=config.random_real_num_eval or evaluator.num_eval)
             subsets = []
-            for i in range(config.random_real_subsets):  # DC's baseline: independently drawn subsets, seed + i
+            parts = range(config.random_real_subsets) if config.random_real_part is None else [config.random_real_part]
+            for i in parts:  # DC's baseline: independently drawn subsets, seed + i
                 seed = config.seed + i
                 folder = out / f"random-real-s{seed}_ipc{ipc}"
                 # Keyed on what draws the subset: the train split's content, the IPC and the seed.

@@ -228,6 +228,37 @@ def test_trainings_run_in_parallel_processes_assemble_into_one_report(tmp_path, 
                                     for part in parts]
 
 
+def test_random_real_subsets_run_as_parts_of_their_own(tmp_path, common, monkeypatch, capsys):
+    """--random-real-part K trains only subset K (seed + K) and no distilled set; the whole run lends each
+    subset's training from its part; a subset the run does not draw is refused before any work."""
+    import latentdd.evaluate.trainer as trainer
+
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"run": {"methods": ["random"], "ipcs": [1], "random_real_subsets": 2,
+                                              "random_real_num_eval": 1},
+                                      "evaluator": {"epochs": 1, "width": 8, "compile": "off", "num_eval": 1}}))
+    base = ["run", "--config", str(config), *common]
+    parts = [tmp_path / f"subset{k}" for k in range(2)]
+    for k, part in enumerate(parts):
+        assert main([*base, "--random-real-part", str(k), "--out", str(part)]) == 0
+        assert sorted(p.stem for p in (part / "reports").glob("*.json")) == [f"random-real-s{k}_ipc1"]
+        assert not (part / "random_ipc1").exists()
+    trained = []
+    real_train = trainer.train_model
+    monkeypatch.setattr(trainer, "train_model", lambda *a, **k: trained.append(k["seed"]) or real_train(*a, **k))
+    whole = tmp_path / "whole"
+    assert main([*base, "--reports-from", ",".join(map(str, parts)), "--out", str(whole)]) == 0
+    assert trained == [0]  # the distilled set alone
+    for k, part in enumerate(parts):
+        report = json.loads((whole / "reports" / f"random-real-s{k}_ipc1.json").read_text())
+        assert report["record"]["reused_trainings"] == [
+            {"seed": 0, "report": str(part / "reports" / f"random-real-s{k}_ipc1.json"), "compiled": False}]
+    capsys.readouterr()
+    assert main([*base, "--random-real-part", "2", "--out", str(tmp_path / "beyond")]) == 2
+    assert "run.random_real_part must name one of the run's 2 random-real subsets" in capsys.readouterr().err
+    assert not (tmp_path / "beyond").exists()
+
+
 def test_an_interrupted_evaluation_resumes_at_its_next_training(tmp_path, common, monkeypatch):
     """Each training is kept as it finishes (reports/partial/): after an interrupt in the second of three
     trainings, the same command trains only the second and third, and the report lends the first from there."""
