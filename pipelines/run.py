@@ -313,8 +313,9 @@ def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator
     consistency = {}
     rows = []
     sets: list[EvaluatedSet] = []  # what the cross-architecture table evaluates again on each student
+    distilled = config.specs() if config.random_real_part is None else []  # a random-real part distils nothing
     for ipc in config.ipcs:
-        for spec in filter(lambda s: s.runs_at(ipc) and config.random_real_part is None, config.specs()):
+        for spec in filter(lambda s: s.runs_at(ipc), distilled):
             folder = out / f"{spec.label}_ipc{ipc}"
             request = _distill_request(spec, ipc, config.seed, prepared.record["vae"], decoder_request)
             if _stored_request(folder) != request:
