@@ -11,6 +11,7 @@ must have it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -507,8 +508,8 @@ def _evaluate(images: Path, label: str, ipc: int, *, use_weights: bool, test, ev
         done = trainings.get(inputs, seeds) if trainings is not None else {}
         # Each training this evaluation runs is kept on disk as it finishes, in the shape of a report (the
         # Trainings index reads it), so an interrupted evaluation resumes at its next training.
-        partial = reports / "partial" / path.name
-        kept = _read_json(partial)
+        kept_path = reports / "partial" / path.name
+        kept = _read_json(kept_path)
         if kept.get("inputs") != inputs or kept.get("record", {}).get("evaluator", {}).get("compile_fallback"):  # not lent
             kept = {"inputs": inputs, "seeds": [], "accuracies": [], "train_seconds": [], "record": {}}
 
@@ -516,16 +517,16 @@ def _evaluate(images: Path, label: str, ipc: int, *, use_weights: bool, test, ev
             for field, value in (("seeds", seed), ("accuracies", accuracy), ("train_seconds", seconds)):
                 kept[field].append(value)
             kept["record"] = {"evaluator": compile_record}
-            atomic_write_json(partial, kept)
+            atomic_write_json(kept_path, kept)
 
         result = evaluate_synthetic(synthetic, test, cfg, mean=mean, std=std, flip=flip, record=record,
                                     progress=progress, teacher=teacher, done=done, on_training=keep)
         report = result.to_dict() | {"inputs": inputs, "key": key}
         atomic_write_json(path, report)
-        if not any(r["report"] == str(partial) for r in report["record"].get("reused_trainings", [])):
-            partial.unlink(missing_ok=True)  # the report holds its trainings; kept only while a report names it
-            if partial.parent.is_dir() and not any(partial.parent.iterdir()):
-                partial.parent.rmdir()
+        if not any(r["report"] == str(kept_path) for r in report["record"].get("reused_trainings", [])):
+            kept_path.unlink(missing_ok=True)  # the report holds its trainings; kept only while a report names it
+            with contextlib.suppress(OSError):  # the folder too, unless another training is kept there
+                kept_path.parent.rmdir()
         if trainings is not None:
             trainings.add(path, report)
     return {"method": label + (" + weights" if weighted else ""), "ipc": ipc, "mean": report["mean"],
