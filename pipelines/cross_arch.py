@@ -229,7 +229,7 @@ def cross_arch_markdown(table: dict, students: list[ResolvedStudent], dataset: s
             if cell is None:
                 parts += ["", ""]
             elif row.get("subsets"):
-                parts += [f"{cell['mean']:.2f} ± {cell['std']:.2f} over {cell['n']} subsets", ""]
+                parts += [f"{cell['mean']:.2f} ± {cell['std']:.2f} over {subsets_text(cell['n'])}", ""]
             else:
                 parts += [f"{cell['mean']:.2f} ± {cell['std']:.2f} (n={cell['n']})",
                           "" if cell["ior"] is None else f"{cell['ior']:+.2f}"]
@@ -248,3 +248,8 @@ def write_cross_arch(sets: list[EvaluatedSet], students: list[ResolvedStudent], 
     atomic_write_json(out / "cross_arch.json", table)
     atomic_write_text(out / "cross_arch.md", cross_arch_markdown(table, students, dataset, evaluator, eval_split))
     return table
+
+
+def subsets_text(n: int) -> str:
+    """"1 subset", "5 subsets": how many random-real subsets a row is over."""
+    return f"{n} subset" if n == 1 else f"{n} subsets"

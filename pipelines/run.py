@@ -34,7 +34,7 @@ from latentdd.export import export_image_folder, load_image_folder, read_manifes
 from latentdd.io import atomic_write_json, atomic_write_text, claim_folder
 from latentdd.record import protocol_record
 from pipelines.baseline import random_real
-from pipelines.cross_arch import EvaluatedSet, parse_students, resolve_students, write_cross_arch
+from pipelines.cross_arch import EvaluatedSet, parse_students, resolve_students, subsets_text, write_cross_arch
 from pipelines.distill import DecoderConfig, LatentSpaceConfig, distill_to_folder, make_decoder, prepare_latent_space
 
 log = logging.getLogger(__name__)
@@ -545,7 +545,7 @@ def _over_subsets(rows: list[dict], label: str, ipc: int) -> dict:
     """One row for several random subsets, as DC reports random real: mean ± std over the subsets'
     mean accuracies; `training_std` is the mean of the per-subset spreads over trainings."""
     means = [r["mean"] for r in rows]
-    return {"method": f"{label}, {len(rows)} subsets", "ipc": ipc, "mean": float(np.mean(means)),
+    return {"method": f"{label}, {subsets_text(len(rows))}", "ipc": ipc, "mean": float(np.mean(means)),
             "std": float(np.std(means)), "n": len(rows), "quantization_error": None,
             "training_std": float(np.mean([r["std"] for r in rows])), "subsets": [r["report"] for r in rows],
             "report": None}
@@ -556,7 +556,7 @@ def accuracy_text(row: dict) -> str:
     mean training spread beside it."""
     if row.get("training_std") is None:
         return f"{row['mean']:.2f} ± {row['std']:.2f} (n={row['n']})"
-    return (f"{row['mean']:.2f} ± {row['std']:.2f} over {row['n']} subsets (training spread "
+    return (f"{row['mean']:.2f} ± {row['std']:.2f} over {subsets_text(row['n'])} (training spread "
             f"± {row['training_std']:.2f})")
 
 

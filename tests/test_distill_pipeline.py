@@ -243,6 +243,7 @@ def test_random_real_subsets_run_as_parts_of_their_own(tmp_path, common, monkeyp
         assert main([*base, "--random-real-part", str(k), "--out", str(part)]) == 0
         assert sorted(p.stem for p in (part / "reports").glob("*.json")) == [f"random-real-s{k}_ipc1"]
         assert not (part / "random_ipc1").exists()
+        assert "| random-real (pixels), 1 subset |" in (part / "results.md").read_text()
     trained = []
     real_train = trainer.train_model
     monkeypatch.setattr(trainer, "train_model", lambda *a, **k: trained.append(k["seed"]) or real_train(*a, **k))
