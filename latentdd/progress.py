@@ -4,7 +4,9 @@ tqdm redraws its bars with carriage returns and cursor moves (ESC [A for nested 
 which land in a log file as control sequences. Where the stream is not a terminal,
 `progress_bar` prints plain lines instead: one when the stage starts, at most one per
 tenth of it, and one when it ends, with counts, seconds and the latest postfix.
-Nested inner bars (leave=False: an evaluation's epochs) print their end line only.
+Nested inner bars (leave=False: an evaluation's epochs) print their end line only, unless
+they run for over a minute (a 1000-epoch training of 500 images: half an hour on a core);
+then they print their tenths from there on too.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterable, Iterator
+
+INNER_QUIET_SECONDS = 60.0  # a nested bar prints its tenths only once it has run this long
 
 
 def progress_bar(iterable: Iterable | None = None, *, total: int | None = None, initial: int = 0, desc: str = "",
@@ -55,7 +59,8 @@ class PlainProgress:
 
     def update(self, n: int = 1) -> None:
         self.n += n
-        if self.leave and self._tenth() > self.tenth and self.n < (self.total or 0):
+        long = self.leave or time.perf_counter() - self.start >= INNER_QUIET_SECONDS
+        if long and self._tenth() > self.tenth and self.n < (self.total or 0):
             self.tenth = self._tenth()
             self._line(f"{100 * self.n // self.total}%")
 

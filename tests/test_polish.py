@@ -65,6 +65,23 @@ def test_plain_progress_prints_at_most_one_line_per_tenth_and_resumes():
     assert lines[-1].startswith("fit prior: done 1000/1000 step in ") and lines[-1].endswith("loss=0.1")
 
 
+def test_a_nested_bar_in_a_log_prints_its_tenths_only_once_it_runs_long(monkeypatch):
+    import latentdd.progress as progress
+
+    now = [0.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: now[0])
+
+    def lines(seconds_an_epoch: float) -> list[str]:
+        out = io.StringIO()
+        for _ in progress_bar(range(10), desc="train seed 0", unit="epoch", leave=False, file=out):
+            now[0] += seconds_an_epoch
+        return out.getvalue().splitlines()
+
+    # 10 s an epoch: quiet for the first minute, then each tenth, then the end line
+    assert [line.split()[3] for line in lines(10.0)] == ["60%", "70%", "80%", "90%", "done"]
+    assert [line.split()[3] for line in lines(1.0)] == ["done"]  # a short training: its end line only
+
+
 def test_progress_on_a_terminal_is_tqdm():
     class Terminal(io.StringIO):
         def isatty(self):
