@@ -166,9 +166,12 @@ def test_a_bare_method_takes_the_settings_of_the_largest_measured_ipc_not_above_
     from pipelines.run import RUN_SETTINGS, run_settings
 
     specs = build(RunConfig, {"methods": ["dm", "kmeans"], "ipcs": [1, 5, 10, 50]}, section="run").specs()
-    assert [(spec.label, spec.ipcs) for spec in specs] == [("dm", (1, 5)), ("dm", (10, 50)), ("kmeans", None)]
-    assert specs[0].params == RUN_SETTINGS["dm"][1] and specs[1].params == RUN_SETTINGS["dm"][10]
-    assert RUN_SETTINGS["dm"][1] != RUN_SETTINGS["dm"][10]
+    specs += build(RunConfig, {"methods": ["dm"], "ipcs": [10, 20, 50, 100]}, section="run").specs()
+    assert [(spec.label, spec.ipcs) for spec in specs] == [("dm", (1, 5)), ("dm", (10,)), ("dm", (50,)),
+                                                           ("kmeans", None), ("dm", (10, 20)), ("dm", (50, 100))]
+    dm = [spec.params for spec in specs if spec.method == "dm"]
+    assert dm == [RUN_SETTINGS["dm"][ipc] for ipc in (1, 10, 50, 10, 50)]
+    assert RUN_SETTINGS["dm"][1] != RUN_SETTINGS["dm"][10] != RUN_SETTINGS["dm"][50]
     assert run_settings("dm", 3) == RUN_SETTINGS["dm"][1] and run_settings("kmeans", 10) == {}
     with pytest.raises(DataError, match="labels must be distinct"):
         build(RunConfig, {"methods": ["dm", {"method": "dm", "label": "dm"}], "ipcs": [10]}, section="run")
