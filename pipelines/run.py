@@ -54,7 +54,9 @@ log = logging.getLogger(__name__)
 # (results/matching_fashion_mnist/search_ipc1_decoded_tiles, matching_ipc1_decoded_tiles).
 # At IPC 50 DM runs longer: on val 85.18 / 85.72 / 85.97 after 300 / 1000 / 2000 iterations (837 / 2775 / 5606 s
 # on a core; 84.88 / 85.65 at 300 / 1000 with 256 real images a class), so it takes 1000: within one training's
-# spread of 2000, at half the time (results/matching_fashion_mnist/search_ipc50_dm_b128, search_ipc50_dm_b256).
+# spread of 2000, at half the time (results/matching_fashion_mnist/search_ipc50_dm_b128, search_ipc50_dm_b256). Real
+# init (83.43 at 300), the network bank (85.42 / 85.70 at 300 / 1000) and the bank at lr 1.0 (85.52 at 300) did not
+# beat it (search_ipc50_dm_real, search_ipc50_dm_bank, search_ipc50_dm_bank_lr1).
 # IDM and BACON embed the decoded latents with snapshots from a network bank (2 ConvNets trained once on the decoded
 # real latents, cached by content) instead of the reference's in-loop pool, whose training is 87% of an iteration's
 # cost. At IPC 1, IDM's settings chosen on val (76.17 against DM's 75.85; test 76.79), which BACON shares, as the
