@@ -37,7 +37,7 @@ from latentdd.config import DataConfig
 from latentdd.data.base import split_rows
 from latentdd.latents.cache import CacheConfig, encode_split
 from latentdd.vae import VAEInputAdapter
-from pipelines.distill import LatentSpaceConfig, load_or_fit_vae
+from latentdd.pipelines.distill import LatentSpaceConfig, load_or_fit_vae
 
 TAEF2 = Path(__file__).resolve().parents[2] / "shared" / "weights" / "taef2"
 

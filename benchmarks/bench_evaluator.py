@@ -32,7 +32,7 @@ from latentdd.evaluate import EvalConfig, train_model
 from latentdd.evaluate.convnet import ConvNet
 from latentdd.evaluate.dsa import DiffAugment
 from latentdd.evaluate.trainer import _normalise, channel_stats, top1_accuracy
-from pipelines.baseline import random_real
+from latentdd.pipelines.baseline import random_real
 
 
 def matmul_peak(n: int = 4096, repeats: int = 5) -> float:

@@ -29,7 +29,7 @@ import torch
 
 from latentdd.config import DataConfig
 from latentdd.distill import DistillContext, make_distiller, matching
-from pipelines.distill import LatentSpaceConfig, prepare_latent_space
+from latentdd.pipelines.distill import LatentSpaceConfig, prepare_latent_space
 
 REFERENCE_SECONDS_PER_ITERATION = 21.3
 DEFAULT_CONFIGS = ["bacon:pixel:method", "bacon:pixel:bank", "bacon:latent:method", "bacon:latent:bank",

@@ -25,7 +25,7 @@ import torch
 from latentdd.config import DataConfig
 from latentdd.distill import make_distiller
 from latentdd.evaluate.consistency import JudgeConfig, class_consistency, fit_judge
-from pipelines.distill import DecoderConfig, LatentSpaceConfig, make_decoder, prepare_latent_space
+from latentdd.pipelines.distill import DecoderConfig, LatentSpaceConfig, make_decoder, prepare_latent_space
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -218,7 +218,7 @@ def cmd_datasets(args, raw) -> int:
 
 def cmd_baseline(args, raw) -> int:
     from latentdd.export import export_image_folder
-    from pipelines.baseline import make_baseline
+    from latentdd.pipelines.baseline import make_baseline
 
     data = _data_config(args, raw)
     job = build(BaselineConfig, raw.get("baseline"), {"method": args.method, "ipc": args.ipc, "seed": args.seed},
@@ -317,7 +317,7 @@ def _ipc_of(synthetic) -> int | None:
 
 
 def _add_latent_args(p: argparse.ArgumentParser, with_vae: bool = True) -> None:
-    from pipelines.distill import LatentSpaceConfig as L
+    from latentdd.pipelines.distill import LatentSpaceConfig as L
 
     g = p.add_argument_group("latent space")
     if with_vae:
@@ -338,7 +338,7 @@ def _add_latent_args(p: argparse.ArgumentParser, with_vae: bool = True) -> None:
 
 def _add_decoder_args(p: argparse.ArgumentParser, with_sampler: bool = True) -> None:
     g = p.add_argument_group("decoder")
-    from pipelines.distill import DecoderConfig
+    from latentdd.pipelines.distill import DecoderConfig
 
     if with_sampler:
         from latentdd.render import DECODERS
@@ -371,7 +371,7 @@ def _add_decoder_args(p: argparse.ArgumentParser, with_sampler: bool = True) -> 
 
 
 def _decoder_config(args, raw: dict):
-    from pipelines.distill import DecoderConfig
+    from latentdd.pipelines.distill import DecoderConfig
 
     section = dict(check_mapping(raw.get("decoder"), "decoder"))
     flags = _section(args, "decoder_")
@@ -409,7 +409,7 @@ def _key_values(pairs: list[str], flag: str) -> dict:
 
 
 def _latent_config(args, raw: dict):
-    from pipelines.distill import LatentSpaceConfig
+    from latentdd.pipelines.distill import LatentSpaceConfig
 
     section = dict(check_mapping(raw.get("latent"), "latent"))
     flags = _section(args, "latent_")
@@ -419,7 +419,7 @@ def _latent_config(args, raw: dict):
 
 
 def cmd_fit_vae(args, raw) -> int:
-    from pipelines.distill import load_or_fit_vae
+    from latentdd.pipelines.distill import load_or_fit_vae
 
     data = _data_config(args, raw)
     space = _latent_config(args, raw)
@@ -433,7 +433,7 @@ def cmd_fit_vae(args, raw) -> int:
 
 
 def cmd_fit_prior(args, raw) -> int:
-    from pipelines.distill import load_or_fit_prior, prepare_latent_space
+    from latentdd.pipelines.distill import load_or_fit_prior, prepare_latent_space
 
     data = _data_config(args, raw)
     space = _latent_config(args, raw)
@@ -452,7 +452,7 @@ def cmd_encode(args, raw) -> int:
     from latentdd.latents.cache import CacheConfig, encode_split, write_manifest
     from latentdd.parallel import process_state
     from latentdd.vae import VAEInputAdapter
-    from pipelines.distill import cache_dataset_record, load_or_fit_vae
+    from latentdd.pipelines.distill import cache_dataset_record, load_or_fit_vae
 
     data = _data_config(args, raw)
     space = _latent_config(args, raw)
@@ -481,7 +481,7 @@ def cmd_encode(args, raw) -> int:
 def cmd_distill(args, raw) -> int:
     from latentdd.distill import make_distiller
     from latentdd.io import check_output
-    from pipelines.distill import distill_to_folder, make_decoder, prepare_latent_space
+    from latentdd.pipelines.distill import distill_to_folder, make_decoder, prepare_latent_space
 
     data = _data_config(args, raw)
     space = _latent_config(args, raw)
@@ -510,7 +510,7 @@ def cmd_distill(args, raw) -> int:
 def cmd_render(args, raw) -> int:
     from latentdd.io import check_output
     from latentdd.parallel import process_state
-    from pipelines.render import check_synthetic, load_synthetic_latents, render_to_folder, setup_decoder
+    from latentdd.pipelines.render import check_synthetic, load_synthetic_latents, render_to_folder, setup_decoder
 
     data = _data_config(args, raw)
     space = _latent_config(args, raw)
@@ -536,7 +536,7 @@ def cmd_render(args, raw) -> int:
 
 def _run_setup(args, raw, *, num_eval: int, run_defaults: dict, out_default: str):
     """The shared inputs of `run` and `compare` -> (data, space, decoder, evaluator, RunConfig, out)."""
-    from pipelines.run import RunConfig
+    from latentdd.pipelines.run import RunConfig
 
     data = _data_config(args, raw)
     space = _latent_config(args, raw)
@@ -570,7 +570,7 @@ def _run_setup(args, raw, *, num_eval: int, run_defaults: dict, out_default: str
 
 
 def cmd_run(args, raw) -> int:
-    from pipelines.run import run
+    from latentdd.pipelines.run import run
 
     data, space, decoder, evaluator, config, out = _run_setup(args, raw, num_eval=1, run_defaults={},
                                                               out_default="runs/{dataset}")
@@ -583,7 +583,7 @@ def cmd_run(args, raw) -> int:
 
 
 def cmd_compare(args, raw) -> int:
-    from pipelines.compare import compare
+    from latentdd.pipelines.compare import compare
 
     data, space, decoder, evaluator, config, out = _run_setup(args, raw, num_eval=3, run_defaults=COMPARE_DEFAULTS,
                                                               out_default="runs/{dataset}_compare")
@@ -595,7 +595,7 @@ def cmd_compare(args, raw) -> int:
 
 
 def cmd_calibrate(args, raw) -> int:
-    from pipelines.calibrate import CalibrateConfig, run_calibration
+    from latentdd.pipelines.calibrate import CalibrateConfig, run_calibration
 
     data = _data_config(args, raw)
     section = dict(check_mapping(raw.get("calibrate"), "calibrate"))
@@ -709,9 +709,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_render)
 
-    from pipelines.calibrate import CalibrateConfig
-    from pipelines.cross_arch import STUDENT_PRESETS
-    from pipelines.run import RUN_SETTINGS, RunConfig
+    from latentdd.pipelines.calibrate import CalibrateConfig
+    from latentdd.pipelines.cross_arch import STUDENT_PRESETS
+    from latentdd.pipelines.run import RUN_SETTINGS, RunConfig
     measured = "; ".join(f"{name} at IPC {ipc}: {settings}" for name, by_ipc in RUN_SETTINGS.items()
                          for ipc, settings in by_ipc.items())
 

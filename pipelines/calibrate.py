@@ -26,7 +26,7 @@ from latentdd.evaluate.trainer import (PROTOCOLS, CompileStatus, EvalConfig, Eva
 from latentdd.io import atomic_write_json, atomic_write_text, claim_folder
 from latentdd.published import published
 from latentdd.record import dataset_record, protocol_record
-from pipelines.baseline import random_real
+from latentdd.pipelines.baseline import random_real
 
 
 @dataclass

@@ -8,7 +8,7 @@ stage) plus what a comparison needs:
     out/accuracy_vs_ipc.png    mean ± std per method over IPC (random real dashed)
     out/grid_<label>.png       each method's synthetic images at its largest IPC, a row per class
     out/<label>_ipc<N>/        each method's folder (images/, latents, distill.json)
-    out/cross_arch.md, .json   with run.students: every set on each student (pipelines.cross_arch)
+    out/cross_arch.md, .json   with run.students: every set on each student (latentdd.pipelines.cross_arch)
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from latentdd.evaluate.trainer import EvalConfig
 from latentdd.export import image_grid, load_image_folder, read_manifest
 from latentdd.io import atomic_write_bytes, atomic_write_text
 from latentdd.published import published
-from pipelines.distill import DecoderConfig, LatentSpaceConfig
-from pipelines.run import RunConfig, accuracy_text, run
+from latentdd.pipelines.distill import DecoderConfig, LatentSpaceConfig
+from latentdd.pipelines.run import RunConfig, accuracy_text, run
 
 CSV_FIELDS = ("method", "ipc", "mean", "std", "n", "latent_w2", "class_consistency", "published_mean",
               "published_protocol", "distill_s", "render_s", "evaluate_s", "report")
@@ -33,7 +33,7 @@ CSV_FIELDS = ("method", "ipc", "mean", "std", "n", "latent_w2", "class_consisten
 
 def compare(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator: EvalConfig, out: Path, *,
             decoder: DecoderConfig | None = None, progress: bool = True, teacher=None) -> list[dict]:
-    """Run every method (see `pipelines.run.run`), then write the comparison's tables and figures."""
+    """Run every method (see `latentdd.pipelines.run.run`), then write the comparison's tables and figures."""
     out = Path(out)
     rows = [_with_costs(row, data.name) for row in run(data, space, config, evaluator, out, decoder=decoder,
                                                         progress=progress, teacher=teacher)]

@@ -26,7 +26,7 @@ from latentdd.record import protocol_record
 from latentdd.render import DECODERS
 from latentdd.render.parallel import render_split
 from latentdd.vae import VAEInputAdapter
-from pipelines.distill import (
+from latentdd.pipelines.distill import (
     DecoderConfig,
     LatentSpaceConfig,
     cache_dataset_record,

@@ -33,9 +33,9 @@ from latentdd.evaluate.trainer import EvalConfig, channel_stats, evaluate_synthe
 from latentdd.export import export_image_folder, load_image_folder, read_manifest
 from latentdd.io import atomic_write_json, atomic_write_text, claim_folder
 from latentdd.record import protocol_record
-from pipelines.baseline import random_real
-from pipelines.cross_arch import EvaluatedSet, parse_students, resolve_students, subsets_text, write_cross_arch
-from pipelines.distill import DecoderConfig, LatentSpaceConfig, distill_to_folder, make_decoder, prepare_latent_space
+from latentdd.pipelines.baseline import random_real
+from latentdd.pipelines.cross_arch import EvaluatedSet, parse_students, resolve_students, subsets_text, write_cross_arch
+from latentdd.pipelines.distill import DecoderConfig, LatentSpaceConfig, distill_to_folder, make_decoder, prepare_latent_space
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ class RunConfig:
         one training extended to three); the report lists each under record.reused_trainings with the
         report it came from. This run's own reports are reused the same way (two methods that pick the
         same images train once). Only trainings that ran as their settings asked (no compile fallback).
-    students: the cross-architecture table (`pipelines.cross_arch`): every set and random-real subset
+    students: the cross-architecture table (`latentdd.pipelines.cross_arch`): every set and random-real subset
         evaluated again on each of these students, presets (`resnet18`, `convnet-bn`, ...) or mappings of
         evaluator overrides (`{model: convnet, norm: batchnorm, label: convnet-bn}`), written to
         cross_arch.md / .json. Default none: only the evaluator's table.
@@ -215,7 +215,7 @@ class RunConfig:
     latents_dir: str | None = None
     consistency: bool = False
     calibration: str | None = None  # a `latentdd calibrate --out` folder: its full-data accuracy gives HLR and LRS
-    students: list = field(default_factory=list)  # cross-architecture table: see pipelines.cross_arch
+    students: list = field(default_factory=list)  # cross-architecture table: see latentdd.pipelines.cross_arch
 
     def __post_init__(self) -> None:
         _check_use_weights(self.use_weights)

@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from latentdd.evaluate.scores import hlr, ior, lrs  # noqa: E402
-from pipelines.run import _full_data_accuracy  # noqa: E402
+from latentdd.pipelines.run import _full_data_accuracy  # noqa: E402
 
 
 def load(folders: list[Path]) -> tuple[dict, dict]:

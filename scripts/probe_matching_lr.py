@@ -20,7 +20,7 @@ from latentdd.config import DataConfig
 from latentdd.distill import DistillContext, make_distiller
 from latentdd.errors import DataError
 from latentdd.io import atomic_write_json
-from pipelines.distill import LatentSpaceConfig, prepare_latent_space
+from latentdd.pipelines.distill import LatentSpaceConfig, prepare_latent_space
 
 
 def main() -> None:

@@ -115,7 +115,7 @@ def test_distill_pipeline_keeps_the_latents_on_disk_for_kmeans(tmp_path, no_mate
     import json
 
     from latentdd.config import DataConfig
-    from pipelines.distill import LatentSpaceConfig, distill_to_folder, prepare_latent_space
+    from latentdd.pipelines.distill import LatentSpaceConfig, distill_to_folder, prepare_latent_space
 
     space = prepare_latent_space(DataConfig(name="digits"), LatentSpaceConfig(vae="pixel", cache_dir=str(tmp_path),
                                                                               shard_size=200), progress=False)

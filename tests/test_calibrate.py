@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from latentdd.config import DataConfig
-from pipelines import calibrate
-from pipelines.calibrate import CalibrateConfig, run_calibration
+from latentdd.pipelines import calibrate
+from latentdd.pipelines.calibrate import CalibrateConfig, run_calibration
 
 
 def test_calibration_writes_results_and_resumes(tmp_path, monkeypatch):

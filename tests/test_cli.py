@@ -93,7 +93,7 @@ def test_shipped_calibrate_config_resolves():
     from pathlib import Path
 
     from latentdd.config import load_yaml
-    from pipelines.calibrate import CalibrateConfig
+    from latentdd.pipelines.calibrate import CalibrateConfig
 
     raw = load_yaml(Path(__file__).resolve().parents[1] / "configs/calibrate_fashion_mnist.yaml")
     cfg = build(CalibrateConfig, raw["calibrate"])

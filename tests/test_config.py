@@ -14,9 +14,9 @@ from latentdd.distill import make_distiller
 from latentdd.errors import DataError
 from latentdd.evaluate import EvalConfig
 from latentdd.evaluate.teacher import TeacherConfig
-from pipelines.calibrate import CalibrateConfig
-from pipelines.distill import DecoderConfig, LatentSpaceConfig
-from pipelines.run import RunConfig
+from latentdd.pipelines.calibrate import CalibrateConfig
+from latentdd.pipelines.distill import DecoderConfig, LatentSpaceConfig
+from latentdd.pipelines.run import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,7 +66,7 @@ def test_saved_baseline_config_holds_every_default(tmp_path):
 
 
 def test_distill_passes_and_saves_the_distillers_resolved_parameters(monkeypatch, tmp_path):
-    import pipelines.distill as pd
+    import latentdd.pipelines.distill as pd
     from latentdd.distill import distiller_params
 
     seen = {}
@@ -135,7 +135,7 @@ def test_run_method_params_are_coerced_before_work():
 
 
 def test_a_bare_method_name_takes_runs_measured_settings_and_a_mapping_exactly_its_params():
-    from pipelines.run import RUN_SETTINGS
+    from latentdd.pipelines.run import RUN_SETTINGS
 
     bare, mapped, plain = build(RunConfig, {"methods": ["dm", {"method": "dm", "params": {"lr": "0.5"}}, "kmeans"]},
                                 section="run").specs()
@@ -149,7 +149,7 @@ def test_a_bare_method_name_takes_runs_measured_settings_and_a_mapping_exactly_i
 def test_compares_bare_matching_methods_take_cpu_sized_measured_settings():
     """`compare`'s default methods (bacon, idm) and bare dc / dsa get the settings of their measured rows, each a valid
     distiller, at a fraction of their reference's iterations; a bare bacon takes the reference code's loss."""
-    from pipelines.run import RUN_SETTINGS
+    from latentdd.pipelines.run import RUN_SETTINGS
 
     specs = build(RunConfig, {"methods": ["bacon", "idm", "dc", "dsa"], "ipcs": [1, 10]}, section="run").specs()
     assert [(spec.label, spec.ipcs) for spec in specs] == [
@@ -163,7 +163,7 @@ def test_compares_bare_matching_methods_take_cpu_sized_measured_settings():
 
 
 def test_a_bare_method_takes_the_settings_of_the_largest_measured_ipc_not_above_each_run_ipc():
-    from pipelines.run import RUN_SETTINGS, run_settings
+    from latentdd.pipelines.run import RUN_SETTINGS, run_settings
 
     specs = build(RunConfig, {"methods": ["dm", "kmeans"], "ipcs": [1, 5, 10, 50]}, section="run").specs()
     specs += build(RunConfig, {"methods": ["dm"], "ipcs": [10, 20, 50, 100]}, section="run").specs()

@@ -10,7 +10,7 @@ import yaml
 from latentdd.cli import main
 from latentdd.errors import DataError
 from latentdd.evaluate import EvalConfig
-from pipelines.cross_arch import STUDENT_PRESETS, StudentSpec, resolve_students
+from latentdd.pipelines.cross_arch import STUDENT_PRESETS, StudentSpec, resolve_students
 
 TINY_FIT = ["--set", "image_size=8", "--set", "block_out_channels=[8, 16]", "--set", "norm_num_groups=4",
             "--set", "latent_channels=2", "--set", "max_steps=20", "--set", "batch_size=64",
@@ -24,7 +24,7 @@ def common(tmp_path):
 
 
 def _counting(monkeypatch) -> list:
-    from pipelines import run as run_module
+    from latentdd.pipelines import run as run_module
 
     calls = []
     real = run_module.evaluate_synthetic
@@ -47,7 +47,7 @@ def test_a_student_is_the_evaluator_with_its_overrides():
 
 
 def test_ior_is_against_random_real_on_the_same_student_and_ipc():
-    from pipelines.cross_arch import ResolvedStudent, cross_arch_table
+    from latentdd.pipelines.cross_arch import ResolvedStudent, cross_arch_table
 
     def cell(student, method, ipc, mean, subset_of=None):
         return {"student": student, "method": method, "ipc": ipc, "mean": mean, "std": 1.0, "n": 3,
@@ -106,7 +106,7 @@ def test_cross_arch_table_has_a_cell_per_set_and_student_and_a_rerun_reuses_them
 
     before = {name: (out / name).read_text() for name in ("cross_arch.json", "cross_arch.md")}
     monkeypatch.undo()
-    from pipelines import run as run_module
+    from latentdd.pipelines import run as run_module
 
     monkeypatch.setattr(run_module, "evaluate_synthetic", lambda *a, **k: pytest.fail("evaluated again"))
     monkeypatch.setattr(run_module, "distill_to_folder", lambda *a, **k: pytest.fail("distilled again"))

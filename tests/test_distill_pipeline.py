@@ -58,11 +58,11 @@ def test_second_distill_reuses_vae_and_latents_and_is_identical(tmp_path, common
     def fail(*args, **kwargs):
         raise AssertionError("cached stage ran again")
 
-    import pipelines.distill
+    import latentdd.pipelines.distill
 
     monkeypatch.setattr(fit, "_train", fail)
     monkeypatch.setattr(cache, "encode_split", fail)
-    monkeypatch.setattr(pipelines.distill, "encode_split", fail)  # the name prepare_latent_space calls
+    monkeypatch.setattr(latentdd.pipelines.distill, "encode_split", fail)  # the name prepare_latent_space calls
     assert main(["distill", *common, "--method", "herding", "--ipc", "3", "--out", str(b)]) == 0
     assert torch.equal(load_file(str(a / "latents.safetensors"))["latents"],
                        load_file(str(b / "latents.safetensors"))["latents"])
@@ -118,7 +118,7 @@ def test_run_main_job_tabulates_and_resumes(tmp_path, common, monkeypatch):
                 "| random-real (pixels), 5 subsets | 2 |"):
         assert row in table
     assert len(list((out / "reports").glob("*.json"))) == 2 + 5  # kmeans, random, 5 random-real subsets
-    from pipelines import run as run_module
+    from latentdd.pipelines import run as run_module
 
     def fail(*a, **k):
         raise AssertionError("a finished stage ran again")
@@ -132,7 +132,7 @@ def test_run_main_job_tabulates_and_resumes(tmp_path, common, monkeypatch):
 def test_run_reads_a_latent_cache_that_encode_wrote_and_refuses_another_vaes(tmp_path, common, monkeypatch, capsys):
     """`run --latents DIR` distils the cache `encode --out DIR` wrote (no encoding, recorded), and a cache
     made with another VAE is refused before any work."""
-    import pipelines.distill as distill_module
+    import latentdd.pipelines.distill as distill_module
 
     cache = tmp_path / "latents"
     assert main(["encode", *common, "--out", str(cache)]) == 0
@@ -294,7 +294,7 @@ def test_an_interrupted_evaluation_resumes_at_its_next_training(tmp_path, common
 
 
 def test_run_method_variants_weight_rows_and_stale_stages(tmp_path, common, monkeypatch):
-    from pipelines import run as run_module
+    from latentdd.pipelines import run as run_module
 
     config = tmp_path / "table.yaml"
     config.write_text(yaml.safe_dump({
@@ -396,7 +396,7 @@ def test_compare_writes_table_csv_plot_grids_and_resumes(tmp_path, common, monke
     from PIL import Image
 
     assert Image.open(out / "grid_kmeans.png").size == (10 * 9 + 1, 10 * 9 + 1)  # 10 classes x 10 slots of 8 px
-    from pipelines import run as run_module
+    from latentdd.pipelines import run as run_module
 
     monkeypatch.setattr(run_module, "evaluate_synthetic", lambda *a, **k: pytest.fail("evaluated again"))
     monkeypatch.setattr(run_module, "distill_to_folder", lambda *a, **k: pytest.fail("distilled again"))

@@ -41,11 +41,11 @@ def distill(tmp_path, vae, out: str, *extra: str) -> int:
 
 
 def test_distill_reads_an_encoded_cache_without_encoding(tmp_path, encoded, monkeypatch):
-    import pipelines.distill
+    import latentdd.pipelines.distill
 
     vae, latents = encoded
     assert distill(tmp_path, vae, "encoded_here") == 0  # encodes into its own content-keyed cache
-    monkeypatch.setattr(pipelines.distill, "encode_split", lambda *a, **k: pytest.fail("encoded again"))
+    monkeypatch.setattr(latentdd.pipelines.distill, "encode_split", lambda *a, **k: pytest.fail("encoded again"))
     assert distill(tmp_path / "other", vae, "from_cache", "--latents", str(latents)) == 0
     out = tmp_path / "other" / "from_cache"
     record = json.loads((out / "distill.json").read_text())["record"]
@@ -146,7 +146,7 @@ def test_distill_folders_store_synthetic_latents_that_load_and_old_folders_still
     from safetensors.torch import save_file
 
     from latentdd.latents.types import SyntheticLatents
-    from pipelines.distill import load_synthetic
+    from latentdd.pipelines.distill import load_synthetic
 
     vae, latents = encoded
     assert distill(tmp_path, vae, "k", "--latents", str(latents)) == 0

@@ -82,7 +82,7 @@ def test_the_distill_record_says_where_kmeans_ran(tmp_path, fake_gpu):
     import json
 
     from latentdd.config import DataConfig
-    from pipelines.distill import LatentSpaceConfig, distill_to_folder, prepare_latent_space
+    from latentdd.pipelines.distill import LatentSpaceConfig, distill_to_folder, prepare_latent_space
 
     fake_gpu(1)
     space = prepare_latent_space(DataConfig(name="digits"), LatentSpaceConfig(vae="pixel", cache_dir=str(tmp_path)),

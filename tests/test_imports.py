@@ -1,4 +1,4 @@
-"""The import graph of latentdd/ and pipelines/ has no cycle.
+"""The import graph of latentdd/ and pipelines/ (installed as latentdd.pipelines) has no cycle.
 
 Only MODULE-LEVEL imports count (statements at the top of a module, including inside
 top-level `if`/`try` blocks): they run when the module is imported, so a cycle among them
@@ -16,14 +16,14 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("latentdd", "pipelines")
+PACKAGES = {"latentdd": "latentdd", "pipelines": "latentdd.pipelines"}  # folder -> installed package
 
 
 def module_files() -> dict[str, Path]:
     out = {}
-    for package in PACKAGES:
-        for path in (ROOT / package).rglob("*.py"):
-            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    for folder, package in PACKAGES.items():
+        for path in (ROOT / folder).rglob("*.py"):
+            parts = package.split(".") + list(path.relative_to(ROOT / folder).with_suffix("").parts)
             if parts[-1] == "__init__":
                 parts.pop()
             out[".".join(parts)] = path
@@ -103,9 +103,22 @@ def test_graph_sees_the_render_modules():
     assert "latentdd.render.img2img" in graph["latentdd.render.diffusion"]
     assert "latentdd.render.vae" in graph["latentdd.render.img2img"]
     assert {"latentdd.render.dit", "latentdd.render.sd_img2img"} <= graph["latentdd.render"]
-    assert "latentdd.render" in graph["pipelines.distill"]
+    assert "latentdd.render" in graph["latentdd.pipelines.distill"]
 
 
 def test_no_import_cycle():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_pyproject_installs_every_package_under_latentdd_only():
+    """`pip install` adds the one top-level package `latentdd`; pipelines/ is latentdd.pipelines (package-dir),
+    and the explicit package list names every folder with an __init__.py, so none is left out of a wheel."""
+    import tomllib
+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert setuptools["package-dir"] == {"latentdd.pipelines": "pipelines"}
+    folders = {".".join(PACKAGES[p.parts[0]].split(".") + list(p.parts[1:]))
+               for p in (init.parent.relative_to(ROOT) for folder in PACKAGES for init in (ROOT / folder).rglob("__init__.py"))}
+    assert set(setuptools["packages"]) == folders
+    assert {name.split(".")[0] for name in setuptools["packages"]} == {"latentdd"}

@@ -230,7 +230,7 @@ def test_distill_repairs_its_damaged_latent_cache(tmp_path, common):
 
 
 def test_encode_into_distills_cache_folder_is_accepted_and_reused(tmp_path, common, monkeypatch):
-    import pipelines.distill
+    import latentdd.pipelines.distill
     from latentdd.cli import main
 
     assert main(["distill", *common, "--method", "herding", "--ipc", "2", "--out", str(tmp_path / "a")]) == 0
@@ -241,5 +241,5 @@ def test_encode_into_distills_cache_folder_is_accepted_and_reused(tmp_path, comm
     def fail(*args, **kwargs):
         raise AssertionError("the cache was encoded again")
 
-    monkeypatch.setattr(pipelines.distill, "encode_split", fail)
+    monkeypatch.setattr(latentdd.pipelines.distill, "encode_split", fail)
     assert main(["distill", *common, "--method", "herding", "--ipc", "2", "--out", str(tmp_path / "b")]) == 0

@@ -18,7 +18,7 @@ from latentdd.evaluate.trainer import EvalConfig, evaluate_synthetic
 from latentdd.prior import fit as prior_fit
 from latentdd.progress import PlainProgress, progress_bar
 from latentdd.published import PROTOCOL, PUBLISHED, published
-from pipelines.compare import _with_costs, comparison_markdown
+from latentdd.pipelines.compare import _with_costs, comparison_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -150,9 +150,9 @@ def test_an_uncached_hub_id_offline_says_what_to_download(tmp_path, dit_dir, mon
 
 @pytest.mark.bad_input
 def test_dit_refuses_classes_it_cannot_map_before_distilling(tmp_path, dit_dir, capsys, monkeypatch):
-    import pipelines.distill
+    import latentdd.pipelines.distill
 
-    monkeypatch.setattr(pipelines.distill, "distill_to_folder", lambda *a, **k: pytest.fail("distilled before the check"))
+    monkeypatch.setattr(latentdd.pipelines.distill, "distill_to_folder", lambda *a, **k: pytest.fail("distilled before the check"))
     assert main(distill_args(tmp_path, dit_dir, "x", "--decoder", "dit", "--prior", str(dit_dir))) == 2
     assert "--class-map" in capsys.readouterr().err
     assert main(distill_args(tmp_path, dit_dir, "x", "--decoder", "dit", "--prior", str(dit_dir),
@@ -173,7 +173,7 @@ def test_prior_settings_that_do_not_fit_the_decoder_are_refused(tmp_path, dit_di
 
 def test_decoder_prior_resolves_to_the_model_or_the_fitted_prior_settings():
     from latentdd.config import build
-    from pipelines.distill import DecoderConfig
+    from latentdd.pipelines.distill import DecoderConfig
 
     assert build(DecoderConfig, {"name": "dit"}, section="decoder").prior == "facebook/DiT-XL-2-256"
     assert build(DecoderConfig, {"name": "sd-img2img", "prior": "a/b"}, section="decoder").prior == "a/b"

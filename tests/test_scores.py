@@ -52,7 +52,7 @@ def test_missing_inputs_are_refused():
 def test_a_run_s_rows_get_ior_against_its_random_subsets_and_hlr_lrs_from_a_calibration(tmp_path):
     import json
 
-    from pipelines.run import _add_relative_scores, _full_data_accuracy, results_markdown
+    from latentdd.pipelines.run import _add_relative_scores, _full_data_accuracy, results_markdown
 
     rows = [{"method": "kmeans + weights", "ipc": 10, "mean": 80.0, "std": 0.0, "n": 1, "quantization_error": None},
             {"method": "random-real (pixels) s0", "ipc": 10, "mean": 70.0, "std": 0.0, "n": 1,

@@ -101,16 +101,16 @@ def _write_tree(root, seed=0):
 def test_latent_cache_is_keyed_on_the_train_images_content(digits, tmp_path, monkeypatch):
     """A train image edited in place (same size, same count) is encoded again: the key is
     the images' content, not only the dataset's name and size."""
-    import pipelines.distill
+    import latentdd.pipelines.distill
     from latentdd.vae import FitVAEConfig, fit_vae
-    from pipelines.distill import LatentSpaceConfig, prepare_latent_space
+    from latentdd.pipelines.distill import LatentSpaceConfig, prepare_latent_space
 
     _, report = fit_vae(*digits, FitVAEConfig(**TINY_VAE), tmp_path / "vae", progress=False)
     root = tmp_path / "pets"
     _write_tree(root)
     data = DataConfig(name="imagefolder", root=str(root))
     space = LatentSpaceConfig(vae=str(tmp_path / "vae" / report["hash"][:16]), cache_dir=str(tmp_path / "cache"))
-    encoded = _counting(monkeypatch, pipelines.distill, "encode_split")
+    encoded = _counting(monkeypatch, latentdd.pipelines.distill, "encode_split")
     first = prepare_latent_space(data, space, progress=False)
     assert torch.equal(prepare_latent_space(data, space, progress=False).latents.latents, first.latents.latents)
     assert len(encoded) == 1
@@ -142,7 +142,7 @@ def run_args(tmp_path):
 
 def test_run_seed_enters_the_random_real_subset_key(tmp_path, run_args, monkeypatch):
     from latentdd.cli import main
-    from pipelines import run as run_module
+    from latentdd.pipelines import run as run_module
 
     def indices(seed):
         manifest = json.loads((tmp_path / "run" / f"random-real-s{seed}_ipc2" / "manifest.json").read_text())
@@ -172,7 +172,7 @@ def test_run_reuses_reports_of_a_redistilled_identical_set(tmp_path, run_args, m
     import shutil
 
     from latentdd.cli import main
-    from pipelines import run as run_module
+    from latentdd.pipelines import run as run_module
 
     assert main(run_args()) == 0
     shutil.rmtree(tmp_path / "run" / "random_ipc2")  # distilled again: same images, other timings
@@ -185,8 +185,8 @@ def test_run_reuses_reports_of_a_redistilled_identical_set(tmp_path, run_args, m
 
 
 def test_calibrate_reruns_reports_whose_evaluator_settings_changed(tmp_path, monkeypatch):
-    from pipelines import calibrate
-    from pipelines.calibrate import CalibrateConfig, run_calibration
+    from latentdd.pipelines import calibrate
+    from latentdd.pipelines.calibrate import CalibrateConfig, run_calibration
 
     def config(width):
         return CalibrateConfig(runs={"dc": [1]}, num_eval={"dc": 1}, full_data_epochs=1,

@@ -14,7 +14,7 @@ from latentdd.distill import DistillContext, make_distiller
 from latentdd.errors import DataError, LatentDDError
 from latentdd.export import export_image_folder, load_image_folder
 from latentdd.latents.types import Latents
-from pipelines.distill import distill_to_folder
+from latentdd.pipelines.distill import distill_to_folder
 from tests.test_export import make_synthetic
 
 
@@ -126,12 +126,12 @@ def _read_only_place(tmp_path: Path, kind: str) -> Path:
 
 
 def _no_fitting(monkeypatch):
-    import pipelines.distill
+    import latentdd.pipelines.distill
 
     def fail(*args, **kwargs):
         raise AssertionError("the VAE was loaded or fitted before the output was checked")
 
-    monkeypatch.setattr(pipelines.distill, "load_or_fit_vae", fail)
+    monkeypatch.setattr(latentdd.pipelines.distill, "load_or_fit_vae", fail)
 
 
 @pytest.mark.bad_input
@@ -156,7 +156,7 @@ def test_run_calibrate_and_encode_refuse_an_out_latentdd_did_not_write(tmp_path,
     """Each writes into --out in place (re-running resumes): a foreign folder or a file is refused
     before any work, and what it held survives."""
     from latentdd.cli import main
-    from pipelines import calibrate
+    from latentdd.pipelines import calibrate
 
     out = _foreign_out(tmp_path, kind)
     _no_fitting(monkeypatch)

@@ -257,7 +257,7 @@ def test_run_under_the_soft_protocol_labels_every_set_with_one_teacher_and_score
 
 def test_calibrate_measures_random_real_under_the_soft_protocol_with_its_teacher(tmp_path):
     from latentdd.config import DataConfig
-    from pipelines.calibrate import CalibrateConfig, run_calibration
+    from latentdd.pipelines.calibrate import CalibrateConfig, run_calibration
 
     config = CalibrateConfig(runs={"soft": [1], "dc": [1]}, num_eval={"soft": 1, "dc": 1}, full_data_epochs=0,
                              evaluator={"epochs": 2, "width": 8, "depth": 2, "compile": "off"},

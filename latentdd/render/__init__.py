@@ -3,7 +3,7 @@
 A decoder is a small object with `render(synthetic, seed) -> SyntheticImages` and
 `record() -> dict` (the decoder part of the protocol record). `DECODERS` maps each name
 to the factory that builds it, and is what the CLI's --decoder choices and
-`pipelines.distill.make_decoder` both read:
+`latentdd.pipelines.distill.make_decoder` both read:
 
     vae         `latentdd.render.vae.VAEDecoder`: decode each latent directly
     diffusion   `latentdd.render.diffusion.DiffusionDecoder`: img2img with the prior fitted
@@ -17,7 +17,7 @@ The img2img decoders share their render loop (batches, per-latent noise, the pla
 decoding at strength 0): `latentdd.render.img2img.Img2ImgDecoder`.
 
 A factory takes (config, vae, adapter, latents, cache_dir, progress) -> (decoder, record):
-config has the fields of `pipelines.distill.DecoderConfig`; a factory checks that the
+config has the fields of `latentdd.pipelines.distill.DecoderConfig`; a factory checks that the
 model fits the train latents before it returns, so that nothing is distilled in vain.
 """
 

@@ -1,0 +1,271 @@
+"""The teacher of the `soft` protocol: a classifier of real images that labels every augmented batch.
+
+Three sources (`TeacherConfig.source`):
+- `fit`: any registered architecture trained on the real train split (train minus val when
+  dataset.validation is set), cached under `cache_dir/teacher/<key16>` by content
+  (`cachekey.content_key` of its settings and the train images' and labels' checksums):
+  safetensors weights + teacher.json (settings, test accuracy, normalisation).
+- a folder `latentdd fit-teacher` wrote (`cache_dir/teacher/<key16>`): loaded as it is.
+- `torchvision:resnet18`: torchvision's ImageNet weights (needs internet once; torch keeps the
+  file in its hub cache). torchvision's own `weights.get_state_dict` would unpickle the file in
+  full; latentdd downloads it itself, hash-checked, and loads only tensors (`weights_only=True`,
+  `_torchvision_resnet18`). The teacher's logits are
+  restricted to the dataset's classes: `class_map` (one ImageNet index per class) or classes
+  named by WordNet id with an `imagenet_classes` list. Its test accuracy on the dataset is
+  measured once and cached beside the key.
+
+Every soft-label record carries the teacher's record, test accuracy included.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from latentdd.cachekey import content_key, tensor_sha256
+from latentdd.data.base import LabelledImages
+from latentdd.errors import DataError, LatentDDError
+from latentdd.evaluate.convnet import build_model
+from latentdd.evaluate.trainer import EvalConfig, _normalise, channel_stats, top1_accuracy, train_model
+from latentdd.io import atomic_write_bytes, atomic_write_json
+
+TEACHER_VERSION = 1  # bump when a change here makes the same settings train a different teacher
+_META, _WEIGHTS = "teacher.json", "teacher.safetensors"
+_FIT_FIELDS = ("model", "width", "depth", "norm", "epochs", "optimizer", "lr", "weight_decay", "batch_size", "seed")
+
+
+@dataclass
+class TeacherConfig:
+    """The `teacher:` section: where the teacher comes from and, for `fit`, how it is trained.
+
+    The fit defaults (ConvNet-3 of width 64, 3 epochs of AdamW lr 1e-3 on a cosine schedule, no
+    augmentation) are the quick trial of issue 13 (90.6 % on Fashion-MNIST's test split),
+    about a minute an epoch there on 2 CPU cores.
+    """
+
+    source: str = "fit"  # fit | DIR (a folder fit-teacher wrote) | torchvision:resnet18
+    model: str = "convnet"
+    width: int | None = 64
+    depth: int | None = None
+    norm: str | None = None
+    epochs: int = 3
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    batch_size: int = 256
+    seed: int = 0
+    class_map: list[int] | None = None  # pretrained: the ImageNet index of each dataset class
+    imagenet_classes: str | None = None  # pretrained, classes named by WordNet id: an ImageNet class list
+    input_size: int | None = None  # pretrained: resize images to this side first (e.g. 224, ImageNet's); None: as they are
+    cache_dir: str = "~/.cache/latentdd"
+
+    def __post_init__(self) -> None:
+        self.eval_config()  # checks model, width, norm, epochs, lr ... as the evaluator does
+        if self.input_size is not None and self.input_size < 1:
+            raise DataError(f"teacher.input_size must be a positive integer; got {self.input_size!r}")
+
+    def eval_config(self) -> EvalConfig:
+        return EvalConfig(model=self.model, width=self.width, depth=self.depth, norm=self.norm, epochs=self.epochs,
+                          optimizer=self.optimizer, lr=self.lr, weight_decay=self.weight_decay,
+                          momentum=0.9 if self.optimizer == "sgd" else 0.0, schedule="cosine",
+                          batch_size=self.batch_size, dsa=False, num_eval=1, seed=self.seed, compile="off")
+
+    def fit_settings(self) -> dict:
+        return {name: getattr(self, name) for name in _FIT_FIELDS}
+
+
+class Teacher:
+    """images (B, C, H, W) in [0, 1] -> logits (B, K) over the dataset's K classes.
+
+    `model` sees the images normalised with its own `mean`/`std` (C',) -- the train split's for a
+    fitted teacher, ImageNet's for a pretrained one; 1-channel images are repeated to 3 for a
+    3-channel teacher; `input_size` resizes them (bilinear, antialiased) to the side the teacher
+    was trained at; `class_index` (K,) picks the dataset's classes from a larger output.
+    """
+
+    def __init__(self, model: nn.Module, mean: torch.Tensor, std: torch.Tensor, record: dict, *,
+                 class_index: list[int] | None = None, in_channels: int | None = None,
+                 input_size: int | None = None) -> None:
+        self.model = model.eval()
+        self.mean, self.std = mean, std
+        self.record = record
+        self.class_index = None if class_index is None else torch.tensor(class_index, dtype=torch.long)
+        self.in_channels = in_channels
+        self.input_size = input_size
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float()
+        if self.in_channels == 3 and x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        if self.input_size is not None and x.shape[-1] != self.input_size:
+            x = nn.functional.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
+                                          antialias=True, align_corners=False)  # (B, C', input_size, input_size)
+        logits = self.model(_normalise(x, self.mean, self.std))
+        return logits if self.class_index is None else logits[:, self.class_index]
+
+
+def teacher_accuracy(teacher: Teacher, test: LabelledImages, batch_size: int = 500) -> float:
+    """Top-1 accuracy (%) of `teacher` on every image of `test`."""
+    correct = total = 0
+    for images, labels in test.iter_batches(batch_size):
+        correct += int((teacher(images).argmax(1) == labels).sum())
+        total += labels.numel()
+    if total == 0:
+        raise DataError("the test split is empty")
+    return 100.0 * correct / total
+
+
+def _split_identity(data: LabelledImages) -> dict:
+    from latentdd.cachekey import split_sha256
+
+    images, labels, count = split_sha256(data.iter_batches(4096))
+    shape = list(data.load([0]).shape[1:]) if len(data) else None
+    return {"name": getattr(data, "name", ""), "split": getattr(data, "split", ""), "num_images": count,
+            "image_shape": shape, "images_sha256": images, "labels_sha256": labels}
+
+
+def fit_teacher(train: LabelledImages, test: LabelledImages, config: TeacherConfig, *,
+                val: LabelledImages | None = None, progress: bool = False) -> Teacher:
+    """Train `config.model` on every image of `train` (or load it from the cache) and test it on `test`."""
+    if len(train) == 0:
+        raise DataError("cannot fit a teacher on an empty train split")
+    identity = {"version": TEACHER_VERSION, "settings": config.fit_settings(), "train": _split_identity(train),
+                "class_names": list(train.class_names)}
+    key = content_key("teacher", **identity)
+    folder = Path(config.cache_dir).expanduser() / "teacher" / key[:16]
+    if (folder / _META).exists():
+        return load_teacher_folder(folder, list(train.class_names))
+    t = time.perf_counter()
+    mean, std = channel_stats(train)
+    images = torch.cat([x for x, _ in train.iter_batches(4096)])  # (N, C, H, W)
+    eval_config = config.eval_config()
+    model = train_model(images, train.labels, num_classes=len(train.class_names), config=eval_config, mean=mean,
+                        std=std, seed=config.seed, progress=progress)
+    seconds = time.perf_counter() - t
+    _, c, h, _ = images.shape
+    record = {"name": f"teacher:{key[:16]}", "source": "fit", "key": key, **identity,
+              "architecture": {"model": config.model, **eval_config.arch_kwargs(h)}, "in_channels": c,
+              "image_size": h, "num_classes": len(train.class_names),
+              "test_accuracy": top1_accuracy(model, test, mean=mean, std=std),
+              "val_accuracy": top1_accuracy(model, val, mean=mean, std=std) if val is not None else None,
+              "train_seconds": seconds, "mean": mean.tolist(), "std": std.tolist(), "directory": str(folder)}
+    from safetensors.torch import save
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(folder / _WEIGHTS, save(state))
+    atomic_write_json(folder / _META, record)  # written last: its presence marks a finished entry
+    return Teacher(model, mean, std, record | {"cached": False}, in_channels=c)
+
+
+def load_teacher_folder(folder: Path | str, class_names: list[str] | None = None) -> Teacher:
+    """The teacher `fit_teacher` saved in `folder` (teacher.json + teacher.safetensors)."""
+    folder = Path(folder).expanduser()
+    if not (folder / _META).is_file() or not (folder / _WEIGHTS).is_file():
+        raise DataError(f"{folder} holds no teacher ({_META} and {_WEIGHTS}); make one with `latentdd fit-teacher`")
+    record = json.loads((folder / _META).read_text())
+    if class_names is not None and list(record["class_names"]) != list(class_names):
+        raise DataError(f"the teacher in {folder} was trained on classes {record['class_names'][:5]}..., not the "
+                        f"dataset's {list(class_names)[:5]}...; fit one on this dataset")
+    arch = dict(record["architecture"])
+    model = build_model(arch.pop("model"), record["in_channels"], record["num_classes"], record["image_size"], **arch)
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(folder / _WEIGHTS))
+    return Teacher(model, torch.tensor(record["mean"]), torch.tensor(record["std"]), record | {"cached": True},
+                   in_channels=record["in_channels"])
+
+
+def _torchvision_resnet18() -> tuple[nn.Module, list[float], list[float], dict]:
+    """torchvision's ResNet-18 with its ImageNet-1k weights, loaded with weights_only=True (see the module docstring)."""
+    from torchvision.models import ResNet18_Weights, resnet18
+
+    weights = ResNet18_Weights.IMAGENET1K_V1
+    model = resnet18()
+    try:
+        state = torch.hub.load_state_dict_from_url(weights.url, progress=True, check_hash=True, weights_only=True)
+    except OSError as err:  # URLError is an OSError: no network and nothing in torch's hub cache
+        raise LatentDDError(f"cannot fetch the ResNet-18 ImageNet weights ({err}); run once with internet, or put "
+                            f"{weights.url.rsplit('/', 1)[-1]} into {torch.hub.get_dir()}/checkpoints") from None
+    model.load_state_dict(state)
+    meta = {"weights": "torchvision ResNet18_Weights.IMAGENET1K_V1", "url": weights.url,
+            "imagenet_top1": weights.meta["_metrics"]["ImageNet-1K"]["acc@1"]}
+    return model, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225], meta
+
+
+# name -> loader () -> (model with ImageNet-1k outputs, mean, std, metadata); each takes 3-channel input
+PRETRAINED: dict[str, Callable[[], tuple[nn.Module, list[float], list[float], dict]]] = {
+    "torchvision:resnet18": _torchvision_resnet18,
+}
+
+
+def _class_index(config: TeacherConfig, class_names: list[str], outputs: int) -> list[int] | None:
+    from latentdd.render.dit import imagenet_indices
+
+    index = imagenet_indices(class_names, config.class_map, config.imagenet_classes, outputs, "teacher", "teacher.")
+    if index is None and len(class_names) != outputs:
+        raise DataError(f"the pretrained teacher {config.source} has {outputs} ImageNet classes: pass "
+                        "teacher.class_map (--teacher-class-map I,J,...: one ImageNet index per dataset class) or name "
+                        f"the classes by WordNet id with --teacher-imagenet-classes FILE; got {class_names[:3]}")
+    return index
+
+
+def pretrained_teacher(config: TeacherConfig, test: LabelledImages) -> Teacher:
+    """The pretrained teacher `config.source`, restricted to `test`'s classes; its test accuracy cached by content."""
+    if config.source not in PRETRAINED:
+        raise DataError(f"unknown pretrained teacher {config.source!r}; choose one of {', '.join(PRETRAINED)}")
+    model, mean, std, meta = PRETRAINED[config.source]()
+    model.eval()
+    outputs = model(torch.zeros(1, 3, 32, 32)).shape[1] if not hasattr(model, "fc") else model.fc.out_features
+    class_names = list(test.class_names)
+    index = _class_index(config, class_names, outputs)
+    in_channels = 3
+    record = {"name": config.source, "source": config.source, **meta, "class_index": index,
+              "class_names": class_names, "input_size": config.input_size}
+    weights_sha = tensor_sha256(*[v for v in model.state_dict().values()])
+    key = content_key("teacher-pretrained", source=config.source, weights=weights_sha, class_index=index,
+                      test=_split_identity(test), **({"input_size": config.input_size} if config.input_size else {}))
+    folder = Path(config.cache_dir).expanduser() / "teacher" / key[:16]
+    teacher = Teacher(model, torch.tensor(mean), torch.tensor(std), record, class_index=index, in_channels=in_channels,
+                      input_size=config.input_size)
+    if (folder / _META).is_file():
+        teacher.record = json.loads((folder / _META).read_text()) | {"cached": True}
+        return teacher
+    record |= {"key": key, "test_accuracy": teacher_accuracy(teacher, test), "directory": str(folder)}
+    atomic_write_json(folder / _META, record)  # the accuracy only: the weights stay in torch's hub cache
+    teacher.record = record | {"cached": False}
+    return teacher
+
+
+def resolve_teacher(config: TeacherConfig, train: LabelledImages, test: LabelledImages, *,
+                    val: LabelledImages | None = None, progress: bool = False) -> Teacher:
+    """The teacher `config.source` names, for a dataset of these splits (see the module docstring)."""
+    if config.source == "fit":
+        return fit_teacher(train, test, config, val=val, progress=progress)
+    if config.source in PRETRAINED or ":" in config.source and not Path(config.source).expanduser().exists():
+        return pretrained_teacher(config, test)
+    teacher = load_teacher_folder(config.source, list(test.class_names))
+    shape = list(test.load([0]).shape[1:])
+    if [teacher.record["in_channels"], teacher.record["image_size"], teacher.record["image_size"]] != shape:
+        raise DataError(f"the teacher in {config.source} takes images {teacher.record['in_channels']}x"
+                        f"{teacher.record['image_size']} px; the dataset's are {shape} (C, H, W)")
+    return teacher
+
+
+def describe(teacher: Teacher) -> str:
+    r = teacher.record
+    where = "loaded from the cache" if r.get("cached") else (f"trained in {r['train_seconds']:.0f} s"
+                                                             if "train_seconds" in r else "measured")
+    return f"{r['name']}: test accuracy {r['test_accuracy']:.2f}%, {where}" + \
+        (f"; saved in {r['directory']}" if r.get("directory") else "")
+
+
+__all__ = ["PRETRAINED", "Teacher", "TeacherConfig", "fit_teacher", "load_teacher_folder", "pretrained_teacher",
+           "resolve_teacher", "teacher_accuracy", "describe"]

@@ -1,0 +1,548 @@
+"""Train a network on a small image set and test it on the real test split.
+
+The default is the protocol of DC / DSA / DM / IDM / BACON (PROTOCOLS.md section 1): SGD lr 0.01,
+momentum 0.9, weight decay 5e-4, batch 256, cross-entropy, lr x0.1 from epoch E//2 + 1 (0-based);
+1000 epochs with DSA augmentation, 300 without. The other presets (`soft`, `minimax`; see
+`latentdd.evaluate.protocols`) change the optimiser, schedule, augmentation and loss. Reported:
+mean and std over `num_eval` independently initialised runs, each tested after its final epoch.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from latentdd.data.base import LabelledImages, SyntheticImages
+from latentdd.errors import DataError, LatentDDError
+from latentdd.evaluate.convnet import MODELS, build_model, default_depth
+from latentdd.evaluate.dsa import DiffAugment, DSAConfig
+from latentdd.evaluate.protocols import (LOSSES, OPTIMIZERS, PROTOCOL_SOURCES, PROTOCOLS, SCHEDULES, CropFlip, cutmix,
+                                         epochs_for_ipc, lr_factor, make_optimizer)
+from latentdd.evaluate.factorization import untile
+from latentdd.io import atomic_write_json
+from latentdd.progress import progress_bar
+
+log = logging.getLogger(__name__)
+
+
+# Fields added with the presets of issue 13, and their defaults (today's DSA/DC behaviour): `identity` leaves
+# them out while at these values, so the reports of earlier runs keep their keys.
+_LATER_FIELDS = {"optimizer": "sgd", "schedule": "step", "milestones": (), "gamma": 0.1, "crop_scale": None,
+                 "hflip": False, "cutmix": 0.0, "cutmix_alpha": 1.0, "loss": "ce", "temperature": 4.0,
+                 "epochs_by_ipc": None}
+
+
+@dataclass
+class EvalConfig:
+    """Evaluator settings; the defaults are the DSA protocol with ConvNet-3 (see `protocols.PROTOCOLS`)."""
+
+    model: str = "convnet"  # a name in latentdd.evaluate.convnet.MODELS
+    width: int | None = None  # None: the architecture's own (ConvNet 128, ResNets and VGG-11 64, AlexNet 128)
+    depth: int | None = None  # ConvNet only; None: 3 up to 32 px, 4 at 64 px, 5 at 128 px
+    norm: str | None = None  # None: the architecture's own (instancenorm; AlexNet none)
+    act: str = "relu"
+    pool: str = "avgpool"
+    epochs: int | None = 1000  # None: by the set's IPC from epochs_by_ipc (the minimax protocol)
+    lr: float = 0.01
+    momentum: float = 0.9  # SGD only
+    weight_decay: float = 5e-4
+    batch_size: int = 256
+    dsa: bool = True
+    dsa_strategy: str = DSAConfig.strategy
+    use_weights: bool = False  # per-sample weighted loss (DDOQ), when the set has weights
+    use_soft_labels: bool = False  # soft-label cross-entropy, when the set has soft labels
+    num_eval: int = 3
+    seed: int = 0  # run i uses seed + i for initialisation, shuffling and augmentation
+    test_batch_size: int = 1000
+    compile: str = "auto"  # torch.compile the training step: auto (fall back to eager) | on | off
+    factor: int = 1  # factorization: train on factor x factor upsampled tiles of each image (IDM's --aug: 2); 1 = off
+    protocol: str = "dsa"  # the preset these settings started from (a label: the settings are the fields)
+    optimizer: str = "sgd"  # sgd (lr, momentum, weight_decay) | adamw (lr, weight_decay)
+    schedule: str = "step"  # step: x gamma from epoch E//2 + 1 | multistep: x gamma at each milestone | cosine
+    milestones: tuple[float, ...] = ()  # multistep: fractions of the epochs (2/3, 5/6 -> 2E//3, 5E//6)
+    gamma: float = 0.1
+    crop_scale: tuple[float, float] | None = None  # per-image RandomResizedCrop area range; None: no crop
+    hflip: bool = False  # per-image horizontal flip (not for datasets that flips change, e.g. digits)
+    cutmix: float = 0.0  # probability that a batch is CutMixed; 0: never
+    cutmix_alpha: float = 1.0  # CutMix's Beta(alpha, alpha)
+    loss: str = "ce"  # ce: cross-entropy on the (mixed, or the set's soft) labels | teacher_kl: the teacher's, online
+    temperature: float = 4.0  # teacher_kl: T of KL(teacher_T || student_T) * T^2
+    epochs_by_ipc: dict[int, int] | None = None  # {IPC bound: epochs}, used when epochs is None; beyond: 300
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "EvalConfig":
+        """The settings of protocol `name` (see `protocols.PROTOCOLS`), then overrides."""
+        if name not in PROTOCOLS:
+            raise DataError(f"unknown protocol {name!r}; choose one of {', '.join(PROTOCOLS)}")
+        return dataclasses.replace(cls(**(PROTOCOLS[name] | {"protocol": name})), **overrides)
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("model", MODELS), ("compile", ("auto", "on", "off")), ("protocol", PROTOCOLS),
+                              ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("loss", LOSSES)):
+            if getattr(self, name) not in allowed:
+                raise DataError(f"evaluator.{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        spec = MODELS[self.model]
+        if self.norm is not None and self.norm not in spec.norms:
+            raise DataError(f"evaluator.norm must be one of {', '.join(spec.norms)} for model {self.model}; "
+                            f"got {self.norm!r}")
+        if self.depth is not None and not spec.has_depth:
+            raise DataError(f"evaluator.depth applies to convnet only; {self.model} has its depth in its name "
+                            "(leave depth unset)")
+        if (self.width is not None and self.width < 1) or (self.depth is not None and self.depth < 1):
+            raise DataError(f"evaluator.width and depth must be positive; got {self.width!r}, {self.depth!r}")
+        if not self.lr > 0 or self.momentum < 0 or self.weight_decay < 0 or self.seed < 0:
+            raise DataError(f"evaluator: lr must be > 0 and momentum, weight_decay, seed >= 0; got lr {self.lr!r}, "
+                            f"momentum {self.momentum!r}, weight_decay {self.weight_decay!r}, seed {self.seed!r}")
+        if self.epochs is None and not self.epochs_by_ipc:
+            raise DataError("evaluator.epochs is unset and there is no epochs_by_ipc table; set epochs (e.g. 1000)")
+        for name in ("epochs", "batch_size", "num_eval", "test_batch_size"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise DataError(f"{name} must be at least 1; got {getattr(self, name)}")
+        if isinstance(self.factor, bool) or not isinstance(self.factor, int) or self.factor < 1:
+            raise DataError(f"factor must be a positive integer (1: no factorization, 2: IDM's --aug); "
+                            f"got {self.factor!r}")
+        if self.crop_scale is not None and not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            raise DataError(f"evaluator.crop_scale must be (low, high) with 0 < low <= high <= 1; got {self.crop_scale!r}")
+        if not 0.0 <= self.cutmix <= 1.0 or not self.cutmix_alpha > 0 or not self.temperature > 0 or not self.gamma > 0:
+            raise DataError(f"evaluator: cutmix must lie in [0, 1] and cutmix_alpha, temperature, gamma be > 0; got "
+                            f"{self.cutmix!r}, {self.cutmix_alpha!r}, {self.temperature!r}, {self.gamma!r}")
+        if any(not 0 < f < 1 for f in self.milestones):
+            raise DataError(f"evaluator.milestones are fractions of the epochs in (0, 1); got {self.milestones!r}")
+        if self.loss == "teacher_kl" and self.use_soft_labels:
+            raise DataError("evaluator.loss teacher_kl takes its soft labels from the teacher; unset use_soft_labels "
+                            "(or use loss ce to train on the set's own soft labels)")
+
+    def arch_kwargs(self, image_size: int) -> dict:
+        """The architecture's options, every default resolved (they go into the record)."""
+        spec = MODELS[self.model]
+        width, norm = self.width or spec.width, self.norm or spec.norm
+        if spec.has_depth:
+            return {"width": width, "depth": self.depth or default_depth(image_size), "norm": norm,
+                    "act": self.act, "pool": self.pool}
+        return {"width": width, "norm": norm}
+
+    def resolved_epochs(self, ipc: int) -> int:
+        """`epochs`, or when unset the epochs_by_ipc entry for `ipc` images per class (as trained, after factorization)."""
+        return self.epochs if self.epochs is not None else epochs_for_ipc(self.epochs_by_ipc, ipc)
+
+    def identity(self) -> dict:
+        """What names an evaluation of these settings in a content key: every field but `protocol` (a label),
+        the later fields left out while at their defaults and ConvNet's width and norm resolved, so that
+        the keys of reports written before the presets existed still match."""
+        out = dataclasses.asdict(self)
+        out.pop("protocol")
+        for name, default in _LATER_FIELDS.items():
+            if out[name] == default or (isinstance(out[name], (list, tuple)) and tuple(out[name]) == default):
+                out.pop(name)
+        spec = MODELS[self.model]
+        out["width"], out["norm"] = self.width or spec.width, self.norm or spec.norm
+        if self.model != "convnet":
+            out["architecture_version"] = 2  # ResNet-18's small-input stem and the students of issue 13
+        return out
+
+    def record(self, image_size: int, *, flip: bool, has_weights: bool, has_soft: bool,
+               num_images: int | None = None, compile_status: "CompileStatus | None" = None,
+               teacher: dict | None = None) -> dict:
+        """The evaluator part of the protocol record; `num_images`: stored images, before factorization;
+        `compile_status`: how the training ran (None: not known, only the setting is recorded);
+        `teacher`: the record of the teacher that labelled the batches (loss teacher_kl)."""
+        trained = None if num_images is None else num_images * self.factor**2
+        v2_parts = []
+        if self.crop_scale is not None:
+            v2_parts.append(f"random_resized_crop(scale {self.crop_scale[0]:g}-{self.crop_scale[1]:g})")
+        if self.hflip and flip:
+            v2_parts.append("flip")
+        if self.cutmix > 0:
+            v2_parts.append(f"cutmix(p {self.cutmix:g}, beta {self.cutmix_alpha:g})")
+        dsa = (self.dsa_strategy if flip else self.dsa_strategy.replace("_flip", "")) if self.dsa else None
+        augmentation = "+".join(([dsa] if dsa else []) + v2_parts) or "none"
+        if self.loss == "teacher_kl":
+            labels = "soft: the teacher's, for every augmented batch"
+        else:
+            labels = "soft" if (self.use_soft_labels and has_soft) else "hard"
+        return {
+            "protocol": self.protocol,
+            "protocol_source": PROTOCOL_SOURCES.get(self.protocol),
+            "architecture": self.model,
+            **self.arch_kwargs(image_size),
+            "epochs": self.epochs,
+            "optimizer": (f"SGD lr {self.lr} momentum {self.momentum} weight_decay {self.weight_decay}"
+                          if self.optimizer == "sgd" else f"AdamW lr {self.lr} weight_decay {self.weight_decay}"),
+            "batch_size": self.batch_size,
+            "lr_schedule": self._schedule_text(),
+            "augmentation": augmentation,
+            "augmentation_mode": "DSA single (one group per batch), per-image parameters" if self.dsa else None,
+            "labels": labels,
+            "loss": (f"T^2 KL(teacher || student) at T = {self.temperature:g}" if self.loss == "teacher_kl"
+                     else "cross-entropy"),
+            "teacher": teacher,
+            "sample_weights": bool(self.use_weights and has_weights),
+            "factorization": {"factor": self.factor, "images_trained": trained} if self.factor > 1 else False,
+            "normalisation": "per-channel mean/std of the real train split",
+            "std": "population std (numpy default) over runs, as DC/DSA report",
+            **(compile_status.record() if compile_status else {"compile": self.compile}),
+            "settings": _plain_settings(self),  # every field, as resolved
+        }
+
+    def _schedule_text(self) -> str:
+        epochs = self.epochs or 0
+        if self.schedule == "step":
+            if self.gamma == 0.1:
+                return f"x0.1 from epoch {epochs // 2 + 1} (0-based) on"
+            return f"x{self.gamma:g} from epoch {epochs // 2 + 1} (0-based) on"
+        if self.schedule == "multistep":
+            at = [int(f * epochs + 1e-9) for f in self.milestones]
+            return f"x{self.gamma:g} at each of epochs {at} (0-based)"
+        return f"cosine per epoch: lr * (1 + cos(pi * epoch / {epochs})) / 2"
+
+
+def _plain_settings(config: EvalConfig) -> dict:
+    out = dataclasses.asdict(config)
+    for key, value in out.items():
+        if isinstance(value, tuple):
+            out[key] = list(value)
+    if out.get("epochs_by_ipc"):
+        out["epochs_by_ipc"] = {str(k): v for k, v in out["epochs_by_ipc"].items()}
+    return out
+
+
+@dataclass
+class EvalReport:
+    """Test accuracies (percent, final epoch) of `num_eval` runs and the record behind them."""
+
+    accuracies: list[float]
+    seeds: list[int]
+    train_seconds: list[float]
+    wall_seconds: float
+    record: dict = field(default_factory=dict)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.accuracies))
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.accuracies))
+
+    def summary(self) -> str:
+        return f"{self.mean:.2f} ± {self.std:.2f} (n={len(self.accuracies)})"
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean, "std": self.std, **dataclasses.asdict(self)}
+
+    def save_json(self, path) -> None:
+        atomic_write_json(path, self.to_dict())
+
+
+def channel_stats(data: LabelledImages, max_streamed: int = 20000, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std (C,) of a split: all of it when in memory, else a seeded
+    sample of at most `max_streamed` images (a streamed folder is not decoded whole)."""
+    images = getattr(data, "images", None)
+    if images is None:
+        n = len(data)
+        idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_streamed].sort().values
+        images = data.load(idx)
+    return images.mean(dim=(0, 2, 3)), images.std(dim=(0, 2, 3))
+
+
+def _normalise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    return (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+
+
+@dataclass
+class CompileStatus:
+    """How the steps of an evaluation ran: through torch.compile or eagerly (shared by its models).
+
+    `compiled` holds while every step so far ran compiled; `fallback` is the reason of the
+    first fall back to eager (mode auto), after which the later models of the evaluation
+    run eagerly too, so that its runs do not mix compiled and eager training.
+    """
+
+    mode: str  # EvalConfig.compile: auto | on | off
+    compiled: bool = field(init=False)  # mode != off, until a fall back
+    fallback: str | None = None
+
+    def __post_init__(self) -> None:
+        self.compiled = self.mode != "off"
+
+    def record(self) -> dict:
+        """The protocol record's fields: compiled and eager training give different accuracies."""
+        return {"compile": self.mode, "compiled": self.compiled, "compile_fallback": self.fallback}
+
+    def fall_back(self, where: str, err: Exception) -> None:
+        """A compiled call at `where` (e.g. "train call 2") failed with `err`: re-raise it in mode on;
+        in mode auto, warn, and record that the rest runs eagerly (the first reason is kept)."""
+        if self.mode == "on":
+            raise err
+        first_line = (str(err).splitlines() or [type(err).__name__])[0][:200]
+        reason = f"{where}: {first_line}"
+        log.warning("torch.compile failed (%s); running eagerly", reason)
+        self.compiled = False
+        self.fallback = self.fallback or reason
+
+
+class _Step:
+    """SGD steps and test forwards of one model, through torch.compile when asked and able.
+
+    Compiled graphs are cached per shape and reused by later models of the same
+    architecture, so only the first evaluation of a process pays for compilation.
+    """
+
+    def __init__(self, model: torch.nn.Module, mode: str, status: CompileStatus | None = None) -> None:
+        self.model = model
+        self.mode = mode
+        self.status = status or CompileStatus(mode)
+        eager = mode == "off" or self.status.fallback is not None
+        self.forward = model if eager else torch.compile(model, dynamic=False)
+        self.calls = {"train": 0, "test": 0}
+
+    def _guarded(self, phase: str, fn):
+        """Run fn(); in mode auto, fall back to eager if compilation fails, on any call: a new
+        shape (the smaller last batch, the test batches) compiles again on its first call."""
+        self.calls[phase] += 1
+        if self.forward is self.model:
+            return fn()
+        try:
+            return fn()
+        except Exception as err:  # noqa: BLE001 - any compiler failure
+            self.status.fall_back(f"{phase} call {self.calls[phase]}", err)
+            self.forward = self.model
+            return fn()  # fn starts from zeroed gradients, so a step that failed half-way is redone whole
+
+    def _loss(self, x, y, weights, soft, temperature) -> torch.Tensor:
+        logits = self.forward(x)
+        if temperature is not None:  # soft (B, K) is the teacher's softmax at this temperature
+            log_student = F.log_softmax(logits / temperature, dim=1)
+            per_sample = (torch.special.xlogy(soft, soft) - soft * log_student).sum(1) * temperature**2
+        elif soft is not None:
+            per_sample = -(soft * F.log_softmax(logits, dim=1)).sum(1)
+        else:
+            per_sample = F.cross_entropy(logits, y, reduction="none")
+        if weights is None:
+            return per_sample.mean()
+        return (weights * per_sample).sum() / weights.sum().clamp_min(1e-12)
+
+    def train(self, optimizer, x, y, weights=None, soft=None, temperature=None) -> torch.Tensor:
+        def run():
+            optimizer.zero_grad(set_to_none=True)
+            loss = self._loss(x, y, weights, soft, temperature)
+            loss.backward()
+            return loss
+
+        loss = self._guarded("train", run)
+        optimizer.step()
+        return loss.detach()
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self._guarded("test", lambda: self.forward(x)).argmax(1)
+
+
+def train_model(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    num_classes: int,
+    config: EvalConfig,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    flip: bool = True,
+    seed: int = 0,
+    weights: torch.Tensor | None = None,
+    soft_labels: torch.Tensor | None = None,
+    progress: bool = False,
+    compile_status: CompileStatus | None = None,
+    teacher=None,
+    loss_history: list | None = None,
+) -> torch.nn.Module:
+    """Train a freshly initialised model on images (N, C, H, W) in [0, 1] with labels (N,).
+
+    weights (N,) turn the loss into a weighted mean; soft_labels (N, K) replace the hard
+    targets. `compile_status` (mode config.compile) is told whether the steps ran compiled.
+    The optimiser, lr schedule, augmentation and loss are the config's (its protocol preset).
+    `teacher` (loss teacher_kl): a callable images (B, C, H, W) in [0, 1] -> logits (B, K) that
+    labels every augmented batch. `loss_history`, when given, receives each epoch's mean loss.
+    Returns the model after the final epoch, in eval mode.
+    """
+    if not torch.isfinite(images).all():
+        raise DataError("the training images contain NaN or infinite values")
+    n, c, h, w = images.shape
+    if h != w:
+        raise DataError(f"the evaluator expects square images; got {h}x{w}")
+    if config.loss == "teacher_kl" and teacher is None:
+        raise DataError(f"protocol {config.protocol} (loss teacher_kl) needs a teacher: fit one with "
+                        "`latentdd fit-teacher` or pass --teacher")
+    epochs_total = config.resolved_epochs(-(-n // num_classes))
+    with torch.random.fork_rng(devices=[]):  # initialisation from the seed, caller's RNG untouched
+        torch.manual_seed(seed)
+        model = build_model(config.model, c, num_classes, h, **config.arch_kwargs(h))
+    gen = torch.Generator().manual_seed(seed)
+    augment = DiffAugment(DSAConfig(strategy=config.dsa_strategy), flip=flip) if config.dsa else None
+    crop_flip = CropFlip(h, config.crop_scale, config.hflip and flip) if (config.crop_scale or config.hflip) else None
+    optimizer = make_optimizer(config.optimizer, model.parameters(), lr=config.lr, momentum=config.momentum,
+                               weight_decay=config.weight_decay)
+    step = _Step(model, config.compile, compile_status)
+    x_all = _normalise(images.float(), mean, std)
+    y_all = labels.long()
+    temperature = config.temperature if config.loss == "teacher_kl" else None
+    model.train()
+    epochs = progress_bar(range(epochs_total), desc=f"train seed {seed}", disable=not progress, leave=False)
+    for epoch in epochs:
+        lr = config.lr * lr_factor(config.schedule, epoch, epochs_total, gamma=config.gamma,
+                                   milestones=config.milestones)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        order = torch.randperm(n, generator=gen)
+        total = 0.0
+        for start in range(0, n, config.batch_size):
+            idx = order[start : start + config.batch_size]
+            x = x_all[idx]
+            if augment is not None:
+                x = augment(x, gen)
+            if crop_flip is not None:
+                x = crop_flip(x, gen)
+            batch_weights = weights[idx] if weights is not None else None
+            soft = soft_labels[idx] if soft_labels is not None else None
+            if config.cutmix > 0 and float(torch.rand((), generator=gen)) < config.cutmix:
+                targets = soft if soft is not None else F.one_hot(y_all[idx], num_classes).float()
+                x, soft, batch_weights, _ = cutmix(x, targets, batch_weights, alpha=config.cutmix_alpha, generator=gen)
+            if teacher is not None and temperature is not None:
+                with torch.no_grad():  # the teacher sees the augmented batch in [0, 1]
+                    soft = F.softmax(teacher(x * std.view(1, -1, 1, 1) + mean.view(1, -1, 1, 1)) / temperature, dim=1)
+            loss = step.train(optimizer, x, y_all[idx], batch_weights, soft, temperature)
+            if loss_history is not None:
+                total += float(loss) * len(idx)
+        if loss_history is not None:
+            loss_history.append(total / n)
+        if not torch.isfinite(loss):
+            raise LatentDDError(f"training diverged (loss {loss.item()}) at epoch {epoch}; lower the learning rate")
+        if progress and epoch % 50 == 0:
+            epochs.set_postfix(loss=f"{loss.item():.3f}")
+    return model.eval()
+
+
+@torch.no_grad()
+def top1_accuracy(
+    model: torch.nn.Module, test_set: LabelledImages, *, mean, std, batch_size: int = 1000, compile: str = "off",
+    compile_status: CompileStatus | None = None,
+) -> float:
+    """Top-1 accuracy in percent of `model` on every image of `test_set`."""
+    model.eval()
+    runner = _Step(model, compile, compile_status)
+    correct = total = 0
+    for images, labels in test_set.iter_batches(batch_size):
+        pred = runner.predict(_normalise(images.float(), mean, std))
+        correct += int((pred == labels).sum())
+        total += labels.numel()
+    if total == 0:
+        raise DataError("the test split is empty")
+    return 100.0 * correct / total
+
+
+def evaluate_synthetic(
+    synthetic: SyntheticImages,
+    test_set: LabelledImages,
+    config: EvalConfig,
+    *,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    flip: bool = True,
+    record: dict | None = None,
+    progress: bool = True,
+    teacher=None,
+    done: dict[int, dict] | None = None,
+    on_training=None,
+) -> EvalReport:
+    """Train `config.num_eval` models on the synthetic set, test each on `test_set`.
+
+    With `config.factor` f > 1 every stored image (N, C, H, W) is split into f x f tiles,
+    each upsampled to H x W (see `factorization.untile`): the models train on f**2 * N
+    images whose labels, soft labels and weights (divided by f**2) repeat per tile.
+    `mean`/`std` (C,) are the real train split's statistics (see `channel_stats`);
+    `flip=False` drops flips from DSA for classes that flipping changes. `record` is
+    the protocol record of the stages before; the evaluator's part is added to it, and
+    `missing_classes`: the classes the set has no image of (warned about; [] for a full set).
+    `teacher` (protocol soft, loss teacher_kl): see `latentdd.evaluate.teacher`; its record,
+    test accuracy included, goes into the evaluator's. With `config.epochs` unset the epochs
+    come from `config.epochs_by_ipc` for the set's IPC (as trained: times factor**2, as Minimax).
+    `done`: trainings already finished, by seed ({"accuracy", "seconds", "compiled", "report"}), from an
+    evaluation of the same set, data and settings but for num_eval (a training is its seed's alone): they
+    are taken, not run again, and the record lists them under `reused_trainings`.
+    `on_training(seed, accuracy, seconds, compile_record)` is called after each training this call runs, so that
+    a caller can keep it before the evaluation ends (`compile_record`: how the trainings so far ran).
+    """
+    if synthetic.class_names != list(test_set.class_names):
+        raise DataError(
+            f"the synthetic set's classes {synthetic.class_names[:5]}... differ from the test split's "
+            f"{list(test_set.class_names)[:5]}...; evaluate against the dataset the set was made from"
+        )
+    sample = test_set.load([0])
+    if tuple(sample.shape[1:]) != synthetic.image_shape:
+        raise DataError(
+            f"synthetic images are {synthetic.image_shape} (C, H, W) but test images are {tuple(sample.shape[1:])}; "
+            "load the dataset with the same image_size/channels"
+        )
+    counts = torch.bincount(synthetic.labels, minlength=synthetic.num_classes)
+    missing = [name for name, count in zip(synthetic.class_names, counts.tolist()) if count == 0]
+    if missing:  # e.g. an external folder with only some class folders: its models never see those classes
+        log.warning("the set has no images of %d of its %d classes (%s); its models cannot learn them, so the "
+                    "accuracy is not comparable to a full set's; the record lists them under missing_classes",
+                    len(missing), synthetic.num_classes, ", ".join(missing[:10]) + (", ..." if len(missing) > 10 else ""))
+    weights = synthetic.weights if config.use_weights else None
+    if config.use_weights and weights is None:
+        raise DataError("use_weights is set but the synthetic set carries no weights")
+    soft = synthetic.soft_labels if config.use_soft_labels else None
+    if config.use_soft_labels and soft is None:
+        raise DataError("use_soft_labels is set but the synthetic set carries no soft labels")
+    tiles = config.factor**2
+    if config.epochs is None:
+        config = dataclasses.replace(config, epochs=config.resolved_epochs(int(counts.max()) * tiles))
+    images = untile(synthetic.images.float(), config.factor)  # (tiles*N, C, H, W), tile-major
+    labels = synthetic.labels.repeat(tiles)
+    weights = None if weights is None else weights.repeat(tiles) / tiles  # each stored image keeps its weight
+    soft = None if soft is None else soft.repeat(tiles, 1)
+    start = time.perf_counter()
+    seeds = [config.seed + i for i in range(config.num_eval)]
+    accuracies, seconds = [], []
+    status = CompileStatus(config.compile)
+    runs = progress_bar(seeds, desc=f"evaluate {len(synthetic)} images", disable=not progress)
+    done = done or {}
+    for seed in runs:
+        if seed in done:
+            accuracies.append(float(done[seed]["accuracy"]))
+            seconds.append(float(done[seed]["seconds"]))
+            continue
+        t0 = time.perf_counter()
+        model = train_model(
+            images, labels, num_classes=synthetic.num_classes, config=config, mean=mean,
+            std=std, flip=flip, seed=seed, weights=weights, soft_labels=soft, progress=progress,
+            compile_status=status, teacher=teacher,
+        )
+        seconds.append(time.perf_counter() - t0)
+        accuracies.append(
+            top1_accuracy(model, test_set, mean=mean, std=std, batch_size=config.test_batch_size,
+                          compile=config.compile, compile_status=status)
+        )
+        runs.set_postfix(acc=f"{accuracies[-1]:.2f}", mean=f"{np.mean(accuracies):.2f}")
+        if on_training is not None:
+            on_training(seed, accuracies[-1], seconds[-1], status.record())
+    full_record = copy.deepcopy(record) if record else {}
+    full_record["evaluator"] = config.record(
+        synthetic.image_shape[-1], flip=flip, has_weights=weights is not None, has_soft=soft is not None,
+        num_images=len(synthetic), compile_status=status,
+        teacher=getattr(teacher, "record", None) if teacher is not None and config.loss == "teacher_kl" else None,
+    )
+    full_record["missing_classes"] = missing  # classes without a single training image
+    full_record["num_eval"] = config.num_eval
+    full_record["seeds"] = seeds
+    reused = [{"seed": seed, **{k: done[seed].get(k) for k in ("report", "compiled")}} for seed in seeds if seed in done]
+    if reused:
+        full_record["reused_trainings"] = reused
+    return EvalReport(accuracies, seeds, seconds, time.perf_counter() - start, full_record)

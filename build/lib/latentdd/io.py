@@ -1,0 +1,203 @@
+"""Atomic writes, and the one rule for which folders latentdd may replace or write into.
+
+A folder is latentdd's when it holds the marker file `.latentdd.json` (written into every
+output folder latentdd creates that has no manifest of its own), or a manifest.json /
+plan.json whose `format` is one of latentdd's (image folders, latent caches), or -- written
+by earlier versions, before the marker -- a distill.json or results.json of latentdd's shape.
+Only such a folder, or an empty one, is ever replaced (`--overwrite`) or written into.
+
+Whole folders are written as a sibling `<name>.tmp-XXXXXXXX` and swapped in by
+`replace_dir`; the old folder sits at `<name>.old-XXXXXXXX` during the swap. A process
+killed on the way leaves those siblings behind, and the next write of the same output
+(`start_output`) puts a missing folder back from its `.old-` copy and removes the rest.
+One writer per output at a time: a second one would take the first one's siblings as stale.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from latentdd.errors import LatentDDError, OutputExistsError
+
+MARKER = ".latentdd.json"
+_FORMATS = ("latentdd-image-folder", "latentdd-latent-cache")
+_SIBLING = re.compile(r"(?P<name>.+)\.(?P<kind>tmp|old)-[A-Za-z0-9_]{8}")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` so that readers see either the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+# --- which folders are latentdd's ------------------------------------------------------
+
+
+def _json(path: Path):
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def is_latentdd_folder(folder: Path) -> bool:
+    """Whether `folder` is a folder latentdd wrote (see the module docstring)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return False
+    marker = _json(folder / MARKER)
+    if isinstance(marker, dict) and marker.get("written_by") == "latentdd":
+        return True
+    for name in ("manifest.json", "plan.json"):
+        manifest = _json(folder / name)
+        if isinstance(manifest, dict) and manifest.get("format") in _FORMATS:
+            return True
+    distill = _json(folder / "distill.json")  # a distill folder of a version before the marker
+    if isinstance(distill, dict) and {"method", "params", "record"} <= set(distill):
+        return True
+    results = _json(folder / "results.json")  # a run / compare / calibrate folder of a version before the marker
+    return isinstance(results, list) and bool(results) and \
+        all(isinstance(r, dict) and {"method", "ipc", "mean"} <= set(r) for r in results)
+
+
+def is_temporary(path: Path) -> bool:
+    """Whether `path` or its parent is named as latentdd's temporary folder or the old copy of a swap."""
+    path = Path(path).expanduser().absolute()
+    return any(_SIBLING.fullmatch(p.name) for p in (path, path.parent))
+
+
+def check_replaceable(out: Path) -> None:
+    """LatentDDError unless `out` is an empty folder or one latentdd wrote."""
+    if out.is_dir() and (is_latentdd_folder(out) or not any(out.iterdir())):
+        return
+    what = "a folder latentdd did not write" if out.is_dir() else "not a folder"
+    raise LatentDDError(f"refusing to replace or write into {out}: it is {what} (no {MARKER} or latentdd manifest); "
+                        "choose another --out or remove it yourself")
+
+
+def _cannot_write(where: Path, err: OSError) -> LatentDDError:
+    return LatentDDError(f"cannot write the output beside {where}: {err.strerror or err}; "
+                         "choose another --out in a folder you can write")
+
+
+def claim_folder(out: Path, kind: str) -> Path:
+    """Make `out` a folder that latentdd writes into in place (a run, a calibration, a latent cache).
+
+    `out` may be missing, empty, or latentdd's; else LatentDDError, before any work. Writes
+    the marker, so a failure to write shows now rather than after hours of training.
+    """
+    out = Path(out).expanduser()
+    if out.exists() or out.is_symlink():
+        check_replaceable(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if not (out / MARKER).exists():
+            atomic_write_json(out / MARKER, {"written_by": "latentdd", "kind": kind})
+    except OSError as err:
+        raise _cannot_write(out, err) from err
+    return out
+
+
+def mark(folder: Path, kind: str) -> None:
+    """Write the marker into `folder` (a folder about to be swapped in by `replace_dir`)."""
+    atomic_write_json(Path(folder) / MARKER, {"written_by": "latentdd", "kind": kind})
+
+
+# --- whole folders, swapped in ----------------------------------------------------------
+
+
+def _siblings(out: Path, kind: str) -> list[Path]:
+    if not out.parent.is_dir():
+        return []
+    return sorted((p for p in out.parent.iterdir()
+                   if p.is_dir() and not p.is_symlink() and (m := _SIBLING.fullmatch(p.name))
+                   and m["name"] == out.name and m["kind"] == kind), key=lambda p: p.stat().st_mtime)
+
+
+def repair(out: Path) -> None:
+    """Undo what an interrupted write of `out` left: put `out` back from its `.old-` copy if it is
+    missing, then remove the stale `.tmp-` and `.old-` siblings."""
+    if not (out.exists() or out.is_symlink()):
+        old = _siblings(out, "old")
+        if old:
+            os.rename(old[-1], out)  # the newest: the folder that was being replaced
+    for stale in _siblings(out, "tmp") + _siblings(out, "old"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def start_output(out: Path, *, overwrite: bool) -> Path:
+    """Check that `out` may be written, clean what an interrupted write left, and create the
+    temporary sibling the new folder is written into -> its path (pass it to `replace_dir`).
+
+    OutputExistsError if `out` exists and not `overwrite`; LatentDDError if it is not
+    replaceable (`check_replaceable`) or its parent cannot be written -- all before any work.
+    """
+    out = Path(out)
+    repair(out)
+    if out.exists() or out.is_symlink():
+        if not overwrite:
+            raise OutputExistsError(f"{out} already exists; choose another --out or pass --overwrite")
+        check_replaceable(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
+    except OSError as err:
+        raise _cannot_write(out, err) from err
+
+
+def check_output(out: Path, *, overwrite: bool) -> None:
+    """The checks of `start_output` (which is called again when writing), leaving nothing behind:
+    for a command that fits a VAE or distils for a long time before it writes `out`."""
+    start_output(Path(out), overwrite=overwrite).rmdir()
+
+
+def replace_dir(tmp: Path, out: Path, *, overwrite: bool) -> None:
+    """Rename the finished folder `tmp` to `out` (a sibling), replacing `out` only if `overwrite`.
+
+    An existing `out` (latentdd's, `check_replaceable`) is renamed aside to `<out>.old-XXXXXXXX`
+    first and deleted after the swap; if the swap fails it is put back. A process killed between
+    the two renames leaves the old folder at `.old-`, which the next `start_output` puts back.
+    """
+    if not (out.exists() or out.is_symlink()):
+        os.rename(tmp, out)
+        return
+    if not overwrite:  # appeared while we were writing
+        raise OutputExistsError(f"{out} already exists; choose another --out or pass --overwrite")
+    check_replaceable(out)
+    aside = out.with_name(f"{out.name}.old-{secrets.token_hex(4)}")
+    os.rename(out, aside)
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        os.rename(aside, out)  # put the old copy back rather than leave neither
+        raise
+    if aside.is_symlink():  # out named a link: remove it, not its target
+        aside.unlink()
+    else:
+        shutil.rmtree(aside, ignore_errors=True)

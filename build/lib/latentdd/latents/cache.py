@@ -1,0 +1,319 @@
+"""Latent cache: the latents of a dataset split as safetensors shards plus a manifest.
+
+Layout of a cache folder:
+
+    plan.json                 what is being encoded (dataset, VAE identity, shard ranges)
+    shard-00000.safetensors   latents (n, c, h, w), labels (n,), indices (n,) of images [start, stop)
+    shard-00000.safetensors.sha256   its sha256, in `sha256sum` format (`sha256sum -c` checks it)
+    ...
+    manifest.json             written last: shapes, dtype, per-class counts, sha256 of every shard
+
+Every shard is written to a temporary file, its checksum beside it, and then renamed into
+place. A resumed encode reads every shard whole and checks it against its checksum, so a
+missing, truncated or altered shard (even one of the right size) is encoded again and the
+manifest only ever holds checksums of data that was checked. Work is split over
+processes by shard (shard s belongs to rank s % world_size), so `accelerate launch`
+encodes an ImageNet-scale subset on several GPUs (on CPUs: `accelerate launch --multi_gpu
+--num_processes N`, see `latentdd.parallel`); rank 0 writes the manifest once every shard is
+there. A shard's bytes do not depend on the number of processes (its batches are the same),
+so N processes write the cache one process writes. The temporary files a killed rank left
+are removed by that rank's next run. Memory stays bounded by one batch of images and one
+shard of latents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from latentdd.data.base import LabelledImages
+from latentdd.errors import DataError, LatentDDError
+from latentdd.io import atomic_write_json, atomic_write_text
+from latentdd.latents.types import Latents
+from latentdd.progress import progress_bar
+
+log = logging.getLogger(__name__)
+
+FORMAT_NAME = "latentdd-latent-cache"
+FORMAT_VERSION = 1
+PLAN, MANIFEST = "plan.json", "manifest.json"
+# What repairs a damaged cache: the encode checks every shard and re-encodes only the bad ones.
+REPAIR_ADVICE = ("run the same command again (the `latentdd encode` that wrote this cache, with the same "
+                 "settings and --out, or the distill / run that made it under --cache-dir): it checks every "
+                 "shard and encodes the missing or damaged ones again")
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.safetensors"
+
+
+def _checksum_path(shard: Path) -> Path:
+    return shard.with_name(shard.name + ".sha256")
+
+
+class CacheDamagedError(DataError):
+    """A shard of a finished cache is missing or fails its checksum; re-running the encode repairs it."""
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """How a split is cut into shards and batches."""
+
+    shard_size: int = 4096  # images per shard: bounds memory and the work lost to an interruption
+    batch_size: int = 256  # images per encoder call
+    # DataLoader processes decoding the next batches while the encoder runs (0: decode in this
+    # process). On a GPU, decoding image files one by one is slower than the VAE; the batches,
+    # and so the latents, are the same either way.
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.shard_size < 1 or self.batch_size < 1 or self.workers < 0:
+            raise DataError("shard_size and batch_size must be at least 1, workers at least 0")
+
+
+class _OneImage(torch.utils.data.Dataset):
+    """Image i of a LabelledImages as (C, H, W), for a DataLoader's workers (what `load([i])` gives)."""
+
+    def __init__(self, data: LabelledImages) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.data.load([index])[0]
+
+
+def _image_batches(data: LabelledImages, batches: list[tuple[int, int]], workers: int):
+    """Images (b, C, H, W) of each [lo, hi) in `batches`, in order, decoded by `workers` processes (0: here)."""
+    if workers == 0:
+        for lo, hi in batches:
+            yield data.load(torch.arange(lo, hi))
+        return
+    loader = torch.utils.data.DataLoader(_OneImage(data), batch_sampler=[list(range(lo, hi)) for lo, hi in batches],
+                                         num_workers=workers)
+    yield from loader
+
+
+def shard_ranges(num_images: int, shard_size: int) -> list[tuple[int, int]]:
+    """[(start, stop), ...] covering range(num_images) in order."""
+    return [(s, min(s + shard_size, num_images)) for s in range(0, num_images, shard_size)]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _stored_checksum(shard: Path, legacy: dict[str, str]) -> str | None:
+    """The checksum written beside `shard`, else the one an older cache's manifest holds (`legacy`)."""
+    record = _checksum_path(shard)
+    try:
+        return record.read_text().split()[0] if record.is_file() else legacy.get(shard.name)
+    except (OSError, IndexError):
+        return None
+
+
+def _verified_sha256(shard: Path, rows: int, legacy: dict[str, str]) -> str | None:
+    """sha256 of `shard` when it is whole (its bytes match its stored checksum and it holds `rows`
+    images), else None -- with a warning for a shard that exists but is damaged."""
+    from safetensors import safe_open
+
+    if not shard.exists():
+        return None
+    expected, actual = _stored_checksum(shard, legacy), _sha256(shard)
+    if expected != actual:
+        log.warning("shard %s fails its checksum (%s); encoding it again", shard,
+                    "none stored" if expected is None else "altered or truncated")
+        return None
+    try:
+        with safe_open(str(shard), framework="pt") as f:
+            if f.get_slice("labels").get_shape() == [rows]:
+                return actual
+    except Exception as err:  # noqa: BLE001 - any unreadable shard is re-encoded
+        log.warning("shard %s is unreadable (%s); encoding it again", shard, err)
+        return None
+    log.warning("shard %s holds the wrong number of images; encoding it again", shard)
+    return None
+
+
+def _legacy_checksums(out: Path) -> dict[str, str]:
+    """file -> sha256 from an existing manifest: caches written before the per-shard checksum files."""
+    try:
+        manifest = json.loads((out / MANIFEST).read_text())
+        return {shard["file"]: shard["sha256"] for shard in manifest["shards"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _write_shard(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Write the shard and its checksum; the checksum lands first, so a shard in place always has one."""
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+        atomic_write_text(_checksum_path(path), f"{_sha256(tmp)}  {path.name}\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _remove_stale_temporaries(out: Path, shards: list[int]) -> None:
+    """Remove the temporary files a killed encode left for `shards` (a shard's and its checksum's).
+
+    Only this rank writes these shards and one encode runs per cache, so any such file is
+    stale; without this, each `kill -9` would leave up to a shard's worth of bytes behind.
+    """
+    for index in shards:
+        for stale in out.glob(f".{shard_name(index)}.*tmp"):
+            stale.unlink(missing_ok=True)
+
+
+def _check_plan(out: Path, plan: dict) -> None:
+    """Refuse to resume a cache that was started for another dataset, VAE or sharding."""
+    existing = out / PLAN
+    if existing.exists():
+        old = json.loads(existing.read_text())
+        for key in ("dataset", "vae", "num_images", "shards"):
+            if old.get(key) != plan.get(key):
+                raise DataError(
+                    f"the latent cache in {out} was started with a different {key} "
+                    f"({json.dumps(old.get(key))[:200]} vs {json.dumps(plan.get(key))[:200]}); "
+                    "choose another output folder or delete this one"
+                )
+
+
+def encode_split(
+    data: LabelledImages,
+    encode: Callable[[torch.Tensor], torch.Tensor],
+    out: Path | str,
+    *,
+    vae: dict,
+    dataset: dict,
+    config: CacheConfig = CacheConfig(),
+    rank: int = 0,
+    world_size: int = 1,
+    progress: bool = True,
+) -> list[Path]:
+    """Encode this rank's shards of `data` into `out`; existing shards that pass their checksum are kept.
+
+    encode: images (b, C, H, W) float32 in [0, 1], as `data` yields them -> latents
+    (b, c, h, w); any resizing for the VAE happens inside it. vae / dataset: identities
+    recorded in the plan and the manifest. Returns the shard paths of this rank.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ranges = shard_ranges(len(data), config.shard_size)
+    plan = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "dataset": dataset, "vae": vae,
+            "num_images": len(data), "shards": [list(r) for r in ranges]}
+    _check_plan(out, plan)
+    if rank == 0:
+        atomic_write_json(out / PLAN, plan)
+    mine = [(i, r) for i, r in enumerate(ranges) if i % world_size == rank]
+    _remove_stale_temporaries(out, [i for i, _ in mine])
+    legacy = _legacy_checksums(out)
+    todo = [(i, r) for i, r in mine if _verified_sha256(out / shard_name(i), r[1] - r[0], legacy) is None]
+    bar = progress_bar(total=sum(b - a for _, (a, b) in todo), desc=f"encode (rank {rank})", unit="img", disable=not progress)
+    batches = {index: [(lo, min(lo + config.batch_size, stop)) for lo in range(start, stop, config.batch_size)]
+               for index, (start, stop) in todo}
+    images = _image_batches(data, [b for index, _ in todo for b in batches[index]], config.workers)
+    for index, (start, stop) in todo:
+        parts = []
+        for lo, hi in batches[index]:
+            with torch.inference_mode():
+                z = encode(next(images))  # (b, C, H, W) -> (b, c, h, w)
+            if not torch.isfinite(z).all():
+                raise LatentDDError(f"the VAE produced NaN/inf latents for images {lo}..{hi - 1}")
+            parts.append(z.float().cpu())
+            bar.update(hi - lo)
+        _write_shard(out / shard_name(index), {
+            "latents": torch.cat(parts), "labels": data.labels[start:stop].long(),
+            "indices": torch.arange(start, stop, dtype=torch.long),
+        })
+    bar.close()
+    return [out / shard_name(i) for i, _ in mine]
+
+
+def write_manifest(out: Path | str, class_names: list[str]) -> dict:
+    """Check every planned shard against its checksum, then write manifest.json (rank 0, at the end)."""
+    from safetensors import safe_open
+
+    out = Path(out)
+    plan = json.loads((out / PLAN).read_text())
+    legacy = _legacy_checksums(out)
+    shards, counts, latent_shape = [], torch.zeros(len(class_names), dtype=torch.long), None
+    for index, (start, stop) in enumerate(plan["shards"]):
+        path = out / shard_name(index)
+        digest = _verified_sha256(path, stop - start, legacy)
+        if digest is None:
+            raise LatentDDError(f"shard {path} is missing or damaged; run the same encode again: it encodes "
+                                "every missing or damaged shard and keeps the others")
+        with safe_open(str(path), framework="pt") as f:
+            labels = f.get_tensor("labels")
+            latent_shape = f.get_slice("latents").get_shape()[1:]
+        counts += torch.bincount(labels, minlength=len(class_names))
+        shards.append({"file": path.name, "start": start, "stop": stop, "sha256": digest})
+    manifest = {**plan, "class_names": class_names, "latent_shape": latent_shape, "dtype": "float32",
+                "per_class_counts": counts.tolist(), "shards": shards, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    atomic_write_json(out / MANIFEST, manifest)
+    return manifest
+
+
+def read_manifest(out: Path | str) -> dict:
+    path = Path(out) / MANIFEST
+    if not path.exists():
+        hint = " (encoding was started but not finished: run it again to resume)" if (Path(out) / PLAN).exists() else ""
+        raise DataError(f"{path} does not exist: {out} is not a finished latent cache{hint}")
+    manifest = json.loads(path.read_text())
+    if manifest.get("format") != FORMAT_NAME or manifest.get("format_version", 99) > FORMAT_VERSION:
+        raise DataError(f"{path} is not a latent cache this latentdd can read")
+    return manifest
+
+
+def check_vae(out: Path, manifest: dict, expect_vae: dict | None) -> None:
+    """DataError unless the cache `out` (its `manifest`) was encoded with `expect_vae` (None: any)."""
+    if expect_vae is not None and expect_vae != manifest["vae"]:
+        diff = {k for k in set(expect_vae) | set(manifest["vae"]) if expect_vae.get(k) != manifest["vae"].get(k)}
+        raise DataError(
+            f"the latent cache in {out} was encoded with another VAE (differs in {sorted(diff)}: cached "
+            f"latent_shape {manifest['vae'].get('latent_shape')}, yours {expect_vae.get('latent_shape')}); "
+            "encode again into another folder"
+        )
+
+
+def load_latents(out: Path | str, *, expect_vae: dict | None = None, verify: bool = True) -> Latents:
+    """All latents of a finished cache in memory, checked against the manifest (and the VAE, if given).
+    `latentdd.latents.sharded.open_latents` checks the same and leaves them on disk until asked for."""
+    from safetensors.torch import load_file
+
+    out = Path(out)
+    manifest = read_manifest(out)
+    check_vae(out, manifest, expect_vae)
+    parts, labels = [], []
+    for shard in manifest["shards"]:
+        path = out / shard["file"]
+        if verify and (not path.exists() or _sha256(path) != shard["sha256"]):
+            raise CacheDamagedError(f"shard {path} is missing or corrupt (checksum mismatch); {REPAIR_ADVICE}")
+        try:
+            tensors = load_file(str(path))
+        except Exception as err:  # noqa: BLE001
+            raise CacheDamagedError(f"shard {path} cannot be read ({err}); {REPAIR_ADVICE}") from err
+        parts.append(tensors["latents"])
+        labels.append(tensors["labels"])
+    latents = torch.cat(parts)
+    if list(latents.shape[1:]) != list(manifest["latent_shape"]):
+        raise DataError(f"shards in {out} hold latents of shape {tuple(latents.shape[1:])}, "
+                        f"the manifest says {manifest['latent_shape']}")
+    return Latents(latents, torch.cat(labels), manifest["class_names"], manifest["vae"])

@@ -1,0 +1,372 @@
+"""Real images -> VAE latents (cached) -> per-class synthetic latents -> rendered image folder.
+
+    prepare_latent_space   load the dataset, fit or load the VAE, encode the train split
+                           into the latent cache (keyed by `cachekey.content_key` of the VAE,
+                           the dataset record and the train images' and labels' sha256)
+    distill_to_folder      run a distiller on those latents, render, and write
+                           <out>/images (image folder), <out>/latents.safetensors,
+                           <out>/distill.json and <out>/config.yaml, all or nothing
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from latentdd.cachekey import content_key, split_sha256
+from latentdd.config import DataConfig, positive_int, resolved_fields, save_resolved
+from latentdd.data import LabelledImages
+from latentdd.errors import DataError
+from latentdd.evaluate.factorization import tile_set
+from latentdd.export import export_image_folder, image_grid
+from latentdd.io import atomic_write_json, mark, replace_dir, start_output
+from latentdd.latents.cache import (
+    MANIFEST,
+    CacheConfig,
+    CacheDamagedError,
+    encode_split,
+    read_manifest,
+    write_manifest,
+)
+from latentdd.latents.sharded import ShardedLatents, open_latents
+from latentdd.latents.types import Latents, SyntheticLatents
+from latentdd.record import dataset_record, protocol_record
+from latentdd.prior import FitPriorConfig
+from latentdd.render import DECODERS, PRETRAINED_DEFAULTS, VAEDecoder
+from latentdd.render import load_or_fit_prior as _load_or_fit_prior
+from latentdd.vae import FitVAEConfig, LatentVAE, PixelVAE, VAEInputAdapter, fit_vae, load_vae
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LatentSpaceConfig:
+    """Which latent space: the VAE, how images reach it, where caches live."""
+
+    vae: str = "fit"  # fit | pixel | taesd:PATH | DIR | hub id (see `latentdd.vae.VAE_SPEC_HELP`)
+    input_size: int | None = None  # side of the VAE's input; None: the VAE's own
+    resize: str | None = None  # resize | pad to reach input_size; None: the VAE's default
+    cache_dir: str = "~/.cache/latentdd"  # fitted VAEs and latent caches (both keyed by content)
+    shard_size: int = 4096
+    batch_size: int = 256
+    workers: int = 0  # processes decoding images while the VAE encodes (latentdd.latents.cache.CacheConfig)
+    fit: dict = field(default_factory=dict)  # FitVAEConfig's fields for vae: fit (missing ones: its defaults)
+
+    def __post_init__(self) -> None:
+        # Checked here and completed with the defaults, so that the saved config holds every value used.
+        self.fit = resolved_fields(FitVAEConfig, self.fit, "latent.fit")
+        if self.resize not in (None, "resize", "pad"):
+            raise DataError(f"latent.resize must be resize or pad (or null: the VAE's default); got {self.resize!r}")
+        positive_int(self.input_size, "latent.input_size", optional=True)
+        positive_int(self.shard_size, "latent.shard_size")
+        positive_int(self.batch_size, "latent.batch_size")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
+            raise DataError(f"latent.workers must be a non-negative integer; got {self.workers!r}")
+
+
+@dataclass
+class LatentSpace:
+    train: LabelledImages
+    test: LabelledImages
+    vae: LatentVAE
+    adapter: VAEInputAdapter
+    # Read from the cache's shards on demand: per-class distillers hold one class at a time;
+    # those that need every latent read `.latents`, which loads them all once.
+    latents: Latents | ShardedLatents
+    record: dict  # dataset and vae parts of the protocol record
+    seconds: dict[str, float]
+    train_sha256: dict = field(default_factory=dict)  # images_sha256, labels_sha256 of `train` (cachekey.split_sha256)
+    cache_dir: Path | None = None  # latentdd's cache root (fitted VAEs, latents, statistics such as forgetting counts)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents (n, c, h, w) -> images (n, C, H, W) at the dataset's shape, differentiable."""
+        return self.adapter.from_vae(self.vae.decode(z))
+
+
+@dataclass
+class DecoderConfig:
+    """How synthetic latents become images: `vae` decodes them directly; `diffusion` first runs
+    img2img from each latent with a class-conditional prior fitted to the train latents
+    (`latentdd.prior.fit_prior`, cached by content under cache_dir/prior); `dit` and
+    `sd-img2img` run img2img with a pretrained DiT / Stable Diffusion (`prior`: its hub id or
+    folder; the latents must come from its VAE, --vae DIR/vae). strength, steps, guidance,
+    eta and batch_size apply to every img2img decoder."""
+
+    name: str = "vae"  # a key of latentdd.render.DECODERS: vae | diffusion | dit | sd-img2img
+    strength: float = 0.5  # diffusion: share of the inference steps run from the latent (chosen on a val
+    # split, results/decoder_search_fashion_mnist/; D4M uses 0.7 with Stable Diffusion)
+    num_inference_steps: int = 50
+    guidance_scale: float = 4.0  # classifier-free guidance (1: none)
+    eta: float = 0.0  # DDIM's (0: deterministic after the starting noise)
+    batch_size: int = 256
+    # vae / diffusion: FitPriorConfig's fields of the fitted prior (missing ones: its defaults);
+    # dit / sd-img2img: the pretrained model, a hub id or a folder (missing: PRETRAINED_DEFAULTS).
+    prior: str | dict = field(default_factory=dict)
+    class_map: list[int] | None = None  # dit: the ImageNet index of each dataset class
+    imagenet_classes: str | None = None  # dit: an ImageNet class list, for classes named by WordNet id
+    prompt: str = "{}"  # sd-img2img: a class's prompt, "{}" -> the class name (D4M's)
+    class_prompts: list[str] | None = None  # sd-img2img: one prompt per class instead
+    negative_prompt: str | None = None  # sd-img2img
+
+    def __post_init__(self) -> None:
+        if self.name not in DECODERS:
+            raise DataError(f"decoder must be one of {', '.join(sorted(DECODERS))}; got {self.name!r}")
+        self._check_prior()
+        for key, owner in _DECODER_ONLY.items():
+            if getattr(self, key) != DecoderConfig.__dataclass_fields__[key].default and self.name != owner:
+                raise DataError(f"decoder.{key} is a setting of the {owner} decoder; the {self.name} decoder "
+                                f"would ignore it (pass --decoder {owner}, or drop it)")
+        if not 0.0 <= self.strength <= 1.0:
+            raise DataError(f"decoder.strength must lie in [0, 1]; got {self.strength!r}")
+        if self.guidance_scale < 0 or self.eta < 0:
+            raise DataError(f"decoder.guidance_scale and decoder.eta must be >= 0; got {self.guidance_scale!r}, "
+                            f"{self.eta!r}")
+        positive_int(self.num_inference_steps, "decoder.num_inference_steps")
+        positive_int(self.batch_size, "decoder.batch_size")
+
+    def _check_prior(self) -> None:
+        """Resolve `prior` to what the decoder uses: the full fitted-prior settings, or the pretrained model."""
+        if self.name in PRETRAINED_DEFAULTS:
+            if isinstance(self.prior, dict):
+                # A saved config of the vae decoder holds the fitted prior's defaults: nothing set, no conflict.
+                if self.prior and self.prior != resolved_fields(FitPriorConfig, {}, "decoder.prior"):
+                    raise DataError(
+                        f"decoder.prior of the {self.name} decoder is the pretrained model, a hub id or a folder "
+                        f"(--prior ORG/NAME or --prior DIR); got the fitted-prior settings {sorted(self.prior)}, "
+                        "which only --decoder diffusion uses")
+                self.prior = PRETRAINED_DEFAULTS[self.name]
+            return
+        if isinstance(self.prior, str):
+            raise DataError(
+                f"decoder.prior {self.prior!r} names a pretrained model, which only --decoder dit and "
+                f"--decoder sd-img2img load; the {self.name} decoder "
+                + ("fits its prior: set its fields with --prior-set KEY=VALUE or a decoder.prior mapping"
+                   if self.name == "diffusion" else "uses none"))
+        # Checked here and completed with the defaults, so that the saved config holds every value used.
+        self.prior = resolved_fields(FitPriorConfig, self.prior, "decoder.prior")
+
+
+# Settings only one decoder reads: set for another, they would be silently ignored.
+_DECODER_ONLY = {"class_map": "dit", "imagenet_classes": "dit", "prompt": "sd-img2img",
+                 "class_prompts": "sd-img2img", "negative_prompt": "sd-img2img"}
+
+
+def load_or_fit_prior(config: DecoderConfig, space: LatentSpace, cache_dir: str, *, progress: bool = True):
+    """The diffusion prior of `config.prior` fitted to space.latents (or loaded from cache_dir/prior)
+    -> (unet, scheduler, report)."""
+    return _load_or_fit_prior(config, space.latents, cache_dir, device=space.vae.device, progress=progress)
+
+
+def make_decoder(config: DecoderConfig, space: LatentSpace, cache_dir: str, *, progress: bool = True):
+    """(decoder, its protocol record) from the factory `latentdd.render.DECODERS[config.name]`;
+    for diffusion, the prior is fitted to space.latents or loaded from its cache."""
+    return DECODERS[config.name](config, space.vae, space.adapter, space.latents, cache_dir, progress=progress)
+
+
+def load_or_fit_vae(space: LatentSpaceConfig, train, test, *, progress: bool = True) -> tuple[LatentVAE, dict | None]:
+    """The VAE `space.vae` names; for "fit", fitted to `train` (or loaded from its cache) with its report."""
+    if space.vae == "fit":
+        cache = Path(space.cache_dir).expanduser() / "vae"
+        return fit_vae(train, test, FitVAEConfig(**space.fit), cache, progress=progress)
+    if space.vae == "pixel":
+        channels, size, _ = train.load([0]).shape[1:]  # (1, C, H, W) -> C, H
+        return PixelVAE(int(channels), space.input_size or int(size)), None
+    return load_vae(space.vae, input_size=space.input_size), None
+
+
+def cache_dataset_record(data: DataConfig, train, test, split: str = "train") -> dict:
+    """The dataset record of a latent cache of `split`. The train split's is the one
+    `prepare_latent_space` writes, so `latentdd encode --split train --out <its cache folder>`
+    and distill / run accept and reuse each other's caches."""
+    record = dataset_record(data, train, test)
+    return record if split == "train" else record | {"encoded_split": split}
+
+
+def prepare_latent_space(data: DataConfig, space: LatentSpaceConfig, *, latents_dir: Path | str | None = None,
+                         progress: bool = True) -> LatentSpace:
+    """Load `data`, get the VAE (fitting it if asked), and the train split's latents (cached).
+
+    latents_dir: a latent cache `latentdd encode --out DIR` wrote, read instead of encoding;
+    DataError unless it holds this dataset's train split encoded with this VAE and adapter.
+    """
+    seconds = {}
+    t = time.perf_counter()
+    train, test = data.load("train"), data.load("test")
+    seconds["load_data"] = time.perf_counter() - t
+    cache = Path(space.cache_dir).expanduser()
+
+    t = time.perf_counter()
+    vae, vae_report = load_or_fit_vae(space, train, test, progress=progress)
+    seconds["vae"] = time.perf_counter() - t
+    image_shape = tuple(train.load([0]).shape[1:])
+    adapter = VAEInputAdapter.for_vae(vae, image_shape, space.resize)
+
+    t = time.perf_counter()
+    identity = vae.identity() | {"adapter": adapter.identity()}
+    dataset = cache_dataset_record(data, train, test)
+    images_sha256, labels_sha256, _ = split_sha256(train.iter_batches(space.batch_size))
+    content = {"images_sha256": images_sha256, "labels_sha256": labels_sha256}
+    key = content_key("latent-cache", vae=identity, dataset=dataset, train=content)[:16]
+    folder = cache / "latents" / f"{data.name}-{key}" / "train"
+    latents = None
+    if latents_dir is not None:
+        folder = Path(latents_dir).expanduser()
+        check_latent_cache(folder, identity, data, dataset)
+        latents = open_latents(folder, expect_vae=identity)
+    elif (folder / MANIFEST).exists():
+        try:
+            latents = open_latents(folder, expect_vae=identity)
+        except CacheDamagedError as err:  # repaired below: encode_split re-encodes only the damaged shards
+            log.warning("the latent cache is damaged (%s); encoding the damaged shards again", str(err).split(";")[0])
+    if latents is None:
+        encode_split(train, lambda x: vae.encode(adapter.to_vae(x)), folder, vae=identity, dataset=dataset,
+                     config=CacheConfig(space.shard_size, space.batch_size, space.workers), progress=progress)
+        write_manifest(folder, list(train.class_names))
+        latents = open_latents(folder, expect_vae=identity)
+    seconds["encode"] = time.perf_counter() - t
+    record = {
+        "dataset": dataset,
+        "vae": {**identity, "cache": str(folder), "encoding": "posterior mean (deterministic), times scaling",
+                **({"fit_report": {k: vae_report[k] for k in ("test_psnr", "train_seconds", "steps", "cached")}}
+                   if vae_report else {})},
+    }
+    return LatentSpace(train, test, vae, adapter, latents, record, seconds, train_sha256=content, cache_dir=cache)
+
+
+def check_latent_cache(folder: Path, identity: dict, data: DataConfig, dataset: dict) -> None:
+    """DataError unless the finished cache `folder` holds the train split `dataset` records
+    (`cache_dataset_record`) encoded with the VAE and adapter of `identity` -- the ones the
+    synthetic latents will be rendered with."""
+    manifest = read_manifest(folder)  # DataError if it is not a finished latent cache
+    encoded = manifest.get("dataset") or {}
+    if encoded.get("name") != data.name or "encoded_split" in encoded:
+        raise DataError(
+            f"the latent cache {folder} holds the {encoded.get('encoded_split', 'train')} split of "
+            f"{encoded.get('name')!r}; distilling {data.name!r} needs its train split: latentdd encode --dataset "
+            f"{data.name} --split train --out DIR (with the --vae you distil with), then --latents DIR")
+    differs = sorted(k for k in set(encoded) | set(dataset) if encoded.get(k) != dataset.get(k))
+    if differs:
+        raise DataError(
+            f"the latent cache {folder} holds another train split of {data.name} than this one (they differ in "
+            f"{', '.join(differs)}: cached {', '.join(str(encoded.get(k)) for k in differs)}; here "
+            f"{', '.join(str(dataset.get(k)) for k in differs)}; another dataset.validation, root or image size?); "
+            "encode this split again into another folder")
+    cached = manifest.get("vae") or {}
+    differs = sorted(k for k in set(cached) | set(identity) if cached.get(k) != identity.get(k))
+    if differs:
+        raise DataError(
+            f"the latent cache {folder} was encoded with another VAE than the one this distill renders with "
+            f"(they differ in {', '.join(differs)}): cached {cached.get('name')!r}, adapter {cached.get('adapter')}; "
+            f"yours {identity.get('name')!r}, adapter {identity.get('adapter')}. Pass the --vae (and --vae-input-size, "
+            "--vae-resize) it was encoded with, or encode with yours: latentdd encode --vae ... --out NEWDIR")
+
+
+def load_synthetic(folder: Path, class_names: list[str]) -> tuple[SyntheticLatents, float]:
+    """The synthetic latents a `distill_to_folder` folder stores, and the seconds their distillation took."""
+    folder = Path(folder)
+    again = "distil them again (delete the folder or drop latents_from)"
+    try:
+        meta = json.loads((folder / "distill.json").read_text())
+    except (OSError, ValueError) as err:
+        raise DataError(f"cannot read the synthetic latents in {folder}: {err}; {again}") from err
+    # Folders written before SyntheticLatents.save kept the non-tensor fields in distill.json only.
+    legacy = {"class_names": class_names, "method": meta["method"], "params": meta["params"], "extras": meta["extras"]}
+    synthetic = SyntheticLatents.load(folder / "latents.safetensors", legacy=legacy)
+    if list(synthetic.class_names) != list(class_names):
+        raise DataError(f"the synthetic latents in {folder} are of classes {synthetic.class_names[:5]}..., "
+                        f"not this dataset's {list(class_names)[:5]}...; {again}")
+    return synthetic, meta["record"]["stage_seconds"]["distill"]
+
+
+def distill_to_folder(
+    space: LatentSpace,
+    method: str,
+    ipc: int,
+    seed: int,
+    out: Path | str,
+    *,
+    params: dict | None = None,
+    overwrite: bool = False,
+    config: dict | None = None,
+    request: dict | None = None,
+    decoder=None,
+    decoder_record: dict | None = None,
+    latents_from: Path | None = None,
+    checkpoint_dir: Path | None = None,
+    progress: bool = False,
+) -> Path:
+    """Distil `ipc` latents per class with `method`, render them (`decoder`, VAE decoding by default), write `out`.
+
+    out/images: the image folder (+ manifest with the protocol record so far);
+    out/latents.safetensors: `SyntheticLatents.save` -- latents (M, c, h, w), labels (M,), weights (M,) if any,
+    and the method, parameters and extras;
+    out/grid.png: the images, a row per class;
+    out/distill.json: method, parameters, extras (quantization errors, indices, ...) and
+    `request`, what the caller asked for (compared by `latentdd run` on resume).
+    latents_from: a folder this function wrote earlier for the same method, parameters,
+    IPC, seed and latents (the caller checks): its synthetic latents are rendered again
+    instead of distilled again; the record keeps the original distill time.
+    checkpoint_dir: where an iterative distiller (bacon) checkpoints, kept afterwards so a
+    later call with more iterations continues from it; by default `<out>.checkpoint`,
+    removed once the folder is written.
+    The distill time recorded is the distiller's own count when it reports one (a resumed
+    BACON run: the seconds of all its iterations), else this call's.
+    Written into a temporary sibling folder and renamed into place; an existing `out` must be a
+    folder latentdd wrote (or an empty one), which is checked, like `out`'s writability, first.
+    """
+    from latentdd.distill import DistillContext, make_distiller
+    from latentdd.distill.matching import remove_checkpoint
+
+    out = Path(out).expanduser()
+    tmp = start_output(out, overwrite=overwrite)  # refuses a foreign or unwritable `out` before any work
+    try:
+        t = time.perf_counter()
+        extra = {}
+        if latents_from is not None:
+            synthetic, distill_seconds = load_synthetic(latents_from, list(space.latents.class_names))
+        else:
+            distiller = make_distiller(method, **(params or {}))
+            if getattr(distiller, "uses_context", False):  # e.g. bacon: the decoder, checkpoints beside the output
+                chain = checkpoint_dir or out.with_name(f"{out.name}.checkpoint")
+                extra["context"] = DistillContext(decode=space.decode, progress=progress, checkpoint_dir=chain,
+                                                  cache_dir=space.cache_dir)
+            synthetic: SyntheticLatents = distiller.distill(space.latents, ipc, seed=seed, **extra)
+            distill_seconds = synthetic.extras.get("seconds", time.perf_counter() - t)
+        t = time.perf_counter()
+        decoder = decoder or VAEDecoder(space.vae, space.adapter)
+        images = decoder.render(synthetic, seed=seed)
+        tiling = synthetic.extras.get("factorization") or {}
+        if tiling.get("tiles") == "decoded":  # a matching method's whole-latent tiles: pooled and tiled here
+            images = tile_set(images, tiling["factor"])
+        render_seconds = time.perf_counter() - t
+        record = protocol_record(
+            dataset=space.record["dataset"], vae=space.record["vae"],
+            method={"name": method, **synthetic.params}, ipc=ipc, decoder=decoder_record or decoder.record(),
+            evaluator={}, num_eval=0, seeds=[seed],
+            stage_seconds={**space.seconds, "distill": distill_seconds, "render": render_seconds},
+        )
+        if latents_from is not None:
+            record["method"]["latents_from"] = str(latents_from)
+        if "device" in synthetic.extras:  # what ran the method (kmeans: faiss on the GPU or the CPU)
+            record["method"]["ran_on"] = {k: synthetic.extras[k] for k in ("backend", "device") if k in synthetic.extras}
+        export_image_folder(images, tmp / "images", record=record)
+        (tmp / "grid.png").write_bytes(image_grid(images))  # a row per class, for a look at a glance
+        synthetic.save(tmp / "latents.safetensors")
+        atomic_write_json(tmp / "distill.json", {"method": method, "params": synthetic.params, "ipc": ipc,
+                                                 "seed": seed, "extras": synthetic.extras, "record": record,
+                                                 "request": request})
+        if config:
+            save_resolved(tmp / "config.yaml", config)
+        mark(tmp, "distill")
+        replace_dir(tmp, out, overwrite=overwrite)
+        if "context" in extra and checkpoint_dir is None:
+            remove_checkpoint(extra["context"].checkpoint_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

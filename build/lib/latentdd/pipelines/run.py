@@ -1,0 +1,624 @@
+"""The main job: fit or load the VAE, encode (cached), distil, render, evaluate, tabulate.
+
+Every stage is cached and resumable: the fitted VAE and the latent cache by content,
+each method's folder by its request, the random-real subset and each evaluation report
+by a `cachekey.content_key` of their inputs (the images' content, the data, the resolved
+settings), so a second run only redoes what changed; within an evaluation, each finished
+training (reports/partial/), so an interrupted one resumes at its next. The random-real baseline (real
+pixels, no VAE) is evaluated under the same protocol in the same run, as every table
+must have it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from latentdd.cachekey import content_key, split_sha256
+from latentdd.config import DataConfig, save_resolved
+from latentdd.data import dataset_info
+from latentdd.distill import distiller_params, make_distiller
+from latentdd.errors import DataError, LatentDDError
+from latentdd.evaluate.consistency import Judge, JudgeConfig, class_consistency, fit_judge
+from latentdd.evaluate.trainer import EvalConfig, channel_stats, evaluate_synthetic
+from latentdd.export import export_image_folder, load_image_folder, read_manifest
+from latentdd.io import atomic_write_json, atomic_write_text, claim_folder
+from latentdd.record import protocol_record
+from latentdd.pipelines.baseline import random_real
+from latentdd.pipelines.cross_arch import EvaluatedSet, parse_students, resolve_students, subsets_text, write_cross_arch
+from latentdd.pipelines.distill import DecoderConfig, LatentSpaceConfig, distill_to_folder, make_decoder, prepare_latent_space
+
+log = logging.getLogger(__name__)
+
+# What `run` and `compare` give a method named without parameters (a bare `dm` in --methods or
+# YAML): the settings measured best on Fashion-MNIST on 2 CPU cores, chosen on the val split
+# (results/matching_fashion_mnist/README.md), by the IPC they were measured at. An IPC takes the
+# settings of the largest measured IPC not above it (the smallest for IPCs below every one). The
+# registered distiller keeps its reference's defaults (DM: 20,000 iterations, 256 real images per
+# class), which take days on a CPU; a mapping entry (`{method: dm, params: {...}}`) gets exactly its
+# params over those.
+# The embedding forward is compiled, and the real batch's forward runs in bfloat16: the same val accuracy as
+# eager float32 on the same machine and seed, at about a third of the seconds
+# (results/matching_fashion_mnist/search_dm_fit_fast).
+# At IPC 1 the 4 factorized tiles of a stored image are whole latents, each decoded, pooled and tiled ("decoded"):
+# 75.85 on val at 250 iterations against 71.97 at 500 for quarter-latent tiles; on test 76.22 against 70.64
+# (results/matching_fashion_mnist/search_ipc1_decoded_tiles, matching_ipc1_decoded_tiles).
+# At IPC 50 DM runs longer: on val 85.18 / 85.72 / 85.97 after 300 / 1000 / 2000 iterations (837 / 2775 / 5606 s
+# on a core; 84.88 / 85.65 at 300 / 1000 with 256 real images a class), so it takes 1000: within one training's
+# spread of 2000, at half the time (results/matching_fashion_mnist/search_ipc50_dm_b128, search_ipc50_dm_b256). Real
+# init (83.43 at 300), the network bank (85.42 / 85.70 at 300 / 1000) and the bank at lr 1.0 (85.52 at 300) did not
+# beat it (search_ipc50_dm_real, search_ipc50_dm_bank, search_ipc50_dm_bank_lr1).
+# IDM and BACON embed the decoded latents with snapshots from a network bank (2 ConvNets trained once on the decoded
+# real latents, cached by content) instead of the reference's in-loop pool, whose training is 87% of an iteration's
+# cost. At IPC 1, IDM's settings chosen on val (76.17 against DM's 75.85; test 76.79), which BACON shares, as the
+# reference's BACON shares IDM's code and lr; at IPC 10, DM's val-chosen settings on the bank (not searched for
+# these two; test IDM 78.28, BACON 79.47). A bare `bacon` takes the reference code's batch-mean loss: the paper's
+# per-point loss scored below it on val at both IPCs (search_ipc1_bacon_losses, search_ipc10_bacon_paper).
+# DC and DSA take the cuts of their measured rows (one outer round an iteration, 64 real images a class; not
+# searched): at their reference's IPC-10 schedule an iteration takes about 6 minutes on one core.
+FAST_FORWARD = {"compile": "auto", "real_precision": "bfloat16"}
+_BANK = {"networks": "bank", "bank_nets": 2, "bank_steps": [0, 50, 100, 200, 400]}
+_BANK_IPC1 = {"embedding": "pixel", "batch_real": 256, "factor": 2, "tiles": "decoded", "lr": 1.0, "iterations": 250,
+              **_BANK, **FAST_FORWARD}  # real init
+_DM_IPC10 = {"embedding": "pixel", "batch_real": 128, "init": "kmeans", "lr": 0.5, "iterations": 300, **FAST_FORWARD}
+_BANK_IPC10 = _DM_IPC10 | _BANK
+_GRADIENT = {"outer_loop": 1, "inner_loop": 1, "batch_real": 64}  # real init, lr 0.1
+RUN_SETTINGS: dict[str, dict[int, dict]] = {
+    "dm": {
+        1: {"embedding": "pixel", "batch_real": 64, "factor": 2, "tiles": "decoded", "iterations": 250,
+            **FAST_FORWARD},  # real init, lr 1.0
+        10: _DM_IPC10,
+        50: _DM_IPC10 | {"iterations": 1000},
+    },
+    "idm": {1: _BANK_IPC1, 10: _BANK_IPC10},
+    "bacon": {1: {"loss": "bacon-reference", **_BANK_IPC1}, 10: {"loss": "bacon-reference", **_BANK_IPC10}},
+    "dc": {1: _GRADIENT | {"iterations": 200}, 10: _GRADIENT | {"iterations": 300}},
+    "dsa": {1: _GRADIENT | {"iterations": 200}, 10: _GRADIENT | {"iterations": 300}},
+}
+
+
+def run_settings(method: str, ipc: int) -> dict:
+    """The measured settings a bare `method` takes at `ipc` ({} for a method without any)."""
+    by_ipc = RUN_SETTINGS.get(method, {})
+    if not by_ipc:
+        return {}
+    below = [measured for measured in by_ipc if measured <= ipc]
+    return dict(by_ipc[max(below) if below else min(by_ipc)])
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One row family of the table: a registered distiller with parameters, under a label.
+
+    In YAML a method is a registry name (`kmeans`; `dm` gets `run_settings` by IPC) or a mapping
+    `{method: kmeans, params: {medoid: true}, label: kmeans-medoid, use_weights: true}`;
+    the label names the output folder and the table row (default: the name, then
+    `key=value` of each parameter); use_weights (optional) overrides the run's; ipcs
+    (optional) limits the method to those of the run's IPCs (e.g. a costly variant at
+    IPC 10 only).
+
+    curve (optional, iterative distillers such as bacon/idm): a list of increasing
+    iteration counts, e.g. [250, 500, 1000]. One optimisation runs to the largest, and the
+    set after each count becomes its own folder and row, `<label>_it<N>` (an accuracy vs.
+    iterations curve for the price of the longest run: each point continues from the
+    previous point's checkpoint, kept in `<label>_ipc<IPC>.checkpoint`).
+    """
+
+    method: str
+    params: dict = field(default_factory=dict)
+    label: str = ""
+    use_weights: bool | str | None = None
+    ipcs: tuple[int, ...] | None = None
+    curve: tuple[int, ...] | None = None
+    chain: str | None = None  # a curve point: the curve's label, which names the shared checkpoint
+
+    @classmethod
+    def parse(cls, entry: str | dict) -> MethodSpec:
+        if isinstance(entry, str):
+            entry = {"method": entry, "label": entry}
+        if not isinstance(entry, dict) or not isinstance(entry.get("method"), str):
+            raise DataError(f"run.methods: each entry is a distiller name or a mapping with `method`; got {entry!r}")
+        unknown = sorted(set(entry) - {"method", "params", "label", "use_weights", "ipcs", "curve"})
+        if unknown:
+            raise DataError(f"run.methods entry {entry!r}: unknown key(s) {unknown}; "
+                            "known: method, params, label, use_weights, ipcs, curve")
+        ipcs = entry.get("ipcs")
+        if ipcs is not None:
+            _check_counts(ipcs, f"run.methods entry {entry!r}: ipcs")
+        _check_use_weights(entry.get("use_weights"), allow_none=True)
+        params = dict(entry.get("params") or {})
+        distiller = make_distiller(entry["method"], **params)  # unknown names and bad parameters fail here
+        params = {key: getattr(distiller, key) for key in params}  # coerced: YAML's "1e-3" is 0.001
+        curve = entry.get("curve")
+        if curve is not None:
+            _check_counts(curve, f"run.methods entry {entry!r}: curve")
+            if list(curve) != sorted(set(curve)):
+                raise DataError(f"run.methods entry {entry!r}: curve must list iteration counts in increasing "
+                                f"order, each once; got {curve}")
+            if not getattr(distiller, "uses_context", False) or "iterations" in params:
+                raise DataError(f"run.methods entry {entry!r}: curve needs an iterative distiller (bacon, idm) "
+                                "and sets `iterations` itself: drop it from params")
+        label = entry.get("label") or "-".join([entry["method"], *(f"{k}={v}" for k, v in sorted(params.items()))])
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.=+-]*", label):
+            raise DataError(f"run.methods label {label!r} must be a plain folder name (letters, digits, _ . = + -)")
+        return cls(entry["method"], params, label, entry.get("use_weights"), None if ipcs is None else tuple(ipcs),
+                   None if curve is None else tuple(curve))
+
+    def points(self) -> list[MethodSpec]:
+        """The spec itself, or one spec per curve point (`<label>_it<N>`, iterations N)."""
+        if self.curve is None:
+            return [self]
+        return [replace(self, params=self.params | {"iterations": n}, label=f"{self.label}_it{n}", curve=None,
+                        chain=self.label) for n in self.curve]
+
+    def runs_at(self, ipc: int) -> bool:
+        return self.ipcs is None or ipc in self.ipcs
+
+
+@dataclass
+class RunConfig:
+    """What the main job distils and how it evaluates.
+
+    use_weights: true evaluates weighted methods (kmeans) with their weights, false
+    without, "both" gives one row each.
+    eval_split: "test", or "val" (the split `dataset.validation` holds out of train) for
+        choosing settings (decoder strength, guidance, iterations) without the test split.
+    latents_from: an earlier run's folder; where it holds a method's latents made with the
+        same method, parameters, IPC, seed and VAE, they are rendered again (with this run's
+        decoder) instead of distilled again. A folder of this run whose decoder changed is
+        reused the same way.
+    latents_dir: the train split's latent cache that `latentdd encode --out DIR` wrote (e.g. with several
+        processes), read instead of encoding; DataError unless it holds this dataset's train split encoded
+        with this VAE and input adapter. Default: the content-keyed cache under latent.cache_dir.
+    consistency: also report each set's class consistency, the share of its images that a
+        ConvNet trained on the whole real train split calls their class
+        (`latentdd.evaluate.consistency`; the judge is cached under cache_dir/judge).
+    calibration: a calibration folder of the same dataset; its full-data (hard-label) accuracy
+        gives each set's HLR and LRS (`latentdd.evaluate.scores`) under a hard-label protocol.
+        IOR (vs the random-real subsets of the same IPC and protocol) is always reported.
+    random_real_num_eval: trainings per random-real subset (default: the evaluator's num_eval), e.g. 1
+        beside 3 per distilled set: the baseline's spread is the subsets'.
+    random_real_part: this process evaluates only random-real subset K (0-based, seed seed + K) and no
+        distilled set: one part of a run split across processes, which the whole run gathers with reports_from.
+    reports_from: earlier run folders whose reports/ this run may reuse. A training is its seed's alone, so
+        an evaluation there of the same images (content), data and evaluator settings, whatever its num_eval,
+        gives its trainings seed by seed (e.g. a random-real baseline measured by another run, or a set's
+        one training extended to three); the report lists each under record.reused_trainings with the
+        report it came from. This run's own reports are reused the same way (two methods that pick the
+        same images train once). Only trainings that ran as their settings asked (no compile fallback).
+    students: the cross-architecture table (`latentdd.pipelines.cross_arch`): every set and random-real subset
+        evaluated again on each of these students, presets (`resnet18`, `convnet-bn`, ...) or mappings of
+        evaluator overrides (`{model: convnet, norm: batchnorm, label: convnet-bn}`), written to
+        cross_arch.md / .json. Default none: only the evaluator's table.
+    """
+
+    methods: list = field(default_factory=lambda: ["dm", "kmeans"])  # dm: RUN_SETTINGS
+    ipcs: list[int] = field(default_factory=lambda: [10])
+    seed: int = 0
+    use_weights: bool | str = True
+    random_real: bool = True  # the pixel-space random-real baseline, same protocol
+    random_real_subsets: int = 5  # independently drawn subsets (seeds seed, seed + 1, ...), as DC reports it
+    random_real_num_eval: int | None = None  # trainings per random-real subset; None: the evaluator's num_eval
+    random_real_part: int | None = None  # only subset K, no distilled set (a part of a run split across processes)
+    reports_from: list[str] = field(default_factory=list)  # earlier runs whose trainings are reused, seed by seed
+    eval_split: str = "test"
+    latents_from: str | None = None
+    latents_dir: str | None = None
+    consistency: bool = False
+    calibration: str | None = None  # a `latentdd calibrate --out` folder: its full-data accuracy gives HLR and LRS
+    students: list = field(default_factory=list)  # cross-architecture table: see latentdd.pipelines.cross_arch
+
+    def __post_init__(self) -> None:
+        _check_use_weights(self.use_weights)
+        if self.eval_split not in ("test", "val"):
+            raise DataError(f"run.eval_split must be test or val; got {self.eval_split!r}")
+        _check_counts(self.ipcs, "run.ipcs")
+        _check_counts([self.random_real_subsets], "run.random_real_subsets")
+        if self.random_real_num_eval is not None:
+            _check_counts([self.random_real_num_eval], "run.random_real_num_eval")
+        if self.random_real_part is not None and not (self.random_real and
+                                                      0 <= self.random_real_part < self.random_real_subsets):
+            raise DataError(f"run.random_real_part must name one of the run's {self.random_real_subsets} random-real "
+                            f"subsets (0 to {self.random_real_subsets - 1}) with run.random_real on; "
+                            f"got {self.random_real_part!r}")
+        if not isinstance(self.reports_from, list) or not all(isinstance(p, str) for p in self.reports_from):
+            raise DataError(f"run.reports_from must be a list of run folders; got {self.reports_from!r}")
+        idle = [spec.label for spec in self.specs() if not any(map(spec.runs_at, self.ipcs))]
+        if idle and len(idle) == len(self.specs()):
+            raise DataError(f"run.methods {idle}: their ipcs include none of run.ipcs {self.ipcs}")
+        if idle:  # a config's per-IPC variants, with run.ipcs (--ipc) narrowed to the other IPCs
+            log.warning("run.methods %s: their ipcs include none of run.ipcs %s; skipped", idle, self.ipcs)
+        for ipc in self.ipcs:
+            labels = [spec.label for spec in self.specs() if spec.runs_at(ipc)]
+            if len(set(labels)) != len(labels):
+                raise DataError(f"run.methods labels must be distinct; got {labels} (give each variant a `label`)")
+        parse_students(self.students)
+
+    def specs(self) -> list[MethodSpec]:
+        """Every row family, a curve's points each on their own; a bare name with measured settings
+        (`run_settings`) one spec per group of run.ipcs that share them."""
+        return [point for entry in self.methods for spec in self._parse(entry) for point in spec.points()]
+
+    def _parse(self, entry: str | dict) -> list[MethodSpec]:
+        if not (isinstance(entry, str) and entry in RUN_SETTINGS):
+            return [MethodSpec.parse(entry)]
+        groups: dict[str, tuple[dict, list[int]]] = {}
+        for ipc in self.ipcs:
+            settings = run_settings(entry, ipc)
+            groups.setdefault(json.dumps(settings, sort_keys=True), (settings, []))[1].append(ipc)
+        return [MethodSpec.parse({"method": entry, "label": entry, "params": settings, "ipcs": ipcs})
+                for settings, ipcs in groups.values()]
+
+    def weight_modes(self, spec: MethodSpec) -> list[bool]:
+        mode = self.use_weights if spec.use_weights is None else spec.use_weights
+        return [True, False] if mode == "both" else [mode]
+
+
+def _check_counts(value, what: str) -> None:
+    """DataError unless `value` is a non-empty list of positive integers (IPCs, a curve's iteration counts)."""
+    if not isinstance(value, list) or not value or \
+            any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
+        raise DataError(f"{what} must be a list of positive integers; got {value!r}")
+
+
+def _check_use_weights(value, allow_none: bool = False) -> None:
+    if not (value is True or value is False or value == "both" or (allow_none and value is None)):
+        raise DataError(f"use_weights must be true, false or both; got {value!r}")
+
+
+def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator: EvalConfig, out: Path,
+        *, decoder: DecoderConfig | None = None, progress: bool = True, teacher=None) -> list[dict]:
+    """The main job (see the module docstring); `teacher` (a TeacherConfig): the soft protocol's teacher
+    (default: fitted on the train split, cached)."""
+    students = resolve_students(config.students, evaluator)  # each student's settings checked before any work
+    earlier = [Path(folder).expanduser() / "reports" for folder in config.reports_from]
+    for folder in earlier:
+        if not folder.is_dir():
+            raise DataError(f"run.reports_from: {folder} is not a folder; give run folders (with a reports/ "
+                            "sub-folder) that `latentdd run` or `compare` wrote")
+    # Missing, empty or latentdd's, and writable -- checked before any fitting (latentdd.io).
+    out = claim_folder(Path(out), "run")
+    decoder = decoder or DecoderConfig()
+    save_resolved(out / "config.yaml",
+                  {"dataset": data, "latent": space, "decoder": decoder, "run": config, "evaluator": evaluator})
+    t0 = time.perf_counter()
+    prepared = prepare_latent_space(data, space, latents_dir=config.latents_dir, progress=progress)
+    renderer, decoder_record = make_decoder(decoder, prepared, space.cache_dir, progress=progress)
+    # Folders rendered by the plain VAE before decoders were configurable keep their request (and reports).
+    # The prior: the fitted prior's name (its content hash), or the pretrained model (hub id or folder).
+    decoder_request = None if decoder.name == "vae" else dataclasses.asdict(decoder) | {
+        "prior": decoder_record.get("prior") or decoder_record.get("model")}
+    mean, std = channel_stats(prepared.train)
+    flip = dataset_info(data.name).flip_augment
+    held_out = prepared.test if config.eval_split == "test" else data.load("val")
+    # What every report also depends on: the held-out split, and the train split (its channel stats).
+    held_images, held_labels, _ = split_sha256(held_out.iter_batches(space.batch_size))
+    data_key = content_key("evaluation-data", train=prepared.train_sha256, flip=flip,
+                           held_out={"images_sha256": held_images, "labels_sha256": held_labels})
+    labeller = None
+    if evaluator.loss == "teacher_kl":  # the soft protocol: one teacher labels the batches of every set
+        from latentdd.evaluate.teacher import TeacherConfig, resolve_teacher
+
+        labeller = resolve_teacher(teacher or TeacherConfig(cache_dir=space.cache_dir), prepared.train, prepared.test,
+                                   progress=progress)
+    full_data = _full_data_accuracy(config.calibration, data.name) if config.calibration else None
+    trainings = Trainings([out / "reports", *earlier])
+    evaluate = partial(_evaluate, test=held_out, evaluator=evaluator, mean=mean, std=std, flip=flip,
+                       reports=out / "reports", data_key=data_key, progress=progress, teacher=labeller,
+                       trainings=trainings)
+    judge = fit_judge(prepared.train, prepared.test, JudgeConfig(), Path(space.cache_dir) / "judge",
+                      progress=progress) if config.consistency else None
+    consistency = {}
+    rows = []
+    sets: list[EvaluatedSet] = []  # what the cross-architecture table evaluates again on each student
+    distilled = config.specs() if config.random_real_part is None else []  # a random-real part distils nothing
+    for ipc in config.ipcs:
+        for spec in filter(lambda s: s.runs_at(ipc), distilled):
+            folder = out / f"{spec.label}_ipc{ipc}"
+            request = _distill_request(spec, ipc, config.seed, prepared.record["vae"], decoder_request)
+            if _stored_request(folder) != request:
+                candidates = [folder] + ([Path(config.latents_from) / folder.name] if config.latents_from else [])
+                chain = out / f"{spec.chain}_ipc{ipc}.checkpoint" if spec.chain else None
+                distill_to_folder(prepared, spec.method, ipc, config.seed, folder, params=spec.params,
+                                  overwrite=True, request=request, decoder=renderer, decoder_record=decoder_record,
+                                  latents_from=_same_latents(request, candidates), checkpoint_dir=chain,
+                                  progress=progress)
+            extras = json.loads((folder / "distill.json").read_text())["extras"]
+            for use_weights in config.weight_modes(spec):
+                # A factorized set (e.g. bacon with factor 2) trains on its tiles, whatever the evaluator's factor.
+                row = evaluate(folder / "images", spec.label, ipc, use_weights=use_weights,
+                               factor=spec.params.get("factor", evaluator.factor))
+                row["quantization_error"] = _mean_or_none(extras.get("quantization_error"))
+                sets.append(EvaluatedSet(folder / "images", spec.label, ipc, use_weights, spec.params.get("factor")))
+                if judge is not None:
+                    row["class_consistency"] = _consistency(judge, folder / "images", consistency)
+                if row not in rows:  # an unweighted set gives the same row under both modes
+                    rows.append(row)
+        if config.random_real:
+            subset_evaluator = replace(evaluator, num_eval=config.random_real_num_eval or evaluator.num_eval)
+            subsets = []
+            parts = range(config.random_real_subsets) if config.random_real_part is None else [config.random_real_part]
+            for i in parts:  # DC's baseline: independently drawn subsets, seed + i
+                seed = config.seed + i
+                folder = out / f"random-real-s{seed}_ipc{ipc}"
+                # Keyed on what draws the subset: the train split's content, the IPC and the seed.
+                key = content_key("random-real", train=prepared.train_sha256, ipc=ipc, seed=seed)
+                if _stored_key(folder) != key:
+                    subset = random_real(prepared.train, ipc, seed)
+                    subset.meta["key"] = key
+                    record = protocol_record(dataset=prepared.record["dataset"], method=subset.meta["method"],
+                                             ipc=ipc, evaluator={}, num_eval=0, seeds=[seed])
+                    export_image_folder(subset, folder, record=record, overwrite=True)
+                row = evaluate(folder, f"random-real (pixels) s{seed}", ipc, use_weights=False,
+                               evaluator=subset_evaluator) | {"quantization_error": None,
+                                                              "subset_of": "random-real (pixels)"}
+                sets.append(EvaluatedSet(folder, f"random-real (pixels) s{seed}", ipc, False,
+                                         subset_of="random-real (pixels)"))
+                if judge is not None:
+                    row["class_consistency"] = _consistency(judge, folder, consistency)
+                subsets.append(row)
+            rows += subsets + [_over_subsets(subsets, "random-real (pixels)", ipc)]
+    if judge is not None:
+        atomic_write_json(out / "consistency.json", {"judge": judge.report, "sets": consistency})
+    _add_relative_scores(rows, full_data if evaluator.loss == "ce" and not evaluator.use_soft_labels else None)
+    atomic_write_json(out / "results.json", rows)
+    table = results_markdown(rows, data.name, evaluator, prepared.record["vae"], time.perf_counter() - t0,
+                             eval_split=f"{config.eval_split} ({len(held_out)} images)")
+    atomic_write_text(out / "results.md", table)
+    if students:
+        write_cross_arch(sets, students, evaluate, evaluator=evaluator, out=out, dataset=data.name,
+                         eval_split=f"{config.eval_split} ({len(held_out)} images)")
+    return rows
+
+
+def _distill_request(spec: MethodSpec, ipc: int, seed: int, vae: dict, decoder: dict | None = None) -> dict:
+    """Everything a distilled folder depends on, in JSON form (compared on resume)."""
+    params = distiller_params(spec.method) | spec.params
+    vae = {k: v for k, v in vae.items() if k != "fit_report"}  # the fit report says whether it was cached
+    request = {"method": spec.method, "params": params, "ipc": ipc, "seed": seed, "vae": vae}
+    if decoder is not None:
+        request["decoder"] = decoder
+    return _as_json(request)
+
+
+def _as_json(value):
+    """`value` as it reads back from JSON (tuples become lists, ...), so that it compares with stored values."""
+    return json.loads(json.dumps(value))
+
+
+def _with_defaults(stored: dict, defaults: dict) -> dict:
+    """Stored settings, with each setting added to the code since then read as its default (a new
+    setting's default keeps the behaviour from before it existed)."""
+    return _as_json(defaults) | stored
+
+
+def _same_latents(request: dict, folders: list[Path]) -> Path | None:
+    """The first folder whose synthetic latents `request` would reproduce (all but the decoder match)."""
+    latents_only = {k: v for k, v in request.items() if k != "decoder"}
+    for folder in folders:
+        stored = _stored_request(folder)
+        if (folder / "latents.safetensors").exists() and stored is not None and \
+                {k: v for k, v in stored.items() if k != "decoder"} == latents_only:
+            return folder
+    return None
+
+
+def _stored_request(folder: Path) -> dict | None:
+    """The request a folder was made for (its distiller's parameters added since, at their defaults)."""
+    path = folder / "distill.json"
+    request = json.loads(path.read_text()).get("request") if path.exists() else None
+    if request is not None:
+        request["params"] = _with_defaults(request["params"], distiller_params(request["method"]))
+        if request.get("decoder") is not None:
+            request["decoder"] = _with_defaults(request["decoder"], dataclasses.asdict(DecoderConfig()))
+    return request
+
+
+def _stored_key(folder: Path) -> str | None:
+    """The content key an exported folder was written under (in its manifest's meta), if any."""
+    try:
+        return (read_manifest(folder).get("meta") or {}).get("key")
+    except (LatentDDError, OSError, ValueError):  # missing or unreadable: made again
+        return None
+
+
+def images_key(manifest: dict) -> str:
+    """Content key of an image folder's set: each image's sha256, label and weight in set order, the class
+    names and soft labels -- not the manifest's bytes, whose record holds stage timings."""
+    images = [[entry["sha256"], entry["label"], entry.get("weight")] for entry in manifest["images"]]
+    return content_key("image-set", images=images, class_names=manifest["class_names"],
+                       image_shape=manifest["image_shape"], soft_labels=manifest.get("soft_labels"))
+
+
+def _read_json(path: Path) -> dict:
+    """A report latentdd wrote, or {} when there is none or it is unreadable (warned: it lends nothing, and an
+    evaluation's own report is made again)."""
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError) as err:
+        log.warning("report %s is unreadable (%s); not used", path, err)
+        return {}
+
+
+class Trainings:
+    """The finished trainings in report folders, by what one depends on: the set's images, the data and the
+    evaluator's settings but for num_eval and seed (training i of an evaluation runs with seed + i, alone)."""
+
+    def __init__(self, folders: list[Path]) -> None:
+        self.found: dict[str, dict[int, dict]] = {}
+        for folder in folders:
+            # Whole reports first, then the trainings kept one by one while an evaluation ran (_evaluate).
+            for path in sorted(folder.glob("*.json")) + sorted(folder.glob("partial/*.json")):
+                self.add(path, _read_json(path))  # an unreadable one lends nothing
+
+    @staticmethod
+    def key(inputs: dict) -> str:
+        evaluator = {k: v for k, v in inputs["evaluator"].items() if k not in ("num_eval", "seed")}
+        return content_key("evaluate-training", **(inputs | {"evaluator": evaluator}))
+
+    def add(self, path: Path, report: dict) -> None:
+        """Index a report's trainings (one of `evaluate`'s, that ran as its settings asked)."""
+        full = report.get("record", {})
+        record = full.get("evaluator", {})
+        if "inputs" not in report or not isinstance(report.get("seeds"), list) or record.get("compile_fallback"):
+            return
+        found = self.found.setdefault(self.key(report["inputs"]), {})
+        reused = {r["seed"]: r for r in full.get("reused_trainings", [])}
+        for seed, accuracy, seconds in zip(report["seeds"], report["accuracies"], report["train_seconds"]):
+            # A reused training keeps the report that trained it.
+            source = reused.get(seed, {"report": str(path), "compiled": record.get("compiled")})
+            found.setdefault(seed, {"accuracy": accuracy, "seconds": seconds} | source)
+
+    def get(self, inputs: dict, seeds: list[int]) -> dict[int, dict]:
+        found = self.found.get(self.key(inputs), {})
+        return {seed: found[seed] for seed in seeds if seed in found}
+
+
+def _evaluate(images: Path, label: str, ipc: int, *, use_weights: bool, test, evaluator: EvalConfig, mean, std, flip,
+              reports: Path, progress: bool, factor: int | None = None, data_key: str = "", teacher=None,
+              trainings: Trainings | None = None) -> dict:
+    """Evaluate a folder (or reuse its report when the set's images, the evaluator and the data are unchanged;
+    `trainings`: finished trainings of the same set, data and settings, reused seed by seed)."""
+    synthetic = load_image_folder(images, class_names=list(test.class_names))
+    # Equal weights train exactly like no weights; only a non-uniform set is "weighted".
+    weights = synthetic.weights
+    weighted = use_weights and weights is not None and not bool((weights == weights[0]).all())
+    folder = images.parent if images.name == "images" else images
+    split = getattr(test, "split", "test")
+    on_val = split == "val"  # val reports sit beside the test ones, never in their place
+    path = reports / f"{folder.name}{'_weighted' if weighted else ''}{'_val' if on_val else ''}.json"
+    cfg = replace(evaluator, use_weights=weighted, factor=evaluator.factor if factor is None else factor)
+    manifest = read_manifest(images)
+    inputs = {"evaluator": cfg.identity(), "images": images_key(manifest), "data": data_key}
+    if teacher is not None:
+        inputs["teacher"] = teacher.record.get("key") or teacher.record["name"]
+    if on_val:
+        inputs["evaluated_on"] = f"val ({len(test)} images)"
+    inputs = _as_json(inputs)
+    key = content_key("evaluate", **inputs)
+    report = _read_json(path)
+    if report.get("key") != key:
+        record = manifest.get("record") or {}
+        if on_val:
+            record.setdefault("dataset", {})["evaluated_on"] = inputs["evaluated_on"]
+        seeds = [cfg.seed + i for i in range(cfg.num_eval)]
+        done = trainings.get(inputs, seeds) if trainings is not None else {}
+        # Each training this evaluation runs is kept on disk as it finishes, in the shape of a report (the
+        # Trainings index reads it), so an interrupted evaluation resumes at its next training.
+        kept_path = reports / "partial" / path.name
+        kept = _read_json(kept_path)
+        if kept.get("inputs") != inputs or kept.get("record", {}).get("evaluator", {}).get("compile_fallback"):  # not lent
+            kept = {"inputs": inputs, "seeds": [], "accuracies": [], "train_seconds": [], "record": {}}
+
+        def keep(seed: int, accuracy: float, seconds: float, compile_record: dict) -> None:
+            for field, value in (("seeds", seed), ("accuracies", accuracy), ("train_seconds", seconds)):
+                kept[field].append(value)
+            kept["record"] = {"evaluator": compile_record}
+            atomic_write_json(kept_path, kept)
+
+        result = evaluate_synthetic(synthetic, test, cfg, mean=mean, std=std, flip=flip, record=record,
+                                    progress=progress, teacher=teacher, done=done, on_training=keep)
+        report = result.to_dict() | {"inputs": inputs, "key": key}
+        atomic_write_json(path, report)
+        if not any(r["report"] == str(kept_path) for r in report["record"].get("reused_trainings", [])):
+            kept_path.unlink(missing_ok=True)  # the report holds its trainings; kept only while a report names it
+            with contextlib.suppress(OSError):  # the folder too, unless another training is kept there
+                kept_path.parent.rmdir()
+        if trainings is not None:
+            trainings.add(path, report)
+    return {"method": label + (" + weights" if weighted else ""), "ipc": ipc, "mean": report["mean"],
+            "std": report["std"], "n": len(report["accuracies"]), "report": str(path)}
+
+
+def _consistency(judge: Judge, images: Path, results: dict) -> float:
+    """The share (%) of the folder's images the judge calls their class; details go into `results`."""
+    synthetic = load_image_folder(images, class_names=list(read_manifest(images)["class_names"]))
+    name = images.parent.name if images.name == "images" else images.name
+    results[name] = class_consistency(judge, synthetic.images, synthetic.labels)
+    return results[name]["share"]
+
+
+def _over_subsets(rows: list[dict], label: str, ipc: int) -> dict:
+    """One row for several random subsets, as DC reports random real: mean ± std over the subsets'
+    mean accuracies; `training_std` is the mean of the per-subset spreads over trainings."""
+    means = [r["mean"] for r in rows]
+    return {"method": f"{label}, {subsets_text(len(rows))}", "ipc": ipc, "mean": float(np.mean(means)),
+            "std": float(np.std(means)), "n": len(rows), "quantization_error": None,
+            "training_std": float(np.mean([r["std"] for r in rows])), "subsets": [r["report"] for r in rows],
+            "report": None}
+
+
+def accuracy_text(row: dict) -> str:
+    """"77.20 ± 0.31 (n=3)" over trainings; for random real over subsets, the subsets' spread and the
+    mean training spread beside it."""
+    if row.get("training_std") is None:
+        return f"{row['mean']:.2f} ± {row['std']:.2f} (n={row['n']})"
+    return (f"{row['mean']:.2f} ± {row['std']:.2f} over {subsets_text(row['n'])} (training spread "
+            f"± {row['training_std']:.2f})")
+
+
+def _full_data_accuracy(calibration: str, dataset: str) -> float:
+    """The full-data accuracy (%) a `latentdd calibrate` folder measured (reports/full_data_<E>ep.json)."""
+    reports = sorted(Path(calibration).expanduser().glob("reports/full_data_*ep.json"))
+    if len(reports) != 1:
+        raise DataError(f"run.calibration {calibration}: expected one reports/full_data_<E>ep.json (from `latentdd "
+                        f"calibrate` with full_data_epochs > 0), found {len(reports)}")
+    report = json.loads(reports[0].read_text())
+    name = report.get("record", {}).get("dataset", {}).get("name")
+    if name != dataset:
+        raise DataError(f"run.calibration {calibration} calibrated {name!r}, not {dataset!r}")
+    return float(report["mean"])
+
+
+def _add_relative_scores(rows: list[dict], full_data: float | None) -> None:
+    """IOR of every set vs the random-real subsets of its IPC (same protocol); HLR and LRS when `full_data`."""
+    from latentdd.evaluate.scores import hlr, ior, lrs
+
+    random = {r["ipc"]: [s["mean"] for s in rows if s.get("subset_of") and s["ipc"] == r["ipc"]]
+              for r in rows if r.get("subset_of")}
+    for r in rows:
+        r["ior"] = r["hlr"] = r["lrs"] = None
+        if r.get("subset_of") or r.get("subsets") or r["ipc"] not in random:
+            continue
+        r["ior"] = ior([r["mean"]], [[m] for m in random[r["ipc"]]])
+        if full_data is not None:
+            r["hlr"] = hlr([full_data], [r["mean"]])
+            r["lrs"] = lrs(r["ior"], r["hlr"])
+
+
+def _mean_or_none(values) -> float | None:
+    return float(sum(values) / len(values)) if values else None
+
+
+def results_markdown(rows: list[dict], dataset: str, evaluator: EvalConfig, vae: dict, seconds: float, *,
+                     eval_split: str = "test") -> str:
+    lines = [f"# latentdd run: {dataset}", "",
+             f"VAE `{vae.get('name')}` (latents {vae.get('latent_shape')}); evaluator {evaluator.model}, "
+             f"protocol {evaluator.protocol}, {evaluator.epochs or 'by-IPC'} epochs, "
+             f"{'DSA' if evaluator.dsa else 'no DSA'}, {evaluator.num_eval} run(s) per set, accuracy on the {eval_split} split; "
+             "full protocol records under reports/. "
+             "Latent W2: the class's latents to the set's nearest points, mean over classes. Class consistency: "
+             "the share of the set's images a ConvNet trained on the real train split calls their class "
+             "(consistency.json). IOR: the accuracy minus random real's (the mean over its subsets, same IPC and "
+             "protocol), points; HLR: full data's (run.calibration) minus the set's, points; LRS: DD-Ranking's "
+             "label-robust score, % (latentdd.evaluate.scores).", "",
+             f"| method | IPC | {eval_split.split()[0]} accuracy % (mean ± std, n) | latent W2 | class consistency % "
+             "| IOR | HLR | LRS |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        w2 = "" if r["quantization_error"] is None else f"{r['quantization_error']:.3f}"
+        consistent = "" if r.get("class_consistency") is None else f"{r['class_consistency']:.1f}"
+        scores = [("" if r.get(k) is None else f"{r[k]:+.2f}") for k in ("ior", "hlr")]
+        scores.append("" if r.get("lrs") is None else f"{r['lrs']:.2f}")
+        lines.append(f"| {r['method']} | {r['ipc']} | {accuracy_text(r)} | {w2} | {consistent} | {' | '.join(scores)} |")
+    lines += ["", f"wall time of this invocation: {seconds:.0f} s"]
+    return "\n".join(lines) + "\n"

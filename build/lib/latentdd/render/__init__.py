@@ -1,0 +1,67 @@
+"""Rendering: synthetic latents -> synthetic images at the dataset's shape.
+
+A decoder is a small object with `render(synthetic, seed) -> SyntheticImages` and
+`record() -> dict` (the decoder part of the protocol record). `DECODERS` maps each name
+to the factory that builds it, and is what the CLI's --decoder choices and
+`latentdd.pipelines.distill.make_decoder` both read:
+
+    vae         `latentdd.render.vae.VAEDecoder`: decode each latent directly
+    diffusion   `latentdd.render.diffusion.DiffusionDecoder`: img2img with the prior fitted
+                to the train latents (`latentdd.prior.fit_prior`, cached by content)
+    dit         `latentdd.render.dit.DiTDecoder`: img2img with a pretrained class-conditional
+                DiT (config.prior: hub id or folder)
+    sd-img2img  `latentdd.render.sd_img2img.StableDiffusionImg2ImgDecoder`: D4M's Stable
+                Diffusion img2img, prompted with the class name (config.prior: hub id or folder)
+
+The img2img decoders share their render loop (batches, per-latent noise, the plain VAE
+decoding at strength 0): `latentdd.render.img2img.Img2ImgDecoder`.
+
+A factory takes (config, vae, adapter, latents, cache_dir, progress) -> (decoder, record):
+config has the fields of `latentdd.pipelines.distill.DecoderConfig`; a factory checks that the
+model fits the train latents before it returns, so that nothing is distilled in vain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from latentdd.render.diffusion import DiffusionDecoder
+from latentdd.render.dit import DIT_DEFAULT, DiTDecoder, make_dit_decoder
+from latentdd.render.sd_img2img import SD_DEFAULT, StableDiffusionImg2ImgDecoder, make_sd_img2img_decoder
+from latentdd.render.vae import VAEDecoder
+
+
+def make_vae_decoder(config, vae, adapter, latents, cache_dir, *, progress: bool = True):
+    decoder = VAEDecoder(vae, adapter, config.batch_size)
+    return decoder, decoder.record()
+
+
+def load_or_fit_prior(config, latents, cache_dir, *, device, progress: bool = True):
+    """The diffusion prior of `config.prior` (FitPriorConfig overrides) fitted to `latents`, or loaded
+    from cache_dir/prior -> (unet, scheduler, report)."""
+    from latentdd.prior import FitPriorConfig, fit_prior
+
+    return fit_prior(latents, FitPriorConfig(**config.prior), Path(cache_dir).expanduser() / "prior",
+                     progress=progress, device=device)
+
+
+def make_diffusion_decoder(config, vae, adapter, latents, cache_dir, *, progress: bool = True):
+    """The prior of `config.prior` is fitted to `latents` (or loaded from cache_dir/prior)."""
+    unet, scheduler, report = load_or_fit_prior(config, latents, cache_dir, device=vae.device, progress=progress)
+    decoder = DiffusionDecoder(vae, adapter, unet, dict(scheduler.config), strength=config.strength,
+                               num_inference_steps=config.num_inference_steps, guidance_scale=config.guidance_scale,
+                               eta=config.eta, batch_size=config.batch_size, prior=report["name"])
+    fit = {k: report[k] for k in ("steps", "train_seconds", "final_loss", "num_parameters", "cached")}
+    return decoder, decoder.record() | {"prior_fit": fit, "prior_config": report["config"]}
+
+
+DECODERS: dict[str, Callable] = {"vae": make_vae_decoder, "diffusion": make_diffusion_decoder,
+                                 "dit": make_dit_decoder, "sd-img2img": make_sd_img2img_decoder}
+
+# The model each pretrained decoder loads when config.prior names none.
+PRETRAINED_DEFAULTS: dict[str, str] = {"dit": DIT_DEFAULT, "sd-img2img": SD_DEFAULT}
+
+__all__ = ["DECODERS", "PRETRAINED_DEFAULTS", "DiTDecoder", "DiffusionDecoder", "StableDiffusionImg2ImgDecoder",
+           "VAEDecoder", "load_or_fit_prior", "make_diffusion_decoder", "make_dit_decoder", "make_sd_img2img_decoder",
+           "make_vae_decoder"]

@@ -1,0 +1,116 @@
+"""What every img2img decoder shares: its parameters' checks, the per-latent noise, and the render loop.
+
+An img2img decoder denoises each synthetic latent part of the way with a diffusion model,
+then decodes it with latentdd's VAE exactly as `VAEDecoder` does:
+
+    steps = self.denoising_steps            0: plain VAE decoding, bit for bit
+    self.check_model(synthetic)             DataError before any work if the model does not fit
+    denoise = self.batch_denoiser(synthetic)
+    for each batch [start, stop) of batch_size latents:
+        z = denoise(start, stop, latent_generators(seed, start, stop))    (B, c, h, w) float32
+    images = VAEDecoder(vae, adapter, batch_size).render(denoised latents)
+
+`Img2ImgDecoder.render` holds this loop once; `latentdd.render.diffusion.LatentImg2Img`
+(the fitted prior, DiT) and `latentdd.render.sd_img2img.StableDiffusionImg2ImgDecoder`
+provide the model-specific parts. The noise of latent i comes from a torch.Generator
+seeded by (seed, i) alone and is drawn on the CPU, so the images depend on neither the
+batch size nor the device (up to float rounding).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from collections.abc import Callable
+
+import torch
+
+from latentdd.data.base import SyntheticImages
+from latentdd.errors import DataError
+from latentdd.latents.types import SyntheticLatents
+from latentdd.render.vae import VAEDecoder
+from latentdd.vae.base import LatentVAE, VAEInputAdapter
+
+NOISE_NOTE = "noise of latent i from torch.Generator seeded by sha256(f'{seed}:{i}'), drawn on the CPU"
+
+# denoise(start, stop, generators) -> the denoised latents start..stop-1, (stop - start, c, h, w) float32
+BatchDenoiser = Callable[[int, int, list[torch.Generator]], torch.Tensor]
+
+
+def check_img2img_params(strength: float, num_inference_steps: int, guidance_scale: float, eta: float,
+                         batch_size: int) -> None:
+    """Raise DataError naming the first parameter out of range."""
+    if not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
+        raise DataError(f"strength must lie in [0, 1] (0: plain VAE decoding, 1: from almost pure noise); got {strength!r}")
+    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+        raise DataError(f"num_inference_steps must be a positive integer; got {num_inference_steps!r}")
+    if not isinstance(guidance_scale, (int, float)) or not math.isfinite(guidance_scale) or guidance_scale < 0:
+        raise DataError(f"guidance_scale must be finite and >= 0 (1: no guidance, 0: unconditional); got {guidance_scale!r}")
+    if not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
+        raise DataError(f"eta must lie in [0, 1] (0: deterministic DDIM, 1: DDPM-like); got {eta!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise DataError(f"batch_size must be a positive integer; got {batch_size!r}")
+
+
+def latent_generators(seed: int, start: int, stop: int) -> list[torch.Generator]:
+    """CPU generators for latents start..stop-1: latent i's is seeded by sha256(f"{seed}:{i}") alone."""
+    out = []
+    for i in range(start, stop):
+        digest = hashlib.sha256(f"{int(seed)}:{i}".encode()).digest()
+        out.append(torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1))
+    return out
+
+
+class Img2ImgDecoder:
+    """render() shared by the img2img decoders (see the module docstring).
+
+    Subclasses are dataclasses with fields vae, adapter, strength, num_inference_steps,
+    guidance_scale, eta, batch_size, and provide `denoising_steps`, `check_model` and
+    `batch_denoiser`.
+    """
+
+    vae: LatentVAE
+    adapter: VAEInputAdapter
+    strength: float
+    num_inference_steps: int
+    guidance_scale: float
+    eta: float
+    batch_size: int
+
+    def __post_init__(self) -> None:
+        check_img2img_params(self.strength, self.num_inference_steps, self.guidance_scale, self.eta, self.batch_size)
+
+    @property
+    def denoising_steps(self) -> int:
+        """How many of the num_inference_steps run from each latent (0: plain VAE decoding)."""
+        raise NotImplementedError
+
+    def check_model(self, synthetic: SyntheticLatents) -> None:
+        """Raise DataError when the model does not fit the latents (shape, classes, latent space)."""
+        raise NotImplementedError
+
+    def batch_denoiser(self, synthetic: SyntheticLatents) -> BatchDenoiser:
+        """Set up one render of `synthetic` (labels, prompts, schedule) -> the function that denoises a batch."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def render(self, synthetic: SyntheticLatents, *, seed: int = 0, first_index: int = 0) -> SyntheticImages:
+        """(M, c, h, w) latents -> (M, C, H, W) images in [0, 1]; labels, weights and class names carried.
+
+        Deterministic for a seed: latent i's noise depends on (seed, first_index + i) only.
+        first_index: where `synthetic` starts in the whole set, when it is one process's slice
+        of it (`latentdd.render.parallel`), so that every latent gets the noise it gets in one piece.
+        """
+        plain = VAEDecoder(self.vae, self.adapter, self.batch_size)
+        if self.denoising_steps == 0:
+            return plain.render(synthetic, seed=seed)
+        self.check_model(synthetic)
+        denoise = self.batch_denoiser(synthetic)
+        parts = []
+        for start in range(0, len(synthetic), self.batch_size):
+            stop = min(start + self.batch_size, len(synthetic))
+            generators = latent_generators(seed, first_index + start, first_index + stop)
+            parts.append(denoise(start, stop, generators).float().cpu())
+        denoised = torch.cat(parts) if parts else synthetic.latents.float()  # (M, c, h, w)
+        return plain.render(dataclasses.replace(synthetic, latents=denoised), seed=seed)
