@@ -169,13 +169,12 @@ def _add_teacher_source_args(p: argparse.ArgumentParser) -> None:
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("evaluator")
     from latentdd.evaluate.convnet import CONVNET_NORMS, MODELS
-    from latentdd.evaluate.protocols import PROTOCOLS
+    from latentdd.evaluate.protocols import PROTOCOLS, describe
 
     g.add_argument("--protocol", dest="eval_protocol", choices=tuple(PROTOCOLS),
-                   help="dsa: 1000 epochs with DSA (default); dc: 300 epochs, no augmentation; soft: a teacher's soft "
-                        "labels on every augmented batch (AdamW, cosine, 300 epochs, crop/flip/CutMix); minimax: hard "
-                        "labels, SGD + MultiStepLR, epochs by IPC, crop/flip/CutMix")
-    g.add_argument("--model", dest="eval_model", choices=tuple(MODELS), help="student architecture (default convnet)")
+                   help="the evaluation protocol (default dsa): " + "; ".join(map(describe, PROTOCOLS)))
+    g.add_argument("--model", dest="eval_model", choices=tuple(MODELS),
+                   help=f"student architecture (default convnet): {', '.join(MODELS)}")
     g.add_argument("--depth", dest="eval_depth", type=int, help="ConvNet depth (default by image size)")
     g.add_argument("--width", dest="eval_width", type=int, help="channels of the first stage (default: the model's)")
     g.add_argument("--norm", dest="eval_norm", choices=CONVNET_NORMS, help="default: the model's (instancenorm)")
@@ -338,14 +337,13 @@ def _add_latent_args(p: argparse.ArgumentParser, with_vae: bool = True) -> None:
 
 def _add_decoder_args(p: argparse.ArgumentParser, with_sampler: bool = True) -> None:
     g = p.add_argument_group("decoder")
-    from latentdd.pipelines.distill import DecoderConfig
-
     if with_sampler:
-        from latentdd.render import DECODERS
+        from latentdd.render import DECODERS, decoder_defaults
 
-        g.add_argument("--decoder", dest="decoder_name", choices=sorted(DECODERS),
-                       help="vae: decode latents directly (default); diffusion: img2img with the fitted prior first; "
-                            "dit / sd-img2img: img2img with a pretrained DiT / Stable Diffusion (--prior)")
+        g.add_argument("--decoder", dest="decoder_name", choices=tuple(DECODERS),
+                       help=f"{', '.join(DECODERS)} (default vae). vae: decode latents directly; diffusion: img2img "
+                            "with the fitted prior first; dit / sd-img2img: img2img with a pretrained DiT / Stable "
+                            "Diffusion (--prior)")
         g.add_argument("--prior", dest="decoder_prior", metavar="HUB_ID|DIR",
                        help="dit / sd-img2img: the pretrained model, a hub id or a downloaded folder; encode with its "
                             "VAE (--vae DIR/vae). Unset: facebook/DiT-XL-2-256 or stable-diffusion-v1-5/stable-diffusion-v1-5")
@@ -355,17 +353,23 @@ def _add_decoder_args(p: argparse.ArgumentParser, with_sampler: bool = True) -> 
                        help="dit: an ImageNet class list (e.g. LOC_synset_mapping.txt), for classes named by WordNet id")
         g.add_argument("--prompt", dest="decoder_prompt", metavar="TEXT",
                        help="sd-img2img: a class's prompt, {} standing for the class name (unset: the class name)")
-        d = DecoderConfig()
+        defaults = {name: decoder_defaults(name) for name in DECODERS}
+
+        def by_decoder(key: str) -> str:
+            return ", ".join(f"{name} {d[key]:g}" for name, d in defaults.items() if key in d)
+
         g.add_argument("--strength", dest="decoder_strength", type=float,
-                       help=f"img2img decoders: share of the steps run from the latent, 0..1 (default {d.strength:g}; 0 = vae)")
+                       help=f"img2img decoders: share of the steps run from the latent, 0..1; 0 = vae (default: the "
+                            f"decoder's, {by_decoder('strength')})")
         g.add_argument("--steps", dest="decoder_num_inference_steps", type=int,
-                       help=f"img2img decoders: inference steps (default {d.num_inference_steps})")
+                       help=f"img2img decoders: inference steps (default: the decoder's, {by_decoder('num_inference_steps')})")
         g.add_argument("--guidance-scale", dest="decoder_guidance_scale", type=float,
-                       help=f"img2img decoders: classifier-free guidance (default {d.guidance_scale:g}; 1 = none)")
+                       help=f"img2img decoders: classifier-free guidance; 1 = none (default: the decoder's, "
+                            f"{by_decoder('guidance_scale')})")
         g.add_argument("--eta", dest="decoder_eta", type=float,
-                       help=f"img2img decoders: DDIM eta (default {d.eta:g}, deterministic)")
+                       help=f"img2img decoders: DDIM eta (default: the decoder's, {by_decoder('eta')})")
         g.add_argument("--decode-batch-size", dest="decoder_batch_size", type=int,
-                       help=f"latents per decoder call (default {d.batch_size})")
+                       help=f"latents per decoder call (default: the decoder's, {by_decoder('batch_size')})")
     g.add_argument("--prior-set", dest="prior_overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="FitPriorConfig field for the diffusion prior, e.g. --prior-set max_steps=3000")
 
@@ -479,30 +483,35 @@ def cmd_encode(args, raw) -> int:
 
 
 def cmd_distill(args, raw) -> int:
-    from latentdd.distill import make_distiller
+    from latentdd.distill import coerce_params, make_distiller
     from latentdd.io import check_output
     from latentdd.pipelines.distill import distill_to_folder, make_decoder, prepare_latent_space
+    from latentdd.presets import resolve
 
     data = _data_config(args, raw)
     space = _latent_config(args, raw)
     decoder_config = _decoder_config(args, raw)
     section = dict(check_mapping(raw.get("distill"), "distill"))
-    params = dict(check_mapping(section.pop("params", None), "distill.params")) | _key_values(args.param, "--param")
+    overrides = dict(check_mapping(section.pop("params", None), "distill.params")) | _key_values(args.param, "--param")
     job = build(DistillConfig, section, {"method": args.method, "ipc": args.ipc, "seed": args.seed,
-                                         "latents": args.latents}, section="distill")
+                                         "preset": args.preset, "latents": args.latents}, section="distill")
     method, ipc, seed = job.method, job.ipc, job.seed
     check_output(Path(args.out).expanduser(), overwrite=args.overwrite)  # a foreign or unwritable --out: before fitting
-    # Every parameter, the defaults included, coerced to its type (and checked) before any work starts.
-    params = plain(make_distiller(method, **params))
+    # The preset's parameters with the overrides over them; every parameter, the defaults included, coerced to
+    # its type (and checked) before any work starts.
+    resolved = resolve(method, ipc, job.preset, coerce_params(method, overrides))
+    params = plain(make_distiller(method, **resolved.params))
     prepared = prepare_latent_space(data, space, latents_dir=job.latents, progress=not args.quiet)
     decoder, decoder_record = make_decoder(decoder_config, prepared, space.cache_dir, progress=not args.quiet)
-    resolved = {"dataset": data, "latent": space,
-                "distill": {"method": method, "ipc": ipc, "seed": seed, "params": params, "latents": job.latents},
-                "decoder": decoder_config}
+    config = {"dataset": data, "latent": space,
+              "distill": {"method": method, "ipc": ipc, "seed": seed, "preset": job.preset, "params": params,
+                          "latents": job.latents},
+              "decoder": decoder_config}
     out = distill_to_folder(prepared, method, ipc, seed, args.out, params=params, overwrite=args.overwrite,
-                            config=resolved, decoder=decoder, decoder_record=decoder_record,
-                            progress=not args.quiet)
-    print(f"wrote {ipc} x {len(prepared.latents.class_names)} images ({method}, seed {seed}) to {out}/images; "
+                            config=config, decoder=decoder, decoder_record=decoder_record,
+                            preset=resolved.record(), progress=not args.quiet)
+    print(f"wrote {ipc} x {len(prepared.latents.class_names)} images ({method}, preset {job.preset}, seed {seed}) "
+          f"to {out}/images; "
           f"evaluate with: latentdd evaluate --images {out}/images --dataset {data.name}")
     return 0
 
@@ -534,14 +543,14 @@ def cmd_render(args, raw) -> int:
     return 0
 
 
-def _run_setup(args, raw, *, num_eval: int, run_defaults: dict, out_default: str):
+def _run_setup(args, raw, *, run_defaults: dict, out_default: str):
     """The shared inputs of `run` and `compare` -> (data, space, decoder, evaluator, RunConfig, out)."""
     from latentdd.pipelines.run import RunConfig
 
     data = _data_config(args, raw)
     space = _latent_config(args, raw)
     decoder = _decoder_config(args, raw)
-    evaluator, _ = _eval_config(args, {"evaluator": {"num_eval": num_eval, **(raw.get("evaluator") or {})}})
+    evaluator, _ = _eval_config(args, raw)
     section = run_defaults | dict(check_mapping(raw.get("run"), "run"))
     if args.methods is not None:
         section["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -572,7 +581,7 @@ def _run_setup(args, raw, *, num_eval: int, run_defaults: dict, out_default: str
 def cmd_run(args, raw) -> int:
     from latentdd.pipelines.run import run
 
-    data, space, decoder, evaluator, config, out = _run_setup(args, raw, num_eval=1, run_defaults={},
+    data, space, decoder, evaluator, config, out = _run_setup(args, raw, run_defaults={},
                                                               out_default="runs/{dataset}")
     run(data, space, config, evaluator, out, decoder=decoder, progress=not args.quiet,
         teacher=_teacher_config(args, raw) if evaluator.loss == "teacher_kl" else None)
@@ -585,7 +594,7 @@ def cmd_run(args, raw) -> int:
 def cmd_compare(args, raw) -> int:
     from latentdd.pipelines.compare import compare
 
-    data, space, decoder, evaluator, config, out = _run_setup(args, raw, num_eval=3, run_defaults=COMPARE_DEFAULTS,
+    data, space, decoder, evaluator, config, out = _run_setup(args, raw, run_defaults=COMPARE_DEFAULTS,
                                                               out_default="runs/{dataset}_compare")
     compare(data, space, config, evaluator, out, decoder=decoder, progress=not args.quiet,
             teacher=_teacher_config(args, raw) if evaluator.loss == "teacher_kl" else None)
@@ -610,7 +619,21 @@ def cmd_calibrate(args, raw) -> int:
     return 0 if rows else 1
 
 
+def _preset_help() -> str:
+    """--preset's help, from the presets shipped with the package."""
+    from latentdd.presets import presets
+
+    measured = "; ".join(f"{method} at IPC {', '.join(map(str, preset['ipc']))}"
+                         for method, named in presets().items() for preset in named.values())
+    return ("where a method's parameters start, --param merging over them. default (the default): the "
+            f"settings latentdd's measured rows use ({measured}; latentdd/presets.yaml says how each was chosen), "
+            "else the reference; reference: the method's public code")
+
+
 def make_parser() -> argparse.ArgumentParser:
+    from latentdd.distill import DISTILLERS
+    from latentdd.presets import all_preset_names
+
     parser = argparse.ArgumentParser(prog="latentdd", description="Dataset distillation in latent space.")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
@@ -683,9 +706,12 @@ def make_parser() -> argparse.ArgumentParser:
     p = add("distill", "Distil IPC synthetic latents per class, render them, export an image folder.")
     _add_data_args(p)
     _add_latent_args(p)
-    p.add_argument("--method", help=f"distiller (default {DistillConfig.method}); see --help of `latentdd.distill`")
+    p.add_argument("--method", choices=tuple(DISTILLERS), metavar="METHOD",
+                   help=f"distiller (default {DistillConfig.method}): {', '.join(DISTILLERS)}")
+    p.add_argument("--preset", choices=all_preset_names(), help=_preset_help())
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="distiller parameter, e.g. --param weights_mode=sqrt --param medoid=true")
+                   help="distiller parameter, merged over the preset's, e.g. --param iterations=1000 "
+                        "--param medoid=true")
     p.add_argument("--ipc", type=int, help="images per class")
     p.add_argument("--seed", type=int, help=f"distillation seed (default {DistillConfig.seed})")
     p.add_argument("--latents", metavar="DIR",
@@ -711,9 +737,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     from latentdd.pipelines.calibrate import CalibrateConfig
     from latentdd.pipelines.cross_arch import STUDENT_PRESETS
-    from latentdd.pipelines.run import RUN_SETTINGS, RunConfig
-    measured = "; ".join(f"{name} at IPC {ipc}: {settings}" for name, by_ipc in RUN_SETTINGS.items()
-                         for ipc, settings in by_ipc.items())
+    from latentdd.pipelines.run import RunConfig
 
     run_defaults = {"methods": RunConfig().methods, "ipcs": RunConfig().ipcs}
     for command, about, defaults, out, func in (
@@ -728,9 +752,9 @@ def make_parser() -> argparse.ArgumentParser:
         _add_latent_args(p)
         _add_eval_args(p)
         _add_decoder_args(p)
-        p.add_argument("--methods", help=f"comma-separated distillers (default {methods}; a bare name takes the "
-                                         f"settings measured on 2 CPU cores where there are any, those of the largest measured "
-                                         f"IPC not above the run's -- {measured})")
+        p.add_argument("--methods", help=f"comma-separated distillers (default {methods}), each with its default "
+                                         f"preset (see --preset of `latentdd distill`; a config's run.methods entry "
+                                         f"may name another): {', '.join(DISTILLERS)}")
         p.add_argument("--ipc", help=f"comma-separated IPCs (default {ipcs})")
         p.add_argument("--eval-split", dest="run_eval_split", choices=("test", "val"),
                        help="evaluate on the test split (default) or the val split (needs --validation)")

@@ -214,7 +214,8 @@ class DistillConfig:
     method: str = "kmeans"  # a name in latentdd.distill.DISTILLERS
     ipc: int | None = None  # latents per class; required
     seed: int = 0
-    params: dict = field(default_factory=dict)  # the distiller's parameters (the rest keep their defaults)
+    preset: str = "default"  # the parameters' starting point (latentdd.presets): default (chosen on val) | reference
+    params: dict = field(default_factory=dict)  # merged over the preset's parameters
     latents: str | None = None  # a latent cache (`latentdd encode --out DIR`) read instead of encoding
 
     def __post_init__(self) -> None:

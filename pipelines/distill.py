@@ -38,7 +38,7 @@ from latentdd.latents.sharded import ShardedLatents, open_latents
 from latentdd.latents.types import Latents, SyntheticLatents
 from latentdd.record import dataset_record, protocol_record
 from latentdd.prior import FitPriorConfig
-from latentdd.render import DECODERS, PRETRAINED_DEFAULTS, VAEDecoder
+from latentdd.render import DECODERS, PRETRAINED_DEFAULTS, VAEDecoder, decoder_defaults
 from latentdd.render import load_or_fit_prior as _load_or_fit_prior
 from latentdd.vae import FitVAEConfig, LatentVAE, PixelVAE, VAEInputAdapter, fit_vae, load_vae
 
@@ -99,12 +99,14 @@ class DecoderConfig:
     eta and batch_size apply to every img2img decoder."""
 
     name: str = "vae"  # a key of latentdd.render.DECODERS: vae | diffusion | dit | sd-img2img
-    strength: float = 0.5  # diffusion: share of the inference steps run from the latent (chosen on a val
-    # split, results/decoder_search_fashion_mnist/; D4M uses 0.7 with Stable Diffusion)
-    num_inference_steps: int = 50
-    guidance_scale: float = 4.0  # classifier-free guidance (1: none)
-    eta: float = 0.0  # DDIM's (0: deterministic after the starting noise)
-    batch_size: int = 256
+    # The sampler settings: None takes the decoder's own default (`latentdd.render.decoder_defaults`): diffusion
+    # strength 0.5 and guidance 4 (chosen on a val split, results/decoder_search_fashion_mnist/), sd-img2img D4M's
+    # 0.7 and 8, dit 0.7 and DiT's 4.
+    strength: float | None = None  # share of the inference steps run from the latent
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None  # classifier-free guidance (1: none)
+    eta: float | None = None  # DDIM's (0: deterministic after the starting noise)
+    batch_size: int | None = None  # latents per decoder call
     # vae / diffusion: FitPriorConfig's fields of the fitted prior (missing ones: its defaults);
     # dit / sd-img2img: the pretrained model, a hub id or a folder (missing: PRETRAINED_DEFAULTS).
     prior: str | dict = field(default_factory=dict)
@@ -122,12 +124,16 @@ class DecoderConfig:
             if getattr(self, key) != DecoderConfig.__dataclass_fields__[key].default and self.name != owner:
                 raise DataError(f"decoder.{key} is a setting of the {owner} decoder; the {self.name} decoder "
                                 f"would ignore it (pass --decoder {owner}, or drop it)")
-        if not 0.0 <= self.strength <= 1.0:
+        # Completed with the decoder's own defaults, so that the saved config holds every value used.
+        for key, value in decoder_defaults(self.name).items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+        if self.strength is not None and not 0.0 <= self.strength <= 1.0:
             raise DataError(f"decoder.strength must lie in [0, 1]; got {self.strength!r}")
-        if self.guidance_scale < 0 or self.eta < 0:
+        if (self.guidance_scale or 0) < 0 or (self.eta or 0) < 0:
             raise DataError(f"decoder.guidance_scale and decoder.eta must be >= 0; got {self.guidance_scale!r}, "
                             f"{self.eta!r}")
-        positive_int(self.num_inference_steps, "decoder.num_inference_steps")
+        positive_int(self.num_inference_steps, "decoder.num_inference_steps", optional=True)
         positive_int(self.batch_size, "decoder.batch_size")
 
     def _check_prior(self) -> None:
@@ -284,6 +290,31 @@ def load_synthetic(folder: Path, class_names: list[str]) -> tuple[SyntheticLaten
     return synthetic, meta["record"]["stage_seconds"]["distill"]
 
 
+def distill_latents(space: LatentSpace, method: str, ipc: int, seed: int, *, params: dict | None = None,
+                    checkpoint_dir: Path | None = None, progress: bool = False) -> SyntheticLatents:
+    """`ipc` synthetic latents per class of `space.latents` by distiller `method` built with `params`
+    (as given: resolve a preset first, `latentdd.presets.resolve`). An iterative distiller decodes through
+    the space's VAE and checkpoints into `checkpoint_dir` (None: never)."""
+    from latentdd.distill import DistillContext, make_distiller
+
+    distiller = make_distiller(method, **(params or {}))
+    extra = {}
+    if getattr(distiller, "uses_context", False):  # e.g. bacon: the decoder, checkpoints beside the output
+        extra["context"] = DistillContext(decode=space.decode, progress=progress, checkpoint_dir=checkpoint_dir,
+                                          cache_dir=space.cache_dir)
+    return distiller.distill(space.latents, ipc, seed=seed, **extra)
+
+
+def render_latents(synthetic: SyntheticLatents, decoder, *, seed: int = 0):
+    """`decoder.render(synthetic)` -> SyntheticImages; a matching method's whole-latent tiles (factorization
+    "decoded") are pooled and tiled into their stored images here."""
+    images = decoder.render(synthetic, seed=seed)
+    tiling = synthetic.extras.get("factorization") or {}
+    if tiling.get("tiles") == "decoded":
+        images = tile_set(images, tiling["factor"])
+    return images
+
+
 def distill_to_folder(
     space: LatentSpace,
     method: str,
@@ -299,6 +330,7 @@ def distill_to_folder(
     decoder_record: dict | None = None,
     latents_from: Path | None = None,
     checkpoint_dir: Path | None = None,
+    preset: dict | None = None,
     progress: bool = False,
 ) -> Path:
     """Distil `ipc` latents per class with `method`, render them (`decoder`, VAE decoding by default), write `out`.
@@ -315,35 +347,29 @@ def distill_to_folder(
     checkpoint_dir: where an iterative distiller (bacon) checkpoints, kept afterwards so a
     later call with more iterations continues from it; by default `<out>.checkpoint`,
     removed once the folder is written.
+    preset: the record of where `params` came from (`latentdd.presets.Resolved.record`), kept in the record.
     The distill time recorded is the distiller's own count when it reports one (a resumed
     BACON run: the seconds of all its iterations), else this call's.
     Written into a temporary sibling folder and renamed into place; an existing `out` must be a
     folder latentdd wrote (or an empty one), which is checked, like `out`'s writability, first.
     """
-    from latentdd.distill import DistillContext, make_distiller
+    from latentdd.distill import make_distiller
     from latentdd.distill.matching import remove_checkpoint
 
     out = Path(out).expanduser()
     tmp = start_output(out, overwrite=overwrite)  # refuses a foreign or unwritable `out` before any work
+    chain = checkpoint_dir or out.with_name(f"{out.name}.checkpoint")
     try:
         t = time.perf_counter()
-        extra = {}
         if latents_from is not None:
             synthetic, distill_seconds = load_synthetic(latents_from, list(space.latents.class_names))
         else:
-            distiller = make_distiller(method, **(params or {}))
-            if getattr(distiller, "uses_context", False):  # e.g. bacon: the decoder, checkpoints beside the output
-                chain = checkpoint_dir or out.with_name(f"{out.name}.checkpoint")
-                extra["context"] = DistillContext(decode=space.decode, progress=progress, checkpoint_dir=chain,
-                                                  cache_dir=space.cache_dir)
-            synthetic: SyntheticLatents = distiller.distill(space.latents, ipc, seed=seed, **extra)
+            synthetic = distill_latents(space, method, ipc, seed, params=params, checkpoint_dir=chain,
+                                        progress=progress)
             distill_seconds = synthetic.extras.get("seconds", time.perf_counter() - t)
         t = time.perf_counter()
         decoder = decoder or VAEDecoder(space.vae, space.adapter)
-        images = decoder.render(synthetic, seed=seed)
-        tiling = synthetic.extras.get("factorization") or {}
-        if tiling.get("tiles") == "decoded":  # a matching method's whole-latent tiles: pooled and tiled here
-            images = tile_set(images, tiling["factor"])
+        images = render_latents(synthetic, decoder, seed=seed)
         render_seconds = time.perf_counter() - t
         record = protocol_record(
             dataset=space.record["dataset"], vae=space.record["vae"],
@@ -351,6 +377,8 @@ def distill_to_folder(
             evaluator={}, num_eval=0, seeds=[seed],
             stage_seconds={**space.seconds, "distill": distill_seconds, "render": render_seconds},
         )
+        if preset is not None:  # where the parameters came from (latentdd.presets)
+            record["method"]["preset"] = preset
         if latents_from is not None:
             record["method"]["latents_from"] = str(latents_from)
         if "device" in synthetic.extras:  # what ran the method (kmeans: faiss on the GPU or the CPU)
@@ -365,8 +393,9 @@ def distill_to_folder(
             save_resolved(tmp / "config.yaml", config)
         mark(tmp, "distill")
         replace_dir(tmp, out, overwrite=overwrite)
-        if "context" in extra and checkpoint_dir is None:
-            remove_checkpoint(extra["context"].checkpoint_dir)
+        if checkpoint_dir is None and latents_from is None and \
+                getattr(make_distiller(method, **(params or {})), "uses_context", False):
+            remove_checkpoint(chain)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

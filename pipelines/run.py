@@ -26,8 +26,9 @@ import numpy as np
 from latentdd.cachekey import content_key, split_sha256
 from latentdd.config import DataConfig, save_resolved
 from latentdd.data import dataset_info
-from latentdd.distill import distiller_params, make_distiller
+from latentdd.distill import coerce_params, distiller_params, make_distiller
 from latentdd.errors import DataError, LatentDDError
+from latentdd.presets import DEFAULT, REFERENCE, Resolved, resolve
 from latentdd.evaluate.consistency import Judge, JudgeConfig, class_consistency, fit_judge
 from latentdd.evaluate.trainer import EvalConfig, channel_stats, evaluate_synthetic
 from latentdd.export import export_image_folder, load_image_folder, read_manifest
@@ -39,70 +40,19 @@ from latentdd.pipelines.distill import DecoderConfig, LatentSpaceConfig, distill
 
 log = logging.getLogger(__name__)
 
-# What `run` and `compare` give a method named without parameters (a bare `dm` in --methods or
-# YAML): the settings measured best on Fashion-MNIST on 2 CPU cores, chosen on the val split
-# (results/matching_fashion_mnist/README.md), by the IPC they were measured at. An IPC takes the
-# settings of the largest measured IPC not above it (the smallest for IPCs below every one). The
-# registered distiller keeps its reference's defaults (DM: 20,000 iterations, 256 real images per
-# class), which take days on a CPU; a mapping entry (`{method: dm, params: {...}}`) gets exactly its
-# params over those.
-# The embedding forward is compiled, and the real batch's forward runs in bfloat16: the same val accuracy as
-# eager float32 on the same machine and seed, at about a third of the seconds
-# (results/matching_fashion_mnist/search_dm_fit_fast).
-# At IPC 1 the 4 factorized tiles of a stored image are whole latents, each decoded, pooled and tiled ("decoded"):
-# 75.85 on val at 250 iterations against 71.97 at 500 for quarter-latent tiles; on test 76.22 against 70.64
-# (results/matching_fashion_mnist/search_ipc1_decoded_tiles, matching_ipc1_decoded_tiles).
-# At IPC 50 DM runs longer: on val 85.18 / 85.72 / 85.97 after 300 / 1000 / 2000 iterations (837 / 2775 / 5606 s
-# on a core; 84.88 / 85.65 at 300 / 1000 with 256 real images a class), so it takes 1000: within one training's
-# spread of 2000, at half the time (results/matching_fashion_mnist/search_ipc50_dm_b128, search_ipc50_dm_b256). Real
-# init (83.43 at 300), the network bank (85.42 / 85.70 at 300 / 1000) and the bank at lr 1.0 (85.52 at 300) did not
-# beat it (search_ipc50_dm_real, search_ipc50_dm_bank, search_ipc50_dm_bank_lr1).
-# IDM and BACON embed the decoded latents with snapshots from a network bank (2 ConvNets trained once on the decoded
-# real latents, cached by content) instead of the reference's in-loop pool, whose training is 87% of an iteration's
-# cost. At IPC 1, IDM's settings chosen on val (76.17 against DM's 75.85; test 76.79), which BACON shares, as the
-# reference's BACON shares IDM's code and lr; at IPC 10, DM's val-chosen settings on the bank (not searched for
-# these two; test IDM 78.28, BACON 79.47). A bare `bacon` takes the reference code's batch-mean loss: the paper's
-# per-point loss scored below it on val at both IPCs (search_ipc1_bacon_losses, search_ipc10_bacon_paper).
-# DC and DSA take the cuts of their measured rows (one outer round an iteration, 64 real images a class; not
-# searched): at their reference's IPC-10 schedule an iteration takes about 6 minutes on one core.
-FAST_FORWARD = {"compile": "auto", "real_precision": "bfloat16"}
-_BANK = {"networks": "bank", "bank_nets": 2, "bank_steps": [0, 50, 100, 200, 400]}
-_BANK_IPC1 = {"embedding": "pixel", "batch_real": 256, "factor": 2, "tiles": "decoded", "lr": 1.0, "iterations": 250,
-              **_BANK, **FAST_FORWARD}  # real init
-_DM_IPC10 = {"embedding": "pixel", "batch_real": 128, "init": "kmeans", "lr": 0.5, "iterations": 300, **FAST_FORWARD}
-_BANK_IPC10 = _DM_IPC10 | _BANK
-_GRADIENT = {"outer_loop": 1, "inner_loop": 1, "batch_real": 64}  # real init, lr 0.1
-RUN_SETTINGS: dict[str, dict[int, dict]] = {
-    "dm": {
-        1: {"embedding": "pixel", "batch_real": 64, "factor": 2, "tiles": "decoded", "iterations": 250,
-            **FAST_FORWARD},  # real init, lr 1.0
-        10: _DM_IPC10,
-        50: _DM_IPC10 | {"iterations": 1000},
-    },
-    "idm": {1: _BANK_IPC1, 10: _BANK_IPC10},
-    "bacon": {1: {"loss": "bacon-reference", **_BANK_IPC1}, 10: {"loss": "bacon-reference", **_BANK_IPC10}},
-    "dc": {1: _GRADIENT | {"iterations": 200}, 10: _GRADIENT | {"iterations": 300}},
-    "dsa": {1: _GRADIENT | {"iterations": 200}, 10: _GRADIENT | {"iterations": 300}},
-}
-
-
-def run_settings(method: str, ipc: int) -> dict:
-    """The measured settings a bare `method` takes at `ipc` ({} for a method without any)."""
-    by_ipc = RUN_SETTINGS.get(method, {})
-    if not by_ipc:
-        return {}
-    below = [measured for measured in by_ipc if measured <= ipc]
-    return dict(by_ipc[max(below) if below else min(by_ipc)])
+_ENTRY_KEYS = ("method", "params", "preset", "label", "use_weights", "ipcs", "curve")
 
 
 @dataclass(frozen=True)
 class MethodSpec:
     """One row family of the table: a registered distiller with parameters, under a label.
 
-    In YAML a method is a registry name (`kmeans`; `dm` gets `run_settings` by IPC) or a mapping
-    `{method: kmeans, params: {medoid: true}, label: kmeans-medoid, use_weights: true}`;
+    In YAML a method is a registry name (`dm`) or a mapping
+    `{method: kmeans, params: {medoid: true}, label: kmeans-medoid, use_weights: true, preset: default}`.
+    Its parameters are its preset's at each IPC (`latentdd.presets`: `default`, the settings chosen on val,
+    unless the entry names another, e.g. `reference`), with the entry's `params` merged over them;
     the label names the output folder and the table row (default: the name, then
-    `key=value` of each parameter); use_weights (optional) overrides the run's; ipcs
+    `key=value` of each parameter given); use_weights (optional) overrides the run's; ipcs
     (optional) limits the method to those of the run's IPCs (e.g. a costly variant at
     IPC 10 only).
 
@@ -120,45 +70,61 @@ class MethodSpec:
     ipcs: tuple[int, ...] | None = None
     curve: tuple[int, ...] | None = None
     chain: str | None = None  # a curve point: the curve's label, which names the shared checkpoint
+    preset: str = DEFAULT  # the preset `params` start from (latentdd.presets)
+    overrides: dict = field(default_factory=dict)  # the entry's own params, merged over the preset
+
+    def preset_record(self, ipc: int) -> dict:
+        """The record of where the parameters at `ipc` came from: the preset, its entry's IPC, the overrides."""
+        return resolve(self.method, ipc, self.preset, self.overrides).record()
 
     @classmethod
-    def parse(cls, entry: str | dict) -> MethodSpec:
+    def parse(cls, entry: str | dict, ipcs: list[int]) -> list[MethodSpec]:
+        """The specs of one `run.methods` entry: one per group of `ipcs` (the entry's own `ipcs`, else the
+        run's) whose preset entry is the same, each with the preset's parameters and the entry's over them."""
         if isinstance(entry, str):
             entry = {"method": entry, "label": entry}
         if not isinstance(entry, dict) or not isinstance(entry.get("method"), str):
             raise DataError(f"run.methods: each entry is a distiller name or a mapping with `method`; got {entry!r}")
-        unknown = sorted(set(entry) - {"method", "params", "label", "use_weights", "ipcs", "curve"})
+        unknown = sorted(set(entry) - set(_ENTRY_KEYS))
         if unknown:
-            raise DataError(f"run.methods entry {entry!r}: unknown key(s) {unknown}; "
-                            "known: method, params, label, use_weights, ipcs, curve")
-        ipcs = entry.get("ipcs")
-        if ipcs is not None:
-            _check_counts(ipcs, f"run.methods entry {entry!r}: ipcs")
+            raise DataError(f"run.methods entry {entry!r}: unknown key(s) {unknown}; known: {', '.join(_ENTRY_KEYS)}")
+        if entry.get("ipcs") is not None:
+            _check_counts(entry["ipcs"], f"run.methods entry {entry!r}: ipcs")
         _check_use_weights(entry.get("use_weights"), allow_none=True)
-        params = dict(entry.get("params") or {})
-        distiller = make_distiller(entry["method"], **params)  # unknown names and bad parameters fail here
-        params = {key: getattr(distiller, key) for key in params}  # coerced: YAML's "1e-3" is 0.001
+        preset = entry.get("preset", DEFAULT)
+        if not isinstance(preset, str):
+            raise DataError(f"run.methods entry {entry!r}: preset must be a name, e.g. {DEFAULT} or {REFERENCE}")
+        # Unknown names and bad parameters fail here; values coerced (YAML's "1e-3" is 0.001).
+        overrides = coerce_params(entry["method"], entry.get("params") or {})
         curve = entry.get("curve")
         if curve is not None:
             _check_counts(curve, f"run.methods entry {entry!r}: curve")
             if list(curve) != sorted(set(curve)):
                 raise DataError(f"run.methods entry {entry!r}: curve must list iteration counts in increasing "
                                 f"order, each once; got {curve}")
-            if not getattr(distiller, "uses_context", False) or "iterations" in params:
+            if not getattr(make_distiller(entry["method"]), "uses_context", False) or "iterations" in overrides:
                 raise DataError(f"run.methods entry {entry!r}: curve needs an iterative distiller (bacon, idm) "
                                 "and sets `iterations` itself: drop it from params")
-        label = entry.get("label") or "-".join([entry["method"], *(f"{k}={v}" for k, v in sorted(params.items()))])
+        label = entry.get("label") or "-".join([entry["method"], *(f"{k}={v}" for k, v in sorted(overrides.items()))])
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.=+-]*", label):
             raise DataError(f"run.methods label {label!r} must be a plain folder name (letters, digits, _ . = + -)")
-        return cls(entry["method"], params, label, entry.get("use_weights"), None if ipcs is None else tuple(ipcs),
-                   None if curve is None else tuple(curve))
+        groups: dict[str, tuple[Resolved, list[int]]] = {}
+        for ipc in entry.get("ipcs") or ipcs:
+            resolved = resolve(entry["method"], ipc, preset, overrides)
+            groups.setdefault(json.dumps(resolved.params, sort_keys=True), (resolved, []))[1].append(ipc)
+        # An entry without a measured preset runs at every IPC it is asked at (ipcs None).
+        single = entry.get("ipcs") is None and all(resolved.preset_ipc is None for resolved, _ in groups.values())
+        return [cls(entry["method"], coerce_params(entry["method"], resolved.params), label, entry.get("use_weights"),
+                    None if single else tuple(group), None if curve is None else tuple(curve),
+                    preset=resolved.preset, overrides=overrides)
+                for resolved, group in groups.values()]
 
     def points(self) -> list[MethodSpec]:
         """The spec itself, or one spec per curve point (`<label>_it<N>`, iterations N)."""
         if self.curve is None:
             return [self]
         return [replace(self, params=self.params | {"iterations": n}, label=f"{self.label}_it{n}", curve=None,
-                        chain=self.label) for n in self.curve]
+                        chain=self.label, overrides=self.overrides | {"iterations": n}) for n in self.curve]
 
     def runs_at(self, ipc: int) -> bool:
         return self.ipcs is None or ipc in self.ipcs
@@ -201,7 +167,7 @@ class RunConfig:
         cross_arch.md / .json. Default none: only the evaluator's table.
     """
 
-    methods: list = field(default_factory=lambda: ["dm", "kmeans"])  # dm: RUN_SETTINGS
+    methods: list = field(default_factory=lambda: ["dm", "kmeans"])  # each with its preset (latentdd.presets)
     ipcs: list[int] = field(default_factory=lambda: [10])
     seed: int = 0
     use_weights: bool | str = True
@@ -244,19 +210,12 @@ class RunConfig:
         parse_students(self.students)
 
     def specs(self) -> list[MethodSpec]:
-        """Every row family, a curve's points each on their own; a bare name with measured settings
-        (`run_settings`) one spec per group of run.ipcs that share them."""
+        """Every row family, a curve's points each on their own; an entry whose preset differs by IPC
+        one spec per group of run.ipcs that share a preset entry."""
         return [point for entry in self.methods for spec in self._parse(entry) for point in spec.points()]
 
     def _parse(self, entry: str | dict) -> list[MethodSpec]:
-        if not (isinstance(entry, str) and entry in RUN_SETTINGS):
-            return [MethodSpec.parse(entry)]
-        groups: dict[str, tuple[dict, list[int]]] = {}
-        for ipc in self.ipcs:
-            settings = run_settings(entry, ipc)
-            groups.setdefault(json.dumps(settings, sort_keys=True), (settings, []))[1].append(ipc)
-        return [MethodSpec.parse({"method": entry, "label": entry, "params": settings, "ipcs": ipcs})
-                for settings, ipcs in groups.values()]
+        return MethodSpec.parse(entry, self.ipcs)
 
     def weight_modes(self, spec: MethodSpec) -> list[bool]:
         mode = self.use_weights if spec.use_weights is None else spec.use_weights
@@ -331,7 +290,7 @@ def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator
                 distill_to_folder(prepared, spec.method, ipc, config.seed, folder, params=spec.params,
                                   overwrite=True, request=request, decoder=renderer, decoder_record=decoder_record,
                                   latents_from=_same_latents(request, candidates), checkpoint_dir=chain,
-                                  progress=progress)
+                                  preset=spec.preset_record(ipc), progress=progress)
             extras = json.loads((folder / "distill.json").read_text())["extras"]
             for use_weights in config.weight_modes(spec):
                 # A factorized set (e.g. bacon with factor 2) trains on its tiles, whatever the evaluator's factor.

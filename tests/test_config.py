@@ -37,7 +37,7 @@ def test_every_shipped_config_validates_for_its_command(path):
     elif command == "calibrate":
         build(CalibrateConfig, raw["calibrate"], section="calibrate")
     else:
-        _run_setup(args, raw, num_eval=1, run_defaults={}, out_default="runs/x")
+        _run_setup(args, raw, run_defaults={}, out_default="runs/x")
 
 
 def test_numbers_in_any_notation_and_bool_strings_are_coerced():
@@ -78,10 +78,15 @@ def test_distill_passes_and_saves_the_distillers_resolved_parameters(monkeypatch
               "--out", str(tmp_path / "o"), "--quiet"])
     except AttributeError:  # the success message reads the (skipped) latent space
         pass
+    from latentdd.presets import resolve
+
     as_read = {k: list(v) if isinstance(v, tuple) else v for k, v in seen["params"].items()}  # YAML has no tuples
-    defaults = {k: list(v) if isinstance(v, tuple) else v for k, v in distiller_params("bacon").items()}
-    assert as_read == defaults | {"ce_weight": 0.001}
-    assert seen["config"]["distill"]["params"]["ce_weight"] == 0.001
+    preset = resolve("bacon", 1).params
+    defaults = {k: list(v) if isinstance(v, tuple) else v for k, v in (distiller_params("bacon") | preset).items()}
+    assert as_read == defaults | {"ce_weight": 0.001}  # the override merged over the preset, the rest kept
+    assert preset["iterations"] < distiller_params("bacon")["iterations"] and as_read["iterations"] == preset["iterations"]
+    assert seen["config"]["distill"]["params"]["ce_weight"] == 0.001 and seen["config"]["distill"]["preset"] == "default"
+    assert seen["preset"] == {"name": "default", "ipc": 1, "overrides": {"ce_weight": 0.001}}  # kept in the record
 
 
 # dest -> the default the code uses, for each flag whose help names a default.
@@ -93,7 +98,8 @@ CODE_DEFAULTS = {
     "decoder_strength": DecoderConfig.strength, "decoder_num_inference_steps": DecoderConfig.num_inference_steps,
     "decoder_guidance_scale": DecoderConfig.guidance_scale, "decoder_eta": DecoderConfig.eta,
     "decoder_batch_size": DecoderConfig.batch_size, "full_data_epochs": CalibrateConfig.full_data_epochs,
-    "split": "train", "eval_model": EvalConfig.model, "teacher_source": TeacherConfig.source,
+    "split": "train", "eval_model": EvalConfig.model, "eval_protocol": "dsa",
+    "decoder_name": DecoderConfig.name, "teacher_source": TeacherConfig.source,
     **{f"teacher_{name}": getattr(TeacherConfig, name) for name in ("model", "width", "epochs", "lr", "batch_size",
                                                                     "seed", "cache_dir")},
 }
@@ -128,28 +134,40 @@ def test_every_help_default_is_the_default_the_code_uses():
     assert checked >= 30
 
 
-def test_run_method_params_are_coerced_before_work():
+def test_run_method_params_are_coerced_before_work_and_merged_over_the_preset():
+    from latentdd.distill import coerce_params
+    from latentdd.presets import resolve
+
     config = build(RunConfig, {"methods": [{"method": "bacon", "params": {"ce_weight": "1e-3", "factor": "2"}}]},
                    section="run")
-    assert config.specs()[0].params == {"ce_weight": 0.001, "factor": 2}
+    spec = config.specs()[0]
+    assert spec.overrides == {"ce_weight": 0.001, "factor": 2}
+    assert spec.params == coerce_params("bacon", resolve("bacon", 10).params | {"ce_weight": 0.001, "factor": 2})
 
 
-def test_a_bare_method_name_takes_runs_measured_settings_and_a_mapping_exactly_its_params():
-    from latentdd.pipelines.run import RUN_SETTINGS
+def test_a_bare_method_and_a_mapping_take_the_preset_and_a_mapping_merges_its_params_over_it():
+    from latentdd.presets import resolve
 
-    bare, mapped, plain = build(RunConfig, {"methods": ["dm", {"method": "dm", "params": {"lr": "0.5"}}, "kmeans"]},
-                                section="run").specs()
-    assert (bare.label, bare.params, bare.ipcs) == ("dm", RUN_SETTINGS["dm"][10], (10,))
-    assert RUN_SETTINGS["dm"][10]["iterations"] < make_distiller("dm").iterations  # the CPU's count, not the reference's
-    assert (mapped.label, mapped.params) == ("dm-lr=0.5", {"lr": 0.5})
+    bare, mapped, reference, plain = build(RunConfig, {"methods": [
+        "dm", {"method": "dm", "params": {"lr": "0.25"}}, {"method": "dm", "preset": "reference", "label": "dm-ref",
+                                                          "params": {"iterations": 20}}, "kmeans"]},
+        section="run").specs()
+    dm10 = resolve("dm", 10).params
+    assert (bare.label, bare.params, bare.ipcs, bare.preset) == ("dm", dm10, (10,), "default")
+    assert dm10["iterations"] < make_distiller("dm").iterations  # the CPU's count, not the reference's
+    assert (mapped.label, mapped.params) == ("dm-lr=0.25", dm10 | {"lr": 0.25})  # one key changed, the rest kept
+    assert mapped.preset_record(10) == {"name": "default", "ipc": 10, "overrides": {"lr": 0.25}}
+    assert (reference.params, reference.ipcs) == ({"iterations": 20}, None)
     assert (plain.label, plain.params) == ("kmeans", {})
     assert [spec.label for spec in RunConfig().specs()] == ["dm", "kmeans"]
+    with pytest.raises(DataError, match="no preset 'fast'.*default, reference"):
+        build(RunConfig, {"methods": [{"method": "dm", "preset": "fast"}]}, section="run")
 
 
 def test_compares_bare_matching_methods_take_cpu_sized_measured_settings():
     """`compare`'s default methods (bacon, idm) and bare dc / dsa get the settings of their measured rows, each a valid
     distiller, at a fraction of their reference's iterations; a bare bacon takes the reference code's loss."""
-    from latentdd.pipelines.run import RUN_SETTINGS
+    from latentdd.presets import resolve
 
     specs = build(RunConfig, {"methods": ["bacon", "idm", "dc", "dsa"], "ipcs": [1, 10]}, section="run").specs()
     assert [(spec.label, spec.ipcs) for spec in specs] == [
@@ -158,20 +176,22 @@ def test_compares_bare_matching_methods_take_cpu_sized_measured_settings():
         distiller = make_distiller(spec.method, **spec.params)
         assert distiller.iterations <= 300 < make_distiller(spec.method).iterations
     for ipc in (1, 10):
-        assert RUN_SETTINGS["bacon"][ipc] == {"loss": "bacon-reference", **RUN_SETTINGS["idm"][ipc]}
-        assert RUN_SETTINGS["idm"][ipc]["networks"] == "bank" and RUN_SETTINGS["dsa"][ipc]["outer_loop"] == 1
+        assert resolve("bacon", ipc).params == {"loss": "bacon-reference", **resolve("idm", ipc).params}
+        assert resolve("idm", ipc).params["networks"] == "bank" and resolve("dsa", ipc).params["outer_loop"] == 1
 
 
 def test_a_bare_method_takes_the_settings_of_the_largest_measured_ipc_not_above_each_run_ipc():
-    from latentdd.pipelines.run import RUN_SETTINGS, run_settings
+    from latentdd.presets import presets, resolve
 
     specs = build(RunConfig, {"methods": ["dm", "kmeans"], "ipcs": [1, 5, 10, 50]}, section="run").specs()
     specs += build(RunConfig, {"methods": ["dm"], "ipcs": [10, 20, 50, 100]}, section="run").specs()
     assert [(spec.label, spec.ipcs) for spec in specs] == [("dm", (1, 5)), ("dm", (10,)), ("dm", (50,)),
                                                            ("kmeans", None), ("dm", (10, 20)), ("dm", (50, 100))]
+    measured = presets()["dm"]["default"]["ipc"]
     dm = [spec.params for spec in specs if spec.method == "dm"]
-    assert dm == [RUN_SETTINGS["dm"][ipc] for ipc in (1, 10, 50, 10, 50)]
-    assert RUN_SETTINGS["dm"][1] != RUN_SETTINGS["dm"][10] != RUN_SETTINGS["dm"][50]
-    assert run_settings("dm", 3) == RUN_SETTINGS["dm"][1] and run_settings("kmeans", 10) == {}
+    assert dm == [measured[ipc] for ipc in (1, 10, 50, 10, 50)]
+    assert measured[1] != measured[10] != measured[50]
+    assert resolve("dm", 3).params == measured[1] and resolve("dm", 3).preset_ipc == 1
+    assert resolve("kmeans", 10).params == {} and resolve("kmeans", 10).preset_ipc is None
     with pytest.raises(DataError, match="labels must be distinct"):
         build(RunConfig, {"methods": ["dm", {"method": "dm", "label": "dm"}], "ipcs": [10]}, section="run")

@@ -76,6 +76,13 @@ def distiller_params(name: str) -> dict[str, Any]:
     return {f.name: f.default for f in dataclasses.fields(_distiller_class(name))}
 
 
+def coerce_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """`params` of distiller `name` checked and coerced to their types (YAML's "1e-3" is 0.001); DataError
+    naming the accepted parameters for an unknown one."""
+    distiller = make_distiller(name, **params)
+    return {key: getattr(distiller, key) for key in params}
+
+
 def make_distiller(name: str, **params: Any) -> Distiller:
     """The distiller registered as `name`, built with `params` (the rest keep their defaults).
 

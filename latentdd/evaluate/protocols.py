@@ -67,6 +67,15 @@ PROTOCOL_SOURCES = {
                "ipc_epoch, data.py transform_imagenet; PROTOCOLS.md section 8); colour jitter and lighting left out",
 }
 
+def describe(name: str) -> str:
+    """One line on protocol `name`, from its preset: "dsa: 1000 epochs, hard labels, DSA, sgd"."""
+    preset = PROTOCOLS[name]
+    epochs = f"{preset['epochs']} epochs" if preset.get("epochs") else "epochs by IPC"
+    labels = "a teacher's soft labels" if preset.get("loss") == "teacher_kl" else "hard labels"
+    augment = "DSA" if preset.get("dsa") else ("crop/flip/CutMix" if preset.get("crop_scale") else "no augmentation")
+    return f"{name}: {epochs}, {labels}, {augment}, {preset.get('optimizer', 'sgd')}"
+
+
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("step", "multistep", "cosine")
 LOSSES = ("ce", "teacher_kl")

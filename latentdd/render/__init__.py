@@ -23,6 +23,7 @@ model fits the train latents before it returns, so that nothing is distilled in 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -58,6 +59,18 @@ def make_diffusion_decoder(config, vae, adapter, latents, cache_dir, *, progress
 
 DECODERS: dict[str, Callable] = {"vae": make_vae_decoder, "diffusion": make_diffusion_decoder,
                                  "dit": make_dit_decoder, "sd-img2img": make_sd_img2img_decoder}
+
+# Each decoder owns its defaults (its dataclass fields): D4M's strength 0.7 and guidance 8 for sd-img2img, the
+# val-chosen 0.5 and 4 for diffusion, ... `DecoderConfig` takes them unless a setting is given.
+DECODER_CLASSES: dict[str, type] = {"vae": VAEDecoder, "diffusion": DiffusionDecoder, "dit": DiTDecoder,
+                                    "sd-img2img": StableDiffusionImg2ImgDecoder}
+SAMPLER_SETTINGS = ("strength", "num_inference_steps", "guidance_scale", "eta", "batch_size")
+
+
+def decoder_defaults(name: str) -> dict:
+    """The sampler settings decoder `name` defaults to ({} of those it does not have: vae has batch_size only)."""
+    return {f.name: f.default for f in dataclasses.fields(DECODER_CLASSES[name])
+            if f.name in SAMPLER_SETTINGS and f.default is not dataclasses.MISSING}
 
 # The model each pretrained decoder loads when config.prior names none.
 PRETRAINED_DEFAULTS: dict[str, str] = {"dit": DIT_DEFAULT, "sd-img2img": SD_DEFAULT}
