@@ -9,6 +9,13 @@ run on the engine in matching.py.
     synthetic = make_distiller("kmeans", weights_mode="sqrt").distill(latents, ipc=10, seed=0)
 """
 
+import sys as _sys
+
+from latentdd import _StageModule
+
+_sys.modules[__name__].__class__ = _StageModule  # latentdd.distill(...) calls latentdd.api.distill
+
+
 from latentdd.distill.base import (
     DISTILLERS,
     DistillContext,

@@ -1,5 +1,12 @@
 """The ruler: train a network on a (synthetic) set, test it on the real test split."""
 
+import sys as _sys
+
+from latentdd import _StageModule
+
+_sys.modules[__name__].__class__ = _StageModule  # latentdd.evaluate(...) calls latentdd.api.evaluate
+
+
 from latentdd.evaluate.convnet import ConvNet, build_model
 from latentdd.evaluate.dsa import DiffAugment, DSAConfig
 from latentdd.evaluate.trainer import EvalConfig, EvalReport, PROTOCOLS, evaluate_synthetic, train_model, top1_accuracy

@@ -23,6 +23,12 @@ model fits the train latents before it returns, so that nothing is distilled in 
 
 from __future__ import annotations
 
+import sys as _sys
+
+from latentdd import _StageModule
+
+_sys.modules[__name__].__class__ = _StageModule  # latentdd.render(...) calls latentdd.api.render
+
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
