@@ -588,6 +588,11 @@ def cmd_run(args, raw) -> int:
     print((out / "results.md").read_text())
     if config.students:
         print((out / "cross_arch.md").read_text())
+    for spec in config.specs() if config.random_real_part is None else []:
+        for ipc in filter(spec.runs_at, config.ipcs):
+            folder = out / f"{spec.label}_ipc{ipc}"
+            print(f"{spec.label}, IPC {ipc}: grid {folder / 'grid.png'}; exported image folder {folder / 'images'} "
+                  "(manifest.json beside the images)")
     return 0
 
 

@@ -558,6 +558,15 @@ def _mean_or_none(values) -> float | None:
     return float(sum(values) / len(values)) if values else None
 
 
+def _departures_text(evaluator: EvalConfig) -> list[str]:
+    """A line saying where the evaluator departs from its protocol (e.g. a light evaluation), or none."""
+    changed = evaluator.departures()
+    if not changed:
+        return []
+    what = ", ".join(f"{key} {ours} (the protocol's: {theirs})" for key, (ours, theirs) in changed.items())
+    return [f"**Not the full {evaluator.protocol} protocol:** {what}.", ""]
+
+
 def results_markdown(rows: list[dict], dataset: str, evaluator: EvalConfig, vae: dict, seconds: float, *,
                      eval_split: str = "test") -> str:
     lines = [f"# latentdd run: {dataset}", "",
@@ -569,7 +578,7 @@ def results_markdown(rows: list[dict], dataset: str, evaluator: EvalConfig, vae:
              "the share of the set's images a ConvNet trained on the real train split calls their class "
              "(consistency.json). IOR: the accuracy minus random real's (the mean over its subsets, same IPC and "
              "protocol), points; HLR: full data's (run.calibration) minus the set's, points; LRS: DD-Ranking's "
-             "label-robust score, % (latentdd.evaluate.scores).", "",
+             "label-robust score, % (latentdd.evaluate.scores).", "", *_departures_text(evaluator),
              f"| method | IPC | {eval_split.split()[0]} accuracy % (mean ± std, n) | latent W2 | class consistency % "
              "| IOR | HLR | LRS |",
              "|---|---|---|---|---|---|---|---|"]

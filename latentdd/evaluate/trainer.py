@@ -132,6 +132,14 @@ class EvalConfig:
         """`epochs`, or when unset the epochs_by_ipc entry for `ipc` images per class (as trained, after factorization)."""
         return self.epochs if self.epochs is not None else epochs_for_ipc(self.epochs_by_ipc, ipc)
 
+    def departures(self) -> dict[str, tuple]:
+        """The settings that differ from the preset of `protocol`: {field: (this, the protocol's)}, e.g. a light
+        evaluation's {"epochs": (300, 1000)}. Empty: the protocol as published."""
+        preset = EvalConfig.preset(self.protocol)
+        return {f.name: (getattr(self, f.name), getattr(preset, f.name)) for f in dataclasses.fields(self)
+                if f.name not in ("num_eval", "seed", "compile", "use_weights", "use_soft_labels", "factor")
+                and getattr(self, f.name) != getattr(preset, f.name)}
+
     def identity(self) -> dict:
         """What names an evaluation of these settings in a content key: every field but `protocol` (a label),
         the later fields left out while at their defaults and ConvNet's width and norm resolved, so that
