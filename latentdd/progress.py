@@ -3,7 +3,8 @@
 tqdm redraws its bars with carriage returns and cursor moves (ESC [A for nested bars),
 which land in a log file as control sequences. Where the stream is not a terminal,
 `progress_bar` prints plain lines instead: one when the stage starts, at most one per
-tenth of it, and one when it ends, with counts, seconds and the latest postfix.
+tenth of it (with the time left at the rate so far, ETA), and one when it ends, with counts,
+seconds and the latest postfix.
 Nested inner bars (leave=False: an evaluation's epochs) print their end line only, unless
 they run for over a minute (a 1000-epoch training of 500 images: half an hour on a core);
 then they print their tenths from there on too.
@@ -80,5 +81,8 @@ class PlainProgress:
         text = f"{self.desc}: {what} {count} {self.unit}"
         if what not in ("start", "resume"):
             seconds = time.perf_counter() - self.start
-            text += f" in {seconds:.1f} s, {(self.n - self.start_n) / max(seconds, 1e-9):.3g} {self.unit}/s"
+            rate = (self.n - self.start_n) / max(seconds, 1e-9)
+            text += f" in {seconds:.1f} s, {rate:.3g} {self.unit}/s"
+            if what != "done" and self.total and rate > 0:  # the time left at the rate so far, as tqdm's
+                text += f", ETA {(self.total - self.n) / rate:.0f} s"
         print(text + (f", {self.postfix}" if self.postfix else ""), file=self.file, flush=True)

@@ -3,6 +3,8 @@ published figures, warnings on missing classes, a stop on diverging latents."""
 
 from __future__ import annotations
 
+import re
+
 import io
 import json
 import os
@@ -62,7 +64,9 @@ def test_plain_progress_prints_at_most_one_line_per_tenth_and_resumes():
     lines = out.getvalue().splitlines()
     assert lines[0] == "fit prior: resume 200/1000 step"
     assert [line.split()[2] for line in lines[1:-1]] == [f"{p}%" for p in range(30, 100, 10)]
+    assert all(re.search(r", ETA \d+ s$", line) for line in lines[1:-1])  # the time left at the rate so far
     assert lines[-1].startswith("fit prior: done 1000/1000 step in ") and lines[-1].endswith("loss=0.1")
+    assert "ETA" not in lines[-1]
 
 
 def test_a_nested_bar_in_a_log_prints_its_tenths_only_once_it_runs_long(monkeypatch):
