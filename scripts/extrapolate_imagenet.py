@@ -2,7 +2,7 @@
 
 Inputs are what latentdd measured, never typed-in timings:
 - --scale: `benchmarks/bench_scale.py`'s JSON (encode under P processes; kmeans at IPC 10 on 10 classes);
-- --run: a `latentdd run` folder of the 1000-class flow (configs/scale_procedural_1000.yaml): the
+- --run: a `latentdd run` folder of the 1000-class flow (results/scale_proc1000/recipe.yaml): the
   set's `distill.json` stage seconds (one-process encode, kmeans over 1000 classes, VAE render) and the
   evaluation reports (seconds per training, epochs, images);
 - --diffusion: the `render.json` of `latentdd render --decoder diffusion` on the same set (prior fit

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The diffusion decoder's strength, then guidance, chosen on the validation split
-# (configs/search_decoder_fashion_mnist.yaml): strength 0.5, 0.7, 0.9 at guidance 4, then
+# (results/decoder_search_fashion_mnist/recipe.yaml): strength 0.5, 0.7, 0.9 at guidance 4, then
 # guidance 1.5 and 8 at the best strength; strength 0 (= VAE decoding) is scored beside
 # them for reference. Prints each point's val accuracy (stderr) and the best setting as
 # "STRENGTH GUIDANCE" (stdout); re-running skips finished points.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-config=configs/search_decoder_fashion_mnist.yaml
+config=results/decoder_search_fashion_mnist/recipe.yaml
 out=${OUT:-runs/search_decoder}
 point() {  # strength guidance
   latentdd run --config "$config" --strength "$1" --guidance-scale "$2" --out "$out/s$1_g$2" >&2
