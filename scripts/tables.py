@@ -436,11 +436,12 @@ def natural(text: str) -> list:
 
 def t_calibration() -> str:
     folder = Path("results/calibration_fashion_mnist")
-    rows = []
+    rows, records = [], []
     for r in _json(ROOT / folder / "results.json"):
         name = (f"full_data_{r['protocol'].split()[0]}ep.json" if r["method"] == "full"
                 else f"random_{r['protocol']}_ipc{r['ipc']}.json")
-        ev = _json(ROOT / folder / "reports" / name)["record"]["evaluator"]
+        records.append(_json(ROOT / folder / "reports" / name)["record"])
+        ev = records[-1]["evaluator"]
         pub = r.get("published")
         same_protocol = r["method"] == "full" or r["protocol"] == "dc"
         within = ""
@@ -454,7 +455,9 @@ def t_calibration() -> str:
         set_name = "whole train split" if r["method"] == "full" else "random real"
         rows.append([set_name, evaluator_words(ev), "all" if r["method"] == "full" else str(r["ipc"]),
                      acc(r["mean"], r["std"], r["n"]), pub_cell, within])
-    return ("Fashion-MNIST, test split, seed 0, `latentdd calibrate`. Run i of a random-real row draws its own subset "
+    data = {(DATASETS.get(r["dataset"]["name"], r["dataset"]["name"]), r["dataset"]["test_split"]) for r in records}
+    return (f"{', '.join(f'{d}, scored on the {split} split' for d, split in sorted(data))}; `latentdd calibrate`. "
+            "Run i of a random-real row draws its own subset "
             "(seed i) and trains its own network (seed i), as the published std spans selections. Published: "
             "`latentdd.published` (DC's table). Within: |ours − published| ≤ 2 published std.\n\n"
             + table(["set", "evaluator", "IPC", "latentdd %", "published %", "within 2 std"], rows)
@@ -547,7 +550,10 @@ def t_cross_arch() -> str:
         rows.append(r)
     rows.append([f"random real, {random[order[0]]['n']} subsets"]
                 + [f"{random[s]['mean']:.2f} ± {random[s]['std']:.2f}" if s in random else "" for s in order])
-    return ("Fashion-MNIST IPC 10, test split, `dsa` protocol (DSA augmentation, hard labels) on each student, one "
+    sets = [e for f in run_folders(group) for e in load_run(f).sets if e.report]
+    any_set, ipcs = sets[0], sorted({e.ipc for e in sets})
+    return (f"{caption_common([any_set], with_protocol=False)}, IPC {', '.join(map(str, ipcs))}; protocol "
+            f"`{protocol_name(any_set.evaluator)}` ({_aug_labels(any_set.evaluator)}) on each student, one "
             "training a cell; sets distilled with ConvNet-3 (or none, for kmeans) in the fitted VAE's latent space. "
             "A cell: accuracy % (IOR against random real on the same student).\n\n"
             + table(["set"] + [heads[s] for s in order], rows) + f"\n\nRecords: `{group}/`.")
