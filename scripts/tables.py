@@ -113,8 +113,8 @@ class Entry:
             return "pixel"
         if name.startswith("fit:"):
             return "latent " + "x".join(map(str, vae.get("latent_shape", [])))
-        if name.startswith("taesd:"):
-            return "TAEF2 " + "x".join(map(str, vae.get("latent_shape", [])))
+        if name.startswith("taesd:"):  # named by its weights' folder (TAEF2, TAESD, ...)
+            return Path(name[len("taesd:"):]).name.upper() + " " + "x".join(map(str, vae.get("latent_shape", [])))
         return "real pixels" if not name else name
 
 
@@ -196,21 +196,22 @@ def run_folders(group: str) -> list[str]:
                   if not PART.search(p.parent.name))
 
 
-def baseline_for(entry: Entry) -> tuple[Run, Baseline] | None:
-    """The random-real subsets an entry is compared with: its own run's, else the campaign's fallback."""
+def baseline_for(entry: Entry, fallback: str | None = None) -> tuple[Run, Baseline] | None:
+    """The random-real subsets an entry is compared with: its own run's, else `fallback`'s (a run folder of the
+    same split and protocol; for the campaign's test rows at 1000 epochs, FALLBACK_BASELINE)."""
     own = load_run(str(entry.folder))
     if own.baseline(entry.ipc):
         return own, own.baseline(entry.ipc)
-    if str(entry.folder).startswith(MATCHING) and entry.split == "test" and entry.epochs == 1000:
-        fallback = load_run(FALLBACK_BASELINE)
-        if fallback.baseline(entry.ipc):
-            return fallback, fallback.baseline(entry.ipc)
+    if fallback is None and str(entry.folder).startswith(MATCHING) and entry.split == "test" and entry.epochs == 1000:
+        fallback = FALLBACK_BASELINE
+    if fallback is not None and load_run(fallback).baseline(entry.ipc):
+        return load_run(fallback), load_run(fallback).baseline(entry.ipc)
     return None
 
 
-def entry_ior(entry: Entry) -> float | None:
+def entry_ior(entry: Entry, fallback: str | None = None) -> float | None:
     """Points over random real (latentdd.evaluate.scores.ior over the subsets' means)."""
-    base = baseline_for(entry)
+    base = baseline_for(entry, fallback)
     if base is None:
         return None
     return ior([entry.row["mean"]], [[m] for m in base[1].means])
@@ -296,8 +297,8 @@ def signed(x: float | None) -> str:
     return "" if x is None else f"{round(x, 2) + 0.0:+.2f}"
 
 
-def base_cell(entry: Entry) -> str:
-    base = baseline_for(entry)
+def base_cell(entry: Entry, fallback: str | None = None) -> str:
+    base = baseline_for(entry, fallback)
     if base is None:
         return ""
     run, b = base
@@ -559,46 +560,46 @@ def t_cross_arch() -> str:
             + table(["set"] + [heads[s] for s in order], rows) + f"\n\nRecords: `{group}/`.")
 
 
-def _run_table(folder: str, note: str = "") -> str:
-    """A whole run folder: every set and its random real, the run's own protocol."""
-    run = load_run(folder)
-    entries = [e for e in run.sets if e.report]
-    has_cc = any("class_consistency" in e.row for e in run.sets)
+def _run_table(folders: list[str], note: str = "") -> str:
+    """Whole run folders: every set and its random real; a folder without random real is compared with the first
+    folder's (the same split and protocol)."""
+    run = load_run(folders[0])
+    entries = [e for f in folders for e in load_run(f).sets if e.report]
+    has_cc = any("class_consistency" in e.row for e in entries)
     rows = []
-    for e in sorted(entries, key=lambda e: (e.ipc, -e.row["mean"])):
-        r = [str(e.ipc), describe(e), e.space, acc(e.row["mean"], e.row["std"], e.row["n"]), base_cell(e),
-             signed(entry_ior(e))]
+    for e in entries:
+        r = [str(e.ipc), describe(e), e.space, acc(e.row["mean"], e.row["std"], e.row["n"]), base_cell(e, folders[0]),
+             signed(entry_ior(e, folders[0]))]
         if has_cc:
             r.append(f"{e.row['class_consistency']:.1f}" if e.row.get("class_consistency") is not None else "")
-        rows.append(r)
-    for ipc, subs in sorted(run.subsets.items()):
-        if len(subs) == 1 and subs[0].row["n"] > 1:  # one subset trained several times (older runs)
+        rows.append((e.ipc, -e.row["mean"], r))
+    for ipc, subs in run.subsets.items():
+        if has_cc and len(subs) == 1 and subs[0].row.get("class_consistency") is not None:  # its consistency
             s = subs[0]
-            r = [str(ipc), "random real images (one subset)", "pixels", acc(s.row["mean"], s.row["std"], s.row["n"]),
-                 "", ""]
-            if has_cc:
-                r.append(f"{s.row['class_consistency']:.1f}" if s.row.get("class_consistency") is not None else "")
-            rows.append(r)
+            rows.append((ipc, 0.0, [str(ipc), "random real images", "pixels", acc(s.row["mean"], s.row["std"],
+                                    s.row["n"]), "", "", f"{s.row['class_consistency']:.1f}"]))
+    rows = [r for *_, r in sorted(rows, key=lambda t: t[:2])]
     header = ["IPC", "set", "space", "accuracy %", "random real %", "IOR"] + (["class consistency %"] if has_cc else [])
     all_entries = entries + [s for subs in run.subsets.values() for s in subs]
-    return (f"{caption_common(all_entries)}. {note}\n\n" + table(header, rows) + f"\n\nRecords: `{folder}/`.")
+    return (f"{caption_common(all_entries)}. {note}\n\n" + table(header, rows) + "\n\n" + folders_line(entries))
 
 
 def t_decoder() -> str:
-    return _run_table("results/diffusion_decoder_fashion_mnist",
+    return _run_table(["results/diffusion_decoder_fashion_mnist"],
                       "The sets are `compare`'s IPC-10 latents rendered by the diffusion decoder; the same latents "
                       "decoded by the VAE are in the `compare` table. Class consistency: the share of a set's images "
                       "that a ConvNet trained on the real train split calls their class.")
 
 
 def t_compare() -> str:
-    return _run_table("results/compare_fashion_mnist",
+    return _run_table(["results/compare_fashion_mnist"],
                       "`latentdd compare`: every method on the same cached latents (an earlier fitted VAE), VAE "
-                      "decoding; BACON and IDM at 500 iterations with the latent embedding.")
+                      "decoding. Class consistency: the share of a set's images that a ConvNet trained on the real "
+                      "train split calls their class.")
 
 
 def t_taef2() -> str:
-    return _run_table("results/taef2_fashion_mnist64/taef2_fmnist64",
+    return _run_table(["results/taef2_fashion_mnist64/taef2_fmnist64", "results/taef2_fashion_mnist64/taef2_fmnist64_dm"],
                       "Fashion-MNIST as 64 px RGB image folders in TAEF2's 32x8x8 latent space, one training a set.")
 
 
@@ -643,8 +644,21 @@ def _method_table(*methods: str) -> Callable[[], str]:
     return lambda: _campaign_table(methods, with_published=True, short=True)
 
 
+def t_latent_table() -> str:
+    return _run_table(["results/latent_table_fashion_mnist"],
+                      "`latentdd run --config` of every latent distiller at IPC 1 and 10 on one cached latent space (an "
+                      "earlier fitted VAE), VAE decoding, random real images in the same run.")
+
+
+def t_bacon_search() -> str:
+    return _run_table(["results/bacon_search_fashion_mnist"],
+                      "BACON's iterations (one optimisation scored at each count), factorization, k-means init and "
+                      "the paper loss, next to kmeans and random real, each scored by one training on the val split "
+                      "(an earlier fitted VAE, latent embedding).")
+
+
 def t_scale_proc1000() -> str:
-    return _run_table("results/scale_proc1000",
+    return _run_table(["results/scale_proc1000"],
                       "A generated 1000-class image folder (64 px RGB, `scripts/make_scale_fixture.py procedural`) in "
                       "TAEF2's latent space; its val images stand in for a test split; "
                       "a short protocol, one training a set.")
@@ -666,6 +680,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "calibration": t_calibration,
     "soft_labels": t_soft_labels,
     "cross_arch": t_cross_arch,
+    "latent_table": t_latent_table,
+    "bacon_search": t_bacon_search,
     "compare": t_compare,
     "decoder": t_decoder,
     "taef2": t_taef2,
