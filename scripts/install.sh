@@ -25,6 +25,7 @@ PY="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 # torch and torchvision must be a matching pair; these two import together on CPU-only machines too.
 .venv/bin/pip install -q "torch==2.14.1" "torchvision==0.29.1"
-# faiss: the CPU wheel here; on a CUDA machine LATENTDD_EXTRAS=dev,gpu installs faiss-gpu-cu12 instead.
-.venv/bin/pip install -q -e ".[${LATENTDD_EXTRAS:-dev,cpu}]"
+# faiss: the CPU wheel here; on a CUDA machine LATENTDD_EXTRAS=dev,gpu,docs installs faiss-gpu-cu12 instead.
+# docs: mkdocs-material and mkdocstrings, which build the documentation site (.ci/run builds it strictly).
+.venv/bin/pip install -q -e ".[${LATENTDD_EXTRAS:-dev,cpu,docs}]"
 echo "installed: $(.venv/bin/latentdd --version)"
