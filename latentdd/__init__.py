@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "encode": "latentdd.api", "run": "latentdd.api",
     "DataConfig": "latentdd.config", "EvalConfig": "latentdd.evaluate.trainer",
-    "LatentSpaceConfig": "latentdd.pipelines.distill", "DecoderConfig": "latentdd.pipelines.distill",
+    "LatentSpaceConfig": "latentdd.vae.config", "DecoderConfig": "latentdd.render.config",
     "TeacherConfig": "latentdd.evaluate.teacher", "presets": "latentdd.presets",
 }
 # Stages whose subpackage is also the API function of the same name (see _StageModule).

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from latentdd.cachekey import content_key, split_sha256
-from latentdd.config import DataConfig, positive_int, resolved_fields, save_resolved
+from latentdd.config import DataConfig, save_resolved
 from latentdd.data import LabelledImages
 from latentdd.errors import DataError
 from latentdd.evaluate.factorization import tile_set
@@ -37,37 +37,15 @@ from latentdd.latents.cache import (
 from latentdd.latents.sharded import ShardedLatents, open_latents
 from latentdd.latents.types import Latents, SyntheticLatents
 from latentdd.record import dataset_record, protocol_record
-from latentdd.prior import FitPriorConfig
-from latentdd.render import DECODERS, PRETRAINED_DEFAULTS, VAEDecoder, decoder_defaults
+from latentdd.render import DECODERS, VAEDecoder
+from latentdd.render.config import DecoderConfig
 from latentdd.render import load_or_fit_prior as _load_or_fit_prior
 from latentdd.vae import FitVAEConfig, LatentVAE, PixelVAE, VAEInputAdapter, fit_vae, load_vae
+from latentdd.vae.config import LatentSpaceConfig
+
+__all__ = ["DecoderConfig", "LatentSpaceConfig"]  # the stages' configs, defined in the library, used here
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class LatentSpaceConfig:
-    """Which latent space: the VAE, how images reach it, where caches live."""
-
-    vae: str = "fit"  # fit | pixel | taesd:PATH | DIR | hub id (see `latentdd.vae.VAE_SPEC_HELP`)
-    input_size: int | None = None  # side of the VAE's input; None: the VAE's own
-    resize: str | None = None  # resize | pad to reach input_size; None: the VAE's default
-    cache_dir: str = "~/.cache/latentdd"  # fitted VAEs and latent caches (both keyed by content)
-    shard_size: int = 4096
-    batch_size: int = 256
-    workers: int = 0  # processes decoding images while the VAE encodes (latentdd.latents.cache.CacheConfig)
-    fit: dict = field(default_factory=dict)  # FitVAEConfig's fields for vae: fit (missing ones: its defaults)
-
-    def __post_init__(self) -> None:
-        # Checked here and completed with the defaults, so that the saved config holds every value used.
-        self.fit = resolved_fields(FitVAEConfig, self.fit, "latent.fit")
-        if self.resize not in (None, "resize", "pad"):
-            raise DataError(f"latent.resize must be resize or pad (or null: the VAE's default); got {self.resize!r}")
-        positive_int(self.input_size, "latent.input_size", optional=True)
-        positive_int(self.shard_size, "latent.shard_size")
-        positive_int(self.batch_size, "latent.batch_size")
-        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
-            raise DataError(f"latent.workers must be a non-negative integer; got {self.workers!r}")
 
 
 @dataclass
@@ -87,80 +65,6 @@ class LatentSpace:
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latents (n, c, h, w) -> images (n, C, H, W) at the dataset's shape, differentiable."""
         return self.adapter.from_vae(self.vae.decode(z))
-
-
-@dataclass
-class DecoderConfig:
-    """How synthetic latents become images: `vae` decodes them directly; `diffusion` first runs
-    img2img from each latent with a class-conditional prior fitted to the train latents
-    (`latentdd.prior.fit_prior`, cached by content under cache_dir/prior); `dit` and
-    `sd-img2img` run img2img with a pretrained DiT / Stable Diffusion (`prior`: its hub id or
-    folder; the latents must come from its VAE, --vae DIR/vae). strength, steps, guidance,
-    eta and batch_size apply to every img2img decoder."""
-
-    name: str = "vae"  # a key of latentdd.render.DECODERS: vae | diffusion | dit | sd-img2img
-    # The sampler settings: None takes the decoder's own default (`latentdd.render.decoder_defaults`): diffusion
-    # strength 0.5 and guidance 4 (chosen on a val split, results/decoder_search_fashion_mnist/), sd-img2img D4M's
-    # 0.7 and 8, dit 0.7 and DiT's 4.
-    strength: float | None = None  # share of the inference steps run from the latent
-    num_inference_steps: int | None = None
-    guidance_scale: float | None = None  # classifier-free guidance (1: none)
-    eta: float | None = None  # DDIM's (0: deterministic after the starting noise)
-    batch_size: int | None = None  # latents per decoder call
-    # vae / diffusion: FitPriorConfig's fields of the fitted prior (missing ones: its defaults);
-    # dit / sd-img2img: the pretrained model, a hub id or a folder (missing: PRETRAINED_DEFAULTS).
-    prior: str | dict = field(default_factory=dict)
-    class_map: list[int] | None = None  # dit: the ImageNet index of each dataset class
-    imagenet_classes: str | None = None  # dit: an ImageNet class list, for classes named by WordNet id
-    prompt: str = "{}"  # sd-img2img: a class's prompt, "{}" -> the class name (D4M's)
-    class_prompts: list[str] | None = None  # sd-img2img: one prompt per class instead
-    negative_prompt: str | None = None  # sd-img2img
-
-    def __post_init__(self) -> None:
-        if self.name not in DECODERS:
-            raise DataError(f"decoder must be one of {', '.join(sorted(DECODERS))}; got {self.name!r}")
-        self._check_prior()
-        for key, owner in _DECODER_ONLY.items():
-            if getattr(self, key) != DecoderConfig.__dataclass_fields__[key].default and self.name != owner:
-                raise DataError(f"decoder.{key} is a setting of the {owner} decoder; the {self.name} decoder "
-                                f"would ignore it (pass --decoder {owner}, or drop it)")
-        # Completed with the decoder's own defaults, so that the saved config holds every value used.
-        for key, value in decoder_defaults(self.name).items():
-            if getattr(self, key) is None:
-                setattr(self, key, value)
-        if self.strength is not None and not 0.0 <= self.strength <= 1.0:
-            raise DataError(f"decoder.strength must lie in [0, 1]; got {self.strength!r}")
-        if (self.guidance_scale or 0) < 0 or (self.eta or 0) < 0:
-            raise DataError(f"decoder.guidance_scale and decoder.eta must be >= 0; got {self.guidance_scale!r}, "
-                            f"{self.eta!r}")
-        positive_int(self.num_inference_steps, "decoder.num_inference_steps", optional=True)
-        positive_int(self.batch_size, "decoder.batch_size")
-
-    def _check_prior(self) -> None:
-        """Resolve `prior` to what the decoder uses: the full fitted-prior settings, or the pretrained model."""
-        if self.name in PRETRAINED_DEFAULTS:
-            if isinstance(self.prior, dict):
-                # A saved config of the vae decoder holds the fitted prior's defaults: nothing set, no conflict.
-                if self.prior and self.prior != resolved_fields(FitPriorConfig, {}, "decoder.prior"):
-                    raise DataError(
-                        f"decoder.prior of the {self.name} decoder is the pretrained model, a hub id or a folder "
-                        f"(--prior ORG/NAME or --prior DIR); got the fitted-prior settings {sorted(self.prior)}, "
-                        "which only --decoder diffusion uses")
-                self.prior = PRETRAINED_DEFAULTS[self.name]
-            return
-        if isinstance(self.prior, str):
-            raise DataError(
-                f"decoder.prior {self.prior!r} names a pretrained model, which only --decoder dit and "
-                f"--decoder sd-img2img load; the {self.name} decoder "
-                + ("fits its prior: set its fields with --prior-set KEY=VALUE or a decoder.prior mapping"
-                   if self.name == "diffusion" else "uses none"))
-        # Checked here and completed with the defaults, so that the saved config holds every value used.
-        self.prior = resolved_fields(FitPriorConfig, self.prior, "decoder.prior")
-
-
-# Settings only one decoder reads: set for another, they would be silently ignored.
-_DECODER_ONLY = {"class_map": "dit", "imagenet_classes": "dit", "prompt": "sd-img2img",
-                 "class_prompts": "sd-img2img", "negative_prompt": "sd-img2img"}
 
 
 def load_or_fit_prior(config: DecoderConfig, space: LatentSpace, cache_dir: str, *, progress: bool = True):

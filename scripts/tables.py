@@ -51,8 +51,8 @@ FALLBACK_BASELINE = f"{MATCHING}/matching_random_real"
 # Part folders (one training seed, or one random-real subset) are gathered by another folder of the campaign,
 # whose rows hold the same trainings: only the gathered rows are tabulated.
 PART = re.compile(r"_(s|rr)\d+$")
-# `latentdd run`'s bare method name takes, at each IPC, the settings chosen on the val split (pipelines/run.py
-# RUN_SETTINGS). These are the records of those settings' test rows.
+# A bare method name takes, at each IPC, its `default` preset (latentdd/presets.yaml: the settings chosen on the
+# val split). These are the records of those settings' test rows.
 RUN_DEFAULT = {
     1: (f"{MATCHING}/matching_ipc1_decoded_tiles", "dm_f2_decoded_it250"),
     10: (f"{MATCHING}/matching_dm_fast_ipc10", "dm"),
@@ -640,6 +640,19 @@ def t_protocols() -> str:
             + table(["protocol", "labels", "optimiser", "schedule", "epochs", "augmentation", "source"], rows))
 
 
+def t_presets() -> str:
+    """Every named preset shipped in latentdd/presets.yaml, by method and IPC."""
+    from latentdd.presets import presets
+
+    rows = [[f"`{method}`", f"`{name}`", str(ipc), ", ".join(f"{k}={v}" for k, v in params.items()), preset["about"]
+             if ipc == min(preset["ipc"]) else ""]
+            for method, named in presets().items() for name, preset in named.items()
+            for ipc, params in preset["ipc"].items()]
+    return ("An IPC takes the entry of the largest listed IPC not above it; every other method's `default` is its "
+            "`reference`, the public code's settings (the distiller's own defaults, listed with each method below).\n\n"
+            + table(["method", "preset", "IPC", "parameters (over the reference's)", "how they were chosen"], rows))
+
+
 def _method_table(*methods: str) -> Callable[[], str]:
     return lambda: _campaign_table(methods, with_published=True, short=True)
 
@@ -668,6 +681,7 @@ def t_scale_proc1000() -> str:
 TABLES: dict[str, Callable[[], str]] = {
     "headline": t_headline,
     "protocols": t_protocols,
+    "presets": t_presets,
     "method_dm": _method_table("dm"),
     "method_dc_dsa": _method_table("dc", "dsa"),
     "method_idm": _method_table("idm"),
@@ -725,16 +739,16 @@ def cli_markdown() -> str:
 # Each YAML section and the dataclass that checks it (nested mappings after their section).
 CONFIG_SECTIONS = (
     ("dataset", "latentdd.config", "DataConfig"),
-    ("latent", "pipelines.distill", "LatentSpaceConfig"),
+    ("latent", "latentdd.vae.config", "LatentSpaceConfig"),
     ("latent.fit", "latentdd.vae.fit", "FitVAEConfig"),
-    ("decoder", "pipelines.distill", "DecoderConfig"),
+    ("decoder", "latentdd.render.config", "DecoderConfig"),
     ("decoder.prior", "latentdd.prior.fit", "FitPriorConfig"),
     ("evaluator", "latentdd.evaluate.trainer", "EvalConfig"),
     ("teacher", "latentdd.evaluate.teacher", "TeacherConfig"),
     ("distill", "latentdd.config", "DistillConfig"),
     ("baseline", "latentdd.config", "BaselineConfig"),
-    ("run", "pipelines.run", "RunConfig"),
-    ("calibrate", "pipelines.calibrate", "CalibrateConfig"),
+    ("run", "latentdd.pipelines.run", "RunConfig"),
+    ("calibrate", "latentdd.pipelines.calibrate", "CalibrateConfig"),
 )
 
 

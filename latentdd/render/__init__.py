@@ -17,7 +17,7 @@ The img2img decoders share their render loop (batches, per-latent noise, the pla
 decoding at strength 0): `latentdd.render.img2img.Img2ImgDecoder`.
 
 A factory takes (config, vae, adapter, latents, cache_dir, progress) -> (decoder, record):
-config has the fields of `latentdd.pipelines.distill.DecoderConfig`; a factory checks that the
+config has the fields of `latentdd.render.config.DecoderConfig`; a factory checks that the
 model fits the train latents before it returns, so that nothing is distilled in vain.
 """
 

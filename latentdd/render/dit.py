@@ -247,7 +247,7 @@ class DiTDecoder(LatentImg2Img):
 def make_dit_decoder(config, vae: LatentVAE, adapter: VAEInputAdapter, latents: Latents, cache_dir, *,
                      progress: bool = True) -> tuple[DiTDecoder, dict]:
     """The DiT of `config.prior` (hub id or folder) -> (DiTDecoder, its record); `config` has the fields of
-    `latentdd.pipelines.distill.DecoderConfig`. The train latents' shape and classes are checked now, before any distilling."""
+    `latentdd.render.config.DecoderConfig`. The train latents' shape and classes are checked now, before any distilling."""
     transformer, scheduler_config = load_dit(config.prior, device=vae.device)
     decoder = DiTDecoder(vae, adapter, transformer, scheduler_config, class_map=config.class_map,
                          imagenet_classes=config.imagenet_classes, strength=config.strength,

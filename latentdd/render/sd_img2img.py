@@ -157,7 +157,7 @@ class StableDiffusionImg2ImgDecoder(Img2ImgDecoder):
 def make_sd_img2img_decoder(config, vae: LatentVAE, adapter: VAEInputAdapter, latents: Latents, cache_dir, *,
                             progress: bool = True) -> tuple[StableDiffusionImg2ImgDecoder, dict]:
     """The pipeline of `config.prior` (hub id or folder) -> (decoder, its record); `config` has the fields of
-    `latentdd.pipelines.distill.DecoderConfig`. The train latents' space and classes are checked now, before any distilling."""
+    `latentdd.render.config.DecoderConfig`. The train latents' space and classes are checked now, before any distilling."""
     pipeline = load_sd_img2img(config.prior, device=vae.device)
     decoder = StableDiffusionImg2ImgDecoder(
         vae, adapter, pipeline, strength=config.strength, num_inference_steps=config.num_inference_steps,
