@@ -630,14 +630,16 @@ def _preset_help() -> str:
 
     measured = "; ".join(f"{method} at IPC {', '.join(map(str, preset['ipc']))}"
                          for method, named in presets().items() for preset in named.values())
-    return ("where a method's parameters start, --param merging over them. default (the default): the "
+    from latentdd.presets import all_preset_names
+
+    return (f"{', '.join(all_preset_names())}: where a method's parameters start, --param merging over them. "
+            "default (the default): the "
             f"settings latentdd's measured rows use ({measured}; latentdd/presets.yaml says how each was chosen), "
             "else the reference; reference: the method's public code")
 
 
 def make_parser() -> argparse.ArgumentParser:
     from latentdd.distill import DISTILLERS
-    from latentdd.presets import all_preset_names
 
     parser = argparse.ArgumentParser(prog="latentdd", description="Dataset distillation in latent space.")
     parser.add_argument("--version", action="version", version=_version())
@@ -711,9 +713,9 @@ def make_parser() -> argparse.ArgumentParser:
     p = add("distill", "Distil IPC synthetic latents per class, render them, export an image folder.")
     _add_data_args(p)
     _add_latent_args(p)
-    p.add_argument("--method", choices=tuple(DISTILLERS), metavar="METHOD",
+    p.add_argument("--method", metavar="METHOD",
                    help=f"distiller (default {DistillConfig.method}): {', '.join(DISTILLERS)}")
-    p.add_argument("--preset", choices=all_preset_names(), help=_preset_help())
+    p.add_argument("--preset", metavar="PRESET", help=_preset_help())
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="distiller parameter, merged over the preset's, e.g. --param iterations=1000 "
                         "--param medoid=true")
