@@ -256,7 +256,7 @@ def test_cli_distils_dm_in_the_pixel_space_and_exports_the_optimised_pixels(tmp_
     from latentdd.cli import main
 
     out = tmp_path / "dm"
-    main(["distill", "--dataset", "digits", "--vae", "pixel", "--method", "dm", "--ipc", "2", "--quiet",
+    main(["distill", "--dataset", "digits", "--vae", "pixel", "--method", "dm", "--preset", "reference", "--ipc", "2", "--quiet",
           "--param", "iterations=3", "--param", "width=8", "--param", "lr=0.05",
           "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])
     record = json.loads((out / "distill.json").read_text())
