@@ -232,6 +232,18 @@ def test_dm_compiled_in_bfloat16_is_repeatable_close_to_eager_and_recorded(laten
     assert eager.extras["embedding_forward"]["compile"] == "off"
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_takes_bfloat16_only_where_the_hardware_computes_in_it(latents, monkeypatch, native):
+    """auto: bfloat16 where it is native (else emulated, many times slower than float32); the record names what ran."""
+    monkeypatch.setattr(matching, "native_bfloat16", lambda device: native)
+    auto = make_distiller("dm", **TINY, real_precision="auto").distill(latents, 2, seed=0)
+    ran = "bfloat16" if native else "float32"
+    same = make_distiller("dm", **TINY, real_precision=ran).distill(latents, 2, seed=0)
+    assert torch.equal(auto.latents, same.latents)
+    assert auto.extras["embedding_forward"]["real_precision"] == ran
+    assert auto.extras["embedding_forward"]["requested"] == "auto"
+
+
 # ---------------------------------------------------------------------------------------
 # The identity latent space
 
