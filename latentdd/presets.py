@@ -11,6 +11,8 @@ parameters over the preset (an override changes one key, not the whole set).
 
     >>> resolve("dm", 10).params["iterations"]
     300
+    >>> resolve("dm", 10).params["real_precision"] in ("bfloat16", "float32")   # a preset's auto, as it runs here
+    True
     >>> resolve("dm", 10, "reference", {"iterations": 50}).params
     {'iterations': 50}
 """
@@ -86,4 +88,9 @@ def resolve(method: str, ipc: int, preset: str = DEFAULT, overrides: dict | None
     by_ipc = named[preset]["ipc"]
     below = [measured for measured in by_ipc if measured <= ipc]
     taken = max(below) if below else min(by_ipc)
-    return Resolved(method, preset, taken, overrides, dict(by_ipc[taken]) | overrides)
+    params = dict(by_ipc[taken])
+    if params.get("real_precision") == "auto":  # what this machine runs, so that records and requests say it
+        from latentdd.distill.matching import machine_real_precision
+
+        params["real_precision"] = machine_real_precision()
+    return Resolved(method, preset, taken, overrides, params | overrides)

@@ -165,7 +165,7 @@ def test_a_bare_method_takes_the_settings_of_the_largest_measured_ipc_not_above_
     specs += build(RunConfig, {"methods": ["dm"], "ipcs": [10, 20, 50, 100]}, section="run").specs()
     assert [(spec.label, spec.ipcs) for spec in specs] == [("dm", (1, 5)), ("dm", (10,)), ("dm", (50,)),
                                                            ("kmeans", None), ("dm", (10, 20)), ("dm", (50, 100))]
-    measured = presets()["dm"]["default"]["ipc"]
+    measured = {ipc: resolve("dm", ipc).params for ipc in presets()["dm"]["default"]["ipc"]}  # auto resolved
     dm = [spec.params for spec in specs if spec.method == "dm"]
     assert dm == [measured[ipc] for ipc in (1, 10, 50, 10, 50)]
     assert measured[1] != measured[10] != measured[50]

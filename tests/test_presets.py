@@ -22,7 +22,7 @@ def test_every_shipped_preset_builds_its_distiller(method, name, ipc):
 
 
 def test_resolve_takes_the_largest_listed_ipc_not_above_and_merges_overrides():
-    listed = presets()["dm"][DEFAULT]["ipc"]
+    listed = {ipc: resolve("dm", ipc).params for ipc in presets()["dm"][DEFAULT]["ipc"]}
     assert resolve("dm", 20).preset_ipc == 10 and resolve("dm", 1000).preset_ipc == 50
     merged = resolve("dm", 10, DEFAULT, {"lr": 2.0})
     assert merged.params == listed[10] | {"lr": 2.0} and merged.overrides == {"lr": 2.0}
@@ -68,3 +68,30 @@ def test_help_lists_every_registered_name(monkeypatch):
         assert all(name in helps[command] for name in MODELS), command
     assert all(name in helps["run"] for name in STUDENT_PRESETS)
     assert "latentdd.distill`" not in helps["distill"]  # no pointer to a help that does not exist
+
+
+def test_the_default_presets_reproduce_the_requests_of_the_committed_sets(monkeypatch):
+    """The presets moved out of the code without changing a set: on a machine that computes in bfloat16 (where
+    the committed rows ran), a bare method's request equals the committed request of its val-chosen test row,
+    so `latentdd run` reuses those folders and a re-run makes the same set."""
+    import json
+    from pathlib import Path
+
+    from latentdd.distill import matching
+    from latentdd.config import build
+    from latentdd.pipelines.run import RunConfig, _distill_request, _with_defaults
+
+    monkeypatch.setattr(matching, "native_bfloat16", lambda device: True)
+    root = Path(__file__).resolve().parents[1] / "results" / "matching_fashion_mnist"
+    rows = {("dm", 10): "matching_dm_fast_ipc10/distill/dm_ipc10.json",
+            ("dm", 50): "search_ipc50_dm_b128/distill/dm_b128_it1000_ipc50.json"}
+    for (method, ipc), path in rows.items():
+        stored = json.loads((root / path).read_text())["request"]
+        # Parameters added to the distiller since then read as their defaults, as `run` reads a stored request.
+        stored["params"] = _with_defaults(stored["params"], distiller_params(method))
+        spec = build(RunConfig, {"methods": [method], "ipcs": [ipc]}, section="run").specs()[0]
+        request = _distill_request(spec, ipc, stored["seed"], stored["vae"])
+        params = dict(request["params"])
+        if "checkpoint_every" in stored["params"]:  # how often a run checkpoints changes no set
+            params["checkpoint_every"] = stored["params"]["checkpoint_every"]
+        assert params == stored["params"], (method, ipc)

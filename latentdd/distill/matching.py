@@ -353,6 +353,12 @@ def native_bfloat16(device: torch.device) -> bool:
     return False
 
 
+def machine_real_precision() -> str:
+    """What real_precision auto runs on this machine's default device (the GPU if there is one)."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return "bfloat16" if native_bfloat16(device) else "float32"
+
+
 def _dense_strides(shape: torch.Size) -> tuple[int, ...]:
     """The strides of a C-contiguous tensor of `shape`, size-1 dimensions included."""
     strides, step = [], 1
