@@ -124,6 +124,23 @@ def _cannot_write(where: Path, err: OSError) -> LatentDDError:
                          "choose another --out in a folder you can write")
 
 
+def check_writable_file(path: Path, what: str) -> None:
+    """LatentDDError unless a file can be written at `path` (its folder is created if missing): for a
+    file written after a long computation, so that a read-only place fails before the work, not after.
+    what: how the message names it (e.g. "the report (--json)")."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise LatentDDError(f"cannot write {what} to {path}: it is a folder; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise LatentDDError(f"cannot write {what} to {path}: {err.strerror or err}; "
+                            "choose a place you can write") from None
+
+
 def claim_folder(out: Path, kind: str) -> Path:
     """Make `out` a folder that latentdd writes into in place (a run, a calibration, a latent cache).
 
