@@ -135,6 +135,12 @@ def test_the_saved_file_keeps_no_run_dependent_extras_and_files_that_hold_them_s
     save_file({"latents": synthetic.latents, "labels": synthetic.labels}, str(tmp_path / "old.safetensors"),
               metadata={"latentdd": json.dumps(fields)})
     assert SyntheticLatents.load(tmp_path / "old.safetensors").extras == run
+    # A distill folder's distill.json gives the timings back, unless it disagrees with the file on the rest.
+    full = {**synthetic.extras}
+    legacy = {"class_names": ["a", "b", "c"], "method": "kmeans", "params": {}, "extras": full}
+    assert SyntheticLatents.load(tmp_path / "latents.safetensors", legacy=legacy).extras == full
+    legacy["extras"] = {**full, "depth": 4}
+    assert SyntheticLatents.load(tmp_path / "latents.safetensors", legacy=legacy).extras == loaded.extras
 
 
 @pytest.mark.bad_input

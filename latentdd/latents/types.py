@@ -144,7 +144,9 @@ class SyntheticLatents:
         """The synthetic latents `save` wrote at `path`; DataError naming the file if it is missing or corrupt.
 
         legacy: class_names, method, params and extras for a file of tensors only (a distill
-        folder's latents.safetensors before `save` existed, whose distill.json holds them).
+        folder's latents.safetensors before `save` existed, whose distill.json holds them). For a
+        file `save` wrote, legacy's extras give back the timings the file leaves out, if without
+        them they equal the file's (a record that disagrees with the file is not taken).
         """
         from safetensors import safe_open
 
@@ -167,6 +169,10 @@ class SyntheticLatents:
             if not isinstance(fields, dict) or fields.get("format") != SYNTHETIC_FORMAT or \
                     fields.get("format_version", 99) > SYNTHETIC_FORMAT_VERSION:
                 raise DataError(f"{path} is not a synthetic-latents file this latentdd can read: {redo}")
+            # A folder re-rendered from these latents (latents_from) keeps the run's timings in its distill.json.
+            recorded = (legacy or {}).get("extras")
+            if isinstance(recorded, dict) and content_extras(recorded) == fields.get("extras"):
+                fields["extras"] = recorded
         elif legacy is not None:
             fields = legacy
         else:
