@@ -246,6 +246,10 @@ def cmd_evaluate(args, raw) -> int:
 
     data = _data_config(args, raw)
     cfg, protocol = _eval_config(args, raw)
+    if args.json:  # the report is written after every training: a place it cannot go must fail now
+        from latentdd.io import check_writable_file
+
+        check_writable_file(Path(args.json), "the report (--json)")
     test, train = data.load("test"), data.load("train")
     size = int(test.load([0]).shape[-1])
     synthetic = load_image_folder(args.images, class_names=list(test.class_names), image_size=size,

@@ -222,7 +222,16 @@ def load_image_folder(
             f"{path}/{MANIFEST_NAME} has classes {names}, but {list(class_names)} were asked for; "
             "use the dataset the set was made from"
         )
-    entries = manifest["images"]
+    entries = manifest.get("images")
+    if not isinstance(entries, list) or not entries:
+        raise DataError(f"{path}/{MANIFEST_NAME} lists no images (its `images` must be a non-empty list); "
+                        "export the set again")
+    for entry in entries:
+        label = entry.get("label") if isinstance(entry, dict) else None
+        # bool is an int to Python, but true is no class index
+        if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < len(names):
+            raise DataError(f"{path}/{MANIFEST_NAME}: the entry {str(entry)[:200]} has label {label!r}; a label is "
+                            f"the index of its class, 0 to {len(names) - 1} ({len(names)} classes)")
     shape = tuple(manifest["image_shape"])
     images = torch.empty((len(entries), *shape), dtype=torch.float32)
     for i, entry in enumerate(entries):

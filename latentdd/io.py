@@ -6,11 +6,15 @@ plan.json whose `format` is one of latentdd's (image folders, latent caches), or
 by earlier versions, before the marker -- a distill.json or results.json of latentdd's shape.
 Only such a folder, or an empty one, is ever replaced (`--overwrite`) or written into.
 
-Whole folders are written as a sibling `<name>.tmp-XXXXXXXX` and swapped in by
-`replace_dir`; the old folder sits at `<name>.old-XXXXXXXX` during the swap. A process
-killed on the way leaves those siblings behind, and the next write of the same output
-(`start_output`) puts a missing folder back from its `.old-` copy and removes the rest.
-One writer per output at a time: a second one would take the first one's siblings as stale.
+Whole folders are written as a sibling `<name>.tmp-<token>` and swapped in by `replace_dir`;
+the old folder sits at `<name>.old-<token>` during the swap. A process killed on the way
+leaves those siblings behind, and the next write of the same output (`start_output`) puts a
+missing folder back from its `.old-` copy and removes the rest. A sibling counts as latentdd's
+only if it holds the swap marker `.latentdd-swap.json`, written into it before anything else,
+whose `for` and `token` repeat the sibling's own name: a folder a user named `o.tmp-20261207`
+or `o.old-backup` is never removed or renamed (and neither is a leftover of a version before
+the swap marker). One writer per output at a time: a second one would take the first one's
+siblings as stale.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from latentdd.errors import LatentDDError, OutputExistsError
 
 MARKER = ".latentdd.json"
 _FORMATS = ("latentdd-image-folder", "latentdd-latent-cache")
-_SIBLING = re.compile(r"(?P<name>.+)\.(?P<kind>tmp|old)-[A-Za-z0-9_]{8}")
+SWAP_MARKER = ".latentdd-swap.json"
+_SIBLING = re.compile(r"(?P<name>.+)\.(?P<kind>tmp|old)-(?P<token>[0-9a-f]{16})")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -86,10 +91,23 @@ def is_latentdd_folder(folder: Path) -> bool:
         all(isinstance(r, dict) and {"method", "ipc", "mean"} <= set(r) for r in results)
 
 
+def _swap_marker(name: str, kind: str, token: str) -> dict:
+    return {"written_by": "latentdd", "kind": kind, "for": name, "token": token}
+
+
+def _swap_sibling(path: Path) -> re.Match | None:
+    """The name match if `path` is a swap sibling latentdd made (a `.tmp-` or `.old-` folder holding the
+    swap marker that names it), else None. The name alone proves nothing: users name folders too."""
+    m = _SIBLING.fullmatch(path.name)
+    if m is None or path.is_symlink() or not path.is_dir():
+        return None
+    return m if _json(path / SWAP_MARKER) == _swap_marker(m["name"], m["kind"], m["token"]) else None
+
+
 def is_temporary(path: Path) -> bool:
-    """Whether `path` or its parent is named as latentdd's temporary folder or the old copy of a swap."""
+    """Whether `path` or its parent is latentdd's temporary folder or the old copy of a swap."""
     path = Path(path).expanduser().absolute()
-    return any(_SIBLING.fullmatch(p.name) for p in (path, path.parent))
+    return any(_swap_sibling(p) is not None for p in (path, path.parent))
 
 
 def check_replaceable(out: Path) -> None:
@@ -104,6 +122,23 @@ def check_replaceable(out: Path) -> None:
 def _cannot_write(where: Path, err: OSError) -> LatentDDError:
     return LatentDDError(f"cannot write the output beside {where}: {err.strerror or err}; "
                          "choose another --out in a folder you can write")
+
+
+def check_writable_file(path: Path, what: str) -> None:
+    """LatentDDError unless a file can be written at `path` (its folder is created if missing): for a
+    file written after a long computation, so that a read-only place fails before the work, not after.
+    what: how the message names it (e.g. "the report (--json)")."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise LatentDDError(f"cannot write {what} to {path}: it is a folder; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise LatentDDError(f"cannot write {what} to {path}: {err.strerror or err}; "
+                            "choose a place you can write") from None
 
 
 def claim_folder(out: Path, kind: str) -> Path:
@@ -133,22 +168,31 @@ def mark(folder: Path, kind: str) -> None:
 
 
 def _siblings(out: Path, kind: str) -> list[Path]:
+    """`out`'s `.tmp-` or `.old-` siblings that latentdd made (`_swap_sibling`), oldest first."""
     if not out.parent.is_dir():
         return []
     return sorted((p for p in out.parent.iterdir()
-                   if p.is_dir() and not p.is_symlink() and (m := _SIBLING.fullmatch(p.name))
-                   and m["name"] == out.name and m["kind"] == kind), key=lambda p: p.stat().st_mtime)
+                   if (m := _swap_sibling(p)) and m["name"] == out.name and m["kind"] == kind),
+                  key=lambda p: p.stat().st_mtime)
 
 
 def repair(out: Path) -> None:
     """Undo what an interrupted write of `out` left: put `out` back from its `.old-` copy if it is
-    missing, then remove the stale `.tmp-` and `.old-` siblings."""
-    if not (out.exists() or out.is_symlink()):
-        old = _siblings(out, "old")
-        if old:
-            os.rename(old[-1], out)  # the newest: the folder that was being replaced
-    for stale in _siblings(out, "tmp") + _siblings(out, "old"):
+    missing, then remove the stale `.tmp-` and `.old-` siblings. Only siblings latentdd made are
+    touched (`_swap_sibling`); an `.old-` one must also still be a latentdd folder, as it was when
+    it was renamed aside."""
+    old = [p for p in _siblings(out, "old") if is_latentdd_folder(p)]
+    if old and not (out.exists() or out.is_symlink()):
+        back = old.pop()  # the newest: the folder that was being replaced
+        os.rename(back, out)
+        (out / SWAP_MARKER).unlink(missing_ok=True)
+    for stale in _siblings(out, "tmp") + old:
         shutil.rmtree(stale, ignore_errors=True)
+
+
+def _sibling_name(out: Path, kind: str) -> tuple[Path, str]:
+    token = secrets.token_hex(8)
+    return out.with_name(f"{out.name}.{kind}-{token}"), token
 
 
 def start_output(out: Path, *, overwrite: bool) -> Path:
@@ -157,6 +201,8 @@ def start_output(out: Path, *, overwrite: bool) -> Path:
 
     OutputExistsError if `out` exists and not `overwrite`; LatentDDError if it is not
     replaceable (`check_replaceable`) or its parent cannot be written -- all before any work.
+    The sibling holds the swap marker from the start, so a kill at any later point leaves a
+    folder the next write can prove is latentdd's.
     """
     out = Path(out)
     repair(out)
@@ -166,7 +212,14 @@ def start_output(out: Path, *, overwrite: bool) -> Path:
         check_replaceable(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
+        tmp, token = _sibling_name(out, "tmp")
+        tmp.mkdir(mode=0o700)  # as tempfile.mkdtemp made it; fails rather than share an existing folder
+        try:
+            atomic_write_json(tmp / SWAP_MARKER, _swap_marker(out.name, "tmp", token))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return tmp
     except OSError as err:
         raise _cannot_write(out, err) from err
 
@@ -174,28 +227,41 @@ def start_output(out: Path, *, overwrite: bool) -> Path:
 def check_output(out: Path, *, overwrite: bool) -> None:
     """The checks of `start_output` (which is called again when writing), leaving nothing behind:
     for a command that fits a VAE or distils for a long time before it writes `out`."""
-    start_output(Path(out), overwrite=overwrite).rmdir()
+    tmp = start_output(Path(out), overwrite=overwrite)
+    (tmp / SWAP_MARKER).unlink()
+    tmp.rmdir()
 
 
 def replace_dir(tmp: Path, out: Path, *, overwrite: bool) -> None:
-    """Rename the finished folder `tmp` to `out` (a sibling), replacing `out` only if `overwrite`.
+    """Rename the finished folder `tmp` (from `start_output`) to `out` (a sibling), replacing `out`
+    only if `overwrite`.
 
-    An existing `out` (latentdd's, `check_replaceable`) is renamed aside to `<out>.old-XXXXXXXX`
-    first and deleted after the swap; if the swap fails it is put back. A process killed between
-    the two renames leaves the old folder at `.old-`, which the next `start_output` puts back.
+    An existing `out` (latentdd's, `check_replaceable`) is marked and renamed aside to
+    `<out>.old-<token>` first and deleted after the swap; if the swap fails it is put back. A
+    process killed between the two renames leaves the old folder at `.old-`, which the next
+    `start_output` puts back. An empty `out` is simply removed: there is nothing to put back.
     """
+    (tmp / SWAP_MARKER).unlink(missing_ok=True)  # the finished folder is no longer a temporary
     if not (out.exists() or out.is_symlink()):
         os.rename(tmp, out)
         return
     if not overwrite:  # appeared while we were writing
         raise OutputExistsError(f"{out} already exists; choose another --out or pass --overwrite")
     check_replaceable(out)
-    aside = out.with_name(f"{out.name}.old-{secrets.token_hex(4)}")
+    if not out.is_symlink() and not any(out.iterdir()):
+        out.rmdir()
+        os.rename(tmp, out)
+        return
+    aside, token = _sibling_name(out, "old")
+    if not out.is_symlink():  # a link's target is not ours to write into; a killed swap leaves the link aside
+        atomic_write_json(out / SWAP_MARKER, _swap_marker(out.name, "old", token))
     os.rename(out, aside)
     try:
         os.rename(tmp, out)
     except BaseException:
         os.rename(aside, out)  # put the old copy back rather than leave neither
+        if not out.is_symlink():
+            (out / SWAP_MARKER).unlink(missing_ok=True)
         raise
     if aside.is_symlink():  # out named a link: remove it, not its target
         aside.unlink()

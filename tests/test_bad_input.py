@@ -1,4 +1,4 @@
-"""Bad CLI / config input: each case ends in exit code 2 and a message naming the problem, no traceback."""
+"""Bad CLI / config input and bad input files: each case ends in exit code 2 and a message naming the problem, no traceback."""
 
 from __future__ import annotations
 
@@ -80,3 +80,93 @@ def test_bad_input_is_a_clear_error(argv, text, needle, tmp_path, capsys):
     assert err.startswith(f"latentdd {argv[0]}: error: ") and "Traceback" not in err
     assert needle in err, err
     assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def _label(value):
+    def edit(manifest):
+        manifest["images"][0]["label"] = value
+    return edit
+
+
+def _no_images(manifest):
+    manifest["images"] = []
+
+
+EVAL = ["evaluate", "--images", "IMAGES", *D, "--num-eval", "1", "--epochs", "1"]
+LATENTS = ["distill", *D, "--vae", "pixel", "--ipc", "1", "--latents", "DIR", *OUT]
+
+# Bad files rather than bad flags: (id, argv, setup, a substring the message must hold). "IMAGES" is a
+# 1-IPC digits image folder whose manifest `setup` edits (a callable); "DIR" a folder holding the files
+# `setup` names (a dict {name: text}).
+FILE_CASES = [
+    ("manifest-label-not-an-index", EVAL, _label("x"), "has label 'x'; a label is the index of its class"),
+    ("manifest-label-out-of-range", EVAL, _label(10), "has label 10"),
+    ("manifest-label-bool", EVAL, _label(True), "has label True"),
+    ("manifest-no-images", EVAL, _no_images, "lists no images"),
+    ("depth-too-deep-for-the-images", [*EVAL, "--depth", "6"], None, "the largest depth 8 px images allow is 3"),
+    ("latents-junk-manifest", LATENTS, {"manifest.json": "{not json"}, "is not a latent cache latentdd wrote"),
+    ("latents-damaged-manifest-of-a-cache", LATENTS, {"manifest.json": "{not json", "plan.json": "{}"},
+     "run the same command again"),
+    ("latents-manifest-not-a-mapping", LATENTS, {"manifest.json": "[1, 2]"}, "is not a latent cache"),
+]
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bad-files") / "images"
+    assert main(["baseline", *D, "--ipc", "1", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("argv, setup, needle", [c[1:] for c in FILE_CASES], ids=[c[0] for c in FILE_CASES])
+def test_bad_files_are_a_clear_error(argv, setup, needle, image_folder, tmp_path, capsys):
+    import json
+    import shutil
+
+    images, folder = tmp_path / "images", tmp_path / "junk"
+    shutil.copytree(image_folder, images)
+    if callable(setup):
+        manifest = json.loads((images / "manifest.json").read_text())
+        setup(manifest)
+        (images / "manifest.json").write_text(json.dumps(manifest))
+    folder.mkdir()
+    for name, text in (setup if isinstance(setup, dict) else {}).items():
+        (folder / name).write_text(text)
+    place = {"OUT": tmp_path / "out", "IMAGES": images, "DIR": folder}
+    argv = [str(place[a]) if a in place else a for a in argv]
+    assert main([*argv, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"latentdd {argv[0]}: error: ") and "Traceback" not in err
+    assert needle in err, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("kind", ["sys", "chmod", "folder"])
+def test_an_unwritable_json_report_fails_before_any_training(kind, image_folder, tmp_path, monkeypatch, capsys):
+    """Issue 32: `evaluate --json ro/r.json` trained, then failed to write the report and lost the result."""
+    import os
+
+    import latentdd.evaluate.trainer
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before the report's place was checked")
+
+    monkeypatch.setattr(latentdd.evaluate.trainer, "evaluate_synthetic", no_training)
+    if kind == "sys":
+        if not os.path.isdir("/sys"):
+            pytest.skip("no /sys")
+        report = "/sys/latentdd-test/r.json"
+    elif kind == "chmod":
+        if os.geteuid() == 0:
+            pytest.skip("root writes into a read-only folder anyway")
+        (tmp_path / "ro").mkdir()
+        (tmp_path / "ro").chmod(0o555)
+        report = str(tmp_path / "ro" / "r.json")
+    else:
+        (tmp_path / "r.json").mkdir()
+        report = str(tmp_path / "r.json")
+    assert main(["evaluate", "--images", str(image_folder), *D, "--json", report, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write the report (--json)" in err and "Traceback" not in err, err

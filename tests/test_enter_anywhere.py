@@ -115,6 +115,34 @@ def test_synthetic_latents_save_load_round_trip(tmp_path, soft):
     assert [p.name for p in path.parent.iterdir()] == ["latents.safetensors"]  # no temporary file left
 
 
+def test_the_saved_file_keeps_no_run_dependent_extras_and_files_that_hold_them_still_load(tmp_path):
+    """Issue 32, defect 7: timings, the resumed-from iteration and cache hits are not part of the result."""
+    from safetensors.torch import save_file
+
+    from latentdd.latents.types import SyntheticLatents
+
+    synthetic = synthetic_latents()
+    run = {"seconds": 3.2, "setup_seconds": 0.4, "iterations_per_second": 9.1, "resumed_from": 20,
+           "bank_cached": True, "bank_train_seconds": 51.0, "counts_cached": False}
+    synthetic.extras = {**synthetic.extras, **run,
+                        "loss_curve": [{"iteration": 5, "seconds": 1.5, "loss": 0.25}], "depth": 3}
+    loaded = SyntheticLatents.load(synthetic.save(tmp_path / "latents.safetensors"))
+    assert loaded.extras == {"quantization_error": [0.5, 0.25, 0.125], "backend": "faiss",
+                             "loss_curve": [{"iteration": 5, "loss": 0.25}], "depth": 3}
+    # A file written before: its timings load as they were stored.
+    fields = {"format": "latentdd-synthetic-latents", "format_version": 1, "class_names": ["a", "b", "c"],
+              "method": "dm", "params": {}, "extras": run}
+    save_file({"latents": synthetic.latents, "labels": synthetic.labels}, str(tmp_path / "old.safetensors"),
+              metadata={"latentdd": json.dumps(fields)})
+    assert SyntheticLatents.load(tmp_path / "old.safetensors").extras == run
+    # A distill folder's distill.json gives the timings back, unless it disagrees with the file on the rest.
+    full = {**synthetic.extras}
+    legacy = {"class_names": ["a", "b", "c"], "method": "kmeans", "params": {}, "extras": full}
+    assert SyntheticLatents.load(tmp_path / "latents.safetensors", legacy=legacy).extras == full
+    legacy["extras"] = {**full, "depth": 4}
+    assert SyntheticLatents.load(tmp_path / "latents.safetensors", legacy=legacy).extras == loaded.extras
+
+
 @pytest.mark.bad_input
 def test_synthetic_latents_load_refuses_missing_and_damaged_files(tmp_path):
     from safetensors.torch import save_file

@@ -268,7 +268,8 @@ def test_cli_distils_dm_in_the_pixel_space_and_exports_the_optimised_pixels(tmp_
     from latentdd.cli import main
 
     out = tmp_path / "dm"
-    main(["distill", "--dataset", "digits", "--vae", "pixel", "--method", "dm", "--preset", "reference", "--ipc", "2", "--quiet",
+    main(["distill", "--dataset", "digits", "--vae", "pixel", "--method", "dm", "--ipc", "2", "--quiet",
+          "--preset", "reference",  # the default preset factorizes at IPC 2 (IPC 1's settings): 4 latents an image
           "--param", "iterations=3", "--param", "width=8", "--param", "lr=0.05",
           "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])
     record = json.loads((out / "distill.json").read_text())
@@ -482,3 +483,28 @@ def test_bank_snapshots_differ_along_training(latents, monkeypatch):
                          bank_batch=8).distill(latents, 2, seed=0)
     assert syn.extras["bank_snapshots"] == 2
     assert len(set(drawn)) == 2  # both the untrained and the trained snapshot were drawn, and they differ
+
+
+def test_two_identical_dm_runs_write_byte_identical_latents_files(tmp_path):
+    """Issue 32, defect 7: the file held wall-clock seconds and it/s, so its sha256 differed between re-runs.
+    The timings stay in distill.json."""
+    import hashlib
+
+    from safetensors import safe_open
+
+    from latentdd.cli import main
+
+    def distill(out):
+        assert main(["distill", "--dataset", "digits", "--vae", "pixel", "--method", "dm", "--ipc", "1", "--quiet",
+                     "--param", "iterations=3", "--param", "width=8", "--param", "lr=0.05",
+                     "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]) == 0
+        return hashlib.sha256((out / "latents.safetensors").read_bytes()).hexdigest()
+
+    assert distill(tmp_path / "a") == distill(tmp_path / "b")
+    with safe_open(str(tmp_path / "a" / "latents.safetensors"), framework="pt") as f:
+        extras = json.loads(f.metadata()["latentdd"])["extras"]
+    assert not {"seconds", "setup_seconds", "iterations_per_second", "resumed_from"} & set(extras)
+    assert extras["loss_curve"] and all("seconds" not in point for point in extras["loss_curve"])
+    kept = json.loads((tmp_path / "a" / "distill.json").read_text())["extras"]
+    assert {"seconds", "setup_seconds", "iterations_per_second", "resumed_from"} <= set(kept)
+    assert all("seconds" in point for point in kept["loss_curve"])

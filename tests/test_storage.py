@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 from pathlib import Path
 
 import pytest
@@ -89,17 +90,64 @@ def test_a_kill_between_the_two_renames_of_a_swap_is_repaired(tmp_path, monkeypa
     assert not out.exists() and len(old) == 1 and (old[0] / "manifest.json").is_file()  # the old copy is findable
     io.repair(out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and len(load_image_folder(out)) == 6
+    assert not (out / io.SWAP_MARKER).exists()  # put back as it was before the swap
+
+
+def _killed_before_the_swap(out: Path, monkeypatch) -> Path:
+    """Export into `out` and kill the export at its swap -> the temporary sibling it leaves."""
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(shutil, "rmtree", lambda *a, **k: None)  # a kill runs no cleanup
+    monkeypatch.setattr("latentdd.export.replace_dir", killed)
+    with pytest.raises(KeyboardInterrupt):
+        export_image_folder(make_synthetic(seed=1), out, overwrite=True)
+    monkeypatch.undo()
+    (stale,) = [p for p in out.parent.iterdir() if ".tmp-" in p.name]
+    return stale
 
 
 @pytest.mark.bad_input
-def test_stale_temporary_folders_are_cleaned_and_refused_by_evaluate(tmp_path):
+def test_stale_temporary_folders_are_cleaned_and_refused_by_evaluate(tmp_path, monkeypatch):
     out = export_image_folder(make_synthetic(seed=0), tmp_path / "out")
-    stale = tmp_path / "out.tmp-abcd1234"
-    export_image_folder(make_synthetic(seed=1), stale)  # what an export killed before its swap leaves
+    stale = _killed_before_the_swap(out, monkeypatch)
     with pytest.raises(DataError, match="temporary folder"):
         load_image_folder(stale)
     export_image_folder(make_synthetic(seed=2), out, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert not (out / io.SWAP_MARKER).exists()  # a finished folder carries no swap marker
+
+
+def _user_folder(path: Path) -> Path:
+    path.mkdir()
+    (path / "data.txt").write_text("precious\n")
+    return path
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("name", ["out.tmp-20261207", "out.tmp-precious", "out.old-20261207",
+                                  "out.tmp-0123456789abcdef", "out.old-0123456789abcdef"])
+def test_folders_named_like_temporaries_but_not_made_by_latentdd_are_left_alone(tmp_path, name):
+    """A user's `out.tmp-...` / `out.old-...` (named like a swap sibling, without latentdd's swap marker)
+    is neither removed nor renamed to `out` by a write of `out`, and load_image_folder reads it."""
+    mine = _user_folder(tmp_path / name)
+    export_image_folder(make_synthetic(seed=0), tmp_path / "out")
+    export_image_folder(make_synthetic(seed=1), tmp_path / "out", overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", name])
+    assert [p.name for p in mine.iterdir()] == ["data.txt"] and (mine / "data.txt").read_text() == "precious\n"
+    assert not io.is_temporary(mine)
+
+
+@pytest.mark.bad_input
+def test_a_copied_swap_marker_does_not_make_a_user_folder_latentdds(tmp_path, monkeypatch):
+    """The marker must name the folder it sits in: a leftover's marker copied into another folder proves nothing."""
+    out = export_image_folder(make_synthetic(seed=0), tmp_path / "out")
+    stale = _killed_before_the_swap(out, monkeypatch)
+    mine = _user_folder(tmp_path / "out.tmp-0123456789abcdef")
+    (mine / io.SWAP_MARKER).write_bytes((stale / io.SWAP_MARKER).read_bytes())
+    io.repair(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", mine.name]
+    assert (mine / "data.txt").read_text() == "precious\n"
 
 
 def test_an_empty_folder_and_a_marked_folder_are_replaceable(tmp_path):
@@ -169,3 +217,27 @@ def test_run_calibrate_and_encode_refuse_an_out_latentdd_did_not_write(tmp_path,
     assert (out / "data.txt" if kind == "folder" else out).read_text() == "precious"
     if kind == "folder":
         assert sorted(p.name for p in out.iterdir()) == ["data.txt"]  # no marker, no reports/ written into it
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("argv, name", [
+    (["distill", "--dataset", "digits", "--vae", "pixel", "--ipc", "1", "--cache-dir", "CACHE"], "o.tmp-20261207"),
+    (["baseline", "--dataset", "digits", "--ipc", "1"], "o.tmp-precious"),
+    (["baseline", "--dataset", "digits", "--ipc", "1"], "o.old-20261207"),
+], ids=["distill-next-to-tmp-date", "baseline-next-to-tmp-word", "baseline-next-to-old-date"])
+def test_a_write_keeps_user_folders_named_like_its_temporaries_byte_for_byte(tmp_path, argv, name):
+    """Issue 32, defect 1: these commands deleted `o.tmp-...` or renamed `o.old-...` to `o` (then failed)."""
+    from latentdd.cli import main
+
+    mine = _user_folder(tmp_path / name)
+    (mine / "sub").mkdir()
+    (mine / "sub" / "more.bin").write_bytes(bytes(range(256)))
+    before = _snapshot(mine)
+    argv = [str(tmp_path / "cache") if a == "CACHE" else a for a in argv]
+    assert main([*argv, "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    assert _snapshot(mine) == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "cache") == sorted(["o", name])

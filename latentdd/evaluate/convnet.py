@@ -80,6 +80,10 @@ class ConvNet(nn.Module):
             if pool != "none":
                 layers.append(_pool(pool))
                 size //= 2
+            if size < 1:  # torch would fail at the first forward with "Output size is too small"
+                raise DataError(f"a ConvNet of depth {depth} is too deep for {image_size} px images: each layer "
+                                f"halves the feature map, and layer {d + 1} leaves none; the largest depth "
+                                f"{image_size} px images allow is {d} (set depth, e.g. --depth, to at most {d})")
             channels = width
         self.features = nn.Sequential(*layers, nn.Flatten())  # (B, width * size * size)
         self.num_features = width * size * size

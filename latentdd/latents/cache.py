@@ -276,8 +276,15 @@ def read_manifest(out: Path | str) -> dict:
     if not path.exists():
         hint = " (encoding was started but not finished: run it again to resume)" if (Path(out) / PLAN).exists() else ""
         raise DataError(f"{path} does not exist: {out} is not a finished latent cache{hint}")
-    manifest = json.loads(path.read_text())
-    if manifest.get("format") != FORMAT_NAME or manifest.get("format_version", 99) > FORMAT_VERSION:
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        if (Path(out) / PLAN).exists():  # a cache whose manifest was damaged: encoding again rewrites it
+            raise CacheDamagedError(f"{path} cannot be read ({err}); {REPAIR_ADVICE}") from None
+        raise DataError(f"{path} cannot be read ({err}): {out} is not a latent cache latentdd wrote; "
+                        "make one with latentdd encode --out DIR") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME or \
+            not isinstance(manifest.get("format_version"), int) or manifest["format_version"] > FORMAT_VERSION:
         raise DataError(f"{path} is not a latent cache this latentdd can read")
     return manifest
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,22 @@ from latentdd.io import atomic_write_bytes
 
 SYNTHETIC_FORMAT, SYNTHETIC_FORMAT_VERSION = "latentdd-synthetic-latents", 1
 _SYNTHETIC_KEY = "latentdd"  # the safetensors metadata entry that holds the JSON fields
+
+
+# Extras that describe a run rather than its result: wall-clock times and rates, the iteration a
+# resumed run started from, whether a cache was hit. distill.json keeps them; the latents file does
+# not, so that two runs of the same settings write the same bytes and its sha256 names its content.
+_RUN_DEPENDENT = re.compile(r"(.*_)?seconds|.*_per_second|(.*_)?cached|resumed_from")
+
+
+def content_extras(value):
+    """`value` (a SyntheticLatents' extras, or anything in them) without the run-dependent keys, at any
+    depth (a loss curve's points lose their "seconds")."""
+    if isinstance(value, dict):
+        return {k: content_extras(v) for k, v in value.items() if not _RUN_DEPENDENT.fullmatch(str(k))}
+    if isinstance(value, (list, tuple)):
+        return [content_extras(v) for v in value]
+    return value
 
 
 def _check_labels(latents: torch.Tensor, labels: torch.Tensor, class_names: list[str], what: str) -> torch.Tensor:
@@ -105,7 +122,9 @@ class SyntheticLatents:
 
     def save(self, path: str | Path) -> Path:
         """Write one safetensors file at `path`, atomically: latents, labels (and weights, soft_labels when
-        set) as tensors; class_names, method, params and extras as JSON in its metadata."""
+        set) as tensors; class_names, method, params and extras as JSON in its metadata -- the extras
+        without timings and other run-dependent values (`content_extras`), so the same result is always
+        the same bytes. `load` gives back the extras the file holds."""
         from safetensors.torch import save
 
         tensors = {"latents": self.latents.float(), "labels": self.labels}
@@ -114,7 +133,7 @@ class SyntheticLatents:
                 tensors[name] = getattr(self, name)
         fields = {"format": SYNTHETIC_FORMAT, "format_version": SYNTHETIC_FORMAT_VERSION,
                   "class_names": list(self.class_names), "method": self.method, "params": self.params,
-                  "extras": self.extras}
+                  "extras": content_extras(self.extras)}
         # default=str as for every JSON latentdd writes: a value JSON cannot hold is kept as its text.
         metadata = {_SYNTHETIC_KEY: json.dumps(fields, default=str)}
         data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
@@ -125,7 +144,9 @@ class SyntheticLatents:
         """The synthetic latents `save` wrote at `path`; DataError naming the file if it is missing or corrupt.
 
         legacy: class_names, method, params and extras for a file of tensors only (a distill
-        folder's latents.safetensors before `save` existed, whose distill.json holds them).
+        folder's latents.safetensors before `save` existed, whose distill.json holds them). For a
+        file `save` wrote, legacy's extras give back the timings the file leaves out, if without
+        them they equal the file's (a record that disagrees with the file is not taken).
         """
         from safetensors import safe_open
 
@@ -148,6 +169,10 @@ class SyntheticLatents:
             if not isinstance(fields, dict) or fields.get("format") != SYNTHETIC_FORMAT or \
                     fields.get("format_version", 99) > SYNTHETIC_FORMAT_VERSION:
                 raise DataError(f"{path} is not a synthetic-latents file this latentdd can read: {redo}")
+            # A folder re-rendered from these latents (latents_from) keeps the run's timings in its distill.json.
+            recorded = (legacy or {}).get("extras")
+            if isinstance(recorded, dict) and content_extras(recorded) == fields.get("extras"):
+                fields["extras"] = recorded
         elif legacy is not None:
             fields = legacy
         else:
