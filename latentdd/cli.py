@@ -630,16 +630,13 @@ def cmd_calibrate(args, raw) -> int:
 
 def _preset_help() -> str:
     """--preset's help, from the presets shipped with the package."""
-    from latentdd.presets import presets
+    from latentdd.presets import all_preset_names, presets
 
     measured = "; ".join(f"{method} at IPC {', '.join(map(str, preset['ipc']))}"
                          for method, named in presets().items() for preset in named.values())
-    from latentdd.presets import all_preset_names
-
     return (f"{', '.join(all_preset_names())}: where a method's parameters start, --param merging over them. "
-            "default (the default): the "
-            f"settings latentdd's measured rows use ({measured}; latentdd/presets.yaml says how each was chosen), "
-            "else the reference; reference: the method's public code")
+            f"default (the default): the settings latentdd's measured rows use ({measured}; latentdd/presets.yaml "
+            "says how each was chosen), else the reference; reference: the method's public code")
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -38,12 +38,10 @@ from latentdd.latents.sharded import ShardedLatents, open_latents
 from latentdd.latents.types import Latents, SyntheticLatents
 from latentdd.record import dataset_record, protocol_record
 from latentdd.render import DECODERS, VAEDecoder
-from latentdd.render.config import DecoderConfig
+from latentdd.render.config import DecoderConfig  # the stages' configs live in the library; imported from here too
 from latentdd.render import load_or_fit_prior as _load_or_fit_prior
 from latentdd.vae import FitVAEConfig, LatentVAE, PixelVAE, VAEInputAdapter, fit_vae, load_vae
 from latentdd.vae.config import LatentSpaceConfig
-
-__all__ = ["DecoderConfig", "LatentSpaceConfig"]  # the stages' configs, defined in the library, used here
 
 log = logging.getLogger(__name__)
 
