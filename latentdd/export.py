@@ -172,7 +172,10 @@ def read_manifest(path: Path | str) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise DataError(f"{manifest_path} is not a latentdd image-folder manifest (format {FORMAT_NAME!r})")
     version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise DataError(f"{manifest_path} has format_version {version!r}; it must be a positive integer (a "
+                        f"latentdd export writes {FORMAT_VERSION}): correct it, or export the set again")
+    if version > FORMAT_VERSION:
         raise DataError(
             f"{manifest_path} has format_version {version!r}; this latentdd reads versions up to {FORMAT_VERSION}: upgrade latentdd"
         )
