@@ -235,6 +235,10 @@ def load_image_folder(
         if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < len(names):
             raise DataError(f"{path}/{MANIFEST_NAME}: the entry {str(entry)[:200]} has label {label!r}; a label is "
                             f"the index of its class, 0 to {len(names) - 1} ({len(names)} classes)")
+        for field in ("file", "sha256"):
+            if not isinstance(entry.get(field), str) or not entry[field]:
+                raise DataError(f"{path}/{MANIFEST_NAME}: the entry {str(entry)[:200]} has no {field!r} (a non-empty "
+                                "string); every entry needs file, label and sha256: export the set again")
     shape = tuple(manifest["image_shape"])
     images = torch.empty((len(entries), *shape), dtype=torch.float32)
     for i, entry in enumerate(entries):

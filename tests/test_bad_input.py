@@ -98,6 +98,12 @@ def _set(key, value):
     return edit
 
 
+def _drop(field):
+    def edit(manifest, images):
+        del manifest["images"][0][field]
+    return edit
+
+
 EVAL = ["evaluate", "--images", "IMAGES", *D, "--num-eval", "1", "--epochs", "1"]
 LATENTS = ["distill", *D, "--vae", "pixel", "--ipc", "1", "--latents", "DIR", *OUT]
 
@@ -111,6 +117,8 @@ FILE_CASES = [
     ("manifest-label-bool", EVAL, _label(True), "has label True"),
     ("manifest-no-images", EVAL, _no_images, "lists no images"),
     ("manifest-format-version-string", EVAL, _set("format_version", "1"), "format_version '1'; it must be a positive integer"),
+    ("manifest-entry-without-sha256", EVAL, _drop("sha256"), "has no 'sha256'"),
+    ("manifest-entry-without-file", EVAL, _drop("file"), "has no 'file'"),
     ("depth-too-deep-for-the-images", [*EVAL, "--depth", "6"], None, "the largest depth 8 px images allow is 3"),
     ("latents-junk-manifest", LATENTS, {"manifest.json": "{not json"}, "is not a latent cache latentdd wrote"),
     ("latents-damaged-manifest-of-a-cache", LATENTS, {"manifest.json": "{not json", "plan.json": "{}"},
