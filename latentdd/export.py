@@ -242,7 +242,7 @@ def load_image_folder(
     shape = tuple(manifest["image_shape"])
     images = torch.empty((len(entries), *shape), dtype=torch.float32)
     for i, entry in enumerate(entries):
-        images[i] = _read_listed_image(path, entry, shape)
+        images[i] = _read_listed_image(_listed_file(path, entry), path, entry, shape)
     size = transform.image_size
     if size is not None and resize is None and shape[1:] != (size, size):
         raise DataError(
@@ -270,11 +270,19 @@ def load_image_folder(
     )
 
 
-def _read_listed_image(root: Path, entry: dict, shape: tuple[int, ...]) -> torch.Tensor:
+def _listed_file(root: Path, entry: dict) -> Path:
+    """The resolved path of `entry`'s file; DataError if it lies outside `root`, through `..` or a symlink."""
     relative = PurePosixPath(entry["file"])
     if relative.is_absolute() or ".." in relative.parts:  # a manifest must not reach outside its folder
         raise DataError(f"{root}/{MANIFEST_NAME} lists {entry['file']!r}, which is outside the folder")
-    file = root.joinpath(*relative.parts)
+    file = root.joinpath(*relative.parts).resolve()
+    if not file.is_relative_to(root.resolve()):
+        raise DataError(f"{root}/{MANIFEST_NAME} lists {entry['file']!r}, which leads through a symbolic link to "
+                        f"{file}, outside the folder; replace the link with the image itself, or export the set again")
+    return file
+
+
+def _read_listed_image(file: Path, root: Path, entry: dict, shape: tuple[int, ...]) -> torch.Tensor:
     try:
         data = file.read_bytes()
     except OSError as e:

@@ -104,6 +104,14 @@ def _drop(field):
     return edit
 
 
+def _symlink_outside(manifest, images):
+    """The first image moved beside the folder, a symbolic link to it left in its place: its sha256 still matches."""
+    inside = images / manifest["images"][0]["file"]
+    outside = images.parent / "outside.png"
+    inside.rename(outside)
+    inside.symlink_to(outside)
+
+
 EVAL = ["evaluate", "--images", "IMAGES", *D, "--num-eval", "1", "--epochs", "1"]
 LATENTS = ["distill", *D, "--vae", "pixel", "--ipc", "1", "--latents", "DIR", *OUT]
 
@@ -119,6 +127,7 @@ FILE_CASES = [
     ("manifest-format-version-string", EVAL, _set("format_version", "1"), "format_version '1'; it must be a positive integer"),
     ("manifest-entry-without-sha256", EVAL, _drop("sha256"), "has no 'sha256'"),
     ("manifest-entry-without-file", EVAL, _drop("file"), "has no 'file'"),
+    ("manifest-symlink-outside-the-folder", EVAL, _symlink_outside, "which leads through a symbolic link to"),
     ("depth-too-deep-for-the-images", [*EVAL, "--depth", "6"], None, "the largest depth 8 px images allow is 3"),
     ("latents-junk-manifest", LATENTS, {"manifest.json": "{not json"}, "is not a latent cache latentdd wrote"),
     ("latents-damaged-manifest-of-a-cache", LATENTS, {"manifest.json": "{not json", "plan.json": "{}"},
