@@ -241,8 +241,15 @@ def load_image_folder(
                                 "string); every entry needs file, label and sha256: export the set again")
     shape = tuple(manifest["image_shape"])
     images = torch.empty((len(entries), *shape), dtype=torch.float32)
+    listed: dict[Path, str] = {}  # resolved file -> the entry's `file` that listed it first
     for i, entry in enumerate(entries):
-        images[i] = _read_listed_image(_listed_file(path, entry), path, entry, shape)
+        file = _listed_file(path, entry)
+        if file in listed:
+            also = f" (also as {listed[file]!r})" if listed[file] != entry["file"] else ""
+            raise DataError(f"{path}/{MANIFEST_NAME} lists the file {entry['file']!r} twice{also}; each image must be "
+                            "listed once: remove the duplicate entry, or export the set again")
+        listed[file] = entry["file"]
+        images[i] = _read_listed_image(file, path, entry, shape)
     size = transform.image_size
     if size is not None and resize is None and shape[1:] != (size, size):
         raise DataError(

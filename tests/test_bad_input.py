@@ -104,6 +104,10 @@ def _drop(field):
     return edit
 
 
+def _duplicate(manifest, images):
+    manifest["images"][1] = dict(manifest["images"][0])
+
+
 def _symlink_outside(manifest, images):
     """The first image moved beside the folder, a symbolic link to it left in its place: its sha256 still matches."""
     inside = images / manifest["images"][0]["file"]
@@ -127,6 +131,7 @@ FILE_CASES = [
     ("manifest-format-version-string", EVAL, _set("format_version", "1"), "format_version '1'; it must be a positive integer"),
     ("manifest-entry-without-sha256", EVAL, _drop("sha256"), "has no 'sha256'"),
     ("manifest-entry-without-file", EVAL, _drop("file"), "has no 'file'"),
+    ("manifest-duplicate-entry", EVAL, _duplicate, "lists the file '0/000000.png' twice"),
     ("manifest-symlink-outside-the-folder", EVAL, _symlink_outside, "which leads through a symbolic link to"),
     ("depth-too-deep-for-the-images", [*EVAL, "--depth", "6"], None, "the largest depth 8 px images allow is 3"),
     ("latents-junk-manifest", LATENTS, {"manifest.json": "{not json"}, "is not a latent cache latentdd wrote"),
