@@ -172,7 +172,10 @@ def read_manifest(path: Path | str) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise DataError(f"{manifest_path} is not a latentdd image-folder manifest (format {FORMAT_NAME!r})")
     version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise DataError(f"{manifest_path} has format_version {version!r}; it must be a positive integer (a "
+                        f"latentdd export writes {FORMAT_VERSION}): correct it, or export the set again")
+    if version > FORMAT_VERSION:
         raise DataError(
             f"{manifest_path} has format_version {version!r}; this latentdd reads versions up to {FORMAT_VERSION}: upgrade latentdd"
         )
@@ -232,10 +235,21 @@ def load_image_folder(
         if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < len(names):
             raise DataError(f"{path}/{MANIFEST_NAME}: the entry {str(entry)[:200]} has label {label!r}; a label is "
                             f"the index of its class, 0 to {len(names) - 1} ({len(names)} classes)")
+        for field in ("file", "sha256"):
+            if not isinstance(entry.get(field), str) or not entry[field]:
+                raise DataError(f"{path}/{MANIFEST_NAME}: the entry {str(entry)[:200]} has no {field!r} (a non-empty "
+                                "string); every entry needs file, label and sha256: export the set again")
     shape = tuple(manifest["image_shape"])
     images = torch.empty((len(entries), *shape), dtype=torch.float32)
+    listed: dict[Path, str] = {}  # resolved file -> the entry's `file` that listed it first
     for i, entry in enumerate(entries):
-        images[i] = _read_listed_image(path, entry, shape)
+        file = _listed_file(path, entry)
+        if file in listed:
+            also = f" (also as {listed[file]!r})" if listed[file] != entry["file"] else ""
+            raise DataError(f"{path}/{MANIFEST_NAME} lists the file {entry['file']!r} twice{also}; each image must be "
+                            "listed once: remove the duplicate entry, or export the set again")
+        listed[file] = entry["file"]
+        images[i] = _read_listed_image(file, path, entry, shape)
     size = transform.image_size
     if size is not None and resize is None and shape[1:] != (size, size):
         raise DataError(
@@ -263,11 +277,19 @@ def load_image_folder(
     )
 
 
-def _read_listed_image(root: Path, entry: dict, shape: tuple[int, ...]) -> torch.Tensor:
+def _listed_file(root: Path, entry: dict) -> Path:
+    """The resolved path of `entry`'s file; DataError if it lies outside `root`, through `..` or a symlink."""
     relative = PurePosixPath(entry["file"])
     if relative.is_absolute() or ".." in relative.parts:  # a manifest must not reach outside its folder
         raise DataError(f"{root}/{MANIFEST_NAME} lists {entry['file']!r}, which is outside the folder")
-    file = root.joinpath(*relative.parts)
+    file = root.joinpath(*relative.parts).resolve()
+    if not file.is_relative_to(root.resolve()):
+        raise DataError(f"{root}/{MANIFEST_NAME} lists {entry['file']!r}, which leads through a symbolic link to "
+                        f"{file}, outside the folder; replace the link with the image itself, or export the set again")
+    return file
+
+
+def _read_listed_image(file: Path, root: Path, entry: dict, shape: tuple[int, ...]) -> torch.Tensor:
     try:
         data = file.read_bytes()
     except OSError as e:

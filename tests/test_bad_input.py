@@ -83,26 +83,56 @@ def test_bad_input_is_a_clear_error(argv, text, needle, tmp_path, capsys):
 
 
 def _label(value):
-    def edit(manifest):
+    def edit(manifest, images):
         manifest["images"][0]["label"] = value
     return edit
 
 
-def _no_images(manifest):
+def _no_images(manifest, images):
     manifest["images"] = []
+
+
+def _set(key, value):
+    def edit(manifest, images):
+        manifest[key] = value
+    return edit
+
+
+def _drop(field):
+    def edit(manifest, images):
+        del manifest["images"][0][field]
+    return edit
+
+
+def _duplicate(manifest, images):
+    manifest["images"][1] = dict(manifest["images"][0])
+
+
+def _symlink_outside(manifest, images):
+    """The first image moved beside the folder, a symbolic link to it left in its place: its sha256 still matches."""
+    inside = images / manifest["images"][0]["file"]
+    outside = images.parent / "outside.png"
+    inside.rename(outside)
+    inside.symlink_to(outside)
 
 
 EVAL = ["evaluate", "--images", "IMAGES", *D, "--num-eval", "1", "--epochs", "1"]
 LATENTS = ["distill", *D, "--vae", "pixel", "--ipc", "1", "--latents", "DIR", *OUT]
 
 # Bad files rather than bad flags: (id, argv, setup, a substring the message must hold). "IMAGES" is a
-# 1-IPC digits image folder whose manifest `setup` edits (a callable); "DIR" a folder holding the files
+# 1-IPC digits image folder whose manifest `setup` edits (a callable given the manifest and the folder);
+# "DIR" a folder holding the files
 # `setup` names (a dict {name: text}).
 FILE_CASES = [
     ("manifest-label-not-an-index", EVAL, _label("x"), "has label 'x'; a label is the index of its class"),
     ("manifest-label-out-of-range", EVAL, _label(10), "has label 10"),
     ("manifest-label-bool", EVAL, _label(True), "has label True"),
     ("manifest-no-images", EVAL, _no_images, "lists no images"),
+    ("manifest-format-version-string", EVAL, _set("format_version", "1"), "format_version '1'; it must be a positive integer"),
+    ("manifest-entry-without-sha256", EVAL, _drop("sha256"), "has no 'sha256'"),
+    ("manifest-entry-without-file", EVAL, _drop("file"), "has no 'file'"),
+    ("manifest-duplicate-entry", EVAL, _duplicate, "lists the file '0/000000.png' twice"),
+    ("manifest-symlink-outside-the-folder", EVAL, _symlink_outside, "which leads through a symbolic link to"),
     ("depth-too-deep-for-the-images", [*EVAL, "--depth", "6"], None, "the largest depth 8 px images allow is 3"),
     ("latents-junk-manifest", LATENTS, {"manifest.json": "{not json"}, "is not a latent cache latentdd wrote"),
     ("latents-damaged-manifest-of-a-cache", LATENTS, {"manifest.json": "{not json", "plan.json": "{}"},
@@ -128,7 +158,7 @@ def test_bad_files_are_a_clear_error(argv, setup, needle, image_folder, tmp_path
     shutil.copytree(image_folder, images)
     if callable(setup):
         manifest = json.loads((images / "manifest.json").read_text())
-        setup(manifest)
+        setup(manifest, images)
         (images / "manifest.json").write_text(json.dumps(manifest))
     folder.mkdir()
     for name, text in (setup if isinstance(setup, dict) else {}).items():

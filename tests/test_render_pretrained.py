@@ -149,6 +149,20 @@ def test_an_uncached_hub_id_offline_says_what_to_download(tmp_path, dit_dir, mon
 
 
 @pytest.mark.bad_input
+@pytest.mark.parametrize("decoder", ["dit", "sd-img2img"])
+@pytest.mark.parametrize("prior", ["ABSENT", "./no-such-folder", "a/b/c"])
+def test_a_prior_folder_that_does_not_exist_says_so(tmp_path, dit_dir, monkeypatch, capsys, decoder, prior):
+    """Issue 32: `--prior /nonexist` suggested `hf download /nonexist`; a path is no hub id."""
+    monkeypatch.chdir(tmp_path)
+    prior = str(tmp_path / "nonexist") if prior == "ABSENT" else prior
+    dit_only = ["--class-map", CLASS_MAP] if decoder == "dit" else []
+    assert main(distill_args(tmp_path, dit_dir, "x", "--decoder", decoder, "--prior", prior, *dit_only)) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "hf download" not in err and "Traceback" not in err, err
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.bad_input
 def test_dit_refuses_classes_it_cannot_map_before_distilling(tmp_path, dit_dir, capsys, monkeypatch):
     import latentdd.pipelines.distill
 

@@ -7,6 +7,7 @@ pickled `.bin` beside them is never read, so a downloaded folder cannot run code
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -16,6 +17,10 @@ import torch
 from latentdd.errors import LatentDDError
 
 T = TypeVar("T")
+
+# What from_pretrained takes for a hub id: "name" or "org/name". Anything else that is not on disk
+# ("/abs/path", "./rel", "~/x", "a/b/c") was meant as a folder: no download can help.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
 
 def load_pretrained(load: Callable[[str, bool], T], source: str, what: str, *, local_files_only: bool,
@@ -35,6 +40,9 @@ def load_pretrained(load: Callable[[str, bool], T], source: str, what: str, *, l
             raise LatentDDError(f"cannot load {what} from {path}: {first_line(err)}; expected a diffusers "
                                 f"directory with {subfolders} with safetensors weights (as written by "
                                 "save_pretrained or hf download)") from err
+    if not _HUB_ID.fullmatch(source):
+        raise LatentDDError(f"cannot load {what} from {source!r}: the folder {path} does not exist; pass an existing "
+                            f"diffusers directory (with {subfolders}), or a Hugging Face hub id (org/name)")
     attempts = [True] if local_files_only or os.environ.get("HF_HUB_OFFLINE") == "1" else [True, False]
     error: Exception | None = None
     for cache_only in attempts:
