@@ -246,6 +246,7 @@ def cmd_evaluate(args, raw) -> int:
 
     data = _data_config(args, raw)
     cfg, protocol = _eval_config(args, raw)
+    teacher_config = _teacher_config(args, raw) if cfg.loss == "teacher_kl" else None  # checked before any work
     if args.json:  # the report is written after every training: a place it cannot go must fail now
         from latentdd.io import check_writable_file
 
@@ -259,7 +260,7 @@ def cmd_evaluate(args, raw) -> int:
     if cfg.loss == "teacher_kl":
         from latentdd.evaluate.teacher import describe, resolve_teacher
 
-        teacher = resolve_teacher(_teacher_config(args, raw), train, test,
+        teacher = resolve_teacher(teacher_config, train, test,
                                   val=data.load("val") if data.validation else None, progress=not args.quiet)
         print(f"teacher {describe(teacher)}")
     manifest_record = _manifest_record(Path(args.images))
@@ -547,6 +548,15 @@ def cmd_render(args, raw) -> int:
     return 0
 
 
+def _names(value: str, flag: str, example: str) -> list[str]:
+    """A comma-separated flag's names; DataError when it names none (e.g. `--students ,`), which would
+    otherwise silently mean an empty list."""
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise DataError(f"{flag} {value!r} names nothing; give comma-separated names, e.g. {flag} {example}")
+    return names
+
+
 def _run_setup(args, raw, *, run_defaults: dict, out_default: str):
     """The shared inputs of `run` and `compare` -> (data, space, decoder, evaluator, RunConfig, out)."""
     from latentdd.pipelines.run import RunConfig
@@ -557,9 +567,9 @@ def _run_setup(args, raw, *, run_defaults: dict, out_default: str):
     evaluator, _ = _eval_config(args, raw)
     section = run_defaults | dict(check_mapping(raw.get("run"), "run"))
     if args.methods is not None:
-        section["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
+        section["methods"] = _names(args.methods, "--methods", "dm,kmeans")
     if args.ipc is not None:
-        section["ipcs"] = [v.strip() for v in args.ipc.split(",")]  # coerced (and checked) by build
+        section["ipcs"] = _names(args.ipc, "--ipc", "1,10")  # coerced (and checked) by build
     if args.run_eval_split:
         section["eval_split"] = args.run_eval_split
     if args.latents_from:
@@ -569,7 +579,7 @@ def _run_setup(args, raw, *, run_defaults: dict, out_default: str):
     if args.consistency:
         section["consistency"] = True
     if args.students is not None:
-        section["students"] = [m.strip() for m in args.students.split(",") if m.strip()]
+        section["students"] = _names(args.students, "--students", "resnet18,convnet-bn")
     listed = section.get("reports_from", [])
     if args.reports_from is not None and isinstance(listed, list):  # added to the config's (any other: refused)
         section["reports_from"] = listed + [p.strip() for p in args.reports_from.split(",") if p.strip()]

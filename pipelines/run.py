@@ -286,11 +286,14 @@ def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator
             request = _distill_request(spec, ipc, config.seed, prepared.record["vae"], decoder_request)
             if _stored_request(folder) != request:
                 candidates = [folder] + ([Path(config.latents_from) / folder.name] if config.latents_from else [])
+                reused = _same_latents(request, candidates)
+                if config.latents_from and reused is None:
+                    _say_why_not_reused(Path(config.latents_from) / folder.name, request)
                 chain = out / f"{spec.chain}_ipc{ipc}.checkpoint" if spec.chain else None
                 distill_to_folder(prepared, spec.method, ipc, config.seed, folder, params=spec.params,
                                   overwrite=True, request=request, decoder=renderer, decoder_record=decoder_record,
-                                  latents_from=_same_latents(request, candidates), checkpoint_dir=chain,
-                                  preset=spec.preset_record(ipc), progress=progress)
+                                  latents_from=reused, checkpoint_dir=chain, preset=spec.preset_record(ipc),
+                                  progress=progress)
             extras = json.loads((folder / "distill.json").read_text())["extras"]
             for use_weights in config.weight_modes(spec):
                 # A factorized set (e.g. bacon with factor 2) trains on its tiles, whatever the evaluator's factor.
@@ -369,6 +372,24 @@ def _same_latents(request: dict, folders: list[Path]) -> Path | None:
                 {k: v for k, v in stored.items() if k != "decoder"} == latents_only:
             return folder
     return None
+
+
+def _say_why_not_reused(folder: Path, request: dict) -> None:
+    """Warn that run.latents_from's `folder` is not reused, and why: a user who asked for it must not see a
+    distillation start in silence."""
+    stored = _stored_request(folder)
+    if stored is None:
+        log.warning("latents_from: %s holds no distilled set; distilling it here", folder)
+        return
+    differs = [k for k in _differences(stored, request) if k != "decoder"]
+    if "params" in differs:
+        differs[differs.index("params")] = f"params {_differences(stored['params'], request['params'])}"
+    log.warning("latents_from: %s was made with another %s than this run's; distilling again here", folder,
+                ", ".join(differs))
+
+
+def _differences(a: dict, b: dict) -> list[str]:
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
 def _stored_request(folder: Path) -> dict | None:

@@ -201,3 +201,25 @@ def test_calibrate_reruns_reports_whose_evaluator_settings_changed(tmp_path, mon
     assert len(evaluated) == 1 and len(trained) == 1  # the random-real run and the full-data run
     report = json.loads((tmp_path / "reports" / "random_dc_ipc1.json").read_text())
     assert report["record"]["evaluator"]["width"] == 16
+
+
+def test_latents_from_a_folder_it_cannot_reuse_says_why(tmp_path, caplog):
+    """run.latents_from names an earlier run: a set made with another VAE or other parameters is distilled again,
+    and the log says which of them differ instead of starting in silence."""
+    import json
+    import logging
+
+    from latentdd.distill import distiller_params
+    from latentdd.pipelines.run import _as_json, _say_why_not_reused
+
+    params = _as_json(distiller_params("kmeans"))  # a request holds every parameter
+    request = {"method": "kmeans", "params": params | {"niter": 20}, "ipc": 1, "seed": 0, "vae": {"name": "fit:a"}}
+    folder = tmp_path / "kmeans_ipc1"
+    folder.mkdir()
+    (folder / "distill.json").write_text(json.dumps({"request": request | {"params": params | {"niter": 5},
+                                                                           "vae": {"name": "fit:b"}}}))
+    with caplog.at_level(logging.WARNING):
+        _say_why_not_reused(folder, request)
+        _say_why_not_reused(tmp_path / "missing", request)
+    assert "made with another params ['niter'], vae than this run's" in caplog.text
+    assert "holds no distilled set" in caplog.text

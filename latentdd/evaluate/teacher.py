@@ -69,6 +69,12 @@ class TeacherConfig:
         self.eval_config()  # checks model, width, norm, epochs, lr ... as the evaluator does
         if self.input_size is not None and self.input_size < 1:
             raise DataError(f"teacher.input_size must be a positive integer; got {self.input_size!r}")
+        if self.source not in PRETRAINED:  # a fitted teacher predicts the dataset's own classes at its own size
+            given = [name for name in ("class_map", "imagenet_classes", "input_size") if getattr(self, name) is not None]
+            if given:
+                flags = ", ".join(f"teacher.{n} (--teacher-{n.replace('_', '-')})" for n in given)
+                raise DataError(f"{flags}: a setting of a pretrained teacher (--teacher {', '.join(PRETRAINED)}); the "
+                                f"fitted teacher ({self.source}) would ignore it: drop it, or pass a pretrained teacher")
 
     def eval_config(self) -> EvalConfig:
         return EvalConfig(model=self.model, width=self.width, depth=self.depth, norm=self.norm, epochs=self.epochs,
