@@ -23,7 +23,7 @@ _EXPORTS = {
     "encode": "latentdd.api", "run": "latentdd.api",
     "DataConfig": "latentdd.config", "EvalConfig": "latentdd.evaluate.trainer",
     "LatentSpaceConfig": "latentdd.vae.config", "DecoderConfig": "latentdd.render.config",
-    "TeacherConfig": "latentdd.evaluate.teacher", "presets": "latentdd.presets",
+    "TeacherConfig": "latentdd.evaluate.teacher",
 }
 # Stages whose subpackage is also the API function of the same name (see _StageModule).
 _STAGES = ("distill", "render", "evaluate")

@@ -45,12 +45,12 @@ def presets() -> dict[str, dict[str, dict]]:
 
 
 def preset_names(method: str) -> list[str]:
-    """The presets `method` can take: its named ones, then `reference`."""
-    return [*presets().get(method, {}), REFERENCE] if DEFAULT in presets().get(method, {}) else [DEFAULT, REFERENCE]
+    """The presets `method` can take: `default`, its other named ones, then `reference`."""
+    return [DEFAULT, *(name for name in presets().get(method, {}) if name != DEFAULT), REFERENCE]
 
 
 def all_preset_names() -> list[str]:
-    """Every preset name some method has (for --preset's choices)."""
+    """Every preset name some method has (listed in --preset's help)."""
     names = {DEFAULT, REFERENCE} | {name for named in presets().values() for name in named}
     return sorted(names)
 
@@ -80,7 +80,7 @@ def resolve(method: str, ipc: int, preset: str = DEFAULT, overrides: dict | None
     overrides = dict(overrides or {})
     named = presets().get(method, {})
     if preset == REFERENCE or (preset == DEFAULT and DEFAULT not in named):
-        return Resolved(method, preset, None, overrides, overrides)
+        return Resolved(method, preset, None, overrides, dict(overrides))
     if preset not in named:
         known = preset_names(method)
         raise DataError(f"method {method!r} has no preset {preset!r}; its presets: {', '.join(known)}"

@@ -9,12 +9,6 @@ run on the engine in matching.py.
     synthetic = make_distiller("kmeans", weights_mode="sqrt").distill(latents, ipc=10, seed=0)
 """
 
-import sys as _sys
-
-from latentdd import _StageModule
-
-_sys.modules[__name__].__class__ = _StageModule  # latentdd.distill(...) calls latentdd.api.distill
-
 
 from latentdd.distill.base import (
     DISTILLERS,
@@ -72,3 +66,9 @@ __all__ = [
     "voronoi_masses",
     "weighted_w2",
 ]
+
+import sys as _sys  # noqa: E402
+
+from latentdd import _StageModule  # noqa: E402
+
+_sys.modules[__name__].__class__ = _StageModule  # latentdd.distill(...) calls latentdd.api.distill

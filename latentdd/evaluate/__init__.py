@@ -1,11 +1,5 @@
 """The ruler: train a network on a (synthetic) set, test it on the real test split."""
 
-import sys as _sys
-
-from latentdd import _StageModule
-
-_sys.modules[__name__].__class__ = _StageModule  # latentdd.evaluate(...) calls latentdd.api.evaluate
-
 
 from latentdd.evaluate.convnet import ConvNet, build_model
 from latentdd.evaluate.dsa import DiffAugment, DSAConfig
@@ -23,3 +17,9 @@ __all__ = [
     "train_model",
     "top1_accuracy",
 ]
+
+import sys as _sys  # noqa: E402
+
+from latentdd import _StageModule  # noqa: E402
+
+_sys.modules[__name__].__class__ = _StageModule  # latentdd.evaluate(...) calls latentdd.api.evaluate

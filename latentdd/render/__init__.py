@@ -23,11 +23,6 @@ model fits the train latents before it returns, so that nothing is distilled in 
 
 from __future__ import annotations
 
-import sys as _sys
-
-from latentdd import _StageModule
-
-_sys.modules[__name__].__class__ = _StageModule  # latentdd.render(...) calls latentdd.api.render
 
 import dataclasses
 from collections.abc import Callable
@@ -84,3 +79,9 @@ PRETRAINED_DEFAULTS: dict[str, str] = {"dit": DIT_DEFAULT, "sd-img2img": SD_DEFA
 __all__ = ["DECODERS", "PRETRAINED_DEFAULTS", "DiTDecoder", "DiffusionDecoder", "StableDiffusionImg2ImgDecoder",
            "VAEDecoder", "load_or_fit_prior", "make_diffusion_decoder", "make_dit_decoder", "make_sd_img2img_decoder",
            "make_vae_decoder"]
+
+import sys as _sys  # noqa: E402
+
+from latentdd import _StageModule  # noqa: E402
+
+_sys.modules[__name__].__class__ = _StageModule  # latentdd.render(...) calls latentdd.api.render
