@@ -270,15 +270,16 @@ def _train(
     ).to(device)
     model = vae.model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    step, curve = 0, []
+    step, curve, window = 0, [], []
     if checkpoint.is_file():
         state = torch.load(checkpoint, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        step, curve = state["step"], state["curve"]
+        # The losses since the last logged point travel with the checkpoint: a resumed fit logs the same curve.
+        step, curve, window = state["step"], state["curve"], state.get("window", [])
 
     bar = progress_bar(total=total, initial=step, disable=not progress, desc="fit VAE", unit="step")
-    order, window = None, []
+    order = None
     while step < total:
         epoch, i = divmod(step, steps_per_epoch)
         if order is None or i == 0:
@@ -303,14 +304,15 @@ def _train(
         optimizer.step()
         step += 1
         window.append(loss.item())
-        if len(window) == config.log_every or step == total:
+        if step % config.log_every == 0 or step == total:
             curve.append([step, float(np.mean(window))])
             bar.set_postfix(loss=f"{curve[-1][1]:.5f}")
             window = []
         bar.update(1)
         if config.checkpoint_every and step % config.checkpoint_every == 0 and step < total:
             buffer = io.BytesIO()
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "curve": curve}
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "curve": curve,
+                     "window": window}
             torch.save(state, buffer)
             atomic_write_bytes(checkpoint, buffer.getvalue())
     bar.close()
