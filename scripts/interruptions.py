@@ -32,7 +32,7 @@ LATENTDD = [sys.executable, "-m", "latentdd"]
 BASE = """dataset: {name: digits}
 latent: {vae: fit, fit: {max_steps: 30}}
 """
-_TIMING = re.compile(r"seconds|per_second|_at$|^resumed_from$|^started$|^finished$")
+_TIMING = re.compile(r"seconds|per_second|_at$|^resumed_from$|^created$")
 
 
 def case_table(shared: Path) -> dict[str, dict]:
