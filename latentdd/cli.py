@@ -742,7 +742,8 @@ def make_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     _add_eval_args(p)
     _add_teacher_source_args(p)
-    p.add_argument("--json", help="write the report (accuracies, record, resolved config) here")
+    p.add_argument("--json", help="write the report (accuracies, record, resolved config) here; finished trainings "
+                   "are kept in JSON.trainings.json meanwhile, so re-running an interrupted evaluation resumes")
     p.set_defaults(func=cmd_evaluate)
 
     p = add("fit-teacher", "Train a teacher (any registered student architecture) on the real train split; cached by "
