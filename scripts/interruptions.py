@@ -6,8 +6,9 @@ folders), SIGKILLs its process group when the case's trigger fires (a checkpoint
 on disk, else a share of arm A's wall time), then runs the same command again to the end. The outputs of
 both arms are compared file by file, by sha256. JSON records that hold wall-clock timings (distill.json,
 reports, the VAE's fit record) are compared without their timing fields (keys named *seconds*,
-*per_second*, *_at, "created") and the two that say a run resumed ("resumed_from", "reused_trainings"):
-the timings differ between any two runs, interrupted or not. Every artifact (weights, latents, shards,
+*per_second*, *_at, "created") and those that say where a piece came from ("resumed_from",
+"reused_trainings", *_cached: arm A trains the network bank that arm B then finds in the shared cache):
+they differ between any two runs, interrupted or not. Every artifact (weights, latents, shards,
 images, manifests) is compared byte for byte.
 
     taskset -c 0 python scripts/interruptions.py --work /tmp/interruptions --out results/reliability
@@ -33,7 +34,7 @@ LATENTDD = [sys.executable, "-m", "latentdd"]
 BASE = """dataset: {name: digits}
 latent: {vae: fit, fit: {max_steps: 30}}
 """
-_TIMING = re.compile(r"seconds|per_second|_at$|^created$|^resumed_from$|^reused_trainings$")
+_TIMING = re.compile(r"seconds|per_second|_at$|^created$|^resumed_from$|^reused_trainings$|_cached$")
 
 
 def case_table(shared: Path) -> dict[str, dict]:
