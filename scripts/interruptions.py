@@ -8,7 +8,8 @@ both arms are compared file by file, by sha256. JSON records that hold wall-cloc
 reports, the VAE's fit record) are compared without their timing fields (keys named *seconds*,
 *per_second*, *_at, "created") and those that say where a piece came from ("resumed_from",
 "reused_trainings", *_cached: arm A trains the network bank that arm B then finds in the shared cache):
-they differ between any two runs, interrupted or not. Every artifact (weights, latents, shards,
+they differ between any two runs, interrupted or not; so does the "wall time" line of a results table.
+Every artifact (weights, latents, shards,
 images, manifests) is compared byte for byte.
 
     taskset -c 0 python scripts/interruptions.py --work /tmp/interruptions --out results/reliability
@@ -59,7 +60,7 @@ def case_table(shared: Path) -> dict[str, dict]:
                    "outputs": ["r/**/*"], "trigger": None},
         "evaluate": {"argv": ["evaluate", "--images", str(shared / "dm10" / "images"), "--dataset", "digits",
                               "--num-eval", "2", "--epochs", "60", "--json", "ARM/report.json"],
-                     "outputs": ["report.json"], "trigger": None},
+                     "outputs": ["report.json"], "trigger": "report.json.trainings.json"},
         "run": {"argv": ["run", *cfg, *cache, "--methods", "kmeans", "--ipc", "1", "--num-eval", "2",
                          "--epochs", "60", "--out", "ARM/run"],
                 "outputs": ["run/**/*"], "trigger": "run/reports/partial/*.json"},
@@ -123,6 +124,8 @@ def digests(arm: Path, globs: list[str]) -> dict[str, str]:
             data = path.read_bytes()
             if path.suffix == ".json":
                 data = json.dumps(_strip(json.loads(data)), sort_keys=True).encode()
+            elif path.suffix == ".md":  # a results table ends with the invocation's wall time
+                data = b"\n".join(line for line in data.splitlines() if not line.startswith(b"wall time"))
             out[str(path.relative_to(arm))] = hashlib.sha256(data).hexdigest()
     return out
 
