@@ -23,7 +23,6 @@ shard of latents.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -37,6 +36,7 @@ import torch
 from latentdd.data.base import LabelledImages
 from latentdd.errors import DataError, LatentDDError
 from latentdd.io import atomic_write_json, atomic_write_text
+from latentdd.io import file_sha256 as _sha256  # (moved to latentdd.io; the name sharded.py imports from here)
 from latentdd.latents.types import Latents
 from latentdd.progress import progress_bar
 
@@ -106,14 +106,6 @@ def _image_batches(data: LabelledImages, batches: list[tuple[int, int]], workers
 def shard_ranges(num_images: int, shard_size: int) -> list[tuple[int, int]]:
     """[(start, stop), ...] covering range(num_images) in order."""
     return [(s, min(s + shard_size, num_images)) for s in range(0, num_images, shard_size)]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _stored_checksum(shard: Path, legacy: dict[str, str]) -> str | None:
