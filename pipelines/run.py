@@ -570,11 +570,16 @@ def _evaluate(images: Path, label: str, ipc: int, *, use_weights: bool, test, ev
 
         result = evaluate_synthetic(synthetic, test, cfg, mean=mean, std=std, flip=flip, record=record,
                                     progress=progress, teacher=teacher, done=done, on_training=keep)
+        # Trainings kept by an interrupted invocation of this evaluation are its own, not lent: the report
+        # reads as an uninterrupted one's, and holds them, so the kept file goes.
+        own = result.record.get("reused_trainings", [])
+        own[:] = [r for r in own if r["report"] != str(kept_path)]
+        if not own:
+            result.record.pop("reused_trainings", None)
         report = _write_report(path, result.to_dict() | {"inputs": inputs, "key": key})
-        if not any(r["report"] == str(kept_path) for r in report["record"].get("reused_trainings", [])):
-            kept_path.unlink(missing_ok=True)  # the report holds its trainings; kept only while a report names it
-            with contextlib.suppress(OSError):  # the folder too, unless another training is kept there
-                kept_path.parent.rmdir()
+        kept_path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the folder too, unless another training is kept there
+            kept_path.parent.rmdir()
         trainings.add(path, report)
     return {"method": label + (" + weights" if weighted else ""), "ipc": ipc, "mean": report["mean"],
             "std": report["std"], "n": len(report["accuracies"]), "report": str(path),

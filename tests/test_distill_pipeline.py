@@ -325,7 +325,7 @@ def test_random_real_subsets_run_as_parts_of_their_own(tmp_path, common, monkeyp
 
 def test_an_interrupted_evaluation_resumes_at_its_next_training(tmp_path, common, monkeypatch):
     """Each training is kept as it finishes (reports/partial/): after an interrupt in the second of three
-    trainings, the same command trains only the second and third, and the report lends the first from there."""
+    trainings, the same command trains only the second and third, and the report equals an uninterrupted one's."""
     import latentdd.evaluate.trainer as trainer
 
     args = ["run", *common, "--methods", "random", "--ipc", "1", "--epochs", "1", "--width", "8", "--compile", "off",
@@ -349,11 +349,13 @@ def test_an_interrupted_evaluation_resumes_at_its_next_training(tmp_path, common
     assert trained == [0, 1, 2]
     report = json.loads((tmp_path / "run" / "reports" / "random_ipc1.json").read_text())
     assert report["seeds"] == [0, 1, 2] and report["accuracies"][0] == first["accuracies"][0]
-    assert report["record"]["reused_trainings"] == [{"seed": 0, "report": str(partial), "compiled": False}]
-    assert json.loads(partial.read_text())["seeds"] == [0, 1, 2]  # kept: the report names it
+    # Its own trainings are not lent: the report reads as an uninterrupted one's, and the kept file is gone.
+    assert "reused_trainings" not in report["record"] and not partial.parent.exists()
     shutil.rmtree(tmp_path / "run" / "reports")
-    assert main(args) == 0  # an uninterrupted evaluation leaves only its report
+    assert main(args) == 0  # an uninterrupted evaluation
+    whole = json.loads((tmp_path / "run" / "reports" / "random_ipc1.json").read_text())
     assert [path.name for path in (tmp_path / "run" / "reports").iterdir()] == ["random_ipc1.json"]
+    assert whole["accuracies"] == report["accuracies"] and whole["record"] == report["record"]
 
 
 def test_run_method_variants_weight_rows_and_stale_stages(tmp_path, common, monkeypatch):
