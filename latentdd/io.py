@@ -68,7 +68,12 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
-# --- checksums --------------------------------------------------------------------------
+# --- checksums beside files: `<file>.sha256` in `sha256sum` format (`sha256sum -c` checks it) ---
+
+
+def checksum_path(path: Path) -> Path:
+    """Where the sha256 of `path` is kept: `<path>.sha256`."""
+    return path.with_name(path.name + ".sha256")
 
 
 def file_sha256(path: str | Path) -> str:
@@ -78,6 +83,19 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def write_checksum(path: Path, digest: str) -> None:
+    """Record `digest` as the sha256 of `path` (written atomically, before or after `path` itself)."""
+    atomic_write_text(checksum_path(path), f"{digest}  {path.name}\n")
+
+
+def stored_checksum(path: Path) -> str | None:
+    """The sha256 recorded beside `path`, or None when there is none (or it cannot be read)."""
+    try:
+        return checksum_path(path).read_text().split()[0]
+    except (OSError, IndexError, UnicodeDecodeError):
+        return None
 
 
 def json_sha256(record: dict, *, without: str) -> str:

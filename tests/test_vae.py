@@ -500,18 +500,18 @@ def test_fit_resumes_from_a_checkpoint_to_the_same_weights(fitted, digits, tmp_p
     vae, uninterrupted, _ = fitted
     config = tiny_fit_config(checkpoint_every=15)  # mid-way between two logged points (log_every 10)
     writes = []
-    real_write = fit_module.atomic_write_bytes
+    real_save = fit_module.save_state
 
-    def write_then_crash(path, data):
-        real_write(path, data)
+    def save_then_crash(path, state):
+        real_save(path, state)
         writes.append(path)
         if len(writes) == 1:
             raise KeyboardInterrupt  # stop after the step-15 checkpoint
 
-    monkeypatch.setattr(fit_module, "atomic_write_bytes", write_then_crash)
+    monkeypatch.setattr(fit_module, "save_state", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
         fit_vae(*digits, config, tmp_path, progress=False)
-    monkeypatch.setattr(fit_module, "atomic_write_bytes", real_write)
+    monkeypatch.setattr(fit_module, "save_state", real_save)
     resumed, report = fit_vae(*digits, config, tmp_path, progress=False)
     assert report["steps"] == 30
     # The loss logged over the steps on both sides of the resume point is the uninterrupted fit's.

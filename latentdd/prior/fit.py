@@ -44,13 +44,14 @@ from latentdd.errors import DataError, LatentDDError
 from latentdd.io import atomic_write_bytes, atomic_write_json
 from latentdd.latents.types import Latents
 from latentdd.progress import progress_bar
+from latentdd.state import StateRejected, check_count, load_optimizer, restore, save_state
 from latentdd.vae.fit import check_blocks, learning_rate
 
 # Bump when a change to this file makes the same config train a different prior.
 PRIOR_VERSION = 2  # 2: diffusers EMAModel (its first update copies the weights)
 PRIOR_META_FILE = "latentdd_prior.json"
 LOSS_CURVE_FILE = "loss_curve.png"
-_CHECKPOINT_FILE = "checkpoint.pt"
+_CHECKPOINT_FILE = "checkpoint.safetensors"  # latentdd.state
 # Fields that change neither the weights (a resumed fit equals an uninterrupted one) nor the data.
 _NOT_HASHED = ("checkpoint_every", "log_every")
 
@@ -279,19 +280,27 @@ def _train(latents: Latents, config: FitPriorConfig, checkpoint: Path, progress:
     steps_per_epoch = n // batch_size
     total = math.ceil(config.epochs * steps_per_epoch) if config.epochs is not None else config.max_steps
 
-    with torch.random.fork_rng(devices=[]):  # seeded weights, the global RNG left alone
-        torch.manual_seed(config.seed)
-        unet = UNet2DModel(**config.unet_config(latents.latent_shape, null)).to(device)
-    ema = _ema(unet, config.ema_decay)
-    scheduler = DDPMScheduler(**config.scheduler_config())
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    step, curve, window = 0, [], []
-    if checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
+    def build():
+        with torch.random.fork_rng(devices=[]):  # seeded weights, the global RNG left alone
+            torch.manual_seed(config.seed)
+            unet = UNet2DModel(**config.unet_config(latents.latent_shape, null)).to(device)
+        optimizer = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        return unet, _ema(unet, config.ema_decay), optimizer
+
+    def load(state: dict):
+        unet, ema, optimizer = build()
         unet.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, curve, window = state["step"], state["curve"], state["window"]
+        ema.to(device)
+        if [p.shape for p in ema.shadow_params] != [p.shape for p in unet.parameters()]:
+            raise StateRejected("its EMA weights do not fit the UNet")
+        load_optimizer(optimizer, state["optimizer"])
+        step = check_count(state["step"], total - 1, "step")  # none is written at the end
+        return (unet, ema, optimizer), step, list(state["curve"]), list(state["window"])
+
+    (unet, ema, optimizer), step, curve, window = (restore(checkpoint, load, otherwise="the fit starts afresh")
+                                                   or (build(), 0, [], []))
+    scheduler = DDPMScheduler(**config.scheduler_config())
 
     unet.train()
     bar = progress_bar(total=total, initial=step, disable=not progress, desc="fit prior", unit="step")
@@ -335,7 +344,7 @@ def _train(latents: Latents, config: FitPriorConfig, checkpoint: Path, progress:
         if config.checkpoint_every and step % config.checkpoint_every == 0 and step < total:
             state = {"model": unet.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
                      "step": step, "curve": curve, "window": window}
-            _save_checkpoint(checkpoint, state)
+            save_state(checkpoint, state)
     bar.close()
     ema.copy_to(unet.parameters())  # UNet2DModel has no buffers, so its parameters are all there is to average
     return unet.eval().requires_grad_(False), scheduler, curve
@@ -347,12 +356,6 @@ def _ema(unet: torch.nn.Module, decay: float):
     from diffusers.training_utils import EMAModel
 
     return EMAModel(unet.parameters(), decay=decay, use_ema_warmup=False)
-
-
-def _save_checkpoint(path: Path, state: dict) -> None:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _save(directory: Path, unet, scheduler, meta: dict) -> None:

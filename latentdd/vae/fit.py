@@ -12,7 +12,6 @@ Training checkpoints to `cache_dir/.partial-<hash>/` and resumes from there.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import math
 import os
@@ -29,15 +28,16 @@ import torch.nn.functional as F
 from latentdd.cachekey import content_key, split_sha256
 from latentdd.data.base import LabelledImages
 from latentdd.errors import DataError, LatentDDError
-from latentdd.io import atomic_write_bytes, atomic_write_json
+from latentdd.io import atomic_write_json
 from latentdd.progress import progress_bar
+from latentdd.state import check_count, load_optimizer, restore, save_state
 from latentdd.vae.base import VAEInputAdapter
 from latentdd.vae.diffusers_kl import DiffusersKL
 
 # Bump when a change to this file makes the same config train a different VAE.
 FIT_VERSION = 1
 FIT_META_FILE = "latentdd_fit.json"
-_CHECKPOINT_FILE = "checkpoint.pt"
+_CHECKPOINT_FILE = "checkpoint.safetensors"  # latentdd.state
 # Fields that change neither the weights (a resumed fit equals an uninterrupted one) nor the data.
 _NOT_HASHED = ("checkpoint_every", "log_every")
 
@@ -261,22 +261,23 @@ def _train(
     batch_size = min(config.batch_size, n)
     steps_per_epoch = n // batch_size
     total = math.ceil(config.epochs * steps_per_epoch) if config.epochs is not None else config.max_steps
-    vae = DiffusersKL.from_config(
-        config.diffusers_config(adapter.input_channels),
-        name="fitting",
-        seed=config.seed,
-        input_resize=config.resize,
-        trainable=True,
-    ).to(device)
-    model = vae.model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    step, curve, window = 0, [], []
-    if checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+
+    def build() -> tuple[DiffusersKL, torch.optim.Optimizer]:
+        vae = DiffusersKL.from_config(config.diffusers_config(adapter.input_channels), name="fitting",
+                                      seed=config.seed, input_resize=config.resize, trainable=True).to(device)
+        return vae, torch.optim.Adam(vae.model.parameters(), lr=config.lr)
+
+    def load(state: dict):
+        vae, optimizer = build()
+        vae.model.load_state_dict(state["model"])
+        load_optimizer(optimizer, state["optimizer"])
+        step = check_count(state["step"], total - 1, "step")  # none is written at the end
         # The losses since the last logged point travel with the checkpoint: a resumed fit logs the same curve.
-        step, curve, window = state["step"], state["curve"], state.get("window", [])
+        return (vae, optimizer), step, list(state["curve"]), [float(v) for v in state["window"]]
+
+    (vae, optimizer), step, curve, window = (restore(checkpoint, load, otherwise="the fit starts afresh")
+                                             or (build(), 0, [], []))
+    model = vae.model.train()
 
     bar = progress_bar(total=total, initial=step, disable=not progress, desc="fit VAE", unit="step")
     order = None
@@ -310,11 +311,8 @@ def _train(
             window = []
         bar.update(1)
         if config.checkpoint_every and step % config.checkpoint_every == 0 and step < total:
-            buffer = io.BytesIO()
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "curve": curve,
-                     "window": window}
-            torch.save(state, buffer)
-            atomic_write_bytes(checkpoint, buffer.getvalue())
+            save_state(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                                    "curve": curve, "window": window})
     bar.close()
     model.eval()
     return vae, curve
