@@ -1,7 +1,8 @@
 """Behaviour fingerprint: the bytes a fixed set of small commands produce, to show a refactor changed nothing.
 
 On `digits` with a 30-step fitted VAE: the VAE's weights, the latents of kmeans, DM, BACON and IDM at IPC 1
-(20 iterations each), and the accuracies of one `dsa` evaluation (2 trainings of 30 epochs) of the DM set.
+(20 iterations each), and the accuracies of one full `dsa` evaluation (2 trainings, 300 epochs) of a random real
+IPC-1 set (real pixels: the 30-step VAE's decodings train to chance, which would say little about the evaluator).
 Prints one JSON object {name: sha256 or accuracies}; with --compare FILE, the names whose value differs.
 
     taskset -c 0 python scripts/fingerprint.py --work /tmp/fp > results/internals/fingerprint_before.json
@@ -40,12 +41,15 @@ def fingerprint(work: Path) -> dict:
         out[f"{method} latents.safetensors"] = sha256(folder / "latents.safetensors")
     (weights,) = (work / "cache" / "vae").glob("*/diffusion_pytorch_model.safetensors")
     out["fitted VAE weights"] = sha256(weights)
-    report = work / "dm_dsa.json"
+    report = work / "random_dsa.json"
     if not report.is_file():
-        subprocess.run([*LATENTDD, "evaluate", "--images", str(work / "dm" / "images"), "--dataset", "digits",
-                        "--protocol", "dsa", "--epochs", "30", "--num-eval", "2", "--json", str(report), "--quiet"],
+        if not (work / "random").is_dir():
+            subprocess.run([*LATENTDD, "baseline", "--dataset", "digits", "--ipc", "1", "--out", str(work / "random"),
+                            "--quiet"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([*LATENTDD, "evaluate", "--images", str(work / "random"), "--dataset", "digits",
+                        "--protocol", "dsa", "--num-eval", "2", "--json", str(report), "--quiet"],
                        check=True, stdout=subprocess.DEVNULL)
-    out["dm dsa accuracies"] = json.loads(report.read_text())["accuracies"]
+    out["random-real IPC 1 dsa accuracies"] = json.loads(report.read_text())["accuracies"]
     return out
 
 
