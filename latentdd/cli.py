@@ -23,6 +23,7 @@ from latentdd.config import (
     coerce,
     load_yaml,
     plain,
+    safe_yaml,
     save_resolved,
 )
 from latentdd.errors import DataError, LatentDDError
@@ -411,7 +412,7 @@ def _key_values(pairs: list[str], flag: str) -> dict:
         if not sep or not key or not value.strip():
             raise DataError(f"{flag} expects KEY=VALUE (e.g. {flag} max_steps=3000); got {pair!r}")
         try:
-            out[key] = yaml.safe_load(value)
+            out[key] = safe_yaml(value)
         except yaml.YAMLError as err:
             raise DataError(f"{flag} {pair!r}: the value is not valid YAML ({str(err).splitlines()[0]})") from None
     return out

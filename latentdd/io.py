@@ -20,6 +20,7 @@ siblings as stale.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import secrets
@@ -59,6 +60,26 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+# --- the shape of what was read back ----------------------------------------------------
+# JSON that latentdd reads back (manifests, plans) holds what it wrote only if nothing damaged it:
+# its readers check every field with these before they use one.
+
+
+def is_int(value: Any) -> bool:
+    """Whether `value` is an integer (JSON's true is an int to Python, but no count or index)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """Whether `value` is a finite int or float (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def list_of(value: Any, check) -> bool:
+    """Whether `value` is a list whose every item passes `check`."""
+    return isinstance(value, list) and all(map(check, value))
 
 
 # --- which folders are latentdd's ------------------------------------------------------
