@@ -538,7 +538,7 @@ def cmd_render(args, raw) -> int:
     seed = args.seed if args.seed is not None else int(synthetic.params.get("seed", 0))
     decoder, record, stages = setup_decoder(data, space, decoder_config, state, latents_dir=args.latents,
                                             progress=not args.quiet)
-    check_synthetic(synthetic, stages["class_names"], decoder.vae.latent_shape, Path(args.synthetic))
+    check_synthetic(synthetic, data, stages, decoder.vae.latent_shape, Path(args.synthetic).expanduser())
     config = {"dataset": data, "latent": space, "decoder": decoder_config,
               "render": {"synthetic": args.synthetic, "seed": seed, "latents": args.latents}}
     written = render_to_folder(synthetic, decoder, record, stages, out, seed=seed, state=state,

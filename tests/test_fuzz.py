@@ -270,7 +270,7 @@ def test_any_key_value_flag_is_parsed_or_refused_clearly(parse_config, flag, key
     """`distill --param / --set / --prior-set KEY=VALUE` (values read as YAML) over the distill base config:
     parsed and checked, or refused."""
     command, config = BASE_CONFIGS[-1]
-    check_config_outcome(command, parse_config(command, yaml.safe_dump(config), (flag, f"{key}={value}")))
+    check_config_outcome(command, parse_config(command, yaml.safe_dump(config), (f"{flag}={key}={value}",)))
 
 
 def test_the_base_configs_are_accepted(parse_config):
