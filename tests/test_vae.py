@@ -496,23 +496,32 @@ def test_fit_same_seed_same_weights_other_seed_or_data_other_entry(fitted, digit
     assert fewer != report["hash"]
 
 
-def test_fit_resumes_from_a_checkpoint_to_the_same_weights(fitted, digits, tmp_path, monkeypatch):
+@pytest.mark.parametrize("damaged", [False, True], ids=["whole", "cut-short"])
+def test_fit_resumes_from_a_checkpoint_to_the_same_weights(fitted, digits, tmp_path, monkeypatch, caplog, damaged):
+    """A fit killed after its step-20 checkpoint resumes from it; a checkpoint cut short (it raised from
+    torch.load before) is ignored with a warning, the fit starts afresh. Either way: the uninterrupted weights."""
+    from latentdd.distill import matching
+
     vae, _, _ = fitted
     config = tiny_fit_config(checkpoint_every=10)
-    writes = []
-    real_write = fit_module.atomic_write_bytes
+    saved = []
+    real_save = matching.save_state
 
-    def write_then_crash(path, data):
-        real_write(path, data)
-        writes.append(path)
-        if len(writes) == 2:
+    def save_then_crash(path, state):
+        real_save(path, state)
+        saved.append(path)
+        if len(saved) == 2:
             raise KeyboardInterrupt  # stop after the step-20 checkpoint
 
-    monkeypatch.setattr(fit_module, "atomic_write_bytes", write_then_crash)
+    monkeypatch.setattr(matching, "save_state", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
         fit_vae(*digits, config, tmp_path, progress=False)
-    monkeypatch.setattr(fit_module, "atomic_write_bytes", real_write)
-    resumed, report = fit_vae(*digits, config, tmp_path, progress=False)
+    monkeypatch.setattr(matching, "save_state", real_save)
+    if damaged:
+        saved[-1].write_bytes(saved[-1].read_bytes()[:1000])
+    with caplog.at_level("WARNING", logger="latentdd"):
+        resumed, report = fit_vae(*digits, config, tmp_path, progress=False)
+    assert ("ignoring the checkpoint" in caplog.text) == damaged
     assert report["loss_curve"][0][0] == 10 and report["steps"] == 30
     for (name, p), q in zip(vae.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(p, q), name

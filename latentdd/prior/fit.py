@@ -50,7 +50,7 @@ from latentdd.vae.fit import check_blocks, learning_rate
 PRIOR_VERSION = 2  # 2: diffusers EMAModel (its first update copies the weights)
 PRIOR_META_FILE = "latentdd_prior.json"
 LOSS_CURVE_FILE = "loss_curve.png"
-_CHECKPOINT_FILE = "checkpoint.pt"
+_CHECKPOINT_FILE = "checkpoint.safetensors"  # as the VAE fit's (latentdd.vae.fit): never a pickle
 # Fields that change neither the weights (a resumed fit equals an uninterrupted one) nor the data.
 _NOT_HASHED = ("checkpoint_every", "log_every")
 
@@ -272,6 +272,8 @@ def _train(latents: Latents, config: FitPriorConfig, checkpoint: Path, progress:
     """Train; returns (EMA UNet in eval mode, DDPMScheduler, [[step, mean loss], ...])."""
     from diffusers import DDPMScheduler, UNet2DModel
 
+    from latentdd.distill.matching import read_state, save_state  # here: only a fit that trains needs them
+
     x_all = latents.latents.float()  # (N, c, h, w), stays on the CPU; batches move
     y_all = latents.labels
     n, null = len(latents), len(latents.class_names)
@@ -286,8 +288,8 @@ def _train(latents: Latents, config: FitPriorConfig, checkpoint: Path, progress:
     scheduler = DDPMScheduler(**config.scheduler_config())
     optimizer = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     step, curve, window = 0, [], []
-    if checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
+    state = read_state(checkpoint)  # None: there is none, or it is damaged (it says so)
+    if state is not None:
         unet.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
@@ -335,7 +337,7 @@ def _train(latents: Latents, config: FitPriorConfig, checkpoint: Path, progress:
         if config.checkpoint_every and step % config.checkpoint_every == 0 and step < total:
             state = {"model": unet.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
                      "step": step, "curve": curve, "window": window}
-            _save_checkpoint(checkpoint, state)
+            save_state(checkpoint, state)
     bar.close()
     ema.copy_to(unet.parameters())  # UNet2DModel has no buffers, so its parameters are all there is to average
     return unet.eval().requires_grad_(False), scheduler, curve
@@ -347,12 +349,6 @@ def _ema(unet: torch.nn.Module, decay: float):
     from diffusers.training_utils import EMAModel
 
     return EMAModel(unet.parameters(), decay=decay, use_ema_warmup=False)
-
-
-def _save_checkpoint(path: Path, state: dict) -> None:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _save(directory: Path, unet, scheduler, meta: dict) -> None:

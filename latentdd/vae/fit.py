@@ -12,7 +12,6 @@ Training checkpoints to `cache_dir/.partial-<hash>/` and resumes from there.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import math
 import os
@@ -29,7 +28,7 @@ import torch.nn.functional as F
 from latentdd.cachekey import content_key, split_sha256
 from latentdd.data.base import LabelledImages
 from latentdd.errors import DataError, LatentDDError
-from latentdd.io import atomic_write_bytes, atomic_write_json
+from latentdd.io import atomic_write_json
 from latentdd.progress import progress_bar
 from latentdd.vae.base import VAEInputAdapter
 from latentdd.vae.diffusers_kl import DiffusersKL
@@ -37,7 +36,9 @@ from latentdd.vae.diffusers_kl import DiffusersKL
 # Bump when a change to this file makes the same config train a different VAE.
 FIT_VERSION = 1
 FIT_META_FILE = "latentdd_fit.json"
-_CHECKPOINT_FILE = "checkpoint.pt"
+# Written by `latentdd.distill.matching.save_state`: safetensors, never a pickle. A damaged one is ignored
+# (the fit starts afresh and says why); a checkpoint.pt of an earlier version is never read.
+_CHECKPOINT_FILE = "checkpoint.safetensors"
 # Fields that change neither the weights (a resumed fit equals an uninterrupted one) nor the data.
 _NOT_HASHED = ("checkpoint_every", "log_every")
 
@@ -257,6 +258,7 @@ def _train(
     device: str | torch.device,
 ) -> tuple[DiffusersKL, list[list[float]]]:
     """Train and return (the trainable wrapped AutoencoderKL in eval mode, [[step, mean loss], ...])."""
+    from latentdd.distill.matching import read_state, save_state  # here: only a fit that trains needs them
     n = len(train)
     batch_size = min(config.batch_size, n)
     steps_per_epoch = n // batch_size
@@ -271,8 +273,8 @@ def _train(
     model = vae.model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     step, curve = 0, []
-    if checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
+    state = read_state(checkpoint)  # None: there is none, or it is damaged (it says so)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, curve = state["step"], state["curve"]
@@ -309,10 +311,8 @@ def _train(
             window = []
         bar.update(1)
         if config.checkpoint_every and step % config.checkpoint_every == 0 and step < total:
-            buffer = io.BytesIO()
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "curve": curve}
-            torch.save(state, buffer)
-            atomic_write_bytes(checkpoint, buffer.getvalue())
+            save_state(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                                    "curve": curve})
     bar.close()
     model.eval()
     return vae, curve
