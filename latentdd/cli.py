@@ -274,8 +274,10 @@ def cmd_evaluate(args, raw) -> int:
         evaluator={}, num_eval=cfg.num_eval, seeds=[],
     )
     record["images"] = str(Path(args.images).resolve())
+    kept = _KeptTrainings(args.json, synthetic, cfg, data, teacher)
     report = evaluate_synthetic(synthetic, test, cfg, mean=mean, std=std, flip=dataset_info(data.name).flip_augment,
-                                record=record, progress=not args.quiet, teacher=teacher)
+                                record=record, progress=not args.quiet, teacher=teacher, done=kept.done,
+                                on_training=kept.add)
     print(f"{data.name} | {len(synthetic)} images | protocol {protocol} ({report.record['evaluator']['epochs']} epochs, "
           f"{report.record['evaluator']['augmentation']}) | test accuracy {report.summary()} | runs {report.accuracies}"
           + (f" | no images of classes {', '.join(report.record['missing_classes'])}"
@@ -286,10 +288,67 @@ def cmd_evaluate(args, raw) -> int:
         from latentdd.io import atomic_write_json
 
         atomic_write_json(args.json, out)
+        kept.remove()
         print(f"report written to {args.json}")
     else:
         print(json.dumps(report.record["evaluator"], indent=None)[:400])
     return 0
+
+
+class _KeptTrainings:
+    """`evaluate --json R` keeps each finished training in `R.trainings.json` until R is written, so an
+    interrupted evaluation resumes at its next training (training i runs with seed + i alone). The file is
+    keyed by the set's content, the data, the teacher and the evaluator's settings but for num_eval and seed;
+    one kept for other inputs is not used (and is replaced at the next training)."""
+
+    FORMAT = "latentdd-evaluate-trainings"
+
+    def __init__(self, report: str | None, synthetic, cfg, data, teacher) -> None:
+        import json
+
+        from latentdd.cachekey import content_key, tensor_sha256
+        from latentdd.io import atomic_write_json
+
+        self.path = Path(report).with_name(Path(report).name + ".trainings.json") if report else None
+        self.write = atomic_write_json
+        evaluator = {k: v for k, v in cfg.identity().items() if k not in ("num_eval", "seed")}
+        parts = [t for t in (synthetic.images, synthetic.labels, synthetic.weights, synthetic.soft_labels)
+                 if t is not None]
+        self.key = content_key("evaluate-training", evaluator=evaluator, images=tensor_sha256(*parts),
+                               data=dict(data.__dict__), teacher=None if teacher is None else teacher.record)
+        self.done: dict[int, dict] = {}
+        self.kept: dict[int, dict] = {}
+        if self.path is not None and self.path.exists():
+            try:
+                kept = json.loads(self.path.read_text())
+                ours = kept.get("format") == self.FORMAT
+            except (OSError, ValueError, AttributeError):
+                ours = False
+            if not ours:
+                raise DataError(f"{self.path} is in the way: `evaluate --json {report}` keeps its finished "
+                                "trainings there, and it is not a file of latentdd's; move it, or choose another --json")
+            if kept.get("key") == self.key and isinstance(kept.get("trainings"), dict):
+                self.done = {int(seed): t for seed, t in kept["trainings"].items() if self._whole(seed, t)}
+            self.kept = dict(self.done)
+            if self.done:
+                print(f"resuming: {len(self.done)} finished training(s) kept in {self.path}")
+
+    @staticmethod
+    def _whole(seed, training) -> bool:
+        number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+        return (isinstance(seed, str) and seed.isdigit() and isinstance(training, dict)
+                and number(training.get("accuracy")) and 0 <= training["accuracy"] <= 100
+                and number(training.get("seconds")) and training["seconds"] >= 0)
+
+    def add(self, seed: int, accuracy: float, seconds: float, compiled: dict) -> None:
+        if self.path is not None:  # self.done stays what was reused: the report lists those
+            self.kept[seed] = {"accuracy": accuracy, "seconds": seconds, "compiled": compiled,
+                               "report": str(self.path)}
+            self.write(self.path, {"format": self.FORMAT, "key": self.key, "trainings": {str(s): t for s, t in self.kept.items()}})
+
+    def remove(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
 
 
 def cmd_fit_teacher(args, raw) -> int:
@@ -684,7 +743,8 @@ def make_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     _add_eval_args(p)
     _add_teacher_source_args(p)
-    p.add_argument("--json", help="write the report (accuracies, record, resolved config) here")
+    p.add_argument("--json", help="write the report (accuracies, record, resolved config) here; finished trainings "
+                   "are kept in JSON.trainings.json meanwhile, so re-running an interrupted evaluation resumes")
     p.set_defaults(func=cmd_evaluate)
 
     p = add("fit-teacher", "Train a teacher (any registered student architecture) on the real train split; cached by "

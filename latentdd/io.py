@@ -15,10 +15,17 @@ whose `for` and `token` repeat the sibling's own name: a folder a user named `o.
 or `o.old-backup` is never removed or renamed (and neither is a leftover of a version before
 the swap marker). One writer per output at a time: a second one would take the first one's
 siblings as stale.
+
+Checksums of what latentdd stores and reads back: `file_sha256` of a file's bytes (the latent
+cache's shards, a teacher's weights), and `json_sha256`, a JSON record's own content hash (a
+report, a teacher's record), stored in the record under a field of its own and computed over
+the rest. Both detect a file damaged, truncated or edited by hand since it was written; neither
+is a signature (whoever edits a record can compute its hash again).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -80,6 +87,59 @@ def is_number(value: Any) -> bool:
 def list_of(value: Any, check) -> bool:
     """Whether `value` is a list whose every item passes `check`."""
     return isinstance(value, list) and all(map(check, value))
+
+
+# --- checksums beside files: `<file>.sha256` in `sha256sum` format (`sha256sum -c` checks it) ---
+
+
+def checksum_path(path: Path) -> Path:
+    """Where the sha256 of `path` is kept: `<path>.sha256`."""
+    return path.with_name(path.name + ".sha256")
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 hex of the bytes of the file at `path`, read a MiB at a time."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_checksum(path: Path, digest: str) -> None:
+    """Record `digest` as the sha256 of `path` (written atomically, before or after `path` itself)."""
+    atomic_write_text(checksum_path(path), f"{digest}  {path.name}\n")
+
+
+def stored_checksum(path: Path) -> str | None:
+    """The sha256 recorded beside `path`, or None when there is none (or it cannot be read)."""
+    try:
+        return checksum_path(path).read_text().split()[0]
+    except (OSError, IndexError, UnicodeDecodeError):
+        return None
+
+
+def json_sha256(record: dict, *, without: str) -> str:
+    """The content hash of a JSON record: sha256 of its canonical JSON (sorted keys, no spaces), taken as it
+    reads back from its file (`atomic_write_json`), the field `without` -- where the hash is stored -- left out."""
+    content = json.loads(json.dumps({k: v for k, v in record.items() if k != without}, default=str))
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def with_json_sha256(record: dict, field: str) -> dict:
+    """`record` with its content hash (`json_sha256`) stored under `field`, to be written as it is."""
+    return record | {field: json_sha256(record, without=field)}
+
+
+def json_sha256_problem(record: dict, field: str) -> str | None:
+    """What is wrong with the content hash a record read back holds under `field` (it is missing, or does
+    not match the content), as the end of a sentence naming the file; None when it matches."""
+    stored = record.get(field)
+    if stored is None:
+        return f"holds no {field} (written by a latentdd that did not record one, or edited)"
+    if stored != json_sha256(record, without=field):
+        return f"does not match its {field}: it was edited or damaged after latentdd wrote it"
+    return None
 
 
 # --- which folders are latentdd's ------------------------------------------------------

@@ -25,7 +25,7 @@ from latentdd.export import image_grid, load_image_folder, read_manifest
 from latentdd.io import atomic_write_bytes, atomic_write_text
 from latentdd.published import published
 from latentdd.pipelines.distill import DecoderConfig, LatentSpaceConfig
-from latentdd.pipelines.run import RunConfig, accuracy_text, run
+from latentdd.pipelines.run import RunConfig, accuracy_text, lent_footnotes, lent_mark, lent_sources, run
 
 CSV_FIELDS = ("method", "ipc", "mean", "std", "n", "latent_w2", "class_consistency", "published_mean",
               "published_protocol", "distill_s", "render_s", "evaluate_s", "report")
@@ -74,12 +74,13 @@ def comparison_markdown(rows: list[dict], dataset: str, evaluator: EvalConfig) -
              "class consistency % | "
              "distill s | render s | evaluate s |", "|---|---|---|---|---|---|---|---|---|"]
     fmt = lambda v, spec: "" if v is None else format(v, spec)  # noqa: E731
+    sources = lent_sources(rows)
     for r in rows:
-        lines.append(f"| {r['method']} | {r['ipc']} | {accuracy_text(r)} | "
+        lines.append(f"| {r['method']} | {r['ipc']} | {accuracy_text(r)}{lent_mark(r, sources)} | "
                      f"{_published_text(r)} | {fmt(r['latent_w2'], '.3f')} | "
                      f"{fmt(r.get('class_consistency'), '.1f')} | {fmt(r['distill_s'], '.1f')} | "
                      f"{fmt(r['render_s'], '.1f')} | {fmt(r['evaluate_s'], '.0f')} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, *lent_footnotes(sources)]) + "\n"
 
 
 def _published_text(row: dict) -> str:

@@ -7,6 +7,16 @@ settings), so a second run only redoes what changed; within an evaluation, each 
 training (reports/partial/), so an interrupted one resumes at its next. The random-real baseline (real
 pixels, no VAE) is evaluated under the same protocol in the same run, as every table
 must have it.
+
+Every report (reports/*.json, reports/partial/*.json) is written with its content hash
+(`content_sha256`, `latentdd.io.json_sha256` over the rest of it), and a report is reused --
+whole, or lending its trainings seed by seed to this run -- only when it matches it. One that
+does not (edited, e.g. its accuracies, or damaged), or that has none (written by a latentdd before
+reports carried one), is not used, with a warning naming it: its trainings run again. A
+training is cheaper to run again than a wrong table is to notice, and a hash that could be
+dropped to be let through would protect nothing. A run.reports_from folder from which nothing
+can be reused is warned about; each training lent by one is logged with the report it comes
+from, and the table marks the rows with lent trainings and lists the folders that lent them.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ import json
 import logging
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -32,7 +43,7 @@ from latentdd.presets import DEFAULT, REFERENCE, Resolved, resolve
 from latentdd.evaluate.consistency import Judge, JudgeConfig, class_consistency, fit_judge
 from latentdd.evaluate.trainer import EvalConfig, channel_stats, evaluate_synthetic
 from latentdd.export import export_image_folder, load_image_folder, read_manifest
-from latentdd.io import atomic_write_json, atomic_write_text, claim_folder
+from latentdd.io import atomic_write_json, atomic_write_text, claim_folder, json_sha256_problem, with_json_sha256
 from latentdd.record import protocol_record
 from latentdd.pipelines.baseline import random_real
 from latentdd.pipelines.cross_arch import EvaluatedSet, parse_students, resolve_students, subsets_text, write_cross_arch
@@ -160,7 +171,8 @@ class RunConfig:
         gives its trainings seed by seed (e.g. a random-real baseline measured by another run, or a set's
         one training extended to three); the report lists each under record.reused_trainings with the
         report it came from. This run's own reports are reused the same way (two methods that pick the
-        same images train once). Only trainings that ran as their settings asked (no compile fallback).
+        same images train once). Only trainings that ran as their settings asked (no compile fallback), from
+        reports that match their content hash (see the module docstring).
     students: the cross-architecture table (`latentdd.pipelines.cross_arch`): every set and random-real subset
         evaluated again on each of these students, presets (`resnet18`, `convnet-bn`, ...) or mappings of
         evaluator overrides (`{model: convnet, norm: batchnorm, label: convnet-bn}`), written to
@@ -270,7 +282,7 @@ def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator
         labeller = resolve_teacher(teacher or TeacherConfig(cache_dir=space.cache_dir), prepared.train, prepared.test,
                                    progress=progress)
     full_data = _full_data_accuracy(config.calibration, data.name) if config.calibration else None
-    trainings = Trainings([out / "reports", *earlier])
+    trainings = Trainings(out / "reports", lent=earlier)
     evaluate = partial(_evaluate, test=held_out, evaluator=evaluator, mean=mean, std=std, flip=flip,
                        reports=out / "reports", data_key=data_key, progress=progress, teacher=labeller,
                        trainings=trainings)
@@ -419,53 +431,101 @@ def images_key(manifest: dict) -> str:
                        image_shape=manifest["image_shape"], soft_labels=manifest.get("soft_labels"))
 
 
-def _read_json(path: Path) -> dict:
-    """A report latentdd wrote, or {} when there is none or it is unreadable (warned: it lends nothing, and an
-    evaluation's own report is made again)."""
-    try:
-        return json.loads(path.read_text()) if path.exists() else {}
-    except (OSError, ValueError) as err:
-        log.warning("report %s is unreadable (%s); not used", path, err)
+_REPORT_SHA256 = "content_sha256"  # a report's own content hash (see the module docstring)
+
+
+def _write_report(path: Path, report: dict) -> dict:
+    """Write `report` (a whole one, or the trainings of one kept while it runs) with its content hash -> as written."""
+    report = with_json_sha256(report, _REPORT_SHA256)
+    atomic_write_json(path, report)
+    return report
+
+
+def _read_report(path: Path, *, warn: bool = True) -> dict:
+    """The report at `path` when latentdd's run wrote it and it matches its content hash; else {} -- with a warning
+    (unless not `warn`) when the file exists: it lends nothing, and an evaluation's own report is made again."""
+    if not path.exists():
         return {}
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        problem = f"cannot be read ({err})"
+    else:
+        problem = _report_problem(report)
+        if problem is None:
+            return report
+    if warn:
+        log.warning("report %s %s; not used: its trainings run again", path, problem)
+    return {}
+
+
+def _report_problem(report) -> str | None:
+    """What makes a report read back unusable, as the end of a sentence naming its file; None if nothing."""
+    lists = [report.get(name) for name in ("seeds", "accuracies", "train_seconds")] if isinstance(report, dict) else []
+    if not lists or not isinstance(report.get("inputs"), dict) or not all(isinstance(v, list) for v in lists) or \
+            len({len(v) for v in lists}) != 1:
+        return "is not a report of latentdd's run (it lacks its inputs, or a seed, accuracy and time per training)"
+    return json_sha256_problem(report, _REPORT_SHA256)
+
+
+def _run_folder(report: Path) -> Path:
+    """The run folder a report belongs to: the folder that holds the report's `reports/`."""
+    return next((p.parent for p in Path(report).parents if p.name == "reports"), Path(report).parent)
 
 
 class Trainings:
     """The finished trainings in report folders, by what one depends on: the set's images, the data and the
-    evaluator's settings but for num_eval and seed (training i of an evaluation runs with seed + i, alone)."""
+    evaluator's settings but for num_eval and seed (training i of an evaluation runs with seed + i, alone).
 
-    def __init__(self, folders: list[Path]) -> None:
+    own: this run's reports/ (a report there that cannot be used is warned about when its evaluation reads it);
+    lent: run.reports_from's reports/ folders, each report that cannot be used warned about, and a folder from
+    which nothing can be used too."""
+
+    def __init__(self, own: Path, lent: list[Path] = ()) -> None:
         self.found: dict[str, dict[int, dict]] = {}
-        for folder in folders:
+        for folder in [own, *lent]:
             # Whole reports first, then the trainings kept one by one while an evaluation ran (_evaluate).
-            for path in sorted(folder.glob("*.json")) + sorted(folder.glob("partial/*.json")):
-                self.add(path, _read_json(path))  # an unreadable one lends nothing
+            paths = sorted(folder.glob("*.json")) + sorted(folder.glob("partial/*.json"))
+            usable = sum(self.add(path, _read_report(path, warn=folder != own)) for path in paths)
+            if folder != own and not usable:
+                log.warning("run.reports_from: %s lends nothing: %s", folder.parent,
+                            f"none of the {len(paths)} JSON files in its reports/ holds a training that can be reused"
+                            if paths else "its reports/ holds no report")
 
     @staticmethod
     def key(inputs: dict) -> str:
         evaluator = {k: v for k, v in inputs["evaluator"].items() if k not in ("num_eval", "seed")}
         return content_key("evaluate-training", **(inputs | {"evaluator": evaluator}))
 
-    def add(self, path: Path, report: dict) -> None:
-        """Index a report's trainings (one of `evaluate`'s, that ran as its settings asked)."""
+    def add(self, path: Path, report: dict) -> bool:
+        """Index a report's trainings (one of `evaluate`'s, that ran as its settings asked) -> whether it has any."""
         full = report.get("record", {})
         record = full.get("evaluator", {})
-        if "inputs" not in report or not isinstance(report.get("seeds"), list) or record.get("compile_fallback"):
-            return
+        if "inputs" not in report or not report.get("seeds") or record.get("compile_fallback"):
+            return False
         found = self.found.setdefault(self.key(report["inputs"]), {})
         reused = {r["seed"]: r for r in full.get("reused_trainings", [])}
         for seed, accuracy, seconds in zip(report["seeds"], report["accuracies"], report["train_seconds"]):
             # A reused training keeps the report that trained it.
             source = reused.get(seed, {"report": str(path), "compiled": record.get("compiled")})
             found.setdefault(seed, {"accuracy": accuracy, "seconds": seconds} | source)
+        return True
 
     def get(self, inputs: dict, seeds: list[int]) -> dict[int, dict]:
         found = self.found.get(self.key(inputs), {})
         return {seed: found[seed] for seed in seeds if seed in found}
 
 
+def _lent_from(report: dict, path: Path) -> dict[str, int]:
+    """The other run folders whose trainings the report at `path` holds -> how many of them each lent."""
+    own = _run_folder(path).resolve()
+    sources = Counter(str(_run_folder(Path(r["report"]))) for r in report["record"].get("reused_trainings", []))
+    return {folder: n for folder, n in sources.items() if Path(folder).resolve() != own}
+
+
 def _evaluate(images: Path, label: str, ipc: int, *, use_weights: bool, test, evaluator: EvalConfig, mean, std, flip,
-              reports: Path, progress: bool, factor: int | None = None, data_key: str = "", teacher=None,
-              trainings: Trainings | None = None) -> dict:
+              reports: Path, progress: bool, trainings: Trainings, factor: int | None = None, data_key: str = "",
+              teacher=None) -> dict:
     """Evaluate a folder (or reuse its report when the set's images, the evaluator and the data are unchanged;
     `trainings`: finished trainings of the same set, data and settings, reused seed by seed)."""
     synthetic = load_image_folder(images, class_names=list(test.class_names))
@@ -485,17 +545,20 @@ def _evaluate(images: Path, label: str, ipc: int, *, use_weights: bool, test, ev
         inputs["evaluated_on"] = f"val ({len(test)} images)"
     inputs = _as_json(inputs)
     key = content_key("evaluate", **inputs)
-    report = _read_json(path)
+    report = _read_report(path)
     if report.get("key") != key:
         record = manifest.get("record") or {}
         if on_val:
             record.setdefault("dataset", {})["evaluated_on"] = inputs["evaluated_on"]
         seeds = [cfg.seed + i for i in range(cfg.num_eval)]
-        done = trainings.get(inputs, seeds) if trainings is not None else {}
+        done = trainings.get(inputs, seeds)
+        for seed, training in done.items():
+            log.info("%s (IPC %d): the training of seed %d (%.2f %%) is taken from %s", label, ipc, seed,
+                     training["accuracy"], training["report"])
         # Each training this evaluation runs is kept on disk as it finishes, in the shape of a report (the
         # Trainings index reads it), so an interrupted evaluation resumes at its next training.
         kept_path = reports / "partial" / path.name
-        kept = _read_json(kept_path)
+        kept = _read_report(kept_path)
         if kept.get("inputs") != inputs or kept.get("record", {}).get("evaluator", {}).get("compile_fallback"):  # not lent
             kept = {"inputs": inputs, "seeds": [], "accuracies": [], "train_seconds": [], "record": {}}
 
@@ -503,20 +566,24 @@ def _evaluate(images: Path, label: str, ipc: int, *, use_weights: bool, test, ev
             for field, value in (("seeds", seed), ("accuracies", accuracy), ("train_seconds", seconds)):
                 kept[field].append(value)
             kept["record"] = {"evaluator": compile_record}
-            atomic_write_json(kept_path, kept)
+            _write_report(kept_path, kept)
 
         result = evaluate_synthetic(synthetic, test, cfg, mean=mean, std=std, flip=flip, record=record,
                                     progress=progress, teacher=teacher, done=done, on_training=keep)
-        report = result.to_dict() | {"inputs": inputs, "key": key}
-        atomic_write_json(path, report)
-        if not any(r["report"] == str(kept_path) for r in report["record"].get("reused_trainings", [])):
-            kept_path.unlink(missing_ok=True)  # the report holds its trainings; kept only while a report names it
-            with contextlib.suppress(OSError):  # the folder too, unless another training is kept there
-                kept_path.parent.rmdir()
-        if trainings is not None:
-            trainings.add(path, report)
+        # Trainings kept by an interrupted invocation of this evaluation are its own, not lent: the report
+        # reads as an uninterrupted one's, and holds them, so the kept file goes.
+        own = result.record.get("reused_trainings", [])
+        own[:] = [r for r in own if r["report"] != str(kept_path)]
+        if not own:
+            result.record.pop("reused_trainings", None)
+        report = _write_report(path, result.to_dict() | {"inputs": inputs, "key": key})
+        kept_path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the folder too, unless another training is kept there
+            kept_path.parent.rmdir()
+        trainings.add(path, report)
     return {"method": label + (" + weights" if weighted else ""), "ipc": ipc, "mean": report["mean"],
-            "std": report["std"], "n": len(report["accuracies"]), "report": str(path)}
+            "std": report["std"], "n": len(report["accuracies"]), "report": str(path),
+            "lent_from": _lent_from(report, path)}
 
 
 def _consistency(judge: Judge, images: Path, results: dict) -> float:
@@ -534,7 +601,7 @@ def _over_subsets(rows: list[dict], label: str, ipc: int) -> dict:
     return {"method": f"{label}, {subsets_text(len(rows))}", "ipc": ipc, "mean": float(np.mean(means)),
             "std": float(np.std(means)), "n": len(rows), "quantization_error": None,
             "training_std": float(np.mean([r["std"] for r in rows])), "subsets": [r["report"] for r in rows],
-            "report": None}
+            "report": None, "lent_from": dict(sum((Counter(r["lent_from"]) for r in rows), Counter()))}
 
 
 def accuracy_text(row: dict) -> str:
@@ -544,6 +611,30 @@ def accuracy_text(row: dict) -> str:
         return f"{row['mean']:.2f} ± {row['std']:.2f} (n={row['n']})"
     return (f"{row['mean']:.2f} ± {row['std']:.2f} over {subsets_text(row['n'])} (training spread "
             f"± {row['training_std']:.2f})")
+
+
+def lent_sources(rows: list[dict]) -> list[str]:
+    """The run folders (run.reports_from) that lent trainings to `rows`, in order of first use: source i is
+    footnote [i + 1] of the table."""
+    return list(dict.fromkeys(folder for r in rows for folder in r.get("lent_from") or {}))
+
+
+def lent_mark(row: dict, sources: list[str]) -> str:
+    """"; 2 trainings lent [1]" after the accuracy of a row with trainings lent by `sources`, else ""."""
+    lent = row.get("lent_from") or {}
+    if not lent:
+        return ""
+    total = sum(lent.values())
+    return f"; {total} training{'s' if total != 1 else ''} lent {''.join(f'[{sources.index(f) + 1}]' for f in lent)}"
+
+
+def lent_footnotes(sources: list[str]) -> list[str]:
+    """The lines under a table that list the folders that lent trainings (none when nothing was lent)."""
+    if not sources:
+        return []
+    return ["", "Lent trainings (run.reports_from) were not trained by this run: they were taken, seed by seed, from "
+                "the verified reports of the runs listed here, as each report's record.reused_trainings says:", "",
+            *(f"- [{i}] {folder}" for i, folder in enumerate(sources, 1))]
 
 
 def _full_data_accuracy(calibration: str, dataset: str) -> float:
@@ -603,11 +694,13 @@ def results_markdown(rows: list[dict], dataset: str, evaluator: EvalConfig, vae:
              f"| method | IPC | {eval_split.split()[0]} accuracy % (mean ± std, n) | latent W2 | class consistency % "
              "| IOR | HLR | LRS |",
              "|---|---|---|---|---|---|---|---|"]
+    sources = lent_sources(rows)
     for r in rows:
         w2 = "" if r["quantization_error"] is None else f"{r['quantization_error']:.3f}"
         consistent = "" if r.get("class_consistency") is None else f"{r['class_consistency']:.1f}"
         scores = [("" if r.get(k) is None else f"{r[k]:+.2f}") for k in ("ior", "hlr")]
         scores.append("" if r.get("lrs") is None else f"{r['lrs']:.2f}")
-        lines.append(f"| {r['method']} | {r['ipc']} | {accuracy_text(r)} | {w2} | {consistent} | {' | '.join(scores)} |")
-    lines += ["", f"wall time of this invocation: {seconds:.0f} s"]
+        lines.append(f"| {r['method']} | {r['ipc']} | {accuracy_text(r)}{lent_mark(r, sources)} | {w2} | {consistent} "
+                     f"| {' | '.join(scores)} |")
+    lines += [*lent_footnotes(sources), "", f"wall time of this invocation: {seconds:.0f} s"]
     return "\n".join(lines) + "\n"

@@ -11,7 +11,6 @@ batches) and report the mean matching loss over the last half of the iterations.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np

@@ -101,6 +101,47 @@ def test_shipped_calibrate_config_resolves():
 
 
 @pytest.mark.bad_input
+def test_an_interrupted_evaluate_resumes_at_its_next_training(tmp_path, capsys, monkeypatch):
+    """Issue 32: `evaluate --json R` killed after its first training keeps it in R.trainings.json; the
+    re-run trains only the second, and its accuracies equal an uninterrupted evaluation's."""
+    import latentdd.evaluate.trainer as trainer
+
+    out = tmp_path / "random"
+    assert main(["baseline", "--dataset", "digits", "--ipc", "2", "--out", str(out), "--quiet"]) == 0
+    evaluate = ["evaluate", "--images", str(out), "--dataset", "digits", "--num-eval", "2", *FAST, "--epochs", "20"]
+    assert main([*evaluate, "--json", str(tmp_path / "whole.json")]) == 0
+    report = tmp_path / "r.json"
+    real_train, trained = trainer.train_model, []
+
+    def train_then_die(*args, seed, **kwargs):
+        if trained:
+            raise KeyboardInterrupt  # killed during the second training
+        trained.append(seed)
+        return real_train(*args, seed=seed, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_model", train_then_die)
+    assert main([*evaluate, "--json", str(report)]) == 130
+    kept = tmp_path / "r.json.trainings.json"
+    assert list(json.loads(kept.read_text())["trainings"]) == ["0"] and not report.exists()
+    trained.clear()
+    monkeypatch.setattr(trainer, "train_model", lambda *a, seed, **k: trained.append(seed) or real_train(*a, seed=seed, **k))
+    assert main([*evaluate, "--json", str(report)]) == 0
+    assert trained == [1] and "resuming: 1 finished training(s)" in capsys.readouterr().out
+    whole, resumed = json.loads((tmp_path / "whole.json").read_text()), json.loads(report.read_text())
+    assert resumed["accuracies"] == whole["accuracies"] and not kept.exists()
+    assert [t["seed"] for t in resumed["record"]["reused_trainings"]] == [0]
+
+
+@pytest.mark.bad_input
+def test_evaluate_never_overwrites_a_file_of_the_users_where_it_keeps_its_trainings(tmp_path, capsys):
+    out = tmp_path / "random"
+    assert main(["baseline", "--dataset", "digits", "--ipc", "1", "--out", str(out), "--quiet"]) == 0
+    (tmp_path / "r.json.trainings.json").write_text("mine")
+    code = main(["evaluate", "--images", str(out), "--dataset", "digits", "--json", str(tmp_path / "r.json"), *FAST])
+    assert code == 2 and "is in the way" in capsys.readouterr().err
+    assert (tmp_path / "r.json.trainings.json").read_text() == "mine"
+
+
 def test_evaluate_on_a_folder_missing_classes_warns_and_records_them(tmp_path, capsys, caplog, make_class_tree):
     folder = tmp_path / "half"
     make_class_tree(folder, {str(k): 2 for k in range(5)}, size=(8, 8), rgb=False)  # digits 0-4 only

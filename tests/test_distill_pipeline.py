@@ -207,9 +207,12 @@ def test_run_reuses_finished_trainings_seed_by_seed(tmp_path, common, monkeypatc
     assert not (tmp_path / "third" / "reports").exists()
 
 
-def test_trainings_run_in_parallel_processes_assemble_into_one_report(tmp_path, common, monkeypatch):
+def test_trainings_run_in_parallel_processes_assemble_into_one_report(tmp_path, common, monkeypatch, caplog):
     """Each part trains one seed (--seed S --num-eval 1 --no-random-real); the whole run, given the parts with
-    --reports-from, trains nothing and reports the three trainings, each from its part."""
+    --reports-from, trains nothing and reports the three trainings, each from its part: in the log, and in the
+    table, which marks the row and lists the parts (issue 32, 3: lent results were taken without a word)."""
+    import logging
+
     import latentdd.evaluate.trainer as trainer
 
     base = ["run", *common, "--methods", "random", "--ipc", "1", "--epochs", "1", "--width", "8", "--compile", "off"]
@@ -219,13 +222,73 @@ def test_trainings_run_in_parallel_processes_assemble_into_one_report(tmp_path, 
         assert not list(part.glob("random-real*"))
     monkeypatch.setattr(trainer, "train_model", lambda *a, **k: pytest.fail("a finished training ran again"))
     whole = tmp_path / "whole"
-    assert main([*base, "--num-eval", "3", "--no-random-real", "--reports-from", ",".join(map(str, parts)),
-                 "--out", str(whole)]) == 0
+    with caplog.at_level(logging.INFO, logger="latentdd.pipelines.run"):
+        assert main([*base, "--num-eval", "3", "--no-random-real", "--reports-from", ",".join(map(str, parts)),
+                     "--out", str(whole)]) == 0
     report = json.loads((whole / "reports" / "random_ipc1.json").read_text())
     assert report["seeds"] == [0, 1, 2] and [r["report"] for r in report["record"]["reused_trainings"]] == [
         str(part / "reports" / "random_ipc1.json") for part in parts]
     assert report["accuracies"] == [json.loads((part / "reports" / "random_ipc1.json").read_text())["accuracies"][0]
                                     for part in parts]
+    for seed, part in enumerate(parts):
+        assert f"random (IPC 1): the training of seed {seed} ({report['accuracies'][seed]:.2f} %) is taken from " \
+               f"{part / 'reports' / 'random_ipc1.json'}" in caplog.text
+    table = (whole / "results.md").read_text()
+    assert "| random | 1 | " in table and " (n=3); 3 trainings lent [1][2][3] |" in table
+    assert all(f"- [{i}] {part}\n" in table for i, part in enumerate(parts, 1))
+    assert json.loads((whole / "results.json").read_text())[0]["lent_from"] == {str(part): 1 for part in parts}
+
+
+def test_reports_that_do_not_match_their_content_hash_lend_nothing(tmp_path, monkeypatch, caplog):
+    """Issue 32 (3): a copy of a run whose accuracies were edited to 99 was lent and tabulated as 99.00 for every
+    random-real subset, and a --reports-from folder of junk was taken in silence. Now each report lends only if
+    it matches its content hash (one without, written before reports carried one, neither), each that does not
+    is warned about, naming it, and so is a folder that lends nothing; its trainings run again. The run's own
+    report, edited, is evaluated again the same way."""
+    import latentdd.evaluate.trainer as trainer
+
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"run": {"methods": ["random"], "ipcs": [1], "random_real_subsets": 2,
+                                              "random_real_num_eval": 1},
+                                      "evaluator": {"epochs": 1, "width": 8, "compile": "off", "num_eval": 1}}))
+    base = ["run", "--config", str(config), "--dataset", "digits", "--vae", "pixel", "--cache-dir",
+            str(tmp_path / "cache"), "--quiet"]
+    first = tmp_path / "first"
+    assert main([*base, "--out", str(first)]) == 0
+    edited, unhashed, junk = tmp_path / "edited", tmp_path / "unhashed", tmp_path / "junk"
+    for copy, edit in ((edited, lambda r: r | {"accuracies": [99.0], "mean": 99.0}),
+                       (unhashed, lambda r: {k: v for k, v in r.items() if k != "content_sha256"})):
+        shutil.copytree(first, copy)
+        for path in (copy / "reports").glob("*.json"):
+            path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+    (junk / "reports").mkdir(parents=True)
+    for name, text in (("a.json", "{not json"), ("b.json", "[1, 2]"), ("c.json", '{"inputs": {}}')):
+        (junk / "reports" / name).write_text(text)
+    trained = []
+    real_train = trainer.train_model
+    monkeypatch.setattr(trainer, "train_model", lambda *a, **k: trained.append(k["seed"]) or real_train(*a, **k))
+    second = tmp_path / "second"
+    assert main([*base, "--reports-from", f"{edited},{unhashed},{junk}", "--out", str(second)]) == 0
+    assert len(trained) == 3  # random, then both random-real subsets: nothing was lent
+    table = (second / "results.md").read_text()
+    assert "99.00" not in table and " lent " not in table
+    for name in ("random_ipc1", "random-real-s0_ipc1", "random-real-s1_ipc1"):
+        assert f"report {edited / 'reports' / name}.json does not match its content_sha256: it was edited or " \
+               "damaged after latentdd wrote it; not used: its trainings run again" in caplog.text
+        assert f"report {unhashed / 'reports' / name}.json holds no content_sha256" in caplog.text
+    assert f"report {junk / 'reports' / 'a.json'} cannot be read" in caplog.text
+    assert f"report {junk / 'reports' / 'b.json'} is not a report of latentdd's run" in caplog.text
+    for folder in (edited, unhashed):
+        assert f"run.reports_from: {folder} lends nothing: none of the 3 JSON files in its reports/ holds a " \
+               "training that can be reused" in caplog.text
+    assert f"run.reports_from: {junk} lends nothing: none of the 3 JSON files" in caplog.text
+
+    path = second / "reports" / "random-real-s0_ipc1.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | {"accuracies": [99.0], "mean": 99.0}))
+    caplog.clear()
+    assert main([*base, "--out", str(second)]) == 0
+    assert len(trained) == 4 and "99.00" not in (second / "results.md").read_text()  # that subset alone
+    assert f"report {path} does not match its content_sha256" in caplog.text
 
 
 def test_random_real_subsets_run_as_parts_of_their_own(tmp_path, common, monkeypatch, capsys):
@@ -262,7 +325,7 @@ def test_random_real_subsets_run_as_parts_of_their_own(tmp_path, common, monkeyp
 
 def test_an_interrupted_evaluation_resumes_at_its_next_training(tmp_path, common, monkeypatch):
     """Each training is kept as it finishes (reports/partial/): after an interrupt in the second of three
-    trainings, the same command trains only the second and third, and the report lends the first from there."""
+    trainings, the same command trains only the second and third, and the report equals an uninterrupted one's."""
     import latentdd.evaluate.trainer as trainer
 
     args = ["run", *common, "--methods", "random", "--ipc", "1", "--epochs", "1", "--width", "8", "--compile", "off",
@@ -286,11 +349,13 @@ def test_an_interrupted_evaluation_resumes_at_its_next_training(tmp_path, common
     assert trained == [0, 1, 2]
     report = json.loads((tmp_path / "run" / "reports" / "random_ipc1.json").read_text())
     assert report["seeds"] == [0, 1, 2] and report["accuracies"][0] == first["accuracies"][0]
-    assert report["record"]["reused_trainings"] == [{"seed": 0, "report": str(partial), "compiled": False}]
-    assert json.loads(partial.read_text())["seeds"] == [0, 1, 2]  # kept: the report names it
+    # Its own trainings are not lent: the report reads as an uninterrupted one's, and the kept file is gone.
+    assert "reused_trainings" not in report["record"] and not partial.parent.exists()
     shutil.rmtree(tmp_path / "run" / "reports")
-    assert main(args) == 0  # an uninterrupted evaluation leaves only its report
+    assert main(args) == 0  # an uninterrupted evaluation
+    whole = json.loads((tmp_path / "run" / "reports" / "random_ipc1.json").read_text())
     assert [path.name for path in (tmp_path / "run" / "reports").iterdir()] == ["random_ipc1.json"]
+    assert whole["accuracies"] == report["accuracies"] and whole["record"] == report["record"]
 
 
 def test_run_method_variants_weight_rows_and_stale_stages(tmp_path, common, monkeypatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -268,3 +269,152 @@ def test_calibrate_measures_random_real_under_the_soft_protocol_with_its_teacher
     report = json.loads((tmp_path / "cal" / "reports" / "random_soft_ipc1.json").read_text())
     assert report["record"]["evaluator"]["teacher"]["test_accuracy"] == soft["teacher_test_accuracy"]
     assert "Soft-label rows: teacher" in (tmp_path / "cal" / "results.md").read_text()
+
+
+def _edit_record(change, rehash: bool = False):
+    """An edit of a teacher folder's teacher.json: change(record); rehash: its record_sha256 computed again, as a
+    record that is consistent in itself would hold (so that the checks after the hash's are reached)."""
+    def edit(folder):
+        from latentdd.io import json_sha256
+
+        record = json.loads((folder / "teacher.json").read_text())
+        change(record)
+        if rehash:
+            record["record_sha256"] = json_sha256(record, without="record_sha256")
+        (folder / "teacher.json").write_text(json.dumps(record))
+    return edit
+
+
+def _edit_weights(transform):
+    def edit(folder):
+        (folder / "teacher.safetensors").write_bytes(transform((folder / "teacher.safetensors").read_bytes()))
+    return edit
+
+
+def _other_weights(data: bytes) -> bytes:
+    """Weights of the right names and shapes, all zeros: a valid safetensors file that is not the one recorded."""
+    from safetensors.torch import load, save
+
+    return save({name: torch.zeros_like(t) for name, t in load(data).items()})
+
+
+def _pickle(data: bytes) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    torch.save({"features.0.weight": torch.zeros(2)}, buffer)
+    return buffer.getvalue()
+
+
+def _record_file(text: str):
+    def edit(folder):
+        (folder / "teacher.json").write_text(text)
+    return edit
+
+
+# Issue 32 (2, 3, 4): (id, an edit of a stored teacher folder, what the warning / error says about it)
+DAMAGED_TEACHERS = [
+    ("truncated-weights", _edit_weights(lambda b: b[: len(b) // 2]), "is truncated or damaged"),
+    ("pickle-as-weights", _edit_weights(_pickle), "is not a safetensors file (a pickle, or another format), which "
+                                                  "latentdd does not load"),
+    ("other-weights", _edit_weights(_other_weights), "its sha256 differs from weights_sha256"),
+    ("weights-missing", lambda folder: (folder / "teacher.safetensors").unlink(), "teacher.safetensors is missing"),
+    ("edited-test-accuracy", _edit_record(lambda r: r.update(test_accuracy=99.0)), "does not match its record_sha256"),
+    ("changed-width", _edit_record(lambda r: r["architecture"].update(width=32), rehash=True),
+     "holds the weights of another architecture than the one its teacher.json names"),
+    ("unknown-model", _edit_record(lambda r: r["architecture"].update(model="vgg"), rehash=True),
+     "names an architecture latentdd cannot build (unknown model 'vgg'"),
+    ("accuracy-out-of-range", _edit_record(lambda r: r.update(test_accuracy=150), rehash=True),
+     "holds test_accuracy 150 (must be a percentage, 0 to 100)"),
+    ("written-before-checksums", _edit_record(lambda r: [r.pop("record_sha256"), r.pop("weights_sha256")]),
+     "holds no record_sha256"),
+    ("junk-record", _record_file("{not json"), "teacher.json cannot be read as JSON"),
+    ("record-not-a-mapping", _record_file("[1, 2]"), "teacher.json is not a teacher record"),
+]
+IDS = [c[0] for c in DAMAGED_TEACHERS]
+
+
+@pytest.mark.parametrize("damage, needle", [c[1:] for c in DAMAGED_TEACHERS], ids=IDS)
+def test_a_damaged_cached_teacher_is_fitted_again_with_a_warning(damage, needle, fitted, digits, tmp_path, monkeypatch,
+                                                                  caplog):
+    """Issue 32 (2): the cache entry's teacher.json and weights are checked before use; one that fails is fitted
+    again (here: a stand-in for the training), with a warning naming the file, and rewritten whole."""
+    import shutil
+
+    teacher, cache = fitted
+    train, test = digits
+    entry = tmp_path / "teacher" / teacher.record["key"][:16]
+    shutil.copytree(cache / "teacher" / teacher.record["key"][:16], entry)
+    damage(entry)
+    fits = []
+
+    def stand_in(images, labels, *, num_classes, config, **kwargs):
+        fits.append(1)
+        return teacher.model
+
+    monkeypatch.setattr(teacher_module, "train_model", stand_in)
+    again = fit_teacher(train, test, tiny_teacher(tmp_path))
+    assert fits == [1] and not again.record["cached"]
+    assert needle in caplog.text and str(entry) in caplog.text and "fitting it again" in caplog.text
+    assert again.record["test_accuracy"] == pytest.approx(teacher.record["test_accuracy"])
+    caplog.clear()
+    assert fit_teacher(train, test, tiny_teacher(tmp_path)).record["cached"] and fits == [1]  # repaired
+    assert caplog.text == ""
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher-bad-input") / "images"
+    assert main(["baseline", "--dataset", "digits", "--ipc", "1", "--out", str(out), *QUIET]) == 0
+    return out
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("damage, needle", [c[1:] for c in DAMAGED_TEACHERS], ids=IDS)
+def test_a_damaged_teacher_folder_is_a_clear_error(damage, needle, fitted, image_folder, tmp_path, capsys):
+    """Issue 32 (3, 4): `--teacher DIR` is not rebuilt here: a folder that fails a check is refused, naming the
+    file and what to do, where it gave a traceback (or, edited, was used: its test accuracy went into reports)."""
+    import shutil
+
+    teacher, _ = fitted
+    folder = tmp_path / "teacher"
+    shutil.copytree(teacher.record["directory"], folder)
+    damage(folder)
+    assert main(["evaluate", "--images", str(image_folder), "--dataset", "digits", "--protocol", "soft", "--teacher",
+                 str(folder), "--width", "8", "--depth", "2", "--epochs", "1", "--num-eval", "1", "--compile", "off",
+                 *QUIET]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("latentdd evaluate: error: ") and "Traceback" not in err
+    assert needle in err and str(folder) in err, err
+    assert f"the teacher in {folder} was not loaded. Fit it again with `latentdd fit-teacher`" in err
+
+
+def test_fit_teacher_says_loaded_from_the_cache_only_when_its_weights_verify(tmp_path, capsys, caplog):
+    """Issue 32 (2): with other weights (valid safetensors, wrong bytes) in the cache entry, fit-teacher said
+    "loaded from the cache" and used them; with truncated ones it ended in a SafetensorError traceback."""
+    fit = ["fit-teacher", "--dataset", "digits", "--width", "8", "--depth", "2", "--epochs", "1",
+           "--cache-dir", str(tmp_path), *QUIET]
+    assert main(fit) == 0
+    folder = capsys.readouterr().out.split("--teacher ")[-1].strip()
+    assert main(fit) == 0
+    assert "loaded from the cache" in capsys.readouterr().out
+    for damage in (_other_weights, lambda b: b[:100]):
+        _edit_weights(damage)(Path(folder))
+        caplog.clear()
+        assert main(fit) == 0
+        out = capsys.readouterr().out
+        assert "loaded from the cache" not in out and "trained in" in out
+        assert f"{folder}/teacher.safetensors" in caplog.text and "fitting it again" in caplog.text
+
+
+def test_a_pretrained_teacher_s_edited_cached_accuracy_is_measured_again(monkeypatch, digits, tmp_path, caplog):
+    _offline_pretrained(monkeypatch, outputs=10)
+    _, test = digits
+    config = TeacherConfig(source="torchvision:resnet18", class_map=list(range(10)), cache_dir=str(tmp_path))
+    measured = pretrained_teacher(config, test).record
+    path = Path(measured["directory"]) / "teacher.json"
+    _edit_record(lambda r: r.update(test_accuracy=99.0))(path.parent)
+    again = pretrained_teacher(config, test).record
+    assert not again["cached"] and again["test_accuracy"] == measured["test_accuracy"]
+    assert f"{path} does not match its record_sha256" in caplog.text
+    assert pretrained_teacher(config, test).record["cached"]

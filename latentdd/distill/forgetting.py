@@ -16,7 +16,6 @@ shared by every IPC and seed.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -39,9 +38,9 @@ from latentdd.distill.base import (
 from latentdd.distill.matching import EMBEDDINGS, Inputs, NetSpec
 from latentdd.distill.quantize import quantization_error
 from latentdd.errors import DataError
-from latentdd.io import atomic_write_text
 from latentdd.latents.types import Latents, SyntheticLatents
 from latentdd.progress import progress_bar
+from latentdd.state import StateRejected, restore, save_state
 
 _NEVER_LEARNED = np.iinfo(np.int64).max  # forgotten "most": Toneva's rule for examples never learned
 
@@ -110,14 +109,22 @@ class ForgettingDistiller:
         """(N,) forgetting counts of every latent, from the cache when it holds them -> (counts, cached)."""
         key = content_key("forgetting", settings=dataclasses.asdict(self), inputs=tensor_sha256(inputs.rows),
                           labels=tensor_sha256(latents.labels), num_classes=len(latents.class_names))
-        path = Path(context.cache_dir) / "forgetting" / f"{key[:24]}.json" if context.cache_dir else None
-        if path is not None and path.is_file():
-            stored = json.loads(path.read_text())
-            if stored.get("key") == key:
-                return np.asarray(stored["counts"], dtype=np.int64), True
+        path = Path(context.cache_dir) / "forgetting" / f"{key[:24]}.safetensors" if context.cache_dir else None
+
+        def load(state: dict) -> np.ndarray:
+            counts = state["counts"]
+            if state["key"] != key:
+                raise StateRejected("it holds the counts of other settings or data")
+            if counts.shape != (len(latents),) or counts.dtype != torch.int64 or bool((counts < 0).any()):
+                raise StateRejected(f"its counts are not {len(latents)} non-negative integers")
+            return counts.numpy()
+
+        counts = restore(path, load, otherwise="they are counted again") if path is not None else None
+        if counts is not None:
+            return counts, True
         counts = self._train(latents, inputs, context.progress)
         if path is not None:
-            atomic_write_text(path, json.dumps({"key": key, "counts": counts.tolist()}))
+            save_state(path, {"key": key, "counts": torch.from_numpy(counts)})
         return counts, False
 
     def _train(self, latents: Latents, inputs: Inputs, progress: bool) -> np.ndarray:

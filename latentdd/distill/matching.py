@@ -24,9 +24,13 @@ What the engine provides:
   module per run, which torch.compile compiles once (`compile`), and the real batch, which needs
   no gradient, can run in bfloat16 (`real_precision`);
 - the optimiser of the synthetic set: SGD (the references') or Adam;
-- checkpoints (safetensors + JSON, never a pickle) keyed by `latentdd.cachekey`, resume
-  bit-identical to an uninterrupted run, a progress bar showing the loss terms, a stop
-  with advice on NaN or divergence, and the loss curve in the result's extras.
+- checkpoints (`latentdd.state`: safetensors + JSON, never a pickle, a checksum beside) keyed by
+  `latentdd.cachekey`, resume bit-identical to an uninterrupted run; a checkpoint is checked
+  before it is resumed (checksum; iteration, shape, finite values, within the divergence limit
+  of the initial set; optimiser, networks and generator load), and one that fails is ignored
+  with a warning naming it, the run starting as if it had never been there;
+- a progress bar showing the loss terms, a stop with advice on NaN or divergence (measured
+  against the initial set, also after a resume), and the loss curve in the result's extras.
 
 All randomness comes from one torch.Generator seeded with `seed`; nothing is chosen by
 test accuracy: the result is the last iteration's.
@@ -35,7 +39,6 @@ test accuracy: the result is the last iteration's.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import time
@@ -56,9 +59,10 @@ from latentdd.evaluate.convnet import ConvNet, default_depth
 from latentdd.evaluate.dsa import DiffAugment, DSAConfig
 from latentdd.evaluate.factorization import check_factor, tile, untile
 from latentdd.evaluate.trainer import CompileStatus
-from latentdd.io import atomic_write_bytes
+from latentdd.io import checksum_path
 from latentdd.latents.types import Latents, SyntheticLatents
 from latentdd.progress import progress_bar
+from latentdd.state import StateRejected, check_count, load_optimizer, restore, save_state
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +72,7 @@ TILES = ("latent", "decoded")  # what a factorized tile is: MatchingDistiller.ti
 OPTIMIZERS = ("sgd", "adam")
 COMPILE_MODES = ("off", "auto", "on")
 REAL_PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "auto": None}  # auto: native_bfloat16
-CHECKPOINT_FILE = "matching_checkpoint.safetensors"  # tensors, and the rest as JSON in its metadata
+CHECKPOINT_FILE = "matching_checkpoint.safetensors"  # latentdd.state: tensors, the rest as JSON, a checksum beside
 _OLD_CHECKPOINTS = ("bacon_checkpoint.pt", "bacon_checkpoint.safetensors")  # earlier formats: never resumed
 # DSA groups that make sense on latent maps: colour and cutout act on pixel intensities.
 LATENT_DSA = "crop_flip_scale_rotate"
@@ -197,12 +201,14 @@ class InLoopPool:
                           "accuracy": n.accuracy} for n in self.nets]}
 
     def load(self, state: dict) -> None:
+        if not len(self.nets) <= len(state["pool"]) <= self.max_size:
+            raise StateRejected(f"its pool holds {len(state['pool'])} networks, not {len(self.nets)} to {self.max_size}")
         while len(self.nets) < len(state["pool"]):
             self.nets.append(self._new())
         for net, saved in zip(self.nets, state["pool"]):
             net.model.load_state_dict(saved["model"])
-            net.optimizer.load_state_dict(saved["optimizer"])
-            net.accuracy = saved["accuracy"]
+            load_optimizer(net.optimizer, saved["optimizer"])
+            net.accuracy = float(saved["accuracy"])
 
     def record(self) -> dict:
         return {"networks": "in-loop pool", "pool_size": len(self.nets), "pool_add_every": self.add_every}
@@ -233,10 +239,24 @@ class NetworkBank(_FixedSource):
         key = content_key("network-bank", settings=settings, inputs=tensor_sha256(run.inputs.rows),
                           labels=tensor_sha256(run.all_labels))
         path = Path(cache_dir) / "network_bank" / f"{key[:24]}.safetensors" if cache_dir else None
-        state = read_state(path) if path is not None else None
-        if state is not None and state.get("key") == key:
-            return cls(spec, run.gen, [(s["model"], s["accuracy"]) for s in state["snapshots"]], True,
-                       state.get("train_seconds"))
+
+        def load(state: dict) -> NetworkBank:
+            if state["key"] != key:
+                raise StateRejected("it is the bank of other settings or data")
+            snapshots = [(s["model"], s["accuracy"]) for s in state["snapshots"]]
+            if len(snapshots) != nets * len(set(steps)):
+                raise StateRejected(f"it holds {len(snapshots)} snapshots, not {nets * len(set(steps))}")
+            shapes = {k: v.shape for k, v in spec.build(torch.Generator().manual_seed(0)).state_dict().items()}
+            for weights, accuracy in snapshots:
+                if {k: getattr(v, "shape", None) for k, v in weights.items()} != shapes:
+                    raise StateRejected("a snapshot's weights do not fit the networks (other names or shapes)")
+                if not isinstance(accuracy, (int, float)) or not 0 <= accuracy <= 100:
+                    raise StateRejected(f"a snapshot's accuracy {accuracy!r} is not a percentage")
+            return cls(spec, run.gen, snapshots, True, state.get("train_seconds"))
+
+        bank = restore(path, load, otherwise="the bank is trained again") if path is not None else None
+        if bank is not None:
+            return bank
         t0 = time.perf_counter()
         gen = torch.Generator().manual_seed(0)  # a bank depends on the data and its settings, not the run's seed
         pool = InLoopPool(spec, gen, start=nets, add_every=1, max_size=nets, train_nets=0, train_steps=0, lr=lr,
@@ -655,34 +675,33 @@ class MatchingDistiller:
         spec = NetSpec(inputs.channels, len(members), inputs.size, self.width, depth, self.norm)
         run.embedder = Embedder(spec, self.compile, self.real_precision)
 
-        syn = torch.nn.Parameter(self._initial(latents, members, ipc, seed, gen))  # (K*per_class, c, h, w)
-        run.weights = self.initial_weights(latents, members, syn.detach())
+        initial = self._initial(latents, members, ipc, seed, gen)  # (K*per_class, c, h, w)
+        run.weights = self.initial_weights(latents, members, initial)
         if run.weights is not None and run.tiles == "decoded":
             raise DataError(f"{self.name} tiles 'decoded' stores factor**2 latents an image, so the set's weights "
                             "must be uniform; leave weights at uniform or use tiles 'latent'")
-        optimizer = self._make_optimizer(syn)
+        bank = None
         if self.networks == "bank":
-            source = NetworkBank.load_or_train(spec, run, nets=self.bank_nets, steps=tuple(self.bank_steps),
-                                               lr=self.bank_lr, momentum=0.9, weight_decay=5e-4,
-                                               batch=self.bank_batch, cache_dir=context.cache_dir,
-                                               progress=context.progress)
-        else:
-            source = self.network_source(spec, run)
-        curve: list[dict] = []
-        start, elapsed = 0, 0.0
+            bank = NetworkBank.load_or_train(spec, run, nets=self.bank_nets, steps=tuple(self.bank_steps),
+                                             lr=self.bank_lr, momentum=0.9, weight_decay=5e-4,
+                                             batch=self.bank_batch, cache_dir=context.cache_dir,
+                                             progress=context.progress)
+        # The divergence stop measures against the initial set, also in a resumed run.
+        limit = self.divergence * max(float(initial.abs().max()), 1e-3)
+        fresh_gen = gen.get_state()
+
+        def build():
+            """The set, its optimiser and the network source as a fresh run starts them (gen included)."""
+            gen.set_state(fresh_gen)
+            syn = torch.nn.Parameter(initial.clone())
+            return syn, self._make_optimizer(syn), bank if bank is not None else self.network_source(spec, run)
+
         key = self._checkpoint_key(latents, ipc, seed)
         path = Path(context.checkpoint_dir) / CHECKPOINT_FILE if context.checkpoint_dir else None
-        state = read_state(path) if path is not None else None
-        # A checkpoint past this run's end (a longer run's) cannot be rewound: start afresh.
-        if state is not None and state.get("key") == key and state["iteration"] <= self.iterations:
-            start, elapsed, curve = state["iteration"], state["seconds"], state["curve"]
-            with torch.no_grad():
-                syn.copy_(state["syn"])
-            optimizer.load_state_dict(state["optimizer"])
-            source.load(state["source"])  # may build networks, drawing from gen: before gen is restored
-            gen.set_state(state["generator"])
+        resumed = self._resume(path, key, initial, limit, build, gen) if path is not None else None
+        (syn, optimizer, source), start, elapsed, curve = resumed or (build(), 0, 0.0, [])
 
-        check = _Guard(self, syn, optimizer, path)
+        check = _Guard(self, syn, optimizer, path, limit, start)
         bar = progress_bar(range(start, self.iterations), initial=start, total=self.iterations, desc=self.name,
                            disable=not context.progress, unit="it")
         window: dict[str, list[float]] = {}
@@ -709,6 +728,44 @@ class MatchingDistiller:
             **source.record(), **run.embedder.record(), **self.describe(run), "loss_curve": curve})
 
     # ---- pieces -----------------------------------------------------------------------
+
+    def _resume(self, path: Path, key: str, initial: torch.Tensor, limit: float, build, gen: torch.Generator):
+        """The run as the checkpoint at `path` left it: ((syn, optimizer, source), iteration, seconds,
+        curve), with gen restored; or None (no checkpoint, or one that cannot be resumed: a warning
+        says why, and `build` starts the run afresh)."""
+        for old in _OLD_CHECKPOINTS:
+            if path.with_name(old).is_file():
+                log.warning("ignoring %s: a checkpoint of an earlier latentdd version (those in .pt files are pickles, "
+                            "which are never loaded: loading one can run any code); delete it", path.with_name(old))
+
+        def load(state: dict):
+            if state["key"] != key:
+                raise StateRejected("it is another run's (other method, parameters, IPC, seed or latents)")
+            it, z = state["iteration"], state["syn"]
+            if isinstance(it, int) and it > self.iterations:
+                raise StateRejected(f"it is a longer run's (iteration {it}, past this run's {self.iterations}), "
+                                    "which cannot be rewound")
+            check_count(it, self.iterations, "iteration")
+            if not isinstance(z, torch.Tensor) or z.shape != initial.shape or z.dtype != initial.dtype:
+                what = f"{tuple(z.shape)} {z.dtype}" if isinstance(z, torch.Tensor) else type(z).__name__
+                raise StateRejected(f"its synthetic set is {what}, this run's {tuple(initial.shape)} {initial.dtype}")
+            if bool(z.min() == z.max()) and bool(initial.min() != initial.max()):
+                raise StateRejected(f"its synthetic set is constant (every value {float(z.flatten()[0]):.3g})")
+            peak = float(z.abs().max())
+            if peak > limit:
+                raise StateRejected(f"its synthetic set's largest |value| {peak:.3g} is over {self.divergence:g}x the "
+                                    f"initial set's largest ({limit / self.divergence:.3g})")
+            if not isinstance(state["seconds"], (int, float)) or not isinstance(state["curve"], list):
+                raise StateRejected("its seconds are not a number, or its loss curve not a list")
+            syn, optimizer, source = build()
+            with torch.no_grad():
+                syn.copy_(z)
+            load_optimizer(optimizer, state["optimizer"])
+            source.load(state["source"])  # may build networks, drawing from gen: before gen is restored
+            gen.set_state(state["generator"])
+            return (syn, optimizer, source), it, state["seconds"], state["curve"]
+
+        return restore(path, load, otherwise="this run starts afresh, and its first checkpoint replaces the file")
 
     def _make_optimizer(self, syn: torch.nn.Parameter) -> torch.optim.Optimizer:
         if self.optimizer == "adam":
@@ -776,34 +833,41 @@ class MatchingDistiller:
         """What to change when the optimisation stops on NaN or divergence."""
         return f"Lower lr (now {self.lr})"
 
-    def stop_message(self, it: int, what: str, path: Path | None) -> str:
+    def stop_message(self, it: int, what: str, path: Path | None, resumed_from: int = 0) -> str:
+        """resumed_from: the iteration this run resumed from the checkpoint at `path` (0: it did not)."""
         kept = f"; the last checkpoint ({path}) is kept" if path is not None and path.is_file() else ""
-        return f"{self.name} stopped at iteration {it}: {what}. {self.advice()}{kept}"
+        resumed = (f". This run resumed from {path} at iteration {resumed_from}: if the checkpoint is at fault, "
+                   "delete it and run again to start afresh") if resumed_from else ""
+        return f"{self.name} stopped at iteration {it}: {what}. {self.advice()}{kept}{resumed}"
 
 
 class _Guard:
     """One optimiser step of the synthetic set, stopping with advice on NaN/inf or divergence."""
 
     def __init__(self, method: MatchingDistiller, syn: torch.nn.Parameter, optimizer: torch.optim.Optimizer,
-                 path: Path | None) -> None:
+                 path: Path | None, limit: float, resumed_from: int) -> None:
+        """limit: the largest |value| allowed (divergence x the initial set's largest); resumed_from: the
+        iteration the run resumed from the checkpoint at `path` (0: none)."""
         self.method, self.syn, self.optimizer, self.path = method, syn, optimizer, path
-        with torch.no_grad():
-            self.limit = method.divergence * max(float(syn.abs().max()), 1e-3)
+        self.limit, self.resumed_from = limit, resumed_from
+
+    def stop(self, it: int, what: str) -> DataError:
+        return DataError(self.method.stop_message(it, what, self.path, self.resumed_from))
 
     def step(self, total: torch.Tensor, it: int) -> None:
         if not torch.isfinite(total):
-            raise DataError(self.method.stop_message(it, f"the loss is {float(total)}", self.path))
+            raise self.stop(it, f"the loss is {float(total)}")
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         if not torch.isfinite(self.syn.grad).all():
-            raise DataError(self.method.stop_message(it, "a gradient of the synthetic set is NaN or inf", self.path))
+            raise self.stop(it, "a gradient of the synthetic set is NaN or inf")
         self.optimizer.step()
         with torch.no_grad():
             peak = float(self.syn.abs().max())
         if not peak <= self.limit:
-            raise DataError(self.method.stop_message(
-                it, f"the synthetic set diverges (largest |value| {peak:.3g}, over {self.method.divergence:g}x the "
-                f"initial set's largest, {self.limit / self.method.divergence:.3g})", self.path))
+            raise self.stop(it, f"the synthetic set diverges (largest |value| {peak:.3g}, over "
+                            f"{self.method.divergence:g}x the initial set's largest, "
+                            f"{self.limit / self.method.divergence:.3g})")
 
 
 class seeded_from:
@@ -821,66 +885,7 @@ class seeded_from:
 
 
 # ---------------------------------------------------------------------------------------
-# Checkpoints: safetensors for tensors, JSON for the structure -- never a pickle
-
-
-def _pack(value, tensors: dict[str, torch.Tensor]):
-    """Nested state (dicts, lists, numbers, tensors) -> JSON-able, each tensor moved to `tensors`
-    and left as {"tensor": name}; dicts with non-string keys (optimizer state) as {"items": [[k, v], ...]}."""
-    if isinstance(value, torch.Tensor):
-        name = str(len(tensors))
-        tensors[name] = value.detach().cpu().clone().contiguous()  # cloned: safetensors refuses shared memory
-        return {"tensor": name}
-    if isinstance(value, dict):
-        if all(isinstance(k, str) for k in value):
-            return {"dict": {k: _pack(v, tensors) for k, v in value.items()}}
-        return {"items": [[k, _pack(v, tensors)] for k, v in value.items()]}
-    if isinstance(value, (list, tuple)):
-        return [_pack(v, tensors) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    raise TypeError(f"cannot checkpoint a {type(value).__name__}")
-
-
-def _unpack(value, tensors: dict[str, torch.Tensor]):
-    if isinstance(value, list):
-        return [_unpack(v, tensors) for v in value]
-    if isinstance(value, dict):
-        if "tensor" in value:
-            return tensors[value["tensor"]]
-        if "items" in value:
-            return {k: _unpack(v, tensors) for k, v in value["items"]}
-        return {k: _unpack(v, tensors) for k, v in value["dict"].items()}
-    return value
-
-
-def save_state(path: Path, state: dict) -> None:
-    """Write `state` (nested dicts/lists of numbers, strings and tensors) atomically to `path`."""
-    from safetensors.torch import save
-
-    tensors: dict[str, torch.Tensor] = {}
-    packed = _pack(state, tensors)
-    atomic_write_bytes(path, save(tensors, metadata={"latentdd_state": json.dumps(packed)}))
-
-
-def read_state(path: Path) -> dict | None:
-    """The checkpoint at `path`, or None (absent or unreadable: the run starts afresh, and says why)."""
-    for old in _OLD_CHECKPOINTS:
-        if path.with_name(old).is_file():
-            log.warning("ignoring %s: a checkpoint of an earlier latentdd version (those in .pt files are pickles, "
-                        "which are never loaded: loading one can run any code); delete it", path.with_name(old))
-    if not path.is_file():
-        return None
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            state = json.loads(f.metadata()["latentdd_state"])
-            tensors = {name: f.get_tensor(name) for name in f.keys()}
-        return _unpack(state, tensors)
-    except Exception as err:  # noqa: BLE001 - a damaged or foreign file is not resumed from
-        log.warning("ignoring the checkpoint %s, which cannot be read (%s); this run starts afresh", path, err)
-        return None
+# Checkpoints: `latentdd.state` files (safetensors + JSON, never a pickle, a checksum beside)
 
 
 def remove_checkpoint(folder: Path) -> None:
@@ -888,6 +893,7 @@ def remove_checkpoint(folder: Path) -> None:
     what latentdd wrote: anything else in the folder stays)."""
     folder = Path(folder)
     (folder / CHECKPOINT_FILE).unlink(missing_ok=True)
+    checksum_path(folder / CHECKPOINT_FILE).unlink(missing_ok=True)
     try:
         folder.rmdir()
     except OSError:

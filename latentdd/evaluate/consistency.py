@@ -14,7 +14,6 @@ test accuracy kept beside it so that a consistency figure can be read against it
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import time
 from dataclasses import dataclass
@@ -26,11 +25,12 @@ from latentdd.cachekey import content_key, tensor_sha256
 from latentdd.data import LabelledImages
 from latentdd.evaluate.convnet import build_model
 from latentdd.evaluate.trainer import EvalConfig, _normalise, channel_stats, top1_accuracy, train_model
-from latentdd.io import atomic_write_bytes, atomic_write_json
+from latentdd.io import atomic_write_json
+from latentdd.state import StateRejected, restore, save_state
 from latentdd.vae.fit import data_identity
 
 JUDGE_VERSION = 1  # bump when a change here makes the same config train a different judge
-_META, _WEIGHTS = "judge.json", "judge.pt"
+_META, _WEIGHTS = "judge.json", "judge.safetensors"  # the weights: latentdd.state
 
 
 @dataclass
@@ -71,12 +71,23 @@ def fit_judge(train: LabelledImages, test: LabelledImages, config: JudgeConfig, 
     sample = train.load([0])  # (1, C, H, W)
     _, c, h, _ = sample.shape
     eval_config = config.eval_config()
-    if (folder / _META).exists():
-        report = json.loads((folder / _META).read_text())
+
+    def load(state: dict) -> Judge:
+        try:
+            report = json.loads((folder / _META).read_text())
+        except (OSError, ValueError) as err:
+            raise StateRejected(f"its report {folder / _META} cannot be read ({err})") from None
         model = build_model(eval_config.model, c, len(train.class_names), h, **eval_config.arch_kwargs(h))
-        model.load_state_dict(torch.load(folder / _WEIGHTS, map_location="cpu", weights_only=True))
+        model.load_state_dict(state["model"])
         mean, std = torch.tensor(report["mean"]), torch.tensor(report["std"])
+        if mean.shape != (c,) or std.shape != (c,):
+            raise StateRejected(f"its report's mean and std are not {c} channels")
         return Judge(model.eval(), mean, std, report | {"cached": True})
+
+    if (folder / _META).exists():
+        judge = restore(folder / _WEIGHTS, load, otherwise="the judge is trained again")
+        if judge is not None:
+            return judge
     t = time.perf_counter()
     mean, std = channel_stats(train)
     images = torch.cat([x for x, _ in train.iter_batches(4096)])  # (N, C, H, W)
@@ -86,10 +97,7 @@ def fit_judge(train: LabelledImages, test: LabelledImages, config: JudgeConfig, 
     accuracy = top1_accuracy(model, test, mean=mean, std=std)
     report = {"name": f"judge:{key}", **identity, "test_accuracy": accuracy, "train_seconds": seconds,
               "mean": mean.tolist(), "std": std.tolist(), "cache": str(folder)}
-    buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(folder / _WEIGHTS, buffer.getvalue())
+    save_state(folder / _WEIGHTS, {"model": model.state_dict()})
     atomic_write_json(folder / _META, report)  # written last: its presence marks a finished entry
     return Judge(model, mean, std, report | {"cached": False})
 

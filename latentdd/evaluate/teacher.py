@@ -15,11 +15,26 @@ Three sources (`TeacherConfig.source`):
   measured once and cached beside the key.
 
 Every soft-label record carries the teacher's record, test accuracy included.
+
+A stored teacher is checked whole before it is used. teacher.json holds `weights_sha256`, the
+sha256 of teacher.safetensors' bytes, and `record_sha256`, its own content hash
+(`latentdd.io.json_sha256`) over everything else it holds, `weights_sha256` included: the
+record (test accuracy, settings, normalisation) is tied to the weights it was measured with.
+Loading checks, in order: teacher.json is a JSON mapping that matches its record_sha256, its
+fields have their types and ranges (`_FIELDS`), the weights match weights_sha256 (read by
+safetensors alone: a pickle in their place is named and never loaded), and they hold exactly
+the tensors, by name and shape, of the architecture the record names. A cached entry that
+fails (or was written before these checksums) is fitted again, with a warning naming the
+file; a folder given as `--teacher DIR` cannot be rebuilt here, so it is a DataError naming
+the file and what to do. "loaded from the cache" is said of a teacher only after all of this.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +48,13 @@ from latentdd.data.base import LabelledImages
 from latentdd.errors import DataError, LatentDDError
 from latentdd.evaluate.convnet import build_model
 from latentdd.evaluate.trainer import EvalConfig, _normalise, channel_stats, top1_accuracy, train_model
-from latentdd.io import atomic_write_bytes, atomic_write_json
+from latentdd.io import atomic_write_bytes, atomic_write_json, file_sha256, json_sha256_problem, with_json_sha256
+
+log = logging.getLogger(__name__)
 
 TEACHER_VERSION = 1  # bump when a change here makes the same settings train a different teacher
 _META, _WEIGHTS = "teacher.json", "teacher.safetensors"
+_RECORD_SHA256, _WEIGHTS_SHA256 = "record_sha256", "weights_sha256"
 _FIT_FIELDS = ("model", "width", "depth", "norm", "epochs", "optimizer", "lr", "weight_decay", "batch_size", "seed")
 
 
@@ -147,7 +165,10 @@ def fit_teacher(train: LabelledImages, test: LabelledImages, config: TeacherConf
     key = content_key("teacher", **identity)
     folder = Path(config.cache_dir).expanduser() / "teacher" / key[:16]
     if (folder / _META).exists():
-        return load_teacher_folder(folder, list(train.class_names))
+        try:
+            return _read_teacher(folder, key=key)
+        except TeacherDamagedError as err:
+            log.warning("the cached teacher is not used: %s; fitting it again", err)
     t = time.perf_counter()
     mean, std = channel_stats(train)
     images = torch.cat([x for x, _ in train.iter_batches(4096)])  # (N, C, H, W)
@@ -165,28 +186,141 @@ def fit_teacher(train: LabelledImages, test: LabelledImages, config: TeacherConf
     from safetensors.torch import save
 
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(folder / _WEIGHTS, save(state))
+    weights = save({k: v.detach().contiguous() for k, v in model.state_dict().items()})
+    atomic_write_bytes(folder / _WEIGHTS, weights)
+    record = with_json_sha256(record | {_WEIGHTS_SHA256: hashlib.sha256(weights).hexdigest()}, _RECORD_SHA256)
     atomic_write_json(folder / _META, record)  # written last: its presence marks a finished entry
     return Teacher(model, mean, std, record | {"cached": False}, in_channels=c)
 
 
+class TeacherDamagedError(DataError):
+    """A stored teacher fails a check (see the module docstring); the message names the file and what is wrong."""
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+# What teacher.json must hold: field -> (what it must be, the check). A pretrained teacher's cached record
+# holds the first two (its weights stay in torch's hub cache); a fitted teacher's, all.
+_FIELDS = {
+    "test_accuracy": ("a percentage, 0 to 100", lambda v: _is_number(v) and 0 <= v <= 100),
+    "class_names": ("a list of class names", lambda v: isinstance(v, list) and bool(v) and
+                    all(isinstance(name, str) for name in v)),
+    "architecture": ("a mapping that names a model", lambda v: isinstance(v, dict) and isinstance(v.get("model"), str)),
+    "in_channels": ("a positive integer", _is_count),
+    "image_size": ("a positive integer", _is_count),
+    "num_classes": ("a positive integer", _is_count),
+    "mean": ("a list of numbers", lambda v: isinstance(v, list) and bool(v) and all(map(_is_number, v))),
+    "std": ("a list of positive numbers", lambda v: isinstance(v, list) and bool(v) and
+            all(_is_number(x) and x > 0 for x in v)),
+    _WEIGHTS_SHA256: ("a sha256 (64 hex digits)", lambda v: isinstance(v, str) and len(v) == 64),
+}
+_MEASURED_FIELDS = ("test_accuracy", "class_names")
+
+
+def _read_record(path: Path, fields=tuple(_FIELDS), key: str | None = None) -> dict:
+    """teacher.json at `path`, checked: a JSON mapping that matches its record_sha256, whose `fields` have their
+    types and ranges, and whose key is `key` (None: any). TeacherDamagedError naming the file otherwise."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise TeacherDamagedError(f"{path} cannot be read as JSON ({err})") from None
+    if not isinstance(record, dict):
+        raise TeacherDamagedError(f"{path} is not a teacher record (a JSON mapping)")
+    problem = json_sha256_problem(record, _RECORD_SHA256)
+    if problem is not None:
+        raise TeacherDamagedError(f"{path} {problem}")
+    bad = [f"{name} {json.dumps(record.get(name))[:60]} (must be {_FIELDS[name][0]})"
+           for name in fields if not _FIELDS[name][1](record.get(name))]
+    if "num_classes" in fields and not bad and len(record["class_names"]) != record["num_classes"]:
+        bad.append(f"num_classes {record['num_classes']} for {len(record['class_names'])} class names")
+    if "in_channels" in fields and not bad and not len(record["mean"]) == len(record["std"]) == record["in_channels"]:
+        bad.append(f"mean and std of {len(record['mean'])} and {len(record['std'])} channels for in_channels "
+                   f"{record['in_channels']}")
+    if bad:
+        raise TeacherDamagedError(f"{path} holds {'; '.join(bad)}")
+    if key is not None and record.get("key") != key:
+        raise TeacherDamagedError(f"{path} is the record of another teacher (key {str(record.get('key'))[:16]}...)")
+    return record
+
+
+def _weights_problem(path: Path) -> str:
+    """Why weights that fail their checksum cannot be used, read without loading them (nothing is unpickled)."""
+    from safetensors import safe_open
+
+    with open(path, "rb") as f:
+        head = f.read(9)  # a safetensors file: the header's length (8 bytes, little-endian), then its JSON
+    if len(head) < 9 or head[8:9] != b"{":
+        return "is not a safetensors file (a pickle, or another format), which latentdd does not load"
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass
+    except Exception as err:  # noqa: BLE001 - safetensors' own error says what is wrong with the file
+        return f"is truncated or damaged ({err})"
+    return f"is not the file its {_META} records (its sha256 differs from {_WEIGHTS_SHA256}): altered or replaced"
+
+
+def _read_weights(path: Path, record: dict, model: nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors of teacher.safetensors at `path` when its bytes match the record's weights_sha256 and it holds
+    exactly `model`'s parameters and buffers, by name and shape; TeacherDamagedError naming the file otherwise."""
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise TeacherDamagedError(f"{path} is missing")
+    if file_sha256(path) != record[_WEIGHTS_SHA256]:
+        raise TeacherDamagedError(f"{path} {_weights_problem(path)}")
+    state = load_file(path)
+    want = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    have = {name: tuple(t.shape) for name, t in state.items()}
+    if have != want:
+        differ = [f"{name} is {have[name]} there, {want[name]} in this architecture"
+                  for name in want if name in have and have[name] != want[name]]
+        missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+        detail = "; ".join(differ[:2] + ([f"it lacks {missing[:3]}"] if missing else []) +
+                           ([f"it also holds {extra[:3]}"] if extra else []))
+        raise TeacherDamagedError(f"{path} holds the weights of another architecture than the one its {_META} names "
+                                  f"({json.dumps(record['architecture'])}): {detail}")
+    return state
+
+
+def _read_teacher(folder: Path, *, key: str | None = None) -> Teacher:
+    """The teacher stored in `folder`, every check of the module docstring passed (TeacherDamagedError otherwise)."""
+    record = _read_record(folder / _META, key=key)
+    arch = dict(record["architecture"])
+    try:
+        model = build_model(arch.pop("model"), record["in_channels"], record["num_classes"], record["image_size"],
+                            **arch)
+    except (LatentDDError, TypeError, ValueError) as err:
+        raise TeacherDamagedError(f"{folder / _META} names an architecture latentdd cannot build ({err})") from None
+    model.load_state_dict(_read_weights(folder / _WEIGHTS, record, model))
+    return Teacher(model, torch.tensor(record["mean"]), torch.tensor(record["std"]), record | {"cached": True},
+                   in_channels=record["in_channels"])
+
+
 def load_teacher_folder(folder: Path | str, class_names: list[str] | None = None) -> Teacher:
-    """The teacher `fit_teacher` saved in `folder` (teacher.json + teacher.safetensors)."""
+    """The teacher `fit_teacher` saved in `folder` (teacher.json + teacher.safetensors), checked whole (see the
+    module docstring): DataError naming the file and what to do when a check fails, or when the teacher was
+    trained on other classes than `class_names` (None: any)."""
     folder = Path(folder).expanduser()
-    if not (folder / _META).is_file() or not (folder / _WEIGHTS).is_file():
+    if not (folder / _META).is_file():
         raise DataError(f"{folder} holds no teacher ({_META} and {_WEIGHTS}); make one with `latentdd fit-teacher`")
-    record = json.loads((folder / _META).read_text())
+    try:
+        teacher = _read_teacher(folder)
+    except TeacherDamagedError as err:
+        raise TeacherDamagedError(
+            f"{err}; the teacher in {folder} was not loaded. Fit it again with `latentdd fit-teacher` and the "
+            f"settings it was fitted with ({_META}'s `settings`; it checks the folder it wrote and fits it again in "
+            "place), or pass another --teacher") from None
+    record = teacher.record
     if class_names is not None and list(record["class_names"]) != list(class_names):
         raise DataError(f"the teacher in {folder} was trained on classes {record['class_names'][:5]}..., not the "
                         f"dataset's {list(class_names)[:5]}...; fit one on this dataset")
-    arch = dict(record["architecture"])
-    model = build_model(arch.pop("model"), record["in_channels"], record["num_classes"], record["image_size"], **arch)
-    from safetensors.torch import load_file
-
-    model.load_state_dict(load_file(folder / _WEIGHTS))
-    return Teacher(model, torch.tensor(record["mean"]), torch.tensor(record["std"]), record | {"cached": True},
-                   in_channels=record["in_channels"])
+    return teacher
 
 
 def _torchvision_resnet18() -> tuple[nn.Module, list[float], list[float], dict]:
@@ -242,9 +376,13 @@ def pretrained_teacher(config: TeacherConfig, test: LabelledImages) -> Teacher:
     teacher = Teacher(model, torch.tensor(mean), torch.tensor(std), record, class_index=index, in_channels=in_channels,
                       input_size=config.input_size)
     if (folder / _META).is_file():
-        teacher.record = json.loads((folder / _META).read_text()) | {"cached": True}
-        return teacher
-    record |= {"key": key, "test_accuracy": teacher_accuracy(teacher, test), "directory": str(folder)}
+        try:
+            teacher.record = _read_record(folder / _META, _MEASURED_FIELDS, key=key) | {"cached": True}
+            return teacher
+        except TeacherDamagedError as err:
+            log.warning("the cached test accuracy of the teacher is not used: %s; measuring it again", err)
+    record = with_json_sha256(record | {"key": key, "test_accuracy": teacher_accuracy(teacher, test),
+                                        "directory": str(folder)}, _RECORD_SHA256)
     atomic_write_json(folder / _META, record)  # the accuracy only: the weights stay in torch's hub cache
     teacher.record = record | {"cached": False}
     return teacher
@@ -273,5 +411,5 @@ def describe(teacher: Teacher) -> str:
         (f"; saved in {r['directory']}" if r.get("directory") else "")
 
 
-__all__ = ["PRETRAINED", "Teacher", "TeacherConfig", "fit_teacher", "load_teacher_folder", "pretrained_teacher",
-           "resolve_teacher", "teacher_accuracy", "describe"]
+__all__ = ["PRETRAINED", "Teacher", "TeacherConfig", "TeacherDamagedError", "fit_teacher", "load_teacher_folder",
+           "pretrained_teacher", "resolve_teacher", "teacher_accuracy", "describe"]

@@ -23,7 +23,6 @@ shard of latents.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -36,7 +35,7 @@ import torch
 
 from latentdd.data.base import LabelledImages
 from latentdd.errors import DataError, LatentDDError
-from latentdd.io import atomic_write_json, atomic_write_text, is_int, list_of
+from latentdd.io import atomic_write_json, checksum_path, file_sha256, is_int, list_of, stored_checksum, write_checksum
 from latentdd.latents.types import Latents
 from latentdd.progress import progress_bar
 
@@ -53,10 +52,6 @@ REPAIR_ADVICE = ("run the same command again (the `latentdd encode` that wrote t
 
 def shard_name(index: int) -> str:
     return f"shard-{index:05d}.safetensors"
-
-
-def _checksum_path(shard: Path) -> Path:
-    return shard.with_name(shard.name + ".sha256")
 
 
 class CacheDamagedError(DataError):
@@ -108,21 +103,9 @@ def shard_ranges(num_images: int, shard_size: int) -> list[tuple[int, int]]:
     return [(s, min(s + shard_size, num_images)) for s in range(0, num_images, shard_size)]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _stored_checksum(shard: Path, legacy: dict[str, str]) -> str | None:
     """The checksum written beside `shard`, else the one an older cache's manifest holds (`legacy`)."""
-    record = _checksum_path(shard)
-    try:
-        return record.read_text(encoding="utf-8").split()[0] if record.is_file() else legacy.get(shard.name)
-    except (OSError, ValueError, IndexError):  # unreadable, not UTF-8 (a damaged byte), empty
-        return None
+    return stored_checksum(shard) if checksum_path(shard).is_file() else legacy.get(shard.name)
 
 
 def _verified_sha256(shard: Path, rows: int, legacy: dict[str, str]) -> str | None:
@@ -132,7 +115,7 @@ def _verified_sha256(shard: Path, rows: int, legacy: dict[str, str]) -> str | No
 
     if not shard.exists():
         return None
-    expected, actual = _stored_checksum(shard, legacy), _sha256(shard)
+    expected, actual = _stored_checksum(shard, legacy), file_sha256(shard)
     if expected != actual:
         log.warning("shard %s fails its checksum (%s); encoding it again", shard,
                     "none stored" if expected is None else "altered or truncated")
@@ -164,7 +147,7 @@ def _write_shard(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
-        atomic_write_text(_checksum_path(path), f"{_sha256(tmp)}  {path.name}\n")
+        write_checksum(path, file_sha256(tmp))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -358,7 +341,7 @@ def load_latents(out: Path | str, *, expect_vae: dict | None = None, verify: boo
     parts, labels = [], []
     for shard in manifest["shards"]:
         path = out / shard["file"]
-        if verify and (not path.exists() or _sha256(path) != shard["sha256"]):
+        if verify and (not path.exists() or file_sha256(path) != shard["sha256"]):
             raise CacheDamagedError(f"shard {path} is missing or corrupt (checksum mismatch); {REPAIR_ADVICE}")
         try:
             tensors = load_file(str(path))

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from latentdd.errors import DataError
-from latentdd.latents.cache import REPAIR_ADVICE, CacheDamagedError, _sha256, read_manifest
+from latentdd.io import file_sha256
+from latentdd.latents.cache import REPAIR_ADVICE, CacheDamagedError, read_manifest
 from latentdd.latents.types import Latents, _check_labels
 
 
@@ -149,7 +150,7 @@ def open_latents(out: Path | str, *, expect_vae: dict | None = None, verify: boo
     labels, shards = [], []
     for shard in manifest["shards"]:
         path = out / shard["file"]
-        if verify and (not path.exists() or _sha256(path) != shard["sha256"]):
+        if verify and (not path.exists() or file_sha256(path) != shard["sha256"]):
             raise CacheDamagedError(f"shard {path} is missing or corrupt (checksum mismatch); {REPAIR_ADVICE}")
         try:
             with safe_open(str(path), framework="pt") as f:

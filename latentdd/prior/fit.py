@@ -44,13 +44,14 @@ from latentdd.errors import DataError, LatentDDError
 from latentdd.io import atomic_write_bytes, atomic_write_json
 from latentdd.latents.types import Latents
 from latentdd.progress import progress_bar
+from latentdd.state import StateRejected, check_count, load_optimizer, restore, save_state
 from latentdd.vae.fit import check_blocks, learning_rate
 
 # Bump when a change to this file makes the same config train a different prior.
 PRIOR_VERSION = 2  # 2: diffusers EMAModel (its first update copies the weights)
 PRIOR_META_FILE = "latentdd_prior.json"
 LOSS_CURVE_FILE = "loss_curve.png"
-_CHECKPOINT_FILE = "checkpoint.safetensors"  # as the VAE fit's (latentdd.vae.fit): never a pickle
+_CHECKPOINT_FILE = "checkpoint.safetensors"  # latentdd.state
 # Fields that change neither the weights (a resumed fit equals an uninterrupted one) nor the data.
 _NOT_HASHED = ("checkpoint_every", "log_every")
 
@@ -272,8 +273,6 @@ def _train(latents: Latents, config: FitPriorConfig, checkpoint: Path, progress:
     """Train; returns (EMA UNet in eval mode, DDPMScheduler, [[step, mean loss], ...])."""
     from diffusers import DDPMScheduler, UNet2DModel
 
-    from latentdd.distill.matching import read_state, save_state  # here: only a fit that trains needs them
-
     x_all = latents.latents.float()  # (N, c, h, w), stays on the CPU; batches move
     y_all = latents.labels
     n, null = len(latents), len(latents.class_names)
@@ -281,19 +280,27 @@ def _train(latents: Latents, config: FitPriorConfig, checkpoint: Path, progress:
     steps_per_epoch = n // batch_size
     total = math.ceil(config.epochs * steps_per_epoch) if config.epochs is not None else config.max_steps
 
-    with torch.random.fork_rng(devices=[]):  # seeded weights, the global RNG left alone
-        torch.manual_seed(config.seed)
-        unet = UNet2DModel(**config.unet_config(latents.latent_shape, null)).to(device)
-    ema = _ema(unet, config.ema_decay)
-    scheduler = DDPMScheduler(**config.scheduler_config())
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    step, curve, window = 0, [], []
-    state = read_state(checkpoint)  # None: there is none, or it is damaged (it says so)
-    if state is not None:
+    def build():
+        with torch.random.fork_rng(devices=[]):  # seeded weights, the global RNG left alone
+            torch.manual_seed(config.seed)
+            unet = UNet2DModel(**config.unet_config(latents.latent_shape, null)).to(device)
+        optimizer = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        return unet, _ema(unet, config.ema_decay), optimizer
+
+    def load(state: dict):
+        unet, ema, optimizer = build()
         unet.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, curve, window = state["step"], state["curve"], state["window"]
+        ema.to(device)
+        if [p.shape for p in ema.shadow_params] != [p.shape for p in unet.parameters()]:
+            raise StateRejected("its EMA weights do not fit the UNet")
+        load_optimizer(optimizer, state["optimizer"])
+        step = check_count(state["step"], total - 1, "step")  # none is written at the end
+        return (unet, ema, optimizer), step, list(state["curve"]), list(state["window"])
+
+    (unet, ema, optimizer), step, curve, window = (restore(checkpoint, load, otherwise="the fit starts afresh")
+                                                   or (build(), 0, [], []))
+    scheduler = DDPMScheduler(**config.scheduler_config())
 
     unet.train()
     bar = progress_bar(total=total, initial=step, disable=not progress, desc="fit prior", unit="step")

@@ -30,15 +30,14 @@ from latentdd.data.base import LabelledImages
 from latentdd.errors import DataError, LatentDDError
 from latentdd.io import atomic_write_json
 from latentdd.progress import progress_bar
+from latentdd.state import check_count, load_optimizer, restore, save_state
 from latentdd.vae.base import VAEInputAdapter
 from latentdd.vae.diffusers_kl import DiffusersKL
 
 # Bump when a change to this file makes the same config train a different VAE.
 FIT_VERSION = 1
 FIT_META_FILE = "latentdd_fit.json"
-# Written by `latentdd.distill.matching.save_state`: safetensors, never a pickle. A damaged one is ignored
-# (the fit starts afresh and says why); a checkpoint.pt of an earlier version is never read.
-_CHECKPOINT_FILE = "checkpoint.safetensors"
+_CHECKPOINT_FILE = "checkpoint.safetensors"  # latentdd.state
 # Fields that change neither the weights (a resumed fit equals an uninterrupted one) nor the data.
 _NOT_HASHED = ("checkpoint_every", "log_every")
 
@@ -258,29 +257,30 @@ def _train(
     device: str | torch.device,
 ) -> tuple[DiffusersKL, list[list[float]]]:
     """Train and return (the trainable wrapped AutoencoderKL in eval mode, [[step, mean loss], ...])."""
-    from latentdd.distill.matching import read_state, save_state  # here: only a fit that trains needs them
     n = len(train)
     batch_size = min(config.batch_size, n)
     steps_per_epoch = n // batch_size
     total = math.ceil(config.epochs * steps_per_epoch) if config.epochs is not None else config.max_steps
-    vae = DiffusersKL.from_config(
-        config.diffusers_config(adapter.input_channels),
-        name="fitting",
-        seed=config.seed,
-        input_resize=config.resize,
-        trainable=True,
-    ).to(device)
+
+    def build() -> tuple[DiffusersKL, torch.optim.Optimizer]:
+        vae = DiffusersKL.from_config(config.diffusers_config(adapter.input_channels), name="fitting",
+                                      seed=config.seed, input_resize=config.resize, trainable=True).to(device)
+        return vae, torch.optim.Adam(vae.model.parameters(), lr=config.lr)
+
+    def load(state: dict):
+        vae, optimizer = build()
+        vae.model.load_state_dict(state["model"])
+        load_optimizer(optimizer, state["optimizer"])
+        step = check_count(state["step"], total - 1, "step")  # none is written at the end
+        # The losses since the last logged point travel with the checkpoint: a resumed fit logs the same curve.
+        return (vae, optimizer), step, list(state["curve"]), [float(v) for v in state["window"]]
+
+    (vae, optimizer), step, curve, window = (restore(checkpoint, load, otherwise="the fit starts afresh")
+                                             or (build(), 0, [], []))
     model = vae.model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    step, curve = 0, []
-    state = read_state(checkpoint)  # None: there is none, or it is damaged (it says so)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, curve = state["step"], state["curve"]
 
     bar = progress_bar(total=total, initial=step, disable=not progress, desc="fit VAE", unit="step")
-    order, window = None, []
+    order = None
     while step < total:
         epoch, i = divmod(step, steps_per_epoch)
         if order is None or i == 0:
@@ -305,14 +305,14 @@ def _train(
         optimizer.step()
         step += 1
         window.append(loss.item())
-        if len(window) == config.log_every or step == total:
+        if step % config.log_every == 0 or step == total:
             curve.append([step, float(np.mean(window))])
             bar.set_postfix(loss=f"{curve[-1][1]:.5f}")
             window = []
         bar.update(1)
         if config.checkpoint_every and step % config.checkpoint_every == 0 and step < total:
             save_state(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                                    "curve": curve})
+                                    "curve": curve, "window": window})
     bar.close()
     model.eval()
     return vae, curve
