@@ -89,6 +89,22 @@ def list_of(value: Any, check) -> bool:
     return isinstance(value, list) and all(map(check, value))
 
 
+def read_json_fields(path: Path, fields: dict[str, type]) -> dict | None:
+    """The JSON mapping in `path` if it holds every field of `fields` (a dotted name, "input.image_size",
+    for a nested one) with a value of its type (a bool is no int), else None: missing or damaged."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        for name, kind in fields.items():
+            value = data
+            for key in name.split("."):
+                value = value[key]
+            if not isinstance(value, kind) or (kind is int and not is_int(value)):
+                return None
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+    return data
+
+
 # --- checksums beside files: `<file>.sha256` in `sha256sum` format (`sha256sum -c` checks it) ---
 
 

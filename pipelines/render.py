@@ -11,13 +11,15 @@ one-process render's bit for bit.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
 
 import torch
+import yaml
 
-from latentdd.config import DataConfig, save_resolved
+from latentdd.config import DataConfig, safe_yaml, save_resolved
 from latentdd.errors import DataError
 from latentdd.export import export_image_folder, image_grid
 from latentdd.io import atomic_write_json, claim_folder, mark, replace_dir, start_output
@@ -122,7 +124,8 @@ def check_synthetic(synthetic: SyntheticLatents, data: DataConfig, stages: dict,
         image_shape, settings = distilled
         shown = lambda value: "unset" if value is None else value  # noqa: E731
         differ = [f"--{key.replace('_', '-')} {shown(getattr(data, key))} here, {shown(settings[key])} when distilled"
-                  for key in ("channels", "image_size", "resize") if key in settings and settings[key] != getattr(data, key)]
+                  for key in ("channels", "image_size", "resize")
+                  if key in settings and settings[key] != getattr(data, key)]
         raise DataError(
             f"the synthetic latents {where} were distilled from images of shape {image_shape}, but this dataset's "
             f"images are {images}{' (' + '; '.join(differ) + ')' if differ else ''}, so the VAE decodes latents of "
@@ -138,16 +141,16 @@ def check_synthetic(synthetic: SyntheticLatents, data: DataConfig, stages: dict,
 
 
 def _distilled_images(folder: Path) -> tuple[tuple[int, ...], dict] | None:
-    """(image shape, dataset settings) that the distill folder `folder` records (its distill.json and
-    config.yaml), or None if it records none (a latents file from elsewhere, a damaged record)."""
-    import json
-
-    import yaml
-
+    """(image shape, dataset settings) that the distill folder `folder` records (its distill.json, and the
+    dataset: section of its config.yaml, {} if unreadable), or None if it records no image shape (a latents
+    file from elsewhere, a damaged record)."""
     try:
         record = json.loads((folder / "distill.json").read_text(encoding="utf-8"))["record"]
         shape = tuple(int(v) for v in record["dataset"]["image_shape"])
-        settings = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))["dataset"]
-    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
+    except (OSError, ValueError, KeyError, TypeError):
         return None
+    try:
+        settings = safe_yaml((folder / "config.yaml").read_text(encoding="utf-8"))["dataset"]
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
+        settings = {}
     return shape, settings if isinstance(settings, dict) else {}
