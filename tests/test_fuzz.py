@@ -1,6 +1,6 @@
 """Property-based tests (hypothesis) of everything latentdd parses: config files and KEY=VALUE flags,
-image-folder manifests, checkpoints (latentdd.state), latent caches, and fitted VAE and prior cache
-entries (issue 32, defect 8).
+image-folder manifests, checkpoints (latentdd.state), latent caches, and fitted VAE, prior and
+teacher cache entries (issue 32, defect 8).
 
 Each property feeds a reader arbitrary or damaged input. Allowed outcomes: a value that passes
 the reader's own checks (and, for a damaged file, equals what was stored: damage is never taken
@@ -552,7 +552,7 @@ def test_a_damaged_cache_file_is_refused_then_repaired(tiny_cache, damaged_cache
         tiny_cache.check_repair(folder)
 
 
-# ---------------------------------------------------------------- 5. fitted VAE and prior cache entries
+# ---------------------------------------------------------------- 5. fitted VAE, prior and teacher cache entries
 
 
 @pytest.fixture(scope="module")
@@ -600,3 +600,43 @@ def test_a_damaged_fitted_entry_loads_or_is_refused_clearly(fitted_entries, data
         assert "delete the directory" in str(err), err
     finally:
         (entry / name).write_bytes(original)
+
+
+@pytest.fixture(scope="module")
+def fitted_teacher(tmp_path_factory):
+    """(a fitted teacher's folder, its teacher.json, its weights): one epoch of a tiny ConvNet on 64 digits."""
+    from latentdd.data import load_dataset
+    from latentdd.evaluate.teacher import TeacherConfig, fit_teacher
+
+    train, test = load_dataset("digits", "train").subset(range(64)), load_dataset("digits", "test").subset(range(16))
+    config = TeacherConfig(width=8, depth=1, epochs=1, batch_size=32, cache_dir=str(tmp_path_factory.mktemp("teacher")))
+    teacher = fit_teacher(train, test, config, progress=False)
+    folder = Path(teacher.record["directory"])
+    return folder, json.loads((folder / "teacher.json").read_text()), dict(teacher.model.state_dict())
+
+
+@fuzz(100)
+@given(data=st.data())
+def test_a_damaged_teacher_folder_loads_whole_or_is_refused_clearly(fitted_teacher, data):
+    """A fitted teacher's folder (`--teacher DIR`) with teacher.json or its weights cut short or with one bit
+    flipped, or teacher.json replaced by arbitrary JSON or a changed copy: the stored teacher itself (weights
+    and test accuracy), or a LatentDDError."""
+    from latentdd.evaluate.teacher import load_teacher_folder
+
+    folder, record, weights = fitted_teacher
+    name = data.draw(st.sampled_from(["teacher.json", "teacher.safetensors"]))
+    original = (folder / name).read_bytes()
+    if name == "teacher.json" and data.draw(st.booleans()):
+        damage = json.dumps(data.draw(st.one_of(json_values(), mutations(record)))).encode()
+    else:
+        damage = data.draw(damaged(original))
+    (folder / name).write_bytes(damage)
+    try:
+        teacher = load_teacher_folder(folder)
+    except LatentDDError as err:
+        assert str(err), "an error without a message"
+        return
+    finally:
+        (folder / name).write_bytes(original)
+    assert same(dict(teacher.model.state_dict()), weights), "altered weights were loaded"
+    assert teacher.record["test_accuracy"] == record["test_accuracy"], "an altered record was loaded"
