@@ -23,6 +23,7 @@ from latentdd.config import (
     coerce,
     load_yaml,
     plain,
+    safe_yaml,
     save_resolved,
 )
 from latentdd.errors import DataError, LatentDDError
@@ -470,7 +471,7 @@ def _key_values(pairs: list[str], flag: str) -> dict:
         if not sep or not key or not value.strip():
             raise DataError(f"{flag} expects KEY=VALUE (e.g. {flag} max_steps=3000); got {pair!r}")
         try:
-            out[key] = yaml.safe_load(value)
+            out[key] = safe_yaml(value)
         except yaml.YAMLError as err:
             raise DataError(f"{flag} {pair!r}: the value is not valid YAML ({str(err).splitlines()[0]})") from None
     return out
@@ -596,7 +597,7 @@ def cmd_render(args, raw) -> int:
     seed = args.seed if args.seed is not None else int(synthetic.params.get("seed", 0))
     decoder, record, stages = setup_decoder(data, space, decoder_config, state, latents_dir=args.latents,
                                             progress=not args.quiet)
-    check_synthetic(synthetic, stages["class_names"], decoder.vae.latent_shape, Path(args.synthetic))
+    check_synthetic(synthetic, data, stages, decoder.vae.latent_shape, Path(args.synthetic).expanduser())
     config = {"dataset": data, "latent": space, "decoder": decoder_config,
               "render": {"synthetic": args.synthetic, "seed": seed, "latents": args.latents}}
     written = render_to_folder(synthetic, decoder, record, stages, out, seed=seed, state=state,

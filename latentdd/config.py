@@ -83,12 +83,30 @@ def load_yaml(path: str | Path | None) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"config file {path} is not UTF-8 text ({err}); save it as UTF-8") from None
+    except OSError as err:
+        raise DataError(f"cannot read config file {path}: {err.strerror or err}") from None
+    try:
+        data = safe_yaml(text) or {}
     except yaml.YAMLError as err:
         raise DataError(f"config file {path} is not valid YAML: {err}") from err
     if not isinstance(data, dict):
         raise DataError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
     return data
+
+
+def safe_yaml(text: str) -> Any:
+    """`yaml.safe_load(text)`; yaml.YAMLError for any text it cannot read. (PyYAML's constructors raise
+    ValueError or IndexError for an explicit tag with a bad value, such as `!!int ;` or `!!float`, and
+    deep nesting raises RecursionError.)"""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise
+    except (ValueError, IndexError, TypeError, RecursionError) as err:
+        raise yaml.YAMLError(f"{type(err).__name__}: {err}") from None
 
 
 def build(cls: type[T], *layers: Mapping[str, Any] | None, section: str = "") -> T:

@@ -33,7 +33,7 @@ from latentdd.data.base import SyntheticImages
 from latentdd.data.image_folder import ImageFolderImages, class_folder_name, class_folder_names
 from latentdd.data.transforms import RESIZE_POLICIES, ImageTransform, decode_image_bytes
 from latentdd.errors import DataError, DatasetNotFoundError, OutputExistsError
-from latentdd.io import is_temporary, replace_dir, start_output
+from latentdd.io import is_int, is_number, is_temporary, list_of, replace_dir, start_output
 
 __all__ = [
     "FORMAT_NAME",
@@ -161,10 +161,11 @@ def image_grid(synthetic: SyntheticImages, max_per_class: int = 10, max_classes:
 
 
 def read_manifest(path: Path | str) -> dict:
-    """The parsed manifest.json of an exported folder (its `record` included); DataError if invalid."""
+    """The parsed manifest.json of an exported folder (its `record` included), checked field by field
+    (`_check_manifest`); DataError naming what is wrong and what to do."""
     manifest_path = Path(path).expanduser() / MANIFEST_NAME
     try:
-        manifest = json.loads(manifest_path.read_text())
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError(f"{manifest_path} does not exist; {path} is not an image folder written by latentdd") from None
     except (OSError, ValueError) as e:
@@ -172,14 +173,75 @@ def read_manifest(path: Path | str) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise DataError(f"{manifest_path} is not a latentdd image-folder manifest (format {FORMAT_NAME!r})")
     version = manifest.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+    if not is_int(version) or version < 1:
         raise DataError(f"{manifest_path} has format_version {version!r}; it must be a positive integer (a "
                         f"latentdd export writes {FORMAT_VERSION}): correct it, or export the set again")
     if version > FORMAT_VERSION:
         raise DataError(
             f"{manifest_path} has format_version {version!r}; this latentdd reads versions up to {FORMAT_VERSION}: upgrade latentdd"
         )
+    _check_manifest(manifest, manifest_path)
     return manifest
+
+
+def _check_manifest(manifest: dict, where: Path) -> None:
+    """DataError unless every field a reader uses holds what `export_image_folder` writes, and the
+    fields agree with each other (a label with its file's class folder, num_images with the entries)."""
+    def bad(field: str, rule: str) -> DataError:
+        return DataError(f"{where} has {field} {str(manifest.get(field))[:200]}; {rule}: export the set again")
+
+    names, folders, shape = manifest.get("class_names"), manifest.get("class_folders"), manifest.get("image_shape")
+    if not list_of(names, lambda v: isinstance(v, str)) or not names:
+        raise bad("class_names", "it must be a non-empty list of class names")
+    if not list_of(folders, lambda v: isinstance(v, str)) or len(folders) != len(names):
+        raise bad("class_folders", f"it must name the folder of each of the {len(names)} classes")
+    if not list_of(shape, is_int) or len(shape) != 3 or shape[0] not in (1, 3) or min(shape) < 1:
+        raise bad("image_shape", "it must be [C, H, W], C 1 or 3")
+    entries = manifest.get("images")
+    if not isinstance(entries, list) or not entries:
+        raise DataError(f"{where} lists no images (its `images` must be a non-empty list); export the set again")
+    for entry in entries:
+        _check_entry(entry, names, folders, where)
+    has_weight = ["weight" in e for e in entries]
+    if any(has_weight) and not all(has_weight):
+        raise DataError(f"{where}: some images have a weight and some do not; export the set again")
+    if not is_int(manifest.get("num_images")) or manifest["num_images"] != len(entries):
+        raise bad("num_images", f"it lists {len(entries)} images (were entries lost?)")
+    soft = manifest.get("soft_labels")
+    if soft is not None and not (list_of(soft, lambda row: list_of(row, is_number) and len(row) == len(names))
+                                 and len(soft) == len(entries)):
+        raise bad("soft_labels", f"it must be null or {len(entries)} rows of {len(names)} numbers, one per image")
+    for field in ("name", "split", "source"):
+        if not isinstance(manifest.get(field, ""), str):
+            raise bad(field, "it must be a string")
+    for field in ("meta", "record"):
+        if not isinstance(manifest.get(field) or {}, dict):
+            raise bad(field, "it must be a mapping or null")
+
+
+def _check_entry(entry, names: list[str], folders: list[str], where: Path) -> None:
+    """DataError unless `entry` has a label, a sha256 and a file inside its label's class folder (and a
+    weight that is a non-negative number, if any)."""
+    shown = str(entry)[:200]
+    label = entry.get("label") if isinstance(entry, dict) else None
+    if not is_int(label) or not 0 <= label < len(names):
+        raise DataError(f"{where}: the entry {shown} has label {label!r}; a label is the index of its class, "
+                        f"0 to {len(names) - 1} ({len(names)} classes)")
+    for field in ("file", "sha256"):
+        if not isinstance(entry.get(field), str) or not entry[field]:
+            raise DataError(f"{where}: the entry {shown} has no {field!r} (a non-empty string); every entry "
+                            "needs file, label and sha256: export the set again")
+    if "weight" in entry and not (is_number(entry["weight"]) and entry["weight"] >= 0):
+        raise DataError(f"{where}: the entry {shown} has weight {entry['weight']!r}; a weight is a non-negative "
+                        "number: export the set again")
+    relative = PurePosixPath(entry["file"])
+    if relative.is_absolute() or ".." in relative.parts:  # a manifest must not reach outside its folder
+        raise DataError(f"{where} lists {entry['file']!r}, which is outside the folder")
+    folder = relative.parts[0]
+    if folder != folders[label]:
+        raise DataError(f"{where}: the entry {shown} has label {label} (class {names[label]!r}, folder "
+                        f"{folders[label]!r}) but its file lies in {folder!r}: correct the label, or export the "
+                        "set again")
 
 
 def load_image_folder(
@@ -225,20 +287,7 @@ def load_image_folder(
             f"{path}/{MANIFEST_NAME} has classes {names}, but {list(class_names)} were asked for; "
             "use the dataset the set was made from"
         )
-    entries = manifest.get("images")
-    if not isinstance(entries, list) or not entries:
-        raise DataError(f"{path}/{MANIFEST_NAME} lists no images (its `images` must be a non-empty list); "
-                        "export the set again")
-    for entry in entries:
-        label = entry.get("label") if isinstance(entry, dict) else None
-        # bool is an int to Python, but true is no class index
-        if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < len(names):
-            raise DataError(f"{path}/{MANIFEST_NAME}: the entry {str(entry)[:200]} has label {label!r}; a label is "
-                            f"the index of its class, 0 to {len(names) - 1} ({len(names)} classes)")
-        for field in ("file", "sha256"):
-            if not isinstance(entry.get(field), str) or not entry[field]:
-                raise DataError(f"{path}/{MANIFEST_NAME}: the entry {str(entry)[:200]} has no {field!r} (a non-empty "
-                                "string); every entry needs file, label and sha256: export the set again")
+    entries = manifest["images"]
     shape = tuple(manifest["image_shape"])
     images = torch.empty((len(entries), *shape), dtype=torch.float32)
     listed: dict[Path, str] = {}  # resolved file -> the entry's `file` that listed it first
@@ -259,10 +308,7 @@ def load_image_folder(
         )
     images = transform(images)
 
-    has_weight = ["weight" in e for e in entries]
-    if any(has_weight) and not all(has_weight):
-        raise DataError(f"{path}/{MANIFEST_NAME}: some images have a weight and some do not")
-    weights = torch.tensor([e["weight"] for e in entries], dtype=torch.float32) if all(has_weight) and entries else None
+    weights = torch.tensor([e["weight"] for e in entries], dtype=torch.float32) if "weight" in entries[0] else None
     soft = manifest.get("soft_labels")
     return SyntheticImages(
         images,
@@ -278,11 +324,8 @@ def load_image_folder(
 
 
 def _listed_file(root: Path, entry: dict) -> Path:
-    """The resolved path of `entry`'s file; DataError if it lies outside `root`, through `..` or a symlink."""
-    relative = PurePosixPath(entry["file"])
-    if relative.is_absolute() or ".." in relative.parts:  # a manifest must not reach outside its folder
-        raise DataError(f"{root}/{MANIFEST_NAME} lists {entry['file']!r}, which is outside the folder")
-    file = root.joinpath(*relative.parts).resolve()
+    """The resolved path of `entry`'s file (inside `root`: `_check_entry`); DataError if a symlink leads outside."""
+    file = root.joinpath(*PurePosixPath(entry["file"]).parts).resolve()
     if not file.is_relative_to(root.resolve()):
         raise DataError(f"{root}/{MANIFEST_NAME} lists {entry['file']!r}, which leads through a symbolic link to "
                         f"{file}, outside the folder; replace the link with the image itself, or export the set again")

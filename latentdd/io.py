@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import secrets
@@ -66,6 +67,42 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+# --- the shape of what was read back ----------------------------------------------------
+# JSON that latentdd reads back (manifests, plans) holds what it wrote only if nothing damaged it:
+# its readers check every field with these before they use one.
+
+
+def is_int(value: Any) -> bool:
+    """Whether `value` is an integer (JSON's true is an int to Python, but no count or index)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """Whether `value` is a finite int or float (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def list_of(value: Any, check) -> bool:
+    """Whether `value` is a list whose every item passes `check`."""
+    return isinstance(value, list) and all(map(check, value))
+
+
+def read_json_fields(path: Path, fields: dict[str, type]) -> dict | None:
+    """The JSON mapping in `path` if it holds every field of `fields` (a dotted name, "input.image_size",
+    for a nested one) with a value of its type (a bool is no int), else None: missing or damaged."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        for name, kind in fields.items():
+            value = data
+            for key in name.split("."):
+                value = value[key]
+            if not isinstance(value, kind) or (kind is int and not is_int(value)):
+                return None
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+    return data
 
 
 # --- checksums beside files: `<file>.sha256` in `sha256sum` format (`sha256sum -c` checks it) ---

@@ -11,13 +11,15 @@ one-process render's bit for bit.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
 
 import torch
+import yaml
 
-from latentdd.config import DataConfig, save_resolved
+from latentdd.config import DataConfig, safe_yaml, save_resolved
 from latentdd.errors import DataError
 from latentdd.export import export_image_folder, image_grid
 from latentdd.io import atomic_write_json, claim_folder, mark, replace_dir, start_output
@@ -103,12 +105,52 @@ def render_to_folder(synthetic: SyntheticLatents, decoder, decoder_record: dict,
     return out
 
 
-def check_synthetic(synthetic: SyntheticLatents, class_names: list[str], latent_shape, where: Path) -> None:
+def check_synthetic(synthetic: SyntheticLatents, data: DataConfig, stages: dict, latent_shape, where: Path) -> None:
     """DataError unless `synthetic` is of these classes and of the decoder's latent shape; every process
-    checks the same, so all of them stop before rendering rather than one failing inside it."""
+    checks the same, so all of them stop before rendering rather than one failing inside it. A shape that
+    differs because the dataset's images do (another --channels, --image-size or --resize than the
+    distillation's, which its folder records) is blamed on those settings, not on the VAE."""
+    class_names = stages["class_names"]
     if list(synthetic.class_names) != list(class_names):
         raise DataError(f"the synthetic latents {where} are of classes {synthetic.class_names[:5]}..., not this "
                         f"dataset's {list(class_names)[:5]}...; pass the --dataset (and --root) they were distilled from")
-    if tuple(synthetic.latents.shape[1:]) != tuple(latent_shape):
-        raise DataError(f"the synthetic latents {where} have shape {tuple(synthetic.latents.shape[1:])}, but the VAE "
-                        f"decodes {tuple(latent_shape)}; pass the --vae (and --vae-input-size) they were distilled with")
+    shape, latent_shape = tuple(synthetic.latents.shape[1:]), tuple(latent_shape)
+    if shape == latent_shape:
+        return
+    folder = where if where.is_dir() else where.parent
+    distilled = _distilled_images(folder)
+    images = tuple(stages["dataset"]["image_shape"])
+    if distilled is not None and distilled[0] != images:
+        image_shape, settings = distilled
+        shown = lambda value: "unset" if value is None else value  # noqa: E731
+        differ = [f"--{key.replace('_', '-')} {shown(getattr(data, key))} here, {shown(settings[key])} when distilled"
+                  for key in ("channels", "image_size", "resize")
+                  if key in settings and settings[key] != getattr(data, key)]
+        raise DataError(
+            f"the synthetic latents {where} were distilled from images of shape {image_shape}, but this dataset's "
+            f"images are {images}{' (' + '; '.join(differ) + ')' if differ else ''}, so the VAE decodes latents of "
+            f"shape {latent_shape}, not their {shape}: render with the dataset settings they were distilled with "
+            f"(the dataset: section of {folder / 'config.yaml'})")
+    if stages["vae"].get("name") == "pixel":  # pixel-space latents are the images themselves: no VAE to blame
+        raise DataError(f"the synthetic latents {where} are pixel-space images of shape {shape}, but this dataset's "
+                        f"images reach the pixel space as {latent_shape}: render with the --channels, --image-size "
+                        "and --vae-input-size they were distilled with")
+    raise DataError(f"the synthetic latents {where} have shape {shape}, but the VAE decodes {latent_shape}; pass the "
+                    "--vae (and --vae-input-size) they were distilled with, and their dataset settings (--channels, "
+                    "--image-size)")
+
+
+def _distilled_images(folder: Path) -> tuple[tuple[int, ...], dict] | None:
+    """(image shape, dataset settings) that the distill folder `folder` records (its distill.json, and the
+    dataset: section of its config.yaml, {} if unreadable), or None if it records no image shape (a latents
+    file from elsewhere, a damaged record)."""
+    try:
+        record = json.loads((folder / "distill.json").read_text(encoding="utf-8"))["record"]
+        shape = tuple(int(v) for v in record["dataset"]["image_shape"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        settings = safe_yaml((folder / "config.yaml").read_text(encoding="utf-8"))["dataset"]
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
+        settings = {}
+    return shape, settings if isinstance(settings, dict) else {}

@@ -117,7 +117,7 @@ class MethodSpec:
                 raise DataError(f"run.methods entry {entry!r}: curve needs an iterative distiller (bacon, idm) "
                                 "and sets `iterations` itself: drop it from params")
         label = entry.get("label") or "-".join([entry["method"], *(f"{k}={v}" for k, v in sorted(overrides.items()))])
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.=+-]*", label):
+        if not isinstance(label, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.=+-]*", label):
             raise DataError(f"run.methods label {label!r} must be a plain folder name (letters, digits, _ . = + -)")
         groups: dict[str, tuple[Resolved, list[int]]] = {}
         for ipc in entry.get("ipcs") or ipcs:

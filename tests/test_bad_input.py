@@ -123,11 +123,12 @@ def _symlink_outside(manifest, images):
 
 EVAL = ["evaluate", "--images", "IMAGES", *D, "--num-eval", "1", "--epochs", "1"]
 LATENTS = ["distill", *D, "--vae", "pixel", "--ipc", "1", "--latents", "DIR", *OUT]
+RENDER = ["render", *D, "--vae", "pixel", "--synthetic", "SYNTHETIC", "--cache-dir", "CACHE", *OUT]
 
 # Bad files rather than bad flags: (id, argv, setup, a substring the message must hold). "IMAGES" is a
 # 1-IPC digits image folder whose manifest `setup` edits (a callable given the manifest and the folder);
-# "DIR" a folder holding the files
-# `setup` names (a dict {name: text}).
+# "DIR" a folder holding the files `setup` names (a dict {name: text}); "SYNTHETIC" a `latentdd distill
+# --vae pixel` folder of digits, "CACHE" a --cache-dir.
 FILE_CASES = [
     ("manifest-label-not-an-index", EVAL, _label("x"), "has label 'x'; a label is the index of its class"),
     ("manifest-label-out-of-range", EVAL, _label(10), "has label 10"),
@@ -143,6 +144,10 @@ FILE_CASES = [
     ("latents-damaged-manifest-of-a-cache", LATENTS, {"manifest.json": "{not json", "plan.json": "{}"},
      "run the same command again"),
     ("latents-manifest-not-a-mapping", LATENTS, {"manifest.json": "[1, 2]"}, "is not a latent cache"),
+    # Issue 32 (6): blamed --vae; pixel-space latents of 1-channel digits cannot be rendered as 3 channels.
+    ("render-with-the-channels-of-another-dataset", [*RENDER, "--channels", "3"], None,
+     "distilled from images of shape (1, 8, 8), but this dataset's images are (3, 8, 8) (--channels 3 here, unset "
+     "when distilled)"),
 ]
 
 
@@ -153,9 +158,18 @@ def image_folder(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def distilled(tmp_path_factory):
+    """(a `latentdd distill --vae pixel` folder of digits at IPC 1, its --cache-dir)."""
+    folder = tmp_path_factory.mktemp("distilled")
+    assert main(["distill", *D, "--vae", "pixel", "--ipc", "1", "--method", "random", "--out", str(folder / "set"),
+                 "--cache-dir", str(folder / "cache"), "--quiet"]) == 0
+    return folder / "set", folder / "cache"
+
+
 @pytest.mark.bad_input
 @pytest.mark.parametrize("argv, setup, needle", [c[1:] for c in FILE_CASES], ids=[c[0] for c in FILE_CASES])
-def test_bad_files_are_a_clear_error(argv, setup, needle, image_folder, tmp_path, capsys):
+def test_bad_files_are_a_clear_error(argv, setup, needle, image_folder, tmp_path, capsys, request):
     import json
     import shutil
 
@@ -169,6 +183,8 @@ def test_bad_files_are_a_clear_error(argv, setup, needle, image_folder, tmp_path
     for name, text in (setup if isinstance(setup, dict) else {}).items():
         (folder / name).write_text(text)
     place = {"OUT": tmp_path / "out", "IMAGES": images, "DIR": folder}
+    if "SYNTHETIC" in argv:
+        place["SYNTHETIC"], place["CACHE"] = request.getfixturevalue("distilled")
     argv = [str(place[a]) if a in place else a for a in argv]
     assert main([*argv, "--quiet"]) == 2
     err = capsys.readouterr().err
@@ -205,3 +221,39 @@ def test_an_unwritable_json_report_fails_before_any_training(kind, image_folder,
     assert main(["evaluate", "--images", str(image_folder), *D, "--json", report, "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "cannot write the report (--json)" in err and "Traceback" not in err, err
+
+
+# Image-folder datasets whose images do not share one channel count: (id, the files written in color among
+# gray ones, a substring the message must hold). Issue 32 (6): one color image among gray ones failed after
+# the VAE fit ("expected dataset images (B, 3, 8, 8); got (8, 1, 8, 8)"), naming no file.
+MIXED_FOLDERS = [
+    ("one-color-image-among-gray-ones", ["train/b/001.png"],
+     "mixes gray and color images: 1 of 8 are color (ROOT/train/b/001.png), the others gray; set dataset.channels"),
+    ("one-color-image-in-the-test-split", ["val/a/000.png"], "ROOT/val mixes gray and color images"),
+    ("a-color-test-split-of-a-gray-train-split", ["val/a/000.png", "val/a/001.png", "val/b/000.png", "val/b/001.png"],
+     "the test split ROOT/val holds 3-channel images (e.g. ROOT/val/a/000.png) but the train split 1-channel ones"),
+]
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("color, needle", [c[1:] for c in MIXED_FOLDERS], ids=[c[0] for c in MIXED_FOLDERS])
+def test_mixed_gray_and_color_images_are_named_before_any_fit(color, needle, make_class_tree, write_png, tmp_path,
+                                                              monkeypatch, capsys):
+    import numpy as np
+
+    import latentdd.pipelines.distill
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("the VAE was fitted before the images were checked")
+
+    monkeypatch.setattr(latentdd.pipelines.distill, "fit_vae", no_fit)
+    root = tmp_path / "root"
+    make_class_tree(root / "train", {"a": 4, "b": 4}, size=(8, 8), rgb=False)
+    make_class_tree(root / "val", {"a": 2, "b": 2}, size=(8, 8), rgb=False)
+    for name in color:
+        write_png(root / name, np.full((8, 8, 3), 200, dtype=np.uint8))
+    argv = ["fit-vae", "--dataset", "imagefolder", "--root", str(root), "--cache-dir", str(tmp_path / "cache")]
+    assert main([*argv, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("latentdd fit-vae: error: ") and "Traceback" not in err
+    assert needle.replace("ROOT", str(root)) in err, err

@@ -414,11 +414,14 @@ def test_imagefolder_mixed_sizes_need_image_size(tmp_path, make_class_tree):
         strict.load([2])
 
 
-def test_imagefolder_gray_and_color_files_share_one_channel_count(tmp_path, make_class_tree):
+def test_imagefolder_gray_and_color_files_share_the_channel_count_asked_for(tmp_path, make_class_tree):
     make_class_tree(tmp_path / "c", {"a": 1}, rgb=False)
     make_class_tree(tmp_path / "c", {"b": 1}, rgb=True)
-    data = ImageFolderImages(tmp_path / "c")
-    assert data.image_shape == (3, 12, 12) and data.load([0, 1]).shape == (2, 3, 12, 12)
+    with pytest.raises(DataError, match=r"mixes gray and color images: 1 of 2 are color \(.*b/000.png\).*--channels"):
+        ImageFolderImages(tmp_path / "c")
+    for channels in (1, 3):
+        data = ImageFolderImages(tmp_path / "c", transform=ImageTransform(channels=channels))
+        assert data.image_shape == (channels, 12, 12) and data.load([0, 1]).shape == (2, channels, 12, 12)
 
 
 def test_imagefolder_empty_class_and_corrupt_files(tmp_path, make_class_tree):

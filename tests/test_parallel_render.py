@@ -121,7 +121,8 @@ def test_render_refuses_missing_or_mismatched_latents_before_rendering(tmp_path,
     wrong = SyntheticLatents(torch.zeros(2, 1, 4, 4), torch.tensor([0, 1]), [str(k) for k in range(10)], "kmeans")
     wrong.save(tmp_path / "wrong.safetensors")
     assert main(["render", *common, "--synthetic", str(tmp_path / "wrong.safetensors"), "--out", str(tmp_path / "o")]) == 2
-    assert "have shape (1, 4, 4), but the VAE decodes (1, 8, 8)" in capsys.readouterr().err
+    assert "are pixel-space images of shape (1, 4, 4), but this dataset's images reach the pixel space as (1, 8, 8)" \
+        in capsys.readouterr().err
     other = SyntheticLatents(torch.zeros(2, 1, 8, 8), torch.tensor([0, 1]), ["x", "y"], "kmeans")
     other.save(tmp_path / "other.safetensors")
     assert main(["render", *common, "--synthetic", str(tmp_path / "other.safetensors"), "--out", str(tmp_path / "o")]) == 2

@@ -81,8 +81,10 @@ class ImageFolderImages:
     transform: size / channels policy (see ImageTransform). With `image_size` None every
         file's header is read once to check that all images have one size (DataError if
         not: pass image_size and resize); pass image_size to skip that scan on big folders.
-        With `channels` None the count is 3 if any probed image is color, else 1 (with
-        image_size given only the first file is probed: pass channels for mixed folders).
+        With `channels` None every probed image must have the same count, 1 (gray) or 3
+        (color): a folder that mixes them is a DataError naming the odd files, before any
+        work (pass channels to convert them all). With image_size given only the first
+        file is probed, and its count is the folder's.
     num_workers: default DataLoader workers for `iter_batches` (0 = decode in this process).
 
     labels: (N,) int64, files: list[Path] in the same order (by class, then path);
@@ -144,6 +146,8 @@ class ImageFolderImages:
                     f"images in {self.root} have different sizes ({f1} is {s1[0]}x{s1[1]}, {f2} is {s2[0]}x{s2[1]}); "
                     f"pass image_size (--image-size) and resize (--resize: {', '.join(RESIZE_POLICIES)})"
                 )
+            if transform.channels is None:
+                self._check_one_channel_count(probes)
             native_c, h, w = max(p[0] for p in probes), *next(iter(sizes))
         else:
             native_c, h, w = probe_image_file(self.files[0])
@@ -151,6 +155,19 @@ class ImageFolderImages:
         # folder that mixes gray and color files.
         fixed = ImageTransform(transform.image_size, transform.channels or native_c, transform.resize)
         return fixed, fixed.output_shape((native_c, h, w))
+
+    def _check_one_channel_count(self, probes: list[tuple[int, int, int]]) -> None:
+        """DataError naming the files in the minority when gray and color images are mixed: one stray file
+        would otherwise decide the channels of all (and differ from the other split's)."""
+        color = [f for f, (c, _, _) in zip(self.files, probes) if c == 3]
+        gray = [f for f, (c, _, _) in zip(self.files, probes) if c == 1]
+        if not color or not gray:
+            return
+        odd, kind, rest = (color, "color", "gray") if len(color) <= len(gray) else (gray, "gray", "color")
+        named = ", ".join(map(str, odd[:3])) + (f" and {len(odd) - 3} more" if len(odd) > 3 else "")
+        raise DataError(f"{self.root} mixes gray and color images: {len(odd)} of {len(self.files)} are {kind} "
+                        f"({named}), the others {rest}; set dataset.channels (--channels 1 reads them all as gray, "
+                        "--channels 3 as color), or convert those files")
 
     def __len__(self) -> int:
         return len(self.files)
@@ -249,7 +266,25 @@ def load_imagefolder(
     folder = split_folder(root, split)
     # Test folders are labelled with train's classes so labels mean the same in both splits.
     class_names = [f.name for f in _visible_dirs(root / "train")] if split == "test" else None
-    return ImageFolderImages(folder, class_names=class_names, transform=transform, name="imagefolder", split=split)
+    images = ImageFolderImages(folder, class_names=class_names, transform=transform, name="imagefolder", split=split)
+    if split == "test" and (transform is None or transform.channels is None):
+        _check_channels_as_train(images, root / "train")
+    return images
+
+
+def _check_channels_as_train(test: ImageFolderImages, train: Path) -> None:
+    """DataError unless the test split is read with the channel count of the train split (that of its
+    first image: the train split's own, `ImageFolderImages`), naming an image of each: a VAE or a student
+    fitted on one split cannot take the other's images."""
+    folders = _visible_dirs(train)
+    first = _image_files(folders[0], IMAGE_EXTENSIONS)[:1] if folders else []
+    if not first:
+        return  # loading the train split says what is wrong with it
+    channels = probe_image_file(first[0])[0]
+    if channels != test.image_shape[0]:
+        raise DataError(f"the test split {test.root} holds {test.image_shape[0]}-channel images (e.g. {test.files[0]}) "
+                        f"but the train split {channels}-channel ones (e.g. {first[0]}); set dataset.channels "
+                        "(--channels 1 or 3) so that both splits are read alike, or convert the images")
 
 
 register_dataset(

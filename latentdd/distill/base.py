@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from latentdd.config import build, did_you_mean
+from latentdd.config import build, check_mapping, did_you_mean
 from latentdd.errors import DataError
 from latentdd.latents.types import Latents, SyntheticLatents
 
@@ -78,12 +78,13 @@ def distiller_params(name: str) -> dict[str, Any]:
 
 def coerce_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
     """`params` of distiller `name` checked and coerced to their types (YAML's "1e-3" is 0.001); DataError
-    naming the accepted parameters for an unknown one."""
+    naming the accepted parameters for an unknown one (and for params that are not a mapping)."""
+    params = {str(key): value for key, value in check_mapping(params, f"the params of distiller {name!r}").items()}
     distiller = make_distiller(name, **params)
     return {key: getattr(distiller, key) for key in params}
 
 
-def make_distiller(name: str, **params: Any) -> Distiller:
+def make_distiller(name: str, /, **params: Any) -> Distiller:
     """The distiller registered as `name`, built with `params` (the rest keep their defaults).
 
     Raises DataError naming the known distillers for an unknown name, and the accepted

@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +47,15 @@ from latentdd.data.base import LabelledImages
 from latentdd.errors import DataError, LatentDDError
 from latentdd.evaluate.convnet import build_model
 from latentdd.evaluate.trainer import EvalConfig, _normalise, channel_stats, top1_accuracy, train_model
-from latentdd.io import atomic_write_bytes, atomic_write_json, file_sha256, json_sha256_problem, with_json_sha256
+from latentdd.io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    file_sha256,
+    is_int,
+    is_number,
+    json_sha256_problem,
+    with_json_sha256,
+)
 
 log = logging.getLogger(__name__)
 
@@ -197,27 +204,23 @@ class TeacherDamagedError(DataError):
     """A stored teacher fails a check (see the module docstring); the message names the file and what is wrong."""
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _is_count(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    return is_int(value) and value >= 1
 
 
 # What teacher.json must hold: field -> (what it must be, the check). A pretrained teacher's cached record
 # holds the first two (its weights stay in torch's hub cache); a fitted teacher's, all.
 _FIELDS = {
-    "test_accuracy": ("a percentage, 0 to 100", lambda v: _is_number(v) and 0 <= v <= 100),
+    "test_accuracy": ("a percentage, 0 to 100", lambda v: is_number(v) and 0 <= v <= 100),
     "class_names": ("a list of class names", lambda v: isinstance(v, list) and bool(v) and
                     all(isinstance(name, str) for name in v)),
     "architecture": ("a mapping that names a model", lambda v: isinstance(v, dict) and isinstance(v.get("model"), str)),
     "in_channels": ("a positive integer", _is_count),
     "image_size": ("a positive integer", _is_count),
     "num_classes": ("a positive integer", _is_count),
-    "mean": ("a list of numbers", lambda v: isinstance(v, list) and bool(v) and all(map(_is_number, v))),
+    "mean": ("a list of numbers", lambda v: isinstance(v, list) and bool(v) and all(map(is_number, v))),
     "std": ("a list of positive numbers", lambda v: isinstance(v, list) and bool(v) and
-            all(_is_number(x) and x > 0 for x in v)),
+            all(is_number(x) and x > 0 for x in v)),
     _WEIGHTS_SHA256: ("a sha256 (64 hex digits)", lambda v: isinstance(v, str) and len(v) == 64),
 }
 _MEASURED_FIELDS = ("test_accuracy", "class_names")

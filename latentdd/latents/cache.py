@@ -35,7 +35,7 @@ import torch
 
 from latentdd.data.base import LabelledImages
 from latentdd.errors import DataError, LatentDDError
-from latentdd.io import atomic_write_json, checksum_path, file_sha256, stored_checksum, write_checksum
+from latentdd.io import atomic_write_json, checksum_path, file_sha256, is_int, list_of, stored_checksum, write_checksum
 from latentdd.latents.types import Latents
 from latentdd.progress import progress_bar
 
@@ -168,7 +168,13 @@ def _check_plan(out: Path, plan: dict) -> None:
     """Refuse to resume a cache that was started for another dataset, VAE or sharding."""
     existing = out / PLAN
     if existing.exists():
-        old = json.loads(existing.read_text())
+        try:
+            old = json.loads(existing.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            old = err
+        if not isinstance(old, dict):  # what the shards there were encoded from is unknown: they cannot be kept
+            raise DataError(f"{existing} is damaged ({str(old)[:200]}), so what the shards in {out} were encoded "
+                            f"from is unknown; delete {out} (or choose another output folder) and encode again")
         for key in ("dataset", "vae", "num_images", "shards"):
             if old.get(key) != plan.get(key):
                 raise DataError(
@@ -255,21 +261,62 @@ def write_manifest(out: Path | str, class_names: list[str]) -> dict:
 
 
 def read_manifest(out: Path | str) -> dict:
-    path = Path(out) / MANIFEST
+    """The manifest of the finished cache `out`, every field a reader uses checked (`_manifest_problem`).
+
+    DataError if `out` is not a finished latent cache; CacheDamagedError (saying how to repair it) if
+    the manifest of a cache is damaged: encoding again rewrites it from the plan and the shards.
+    """
+    out = Path(out)
+    path = out / MANIFEST
     if not path.exists():
-        hint = " (encoding was started but not finished: run it again to resume)" if (Path(out) / PLAN).exists() else ""
+        hint = " (encoding was started but not finished: run it again to resume)" if (out / PLAN).exists() else ""
         raise DataError(f"{path} does not exist: {out} is not a finished latent cache{hint}")
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        if (Path(out) / PLAN).exists():  # a cache whose manifest was damaged: encoding again rewrites it
-            raise CacheDamagedError(f"{path} cannot be read ({err}); {REPAIR_ADVICE}") from None
-        raise DataError(f"{path} cannot be read ({err}): {out} is not a latent cache latentdd wrote; "
-                        "make one with latentdd encode --out DIR") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME or \
-            not isinstance(manifest.get("format_version"), int) or manifest["format_version"] > FORMAT_VERSION:
-        raise DataError(f"{path} is not a latent cache this latentdd can read")
-    return manifest
+        problem = f"cannot be read ({err})"
+    else:
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+            raise DataError(f"{path} is not a latent cache this latentdd can read")
+        version = manifest.get("format_version")
+        if is_int(version) and version > FORMAT_VERSION:
+            raise DataError(f"{path} has format_version {version}; this latentdd reads versions up to "
+                            f"{FORMAT_VERSION}: upgrade latentdd")
+        problem = _manifest_problem(manifest)
+        if problem is None:
+            return manifest
+    if (out / PLAN).exists():  # a cache whose manifest was damaged: encoding again rewrites it
+        raise CacheDamagedError(f"{path} {problem}; {REPAIR_ADVICE}")
+    raise DataError(f"{path} {problem}: {out} is not a latent cache latentdd wrote; make one with "
+                    "latentdd encode --out DIR")
+
+
+def _manifest_problem(manifest: dict) -> str | None:
+    """What is wrong with a parsed manifest (as "has ..."), or None when every field holds what
+    `write_manifest` writes: the shards named in order and covering images 0..num_images."""
+    version, names, shape = manifest.get("format_version"), manifest.get("class_names"), manifest.get("latent_shape")
+    if not is_int(version) or version < 1:
+        return f"has format_version {version!r:.200}, not a positive integer"
+    if not list_of(names, lambda v: isinstance(v, str)) or not names:
+        return f"has class_names {names!r:.200}, not a non-empty list of names"
+    if not list_of(shape, is_int) or len(shape) != 3 or min(shape) < 1:
+        return f"has latent_shape {shape!r:.200}, not [c, h, w]"
+    for field in ("vae", "dataset"):
+        if not isinstance(manifest.get(field), dict):
+            return f"has {field} {manifest.get(field)!r:.200}, not a mapping"
+    shards, stop = manifest.get("shards"), 0
+    if not isinstance(shards, list):
+        return f"has shards {shards!r:.200}, not a list"
+    for index, shard in enumerate(shards):
+        if not isinstance(shard, dict) or shard.get("file") != shard_name(index) or shard.get("start") != stop or \
+                not is_int(shard["start"]) or not is_int(shard.get("stop")) or shard["stop"] <= stop or \
+                not isinstance(shard.get("sha256"), str):
+            return (f"has the shard entry {shard!r:.200}; entry {index} must be {{file: {shard_name(index)}, "
+                    f"start: {stop}, stop: (larger), sha256}}")
+        stop = shard["stop"]
+    if manifest.get("num_images") != stop or not is_int(manifest["num_images"]):
+        return f"has num_images {manifest.get('num_images')!r:.200}, but its shards hold {stop} images"
+    return None
 
 
 def check_vae(out: Path, manifest: dict, expect_vae: dict | None) -> None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import math
 import os
 import shutil
@@ -41,7 +40,7 @@ import torch.nn.functional as F
 
 from latentdd.cachekey import content_key, tensor_sha256
 from latentdd.errors import DataError, LatentDDError
-from latentdd.io import atomic_write_bytes, atomic_write_json
+from latentdd.io import atomic_write_bytes, atomic_write_json, read_json_fields
 from latentdd.latents.types import Latents
 from latentdd.progress import progress_bar
 from latentdd.state import StateRejected, check_count, load_optimizer, restore, save_state
@@ -228,10 +227,10 @@ def load_prior(directory: Path | str, *, device: str | torch.device = "cpu"):
     from diffusers import DDPMScheduler, UNet2DModel
 
     directory = Path(directory)
-    try:
-        meta = json.loads((directory / PRIOR_META_FILE).read_text())
-    except (OSError, ValueError) as err:
-        raise LatentDDError(f"{directory} is not a fitted prior: cannot read {PRIOR_META_FILE}: {err}") from err
+    meta = read_json_fields(directory / PRIOR_META_FILE, {"report": dict})
+    if meta is None:
+        raise LatentDDError(f"{directory} is not a fitted prior latentdd can read: its {PRIOR_META_FILE} is missing or "
+                            "damaged (it must hold the fit's report); delete the directory to fit it again")
     try:
         unet = UNet2DModel.from_pretrained(directory, subfolder="unet", local_files_only=True, use_safetensors=True)
         scheduler = DDPMScheduler.from_pretrained(directory, subfolder="scheduler", local_files_only=True)

@@ -12,7 +12,6 @@ Training checkpoints to `cache_dir/.partial-<hash>/` and resumes from there.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import shutil
@@ -28,7 +27,7 @@ import torch.nn.functional as F
 from latentdd.cachekey import content_key, split_sha256
 from latentdd.data.base import LabelledImages
 from latentdd.errors import DataError, LatentDDError
-from latentdd.io import atomic_write_json
+from latentdd.io import atomic_write_json, read_json_fields
 from latentdd.progress import progress_bar
 from latentdd.state import check_count, load_optimizer, restore, save_state
 from latentdd.vae.base import VAEInputAdapter
@@ -142,7 +141,7 @@ def fit_vae(
     final = cache_dir / key[:16]
     if (final / FIT_META_FILE).is_file():
         vae = load_fitted(final).to(device)
-        return vae, {**json.loads((final / FIT_META_FILE).read_text())["report"], "cached": True}
+        return vae, {**_read_meta(final, report=True)["report"], "cached": True}
 
     image_shape = tuple(data["image_shape"])
     adapter = VAEInputAdapter(image_shape, config.image_size, image_shape[0], config.resize)
@@ -203,10 +202,7 @@ def fit_vae(
 def load_fitted(directory: Path | str, *, input_size: int | None = None) -> DiffusersKL:
     """The fitted VAE saved in `directory` (a fit_vae cache entry), named "fit:<hash>"."""
     directory = Path(directory)
-    try:
-        meta = json.loads((directory / FIT_META_FILE).read_text())
-    except (OSError, ValueError) as err:
-        raise LatentDDError(f"{directory} is not a fitted VAE: cannot read {FIT_META_FILE}: {err}") from err
+    meta = _read_meta(directory)
     try:
         return DiffusersKL.from_pretrained(
             str(directory),
@@ -219,6 +215,17 @@ def load_fitted(directory: Path | str, *, input_size: int | None = None) -> Diff
         raise LatentDDError(
             f"cannot load the fitted VAE in {directory}: {err}; delete the directory to fit it again"
         ) from err
+
+
+def _read_meta(directory: Path, *, report: bool = False) -> dict:
+    """The FIT_META_FILE of a fit_vae cache entry, with the fields a load reads (and the report, if asked);
+    LatentDDError if it is missing or damaged."""
+    fields = {"name": str, "input.image_size": int, "input.resize": str} | ({"report": dict} if report else {})
+    meta = read_json_fields(directory / FIT_META_FILE, fields)
+    if meta is None:
+        raise LatentDDError(f"{directory} is not a fitted VAE latentdd can read: its {FIT_META_FILE} is missing or "
+                            f"damaged (it must hold {', '.join(fields)}); delete the directory to fit it again")
+    return meta
 
 
 def data_identity(data: LabelledImages) -> dict:
