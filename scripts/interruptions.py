@@ -8,9 +8,9 @@ both arms are compared file by file, by sha256. JSON records that hold wall-cloc
 reports, the VAE's fit record) are compared without their timing fields (keys named *seconds*,
 *per_second*, *_at, "created") and those that say where a piece came from ("resumed_from",
 "reused_trainings", *_cached: arm A trains the network bank that arm B then finds in the shared cache):
-they differ between any two runs, interrupted or not; so does the "wall time" line of a results table.
-Every artifact (weights, latents, shards,
-images, manifests) is compared byte for byte.
+they differ between any two runs, interrupted or not; so do a report's "content_sha256" (a digest over those
+timings), the arm's own folder in the paths a record names, and the "wall time" line of a results table.
+Every artifact (weights, latents, shards, images, manifests) is compared byte for byte.
 
     taskset -c 0 python scripts/interruptions.py --work /tmp/interruptions --out results/reliability
 
@@ -35,7 +35,7 @@ LATENTDD = [sys.executable, "-m", "latentdd"]
 BASE = """dataset: {name: digits}
 latent: {vae: fit, fit: {max_steps: 30}}
 """
-_TIMING = re.compile(r"seconds|per_second|_at$|^created$|^resumed_from$|^reused_trainings$|_cached$")
+_TIMING = re.compile(r"seconds|per_second|_at$|^created$|^resumed_from$|^reused_trainings$|_cached$|^content_sha256$")
 
 
 def case_table(shared: Path) -> dict[str, dict]:
@@ -122,8 +122,8 @@ def digests(arm: Path, globs: list[str]) -> dict[str, str]:
             if not path.is_file() or ".partial-" in str(path):
                 continue
             data = path.read_bytes()
-            if path.suffix == ".json":
-                data = json.dumps(_strip(json.loads(data)), sort_keys=True).encode()
+            if path.suffix == ".json":  # the arm's folder in a path is not a difference
+                data = json.dumps(_strip(json.loads(data.replace(str(arm).encode(), b"<arm>"))), sort_keys=True).encode()
             elif path.suffix == ".md":  # a results table ends with the invocation's wall time
                 data = b"\n".join(line for line in data.splitlines() if not line.startswith(b"wall time"))
             out[str(path.relative_to(arm))] = hashlib.sha256(data).hexdigest()

@@ -20,7 +20,16 @@ from latentdd.state import read_state, save_state
 
 TINY = {"iterations": 4, "width": 8, "batch_real": 8, "checkpoint_every": 1, "embedding": "latent"}
 
-pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """torch on one thread for the whole module, the module-scoped fits included: a fit compared bit for bit with
+    another must run on as many threads as it (the reductions' order depends on the thread count)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _warnings(caplog) -> str:
