@@ -18,11 +18,15 @@ folder, and `latentdd.run(config)` is `latentdd run --config`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from latentdd.config import DataConfig, build, check_sections, load_yaml
 from latentdd.data.base import SyntheticImages
 from latentdd.latents.types import SyntheticLatents
 from latentdd.presets import DEFAULT
+
+if TYPE_CHECKING:
+    from latentdd.pipelines.tables import Row
 
 
 def encode(data: DataConfig, space=None, *, latents_dir: str | Path | None = None, progress: bool = False):
@@ -94,9 +98,10 @@ def evaluate(images: SyntheticImages | str | Path, data, *, protocol: str = "dsa
                               progress=progress, teacher=labeller)
 
 
-def run(config: str | Path | dict, out: str | Path | None = None, *, progress: bool = True) -> list[dict]:
+def run(config: str | Path | dict, out: str | Path | None = None, *, progress: bool = True) -> list[Row]:
     """The main job, as `latentdd run --config CONFIG --out OUT`: a YAML file's path or its mapping ->
-    the table's rows (also written to OUT/results.md and results.json)."""
+    the table's rows (`latentdd.pipelines.tables.Row`; also written to OUT/results.md, and to results.json as
+    `Row.to_json()`)."""
     from latentdd.cli import SECTIONS, _run_setup, _teacher_config, make_parser
     from latentdd.pipelines.run import run as run_job
 

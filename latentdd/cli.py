@@ -619,7 +619,7 @@ def _names(value: str, flag: str, example: str) -> list[str]:
 
 def _run_setup(args, raw, *, run_defaults: dict, out_default: str):
     """The shared inputs of `run` and `compare` -> (data, space, decoder, evaluator, RunConfig, out)."""
-    from latentdd.pipelines.run import RunConfig
+    from latentdd.pipelines.run_config import RunConfig
 
     data = _data_config(args, raw)
     space = _latent_config(args, raw)
@@ -816,7 +816,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     from latentdd.pipelines.calibrate import CalibrateConfig
     from latentdd.pipelines.cross_arch import STUDENT_PRESETS
-    from latentdd.pipelines.run import RunConfig
+    from latentdd.pipelines.run_config import RunConfig
 
     run_defaults = {"methods": RunConfig().methods, "ipcs": RunConfig().ipcs}
     for command, about, defaults, out, func in (

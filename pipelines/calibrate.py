@@ -2,9 +2,10 @@
 
 Reproduces numbers nobody here produced (the published random-real baselines and the
 full-data accuracy) so that every later figure is read on a checked scale. Each
-(protocol, IPC) report is saved as it finishes, under a `cachekey.content_key` of its
-resolved evaluator settings, IPC, seed and the train and test splits' content; re-running
-skips the finished ones whose key still matches and redoes the others.
+(protocol, IPC) report, and each of its runs, is saved as it finishes, under a
+`cachekey.content_key` of its resolved evaluator settings, IPC, seed and the train and test
+splits' content, in `latentdd run`'s report store (`latentdd.pipelines.reports`: with its content
+hash); re-running skips the finished ones whose key still matches and redoes the others.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from latentdd.io import atomic_write_json, atomic_write_text, claim_folder
 from latentdd.published import published
 from latentdd.record import dataset_record, protocol_record
 from latentdd.pipelines.baseline import random_real
+from latentdd.pipelines.reports import StoredReport
 
 
 @dataclass
@@ -85,15 +87,15 @@ def run_calibration(data: DataConfig, config: CalibrateConfig, out: Path, *, pro
             # the teacher enters the data key of the soft runs only: the keys of the hard-label runs stay
             run_key = data_key if labeller is None else content_key("calibrate-data-teacher", data=data_key,
                                                                     teacher=labeller.record["key"])
-            key = content_key("calibrate-random", evaluator=eval_cfg.identity(), ipc=ipc, seed=config.seed, data=run_key)
-            report = _reusable(path, key)
+            stored = StoredReport(path, "calibrate-random", {"evaluator": eval_cfg.identity(), "ipc": ipc,
+                                                             "seed": config.seed, "data": run_key})
+            report = stored.reusable()
             if report is None:
                 dataset = dataset_record(data, train, test)
                 result = _random_real_runs(train, test, ipc, eval_cfg, config.seed, mean, std, flip, dataset,
                                            path, run_key, progress, teacher=labeller)
                 result.record["stage_seconds"]["load_data"] = load_seconds
-                report = result.to_dict() | {"key": key}
-                atomic_write_json(path, report)
+                report = stored.write(result.to_dict())
             rows.append({"method": "random", "protocol": protocol, "ipc": ipc, "mean": report["mean"],
                          "std": report["std"], "n": len(report["accuracies"]),
                          "seconds": sum(report["train_seconds"]), "published": published(data.name, "random", ipc)}
@@ -106,37 +108,28 @@ def run_calibration(data: DataConfig, config: CalibrateConfig, out: Path, *, pro
     return rows
 
 
-def _reusable(path: Path, key: str) -> dict | None:
-    """The report saved at `path` if it was made under `key` (the same data and settings), else None."""
-    try:
-        report = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return report if isinstance(report, dict) and report.get("key") == key else None
-
-
 def _random_real_runs(train, test, ipc, eval_cfg: EvalConfig, seed, mean, std, flip, dataset: dict, path: Path,
                       data_key: str, progress: bool, teacher=None) -> EvalReport:
     """Run i draws its own random subset (seed + i) and trains its own network (seed + i).
 
     The published random-real std (DC) spans different random selections, not only
-    different initialisations, so each run re-draws the subset. Finished runs are kept
-    in `<path>.run<i>.json` under their own key, so an interrupted IPC-50 calibration
-    resumes mid-way, and more runs (a larger num_eval) reuse the earlier ones.
+    different initialisations, so each run re-draws the subset. Each run is kept as it
+    finishes, the report of its one training (`<path>.run<i>.json`, under its own key), so an
+    interrupted IPC-50 calibration resumes mid-way, and more runs (a larger num_eval) reuse the
+    earlier ones.
     """
     runs = []
     for i in range(eval_cfg.num_eval):
-        run_path = path.with_suffix(f".run{i}.json")
         cfg = dataclasses.replace(eval_cfg, num_eval=1, seed=seed + i)
-        key = content_key("calibrate-random-run", evaluator=cfg.identity(), ipc=ipc, subset_seed=seed + i, data=data_key)
-        run = _reusable(run_path, key)
+        stored = StoredReport(path.with_suffix(f".run{i}.json"), "calibrate-random-run",
+                              {"evaluator": cfg.identity(), "ipc": ipc, "subset_seed": seed + i, "data": data_key})
+        run = stored.reusable()
         if run is None:
             subset = random_real(train, ipc, seed + i)
             record = protocol_record(dataset=dataset, method=subset.meta["method"], ipc=ipc, evaluator={},
                                      num_eval=1, seeds=[])
-            run = evaluate_synthetic(subset, test, cfg, mean=mean, std=std, flip=flip, record=record,
-                                     progress=progress, teacher=teacher).to_dict() | {"key": key}
-            atomic_write_json(run_path, run)
+            run = stored.write(evaluate_synthetic(subset, test, cfg, mean=mean, std=std, flip=flip, record=record,
+                                                  progress=progress, teacher=teacher).to_dict())
         runs.append(run)
     record = runs[0]["record"]
     record["method"] = {"name": "random", "ipc": ipc, "subset_seeds": [seed + i for i in range(len(runs))],
@@ -159,8 +152,8 @@ def _full_data(train, test, mean, std, data: DataConfig, config: CalibrateConfig
     path = out / "reports" / f"full_data_{config.full_data_epochs}ep.json"
     eval_cfg = EvalConfig(**(config.evaluator | {"epochs": config.full_data_epochs, "dsa": False, "num_eval": 1,
                                                   "seed": config.seed}))
-    key = content_key("calibrate-full", evaluator=eval_cfg.identity(), data=data_key)
-    report = _reusable(path, key)
+    stored = StoredReport(path, "calibrate-full", {"evaluator": eval_cfg.identity(), "data": data_key})
+    report = stored.reusable()
     if report is None:
         t0 = time.perf_counter()
         images, labels = train.load(torch.arange(len(train))), train.labels
@@ -175,11 +168,23 @@ def _full_data(train, test, mean, std, data: DataConfig, config: CalibrateConfig
                                               compile_status=status),
             num_eval=1, seeds=[config.seed], stage_seconds={"train": seconds},
         )
-        report = EvalReport([acc], [config.seed], [seconds], seconds, record).to_dict() | {"key": key}
-        atomic_write_json(path, report)
+        report = stored.write(EvalReport([acc], [config.seed], [seconds], seconds, record).to_dict())
     return {"method": "full", "protocol": f"{config.full_data_epochs} epochs, no aug", "ipc": 0,
             "mean": report["mean"], "std": report["std"], "n": 1, "seconds": report["wall_seconds"],
             "published": published(data.name, "full", 0)}
+
+
+def full_data_accuracy(calibration: str, dataset: str) -> float:
+    """The full-data accuracy (%) a `latentdd calibrate` folder measured (reports/full_data_<E>ep.json)."""
+    reports = sorted(Path(calibration).expanduser().glob("reports/full_data_*ep.json"))
+    if len(reports) != 1:
+        raise DataError(f"run.calibration {calibration}: expected one reports/full_data_<E>ep.json (from `latentdd "
+                        f"calibrate` with full_data_epochs > 0), found {len(reports)}")
+    report = json.loads(reports[0].read_text())
+    name = report.get("record", {}).get("dataset", {}).get("name")
+    if name != dataset:
+        raise DataError(f"run.calibration {calibration} calibrated {name!r}, not {dataset!r}")
+    return float(report["mean"])
 
 
 def results_markdown(rows: list[dict], dataset: str) -> str:

@@ -25,7 +25,6 @@ import dataclasses
 import json
 import re
 import typing
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,9 +32,11 @@ import numpy as np
 
 from latentdd.config import check_key, check_mapping, coerce, plain
 from latentdd.errors import DataError
-from latentdd.evaluate.scores import ior
+from latentdd.evaluate.scores import relative_scores
 from latentdd.evaluate.trainer import EvalConfig
 from latentdd.io import atomic_write_json, atomic_write_text
+from latentdd.pipelines.evaluation import EvaluatedSet, Evaluator
+from latentdd.pipelines.tables import Row, subsets_text
 
 # Named students for `--students a,b` and YAML strings: each is a mapping of evaluator overrides.
 STUDENT_PRESETS: dict[str, dict] = {
@@ -127,39 +128,31 @@ def resolve_students(entries: list, evaluator: EvalConfig) -> list[ResolvedStude
 
 
 @dataclass(frozen=True)
-class EvaluatedSet:
-    """A set the run evaluated, as it evaluates it again under each student.
+class Cell:
+    """A set's row on one student."""
 
-    label: the row's base label (the run's `evaluate` adds " + weights"); factor: the set's own
-    factorization (a factorized distiller's), None for the student's; subset_of: a random-real
-    subset's baseline name (None for a distilled set).
-    """
+    student: str
+    row: Row
 
-    images: Path
-    label: str
-    ipc: int
-    use_weights: bool
-    factor: int | None = None
-    subset_of: str | None = None
+    def to_json(self) -> dict:
+        """As cross_arch.json's `cells` hold it: the row's measurement, its student and subset_of."""
+        return self.row.measured() | {"student": self.student, "subset_of": self.row.subset_of}
 
 
-def evaluate_students(sets: list[EvaluatedSet], students: list[ResolvedStudent], evaluate: Callable[..., dict],
-                      evaluator: EvalConfig, reports: Path) -> list[dict]:
-    """A cell (the run's row dict plus `student`, `subset_of`) per (student, set); `evaluate` is the run's
-    evaluate-or-reuse, called with each student's settings and reports folder."""
-    cells: list[dict] = []
+def evaluate_students(sets: list[EvaluatedSet], students: list[ResolvedStudent], evaluate: Evaluator,
+                      reports: Path) -> list[Cell]:
+    """A cell per (student, set): the run's evaluate-or-reuse with each student's settings and reports folder."""
+    cells: list[Cell] = []
     for student in students:
-        folder = reports if student.config == evaluator else reports / f"student-{student.label}"
+        folder = reports if student.config == evaluate.settings else reports / f"student-{student.label}"
         for s in sets:
-            row = evaluate(s.images, s.label, s.ipc, use_weights=s.use_weights, factor=s.factor,
-                           evaluator=student.config, reports=folder)
-            cell = row | {"student": student.label, "subset_of": s.subset_of}
+            cell = Cell(student.label, evaluate(s, student.config, folder))
             if cell not in cells:  # an unweighted set gives the same cell under both weight modes
                 cells.append(cell)
     return cells
 
 
-def cross_arch_table(cells: list[dict], students: list[ResolvedStudent]) -> dict:
+def cross_arch_table(cells: list[Cell], students: list[ResolvedStudent]) -> dict:
     """The table as JSON: the students, and a row per (set, IPC), random real's (over its subsets) last per IPC.
 
     A row's `cells[student]`: mean, std, n, report and `ior` (vs the mean of the random-real subsets of
@@ -167,29 +160,29 @@ def cross_arch_table(cells: list[dict], students: list[ResolvedStudent]) -> dict
     spread over trainings) and the subsets' reports.
     """
     rows = []
-    for ipc in dict.fromkeys(c["ipc"] for c in cells):
-        at = [c for c in cells if c["ipc"] == ipc]
-        random = {s.label: [c for c in at if c["subset_of"] and c["student"] == s.label] for s in students}
-        for method in dict.fromkeys(c["method"] for c in at if not c["subset_of"]):
-            row = {"set": method, "ipc": ipc, "cells": {}}
-            for c in (c for c in at if c["method"] == method and not c["subset_of"]):
-                subsets = [[r["mean"]] for r in random[c["student"]]]
-                row["cells"][c["student"]] = {k: c[k] for k in ("mean", "std", "n", "report")} | {
-                    "ior": ior([c["mean"]], subsets) if subsets else None}
+    for ipc in dict.fromkeys(c.row.ipc for c in cells):
+        at = [c for c in cells if c.row.ipc == ipc]
+        random = {s.label: [c.row for c in at if c.row.subset_of and c.student == s.label] for s in students}
+        for name in dict.fromkeys(c.row.name for c in at if not c.row.subset_of):
+            row = {"set": name, "ipc": ipc, "cells": {}}
+            for c in (c for c in at if c.row.name == name and not c.row.subset_of):
+                subsets = [[r.mean] for r in random[c.student]]
+                row["cells"][c.student] = {"mean": c.row.mean, "std": c.row.std, "n": c.row.n,
+                                           "report": c.row.report, "ior": relative_scores([c.row.mean], subsets).ior}
             rows.append(row)
-        for base in dict.fromkeys(c["subset_of"] for c in at if c["subset_of"]):
+        for base in dict.fromkeys(c.row.subset_of for c in at if c.row.subset_of):
             row = {"set": base, "ipc": ipc, "cells": {}, "subsets": True}
             for label, subsets in random.items():
-                subsets = [r for r in subsets if r["subset_of"] == base]
+                subsets = [r for r in subsets if r.subset_of == base]
                 if not subsets:
                     continue
-                means = [r["mean"] for r in subsets]
+                means = [r.mean for r in subsets]
                 row["cells"][label] = {"mean": float(np.mean(means)), "std": float(np.std(means)),
-                                       "n": len(subsets), "training_std": float(np.mean([r["std"] for r in subsets])),
-                                       "reports": [r["report"] for r in subsets]}
+                                       "n": len(subsets), "training_std": float(np.mean([r.std for r in subsets])),
+                                       "reports": [r.report for r in subsets]}
             rows.append(row)
     return {"students": [{"label": s.label, "settings": plain(s.config)} for s in students], "rows": rows,
-            "cells": cells}
+            "cells": [c.to_json() for c in cells]}
 
 
 def _student_text(student: ResolvedStudent, table: dict) -> str:
@@ -240,16 +233,12 @@ def cross_arch_markdown(table: dict, students: list[ResolvedStudent], dataset: s
     return "\n".join(lines) + "\n"
 
 
-def write_cross_arch(sets: list[EvaluatedSet], students: list[ResolvedStudent], evaluate: Callable[..., dict], *,
-                     evaluator: EvalConfig, out: Path, dataset: str, eval_split: str) -> dict:
+def write_cross_arch(sets: list[EvaluatedSet], students: list[ResolvedStudent], evaluate: Evaluator, *, out: Path,
+                     dataset: str, eval_split: str) -> dict:
     """Evaluate every set under every student (or reuse the reports) and write cross_arch.md / .json."""
-    cells = evaluate_students(sets, students, evaluate, evaluator, out / "reports")
+    cells = evaluate_students(sets, students, evaluate, out / "reports")
     table = cross_arch_table(cells, students)
     atomic_write_json(out / "cross_arch.json", table)
-    atomic_write_text(out / "cross_arch.md", cross_arch_markdown(table, students, dataset, evaluator, eval_split))
+    atomic_write_text(out / "cross_arch.md", cross_arch_markdown(table, students, dataset, evaluate.settings,
+                                                                 eval_split))
     return table
-
-
-def subsets_text(n: int) -> str:
-    """"1 subset", "5 subsets": how many random-real subsets a row is over."""
-    return f"{n} subset" if n == 1 else f"{n} subsets"

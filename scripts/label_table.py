@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from latentdd.evaluate.scores import hlr, ior, lrs  # noqa: E402
-from latentdd.pipelines.run import _full_data_accuracy  # noqa: E402
+from latentdd.pipelines.calibrate import full_data_accuracy  # noqa: E402
 
 
 def load(folders: list[Path]) -> tuple[dict, dict]:
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="also write the table here")
     args = p.parse_args(argv)
 
-    full = _full_data_accuracy(args.calibration, args.dataset)
+    full = full_data_accuracy(args.calibration, args.dataset)
     hard_sets, hard_random = load(args.hard)
     soft_sets, soft_random = load(args.soft)
     protocols = [report(next(iter(s.values())))["record"]["evaluator"]["protocol"] for s in (hard_sets, soft_sets)]

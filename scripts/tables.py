@@ -747,7 +747,7 @@ CONFIG_SECTIONS = (
     ("teacher", "latentdd.evaluate.teacher", "TeacherConfig"),
     ("distill", "latentdd.config", "DistillConfig"),
     ("baseline", "latentdd.config", "BaselineConfig"),
-    ("run", "latentdd.pipelines.run", "RunConfig"),
+    ("run", "latentdd.pipelines.run_config", "RunConfig"),
     ("calibrate", "latentdd.pipelines.calibrate", "CalibrateConfig"),
 )
 

@@ -15,7 +15,7 @@ from latentdd.evaluate import EvalConfig
 from latentdd.evaluate.teacher import TeacherConfig
 from latentdd.pipelines.calibrate import CalibrateConfig
 from latentdd.pipelines.distill import DecoderConfig, LatentSpaceConfig
-from latentdd.pipelines.run import RunConfig
+from latentdd.pipelines.run_config import RunConfig
 
 
 def test_numbers_in_any_notation_and_bool_strings_are_coerced():

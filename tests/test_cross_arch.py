@@ -24,11 +24,11 @@ def common(tmp_path):
 
 
 def _counting(monkeypatch) -> list:
-    from latentdd.pipelines import run as run_module
+    from latentdd.pipelines import evaluation
 
     calls = []
-    real = run_module.evaluate_synthetic
-    monkeypatch.setattr(run_module, "evaluate_synthetic", lambda *a, **k: calls.append(k.get("record")) or real(*a, **k))
+    real = evaluation.evaluate_synthetic
+    monkeypatch.setattr(evaluation, "evaluate_synthetic", lambda *a, **k: calls.append(k.get("record")) or real(*a, **k))
     return calls
 
 
@@ -47,11 +47,11 @@ def test_a_student_is_the_evaluator_with_its_overrides():
 
 
 def test_ior_is_against_random_real_on_the_same_student_and_ipc():
-    from latentdd.pipelines.cross_arch import ResolvedStudent, cross_arch_table
+    from latentdd.pipelines.cross_arch import Cell, ResolvedStudent, cross_arch_table
+    from latentdd.pipelines.tables import Row
 
     def cell(student, method, ipc, mean, subset_of=None):
-        return {"student": student, "method": method, "ipc": ipc, "mean": mean, "std": 1.0, "n": 3,
-                "report": f"{student}/{method}", "subset_of": subset_of}
+        return Cell(student, Row(method, method, ipc, mean, 1.0, 3, f"{student}/{method}", subset_of=subset_of))
 
     real = "random-real (pixels)"
     cells = [cell("a", "dm", 10, 80.0), cell("b", "dm", 10, 70.0), cell("a", "dm", 1, 50.0),
@@ -106,9 +106,10 @@ def test_cross_arch_table_has_a_cell_per_set_and_student_and_a_rerun_reuses_them
 
     before = {name: (out / name).read_text() for name in ("cross_arch.json", "cross_arch.md")}
     monkeypatch.undo()
+    from latentdd.pipelines import evaluation
     from latentdd.pipelines import run as run_module
 
-    monkeypatch.setattr(run_module, "evaluate_synthetic", lambda *a, **k: pytest.fail("evaluated again"))
+    monkeypatch.setattr(evaluation, "evaluate_synthetic", lambda *a, **k: pytest.fail("evaluated again"))
     monkeypatch.setattr(run_module, "distill_to_folder", lambda *a, **k: pytest.fail("distilled again"))
     assert main(args) == 0
     assert {name: (out / name).read_text() for name in before} == before

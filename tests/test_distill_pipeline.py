@@ -118,12 +118,13 @@ def test_run_main_job_tabulates_and_resumes(tmp_path, common, monkeypatch):
                 "| random-real (pixels), 5 subsets | 2 |"):
         assert row in table
     assert len(list((out / "reports").glob("*.json"))) == 2 + 5  # kmeans, random, 5 random-real subsets
+    from latentdd.pipelines import evaluation
     from latentdd.pipelines import run as run_module
 
     def fail(*a, **k):
         raise AssertionError("a finished stage ran again")
 
-    monkeypatch.setattr(run_module, "evaluate_synthetic", fail)
+    monkeypatch.setattr(evaluation, "evaluate_synthetic", fail)
     monkeypatch.setattr(run_module, "distill_to_folder", fail)
     assert main(args) == 0
     assert (out / "results.md").read_text().splitlines()[:-1] == table.splitlines()[:-1]
@@ -222,7 +223,7 @@ def test_trainings_run_in_parallel_processes_assemble_into_one_report(tmp_path, 
         assert not list(part.glob("random-real*"))
     monkeypatch.setattr(trainer, "train_model", lambda *a, **k: pytest.fail("a finished training ran again"))
     whole = tmp_path / "whole"
-    with caplog.at_level(logging.INFO, logger="latentdd.pipelines.run"):
+    with caplog.at_level(logging.INFO, logger="latentdd.pipelines.evaluation"):
         assert main([*base, "--num-eval", "3", "--no-random-real", "--reports-from", ",".join(map(str, parts)),
                      "--out", str(whole)]) == 0
     report = json.loads((whole / "reports" / "random_ipc1.json").read_text())
@@ -359,6 +360,7 @@ def test_an_interrupted_evaluation_resumes_at_its_next_training(tmp_path, common
 
 
 def test_run_method_variants_weight_rows_and_stale_stages(tmp_path, common, monkeypatch):
+    from latentdd.pipelines import evaluation
     from latentdd.pipelines import run as run_module
 
     config = tmp_path / "table.yaml"
@@ -377,8 +379,8 @@ def test_run_method_variants_weight_rows_and_stale_stages(tmp_path, common, monk
     assert medoid["params"]["medoid"] is True and "medoid_indices" in medoid["extras"]
 
     calls = []
-    real_evaluate = run_module.evaluate_synthetic
-    monkeypatch.setattr(run_module, "evaluate_synthetic", lambda *a, **k: calls.append(1) or real_evaluate(*a, **k))
+    real_evaluate = evaluation.evaluate_synthetic
+    monkeypatch.setattr(evaluation, "evaluate_synthetic", lambda *a, **k: calls.append(1) or real_evaluate(*a, **k))
     # A changed evaluator re-evaluates every set (4 reports) but distils nothing again.
     monkeypatch.setattr(run_module, "distill_to_folder", lambda *a, **k: pytest.fail("distilled again"))
     assert main([*args, "--epochs", "1"]) == 0
@@ -461,9 +463,10 @@ def test_compare_writes_table_csv_plot_grids_and_resumes(tmp_path, common, monke
     from PIL import Image
 
     assert Image.open(out / "grid_kmeans.png").size == (10 * 9 + 1, 10 * 9 + 1)  # 10 classes x 10 slots of 8 px
+    from latentdd.pipelines import evaluation
     from latentdd.pipelines import run as run_module
 
-    monkeypatch.setattr(run_module, "evaluate_synthetic", lambda *a, **k: pytest.fail("evaluated again"))
+    monkeypatch.setattr(evaluation, "evaluate_synthetic", lambda *a, **k: pytest.fail("evaluated again"))
     monkeypatch.setattr(run_module, "distill_to_folder", lambda *a, **k: pytest.fail("distilled again"))
     assert main(args) == 0
 

@@ -21,6 +21,7 @@ from latentdd.prior import fit as prior_fit
 from latentdd.progress import PlainProgress, progress_bar
 from latentdd.published import PROTOCOL, PUBLISHED, published
 from latentdd.pipelines.compare import _with_costs, comparison_markdown
+from latentdd.pipelines.tables import Row
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -114,14 +115,15 @@ def test_prior_ema_is_diffusers_ema_model_with_a_constant_capped_decay():
 def test_compare_table_labels_each_published_figure_with_its_protocol(tmp_path):
     report = tmp_path / "report.json"
     report.write_text(json.dumps({"wall_seconds": 5.0, "record": {"stage_seconds": {"distill": 1.0}}}))
-    rows = [_with_costs({"method": method, "ipc": 10, "mean": 77.2, "std": 0.2, "n": 3, "report": str(report)},
-                        "fashion_mnist") for method in ("random-real (pixels)", "herding", "bacon", "kmeans")]
+    rows = [_with_costs(Row(method, label, 10, 77.2, 0.2, 3, str(report)), "fashion_mnist")
+            for method, label in (("random", "random-real (pixels)"), ("herding", "herding"), ("bacon", "bacon"),
+                                  ("kmeans", "kmeans"))]
     table = comparison_markdown(rows, "fashion_mnist", EvalConfig())
     assert "| random-real (pixels) | 10 | 77.20 ± 0.20 (n=3) | 73.8 (DC protocol: 300 ep, no aug) |" in table
     assert "| herding | 10 | 77.20 ± 0.20 (n=3) | 71.1 (DC protocol: 300 ep, no aug) |" in table
     assert "| bacon | 10 | 77.20 ± 0.20 (n=3) | 84.23 (IDM/BACON protocol: 1000 ep, DSA aug, factorized --aug" in table
     assert "| kmeans | 10 | 77.20 ± 0.20 (n=3) |  |" in table
-    assert [r["published_protocol"] for r in rows][::3] == ["DC protocol: 300 ep, no aug", None]
+    assert [r.csv()["published_protocol"] for r in rows][::3] == ["DC protocol: 300 ep, no aug", None]
 
 
 def test_published_figures_carry_their_protocol():

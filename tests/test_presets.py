@@ -79,7 +79,8 @@ def test_the_default_presets_reproduce_the_requests_of_the_committed_sets(monkey
 
     from latentdd.distill import matching
     from latentdd.config import build
-    from latentdd.pipelines.run import RunConfig, _distill_request, _with_defaults
+    from latentdd.pipelines.run import _distill_request, _with_defaults
+    from latentdd.pipelines.run_config import RunConfig
 
     monkeypatch.setattr(matching, "native_bfloat16", lambda device: True)
     root = Path(__file__).resolve().parents[1] / "results" / "matching_fashion_mnist"

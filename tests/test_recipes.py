@@ -29,7 +29,7 @@ from latentdd.config import BaselineConfig, DataConfig, DistillConfig, build, ch
 from latentdd.distill import make_distiller
 from latentdd.pipelines.calibrate import CalibrateConfig
 from latentdd.pipelines.cross_arch import resolve_students
-from latentdd.pipelines.run import RunConfig
+from latentdd.pipelines.run_config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_CONFIGS = 12  # configs/ holds the recipes a user starts from; experiments keep theirs in results/

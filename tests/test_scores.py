@@ -52,27 +52,26 @@ def test_missing_inputs_are_refused():
 def test_a_run_s_rows_get_ior_against_its_random_subsets_and_hlr_lrs_from_a_calibration(tmp_path):
     import json
 
-    from latentdd.pipelines.run import _add_relative_scores, _full_data_accuracy, results_markdown
+    from latentdd.pipelines.calibrate import full_data_accuracy
+    from latentdd.pipelines.tables import Row, results_markdown, with_relative_scores
 
-    rows = [{"method": "kmeans + weights", "ipc": 10, "mean": 80.0, "std": 0.0, "n": 1, "quantization_error": None},
-            {"method": "random-real (pixels) s0", "ipc": 10, "mean": 70.0, "std": 0.0, "n": 1,
-             "quantization_error": None, "subset_of": "random-real (pixels)"},
-            {"method": "random-real (pixels) s1", "ipc": 10, "mean": 74.0, "std": 0.0, "n": 1,
-             "quantization_error": None, "subset_of": "random-real (pixels)"},
-            {"method": "random-real (pixels), 2 subsets", "ipc": 10, "mean": 72.0, "std": 2.0, "n": 2,
-             "training_std": 0.0, "quantization_error": None, "subsets": ["a", "b"]},
-            {"method": "kmeans + weights", "ipc": 1, "mean": 50.0, "std": 0.0, "n": 1, "quantization_error": None}]
+    real = "random-real (pixels)"
+    rows = [Row("kmeans", "kmeans", 10, 80.0, 0.0, 1, None, weighted=True),
+            Row("random", f"{real} s0", 10, 70.0, 0.0, 1, None, subset_of=real),
+            Row("random", f"{real} s1", 10, 74.0, 0.0, 1, None, subset_of=real),
+            Row("random", f"{real}, 2 subsets", 10, 72.0, 2.0, 2, None, training_std=0.0, subsets=("a", "b")),
+            Row("kmeans", "kmeans", 1, 50.0, 0.0, 1, None, weighted=True)]
     reports = tmp_path / "cal" / "reports"
     reports.mkdir(parents=True)
     (reports / "full_data_10ep.json").write_text(json.dumps({"mean": 90.0, "record": {"dataset": {"name": "digits"}}}))
-    full = _full_data_accuracy(str(tmp_path / "cal"), "digits")
-    _add_relative_scores(rows, full)
-    assert rows[0]["ior"] == pytest.approx(8.0) and rows[0]["hlr"] == pytest.approx(10.0)
-    assert rows[0]["lrs"] == pytest.approx(lrs(8.0, 10.0))
-    assert all(r["ior"] is None for r in rows[1:])  # random real itself, and an IPC without random real
+    full = full_data_accuracy(str(tmp_path / "cal"), "digits")
+    rows = with_relative_scores(rows, full)
+    assert rows[0].ior == pytest.approx(8.0) and rows[0].hlr == pytest.approx(10.0)
+    assert rows[0].lrs == pytest.approx(lrs(8.0, 10.0))
+    assert all(r.ior is None for r in rows[1:])  # random real itself, and an IPC without random real
     table = results_markdown(rows, "digits", EvalConfig(), {"name": "pixel"}, 1.0)
     assert "| IOR | HLR | LRS |" in table and f"| +8.00 | +10.00 | {lrs(8.0, 10.0):.2f} |" in table
     with pytest.raises(DataError, match="calibrated 'digits', not 'mnist'"):
-        _full_data_accuracy(str(tmp_path / "cal"), "mnist")
+        full_data_accuracy(str(tmp_path / "cal"), "mnist")
     with pytest.raises(DataError, match="found 0"):
-        _full_data_accuracy(str(tmp_path), "digits")
+        full_data_accuracy(str(tmp_path), "digits")

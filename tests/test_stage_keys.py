@@ -172,11 +172,12 @@ def test_run_reuses_reports_of_a_redistilled_identical_set(tmp_path, run_args, m
     import shutil
 
     from latentdd.cli import main
+    from latentdd.pipelines import evaluation
     from latentdd.pipelines import run as run_module
 
     assert main(run_args()) == 0
     shutil.rmtree(tmp_path / "run" / "random_ipc2")  # distilled again: same images, other timings
-    evaluated = _counting(monkeypatch, run_module, "evaluate_synthetic")
+    evaluated = _counting(monkeypatch, evaluation, "evaluate_synthetic")
     distilled = _counting(monkeypatch, run_module, "distill_to_folder")
     assert main(run_args()) == 0
     assert len(distilled) == 1 and evaluated == []
@@ -210,9 +211,10 @@ def test_latents_from_a_folder_it_cannot_reuse_says_why(tmp_path, caplog):
     import logging
 
     from latentdd.distill import distiller_params
-    from latentdd.pipelines.run import _as_json, _say_why_not_reused
+    from latentdd.config import plain
+    from latentdd.pipelines.run import _say_why_not_reused
 
-    params = _as_json(distiller_params("kmeans"))  # a request holds every parameter
+    params = plain(distiller_params("kmeans"))  # a request holds every parameter
     request = {"method": "kmeans", "params": params | {"niter": 20}, "ipc": 1, "seed": 0, "vae": {"name": "fit:a"}}
     folder = tmp_path / "kmeans_ipc1"
     folder.mkdir()
