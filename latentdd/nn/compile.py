@@ -17,14 +17,15 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class CompileStatus:
-    """How the steps of an evaluation ran: through torch.compile or eagerly (shared by its models).
+    """How the steps of an evaluation (or the embedding calls of a matching run) ran: through torch.compile or
+    eagerly (shared by its models).
 
     `compiled` holds while every step so far ran compiled; `fallback` is the reason of the
     first fall back to eager (mode auto), after which the later models of the evaluation
     run eagerly too, so that its runs do not mix compiled and eager training.
     """
 
-    mode: str  # EvalConfig.compile: auto | on | off
+    mode: str  # EvalConfig.compile, MatchingDistiller.compile: auto | on | off
     compiled: bool = field(init=False)  # mode != off, until a fall back
     fallback: str | None = None
 
@@ -57,7 +58,6 @@ class CompiledModel:
 
     def __init__(self, model: torch.nn.Module, mode: str, status: CompileStatus | None = None) -> None:
         self.model = model
-        self.mode = mode
         self.status = status or CompileStatus(mode)
         eager = mode == "off" or self.status.fallback is not None
         self.forward = model if eager else torch.compile(model, dynamic=False)
