@@ -29,9 +29,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from latentdd.data import load_dataset
 from latentdd.evaluate import EvalConfig, train_model
-from latentdd.evaluate.convnet import ConvNet
-from latentdd.evaluate.dsa import DiffAugment
 from latentdd.evaluate.trainer import _normalise, channel_stats, top1_accuracy
+from latentdd.nn.convnet import ConvNet
+from latentdd.nn.dsa import DiffAugment
 from latentdd.pipelines.baseline import random_real
 
 

@@ -169,8 +169,8 @@ def _add_teacher_source_args(p: argparse.ArgumentParser) -> None:
 
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("evaluator")
-    from latentdd.evaluate.convnet import CONVNET_NORMS, MODELS
     from latentdd.evaluate.protocols import PROTOCOLS, describe
+    from latentdd.nn.convnet import CONVNET_NORMS, MODELS
 
     g.add_argument("--protocol", dest="eval_protocol", choices=tuple(PROTOCOLS),
                    help="the evaluation protocol (default dsa): " + "; ".join(map(describe, PROTOCOLS)))
@@ -750,8 +750,8 @@ def make_parser() -> argparse.ArgumentParser:
     p = add("fit-teacher", "Train a teacher (any registered student architecture) on the real train split; cached by "
                            "content, its test accuracy recorded.")
     _add_data_args(p)
-    from latentdd.evaluate.convnet import MODELS
     from latentdd.evaluate.teacher import TeacherConfig as T
+    from latentdd.nn.convnet import MODELS
 
     p.add_argument("--model", dest="teacher_model", choices=tuple(MODELS), help=f"architecture (default {T.model})")
     p.add_argument("--width", dest="teacher_width", type=int, help=f"first-stage channels (default {T.width})")

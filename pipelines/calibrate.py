@@ -22,9 +22,10 @@ from latentdd.cachekey import content_key, split_sha256
 from latentdd.config import DataConfig, build, check_key, positive_int, save_resolved
 from latentdd.data import dataset_info
 from latentdd.errors import DataError
-from latentdd.evaluate.trainer import (PROTOCOLS, CompileStatus, EvalConfig, EvalReport, channel_stats, evaluate_synthetic,
-                                       top1_accuracy, train_model)
+from latentdd.evaluate.trainer import (PROTOCOLS, EvalConfig, EvalReport, channel_stats, evaluate_synthetic, top1_accuracy,
+                                       train_model)
 from latentdd.io import atomic_write_json, atomic_write_text, claim_folder
+from latentdd.nn.compile import CompileStatus
 from latentdd.published import published
 from latentdd.record import dataset_record, protocol_record
 from latentdd.pipelines.baseline import random_real

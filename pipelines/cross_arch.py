@@ -7,7 +7,7 @@ convnet-bn}` or `{model: resnet18}`. A student is the run's evaluator with those
 the same protocol, epochs, trainings and held-out split, so that a column differs from
 another only in the architecture (and whatever else the entry sets). An entry naming another
 model than the evaluator's drops the evaluator's width, depth and norm (each architecture
-then has its own defaults, as in `latentdd.evaluate.convnet.MODELS`) unless it sets them.
+then has its own defaults, as in `latentdd.nn.convnet.MODELS`) unless it sets them.
 
 Every set of the run and every random-real subset is evaluated under every student; each
 cell is a full report (protocol record included) under reports/student-<label>/, keyed by
@@ -104,7 +104,7 @@ class StudentSpec:
 @dataclass(frozen=True)
 class ResolvedStudent:
     """A column of the table: its label and the complete evaluator settings it trains with (not to be
-    confused with `latentdd.evaluate.convnet.Student`, an architecture in the registry)."""
+    confused with `latentdd.nn.convnet.Student`, an architecture in the registry)."""
 
     label: str
     config: EvalConfig

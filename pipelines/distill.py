@@ -23,7 +23,6 @@ from latentdd.cachekey import content_key, split_sha256
 from latentdd.config import DataConfig, save_resolved
 from latentdd.data import LabelledImages
 from latentdd.errors import DataError
-from latentdd.evaluate.factorization import tile_set
 from latentdd.export import export_image_folder, image_grid
 from latentdd.io import atomic_write_json, mark, replace_dir, start_output
 from latentdd.latents.cache import (
@@ -36,6 +35,7 @@ from latentdd.latents.cache import (
 )
 from latentdd.latents.sharded import ShardedLatents, open_latents
 from latentdd.latents.types import Latents, SyntheticLatents
+from latentdd.nn.factorization import tile_set
 from latentdd.record import dataset_record, protocol_record
 from latentdd.render import DECODERS, VAEDecoder
 from latentdd.render.config import DecoderConfig  # the stages' configs live in the library; imported from here too

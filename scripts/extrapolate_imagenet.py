@@ -50,7 +50,7 @@ def model_flops(vae_spec: str, classes: int, size: int, latent_shape: tuple[int,
     import torch
     from diffusers import UNet2DModel
 
-    from latentdd.evaluate.convnet import build_model
+    from latentdd.nn.convnet import build_model
     from latentdd.prior.fit import FitPriorConfig
     from latentdd.vae import load_vae
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from latentdd.distill import DistillContext, make_distiller, matching
 from latentdd.errors import DataError
-from latentdd.evaluate.factorization import tile
+from latentdd.nn.factorization import tile
 
 TINY = {"iterations": 6, "width": 8, "pool_start": 2, "pool_add_every": 2, "pool_max": 3, "batch_real": 8,
         "net_batch": 16, "train_steps": 1, "checkpoint_every": 1}
@@ -90,7 +90,7 @@ def test_pixel_embedding_decodes_and_moves_the_latents(latents):
 
 
 def test_pixel_inputs_decode_every_real_latent_once(latents, monkeypatch):
-    monkeypatch.setattr(matching, "_DECODE_BATCH", 7)  # 60 latents: several batches and a ragged last one
+    monkeypatch.setattr(matching.inputs, "_DECODE_BATCH", 7)  # 60 latents: several batches and a ragged last one
     inputs = matching.Inputs.make("pixel", latents, DistillContext(decode=decode))
     pixels = decode(latents.latents)  # (60, 1, 8, 8)
     mean, std = pixels.mean(dim=(0, 2, 3)).view(1, -1, 1, 1), pixels.std(dim=(0, 2, 3)).view(1, -1, 1, 1)
@@ -120,7 +120,7 @@ def test_pixel_embedding_decodes_real_latents_once_and_synthetic_ones_every_iter
 
 
 def test_pixel_cache_over_the_limit_is_refused_with_advice(latents, monkeypatch):
-    monkeypatch.setattr(matching, "PIXEL_CACHE_MAX_BYTES", 60 * 64 * 4 - 1)
+    monkeypatch.setattr(matching.inputs, "PIXEL_CACHE_MAX_BYTES", 60 * 64 * 4 - 1)
     with pytest.raises(DataError, match="use embedding 'latent', or distil a smaller subset"):
         make_distiller("bacon", embedding="pixel", **TINY).distill(latents, 2, seed=0,
                                                                   context=DistillContext(decode=decode))

@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from latentdd.data import SyntheticImages, load_dataset
 from latentdd.errors import DataError
 from latentdd.evaluate import ConvNet, DiffAugment, DSAConfig, EvalConfig, build_model, evaluate_synthetic, train_model
-from latentdd.evaluate.convnet import MODELS
 from latentdd.evaluate import trainer
-from latentdd.evaluate.factorization import tile, untile
 from latentdd.evaluate.trainer import channel_stats, top1_accuracy
+from latentdd.nn.convnet import MODELS
+from latentdd.nn.factorization import tile, untile
 
 MEAN, STD = torch.tensor([0.5]), torch.tensor([0.25])
 

@@ -1,9 +1,10 @@
-"""The import graph of latentdd/ and pipelines/ (installed as latentdd.pipelines) has no cycle.
+"""The import graph of latentdd/ and pipelines/ (installed as latentdd.pipelines): no cycle, and the layers.
 
-Only MODULE-LEVEL imports count (statements at the top of a module, including inside
-top-level `if`/`try` blocks): they run when the module is imported, so a cycle among them
-is what breaks or half-initialises a module. Imports inside functions run later and are
-the sanctioned way to defer heavy optional dependencies, so they are not edges here.
+For the cycle, only MODULE-LEVEL imports count (statements at the top of a module, including inside
+top-level `if`/`try` blocks, but not `if TYPE_CHECKING:`): they run when the module is imported, so a
+cycle among them is what breaks or half-initialises a module. Imports inside functions run later and are
+the sanctioned way to defer heavy optional dependencies, so they are not edges there.
+For the layers (`LAYERS`), every import counts, wherever it is: a deferred import is a dependency too.
 `from pkg import name` counts as an import of `pkg.name` when that is a module, else of `pkg`.
 The parent packages Python runs first (a/__init__ before a.b) are not edges: only the module
 a statement names is, so `a/__init__` importing `a.b` which imports `from a import x` is a cycle,
@@ -31,12 +32,15 @@ def module_files() -> dict[str, Path]:
 
 
 def _top_level_imports(tree: ast.Module):
-    """Import statements that run at import time: the module body, into if/try/with blocks, not into defs."""
+    """Import statements that run at import time: the module body, into if/try/with blocks (not the body of
+    `if TYPE_CHECKING:`, which never runs), not into defs."""
     stack = list(tree.body)
     while stack:
         node = stack.pop()
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             yield node
+        elif isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            stack.extend(node.orelse)
         elif isinstance(node, (ast.If, ast.Try, ast.With)):
             for field in ("body", "orelse", "finalbody", "handlers"):
                 stack.extend(getattr(node, field, []) or [])
@@ -44,8 +48,15 @@ def _top_level_imports(tree: ast.Module):
             stack.extend(node.body)
 
 
-def import_graph() -> dict[str, set[str]]:
+def _every_import(tree: ast.Module):
+    """Every import statement of the module, wherever it is (in functions and `if TYPE_CHECKING:` too)."""
+    return (node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom)))
+
+
+def import_graph(deferred: bool = False) -> dict[str, set[str]]:
+    """module -> the modules it imports at import time; with `deferred`, those it imports anywhere."""
     modules = module_files()
+    statements = _every_import if deferred else _top_level_imports
 
     def resolve(name: str) -> set[str]:
         return {name} & modules.keys()
@@ -54,7 +65,7 @@ def import_graph() -> dict[str, set[str]]:
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         edges = set()
-        for node in _top_level_imports(ast.parse(path.read_text(), str(path))):
+        for node in statements(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 for alias in node.names:
                     edges |= resolve(alias.name)
@@ -93,6 +104,29 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+# (importer, imported): no module in or under the first imports one in or under the second. The distillers and
+# the evaluator share their networks through latentdd.nn alone; nn is below every stage.
+LAYERS = (
+    ("latentdd.distill", "latentdd.evaluate"),
+    ("latentdd.evaluate", "latentdd.distill"),
+    ("latentdd.evaluate", "latentdd.render"),
+    ("latentdd.evaluate", "latentdd.vae"),
+    ("latentdd.prior", "latentdd.vae.fit"),
+    *(("latentdd.nn", above) for above in ("latentdd.distill", "latentdd.evaluate", "latentdd.render", "latentdd.vae",
+                                           "latentdd.pipelines")),
+)
+
+
+def layer_violations(graph: dict[str, set[str]], layers=LAYERS) -> list[str]:
+    """The edges "a -> b" of `graph` that a rule (importer, imported) of `layers` forbids."""
+
+    def under(module: str, package: str) -> bool:
+        return module == package or module.startswith(package + ".")
+
+    return sorted(f"{a} -> {b}" for a, targets in graph.items() for b in targets
+                  if any(under(a, importer) and under(b, imported) for importer, imported in layers))
+
+
 def test_find_cycle_reports_a_cycle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
@@ -109,6 +143,25 @@ def test_graph_sees_the_render_modules():
 def test_no_import_cycle():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_layer_violations_lists_the_offending_edges():
+    graph = {"latentdd.nn.dsa": {"latentdd.evaluate.trainer", "latentdd.errors"}, "latentdd.nnx": {"latentdd.vae"},
+             "latentdd.prior.fit": {"latentdd.vae.base"}, "latentdd.evaluate": {"latentdd.nn.dsa"}}
+    assert layer_violations(graph) == ["latentdd.nn.dsa -> latentdd.evaluate.trainer"]
+    assert layer_violations({"latentdd.prior.fit": {"latentdd.vae.fit"}}) == ["latentdd.prior.fit -> latentdd.vae.fit"]
+
+
+def test_deferred_imports_are_edges_of_the_full_graph_only():
+    assert "latentdd.api" not in import_graph()["latentdd"]  # latentdd/__init__ imports it inside a function
+    assert "latentdd.api" in import_graph(deferred=True)["latentdd"]
+
+
+def test_the_stages_depend_on_each_other_only_through_the_layers():
+    """distill and evaluate share their networks through latentdd.nn; evaluate needs neither render nor vae; prior
+    does not reach into the VAE's fit; nn depends on no stage."""
+    bad = layer_violations(import_graph(deferred=True))
+    assert not bad, "imports across the layers (see LAYERS):\n  " + "\n  ".join(bad)
 
 
 def test_pyproject_installs_every_package_under_latentdd_only():

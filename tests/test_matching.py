@@ -12,8 +12,8 @@ from PIL import Image
 
 from latentdd.distill import DistillContext, make_distiller, matching
 from latentdd.errors import DataError, LatentDDError
-from latentdd.evaluate.convnet import ConvNet
 from latentdd.latents.types import Latents
+from latentdd.nn.convnet import ConvNet
 from latentdd.vae import PixelVAE, load_vae
 
 TINY = {"iterations": 4, "width": 8, "batch_real": 8, "checkpoint_every": 1, "embedding": "latent"}
@@ -235,7 +235,7 @@ def test_dm_compiled_in_bfloat16_is_repeatable_close_to_eager_and_recorded(laten
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_precision_takes_bfloat16_only_where_the_hardware_computes_in_it(latents, monkeypatch, native):
     """auto: bfloat16 where it is native (else emulated, many times slower than float32); the record names what ran."""
-    monkeypatch.setattr(matching, "native_bfloat16", lambda device: native)
+    monkeypatch.setattr(matching.embedder, "native_bfloat16", lambda device: native)
     auto = make_distiller("dm", **TINY, real_precision="auto").distill(latents, 2, seed=0)
     ran = "bfloat16" if native else "float32"
     same = make_distiller("dm", **TINY, real_precision=ran).distill(latents, 2, seed=0)
@@ -292,7 +292,7 @@ def test_decoded_tiles_are_whole_latents_and_the_matching_sees_what_the_evaluato
     """tiles "decoded": factor**2 whole latents a stored image; each class's synthetic batch is the evaluator's
     upsampled tiles of the image that rendering tiles from the decoded latents (`tile_set`)."""
     from latentdd.data.base import SyntheticImages
-    from latentdd.evaluate.factorization import tile_set, untile
+    from latentdd.nn.factorization import tile_set, untile
 
     context = DistillContext(decode=_decode)
     out = make_distiller("dm", **{**TINY, "embedding": "pixel", "factor": 2, "tiles": "decoded"}).distill(
@@ -321,7 +321,7 @@ def test_decoded_tiles_are_whole_latents_and_the_matching_sees_what_the_evaluato
 @pytest.mark.bad_input
 def test_tiling_a_set_refuses_soft_labels_and_classes_that_do_not_fill_their_tiles():
     from latentdd.data.base import SyntheticImages
-    from latentdd.evaluate.factorization import tile_set
+    from latentdd.nn.factorization import tile_set
 
     images = torch.rand(6, 1, 4, 4)
     with pytest.raises(DataError, match="class 'b' has 2 images, not a multiple of 4"):
@@ -336,7 +336,7 @@ def test_cli_renders_decoded_tiles_into_stored_images_of_the_ipc(tmp_path):
     from safetensors.torch import load_file
 
     from latentdd.cli import main
-    from latentdd.evaluate.factorization import tile
+    from latentdd.nn.factorization import tile
 
     out = tmp_path / "dm"
     assert main(["distill", "--dataset", "digits", "--vae", "pixel", "--method", "dm", "--ipc", "1", "--quiet",

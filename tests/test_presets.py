@@ -52,8 +52,8 @@ def _helps(parser: argparse.ArgumentParser) -> dict[str, str]:
 
 
 def test_help_lists_every_registered_name(monkeypatch):
-    from latentdd.evaluate.convnet import MODELS
     from latentdd.evaluate.protocols import PROTOCOLS
+    from latentdd.nn.convnet import MODELS
     from latentdd.pipelines.cross_arch import STUDENT_PRESETS
     from latentdd.render import DECODERS
 
@@ -82,7 +82,7 @@ def test_the_default_presets_reproduce_the_requests_of_the_committed_sets(monkey
     from latentdd.pipelines.run import _distill_request, _with_defaults
     from latentdd.pipelines.run_config import RunConfig
 
-    monkeypatch.setattr(matching, "native_bfloat16", lambda device: True)
+    monkeypatch.setattr(matching.embedder, "native_bfloat16", lambda device: True)
     root = Path(__file__).resolve().parents[1] / "results" / "matching_fashion_mnist"
     rows = {("dm", 10): "matching_dm_fast_ipc10/distill/dm_ipc10.json",
             ("dm", 50): "search_ipc50_dm_b128/distill/dm_b128_it1000_ipc50.json"}

@@ -13,7 +13,8 @@ from latentdd.errors import DataError, LatentDDError
 from latentdd.latents.types import Latents, SyntheticLatents
 from latentdd.prior import FitPriorConfig, fit_prior, latents_identity, load_prior, prior_hash
 from latentdd.prior import fit as prior_fit
-from latentdd.render.dit import DiTDecoder, imagenet_class_index, load_dit, load_imagenet_classes
+from latentdd.data.imagenet import imagenet_class_index, load_imagenet_classes
+from latentdd.render.dit import DiTDecoder, load_dit
 from latentdd.render.img2img import latent_generators
 from latentdd.render.sd_img2img import StableDiffusionImg2ImgDecoder, load_sd_img2img
 from latentdd.render.vae import VAEDecoder

@@ -8,8 +8,8 @@ from torch import nn
 
 from latentdd.errors import DataError
 from latentdd.evaluate import EvalConfig, build_model
-from latentdd.evaluate.convnet import MODELS
-from latentdd.evaluate.students import BasicBlockAP
+from latentdd.nn.convnet import MODELS
+from latentdd.nn.students import BasicBlockAP
 
 TINY_WIDTH = {"convnet": 8, "resnet18": 4, "resnetap10": 4, "vgg11": 4, "alexnet": 8}
 

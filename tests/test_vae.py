@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from latentdd.data import ImageSet, load_dataset
+from latentdd.data.base import data_identity
 from latentdd.errors import DataError, LatentDDError
 from latentdd.vae import (
     TAESD,
@@ -489,10 +490,10 @@ def test_fit_same_seed_same_weights_other_seed_or_data_other_entry(fitted, digit
     assert same_report["cached"] is False and same_report["hash"] == report["hash"]
     for (name, p), q in zip(vae.model.state_dict().items(), same.model.state_dict().values()):
         assert torch.equal(p, q), name
-    data = fit_module.data_identity(digits[0])
+    data = data_identity(digits[0])
     assert fit_module.fit_hash(tiny_fit_config(seed=1), data) != report["hash"]
     assert fit_module.fit_hash(tiny_fit_config(checkpoint_every=5), data) == report["hash"]  # same weights
-    fewer = fit_module.fit_hash(tiny_fit_config(), fit_module.data_identity(digits[0].subset(range(500))))
+    fewer = fit_module.fit_hash(tiny_fit_config(), data_identity(digits[0].subset(range(500))))
     assert fewer != report["hash"]
 
 

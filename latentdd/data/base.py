@@ -7,6 +7,7 @@ from typing import Iterator, Protocol, runtime_checkable
 
 import torch
 
+from latentdd.cachekey import split_sha256
 from latentdd.errors import DataError
 
 
@@ -94,6 +95,22 @@ class IndexedView:
         for start in range(0, len(self), batch_size):
             stop = min(start + batch_size, len(self))
             yield self.load(range(start, stop)), self.labels[start:stop]
+
+
+def data_identity(data: LabelledImages) -> dict:
+    """Name, split, number and shape of images, and sha256 of their float32 values (`cachekey.split_sha256`):
+    what names the data of a model fitted to it (the fitted VAE, the consistency judge) in a cache key."""
+    if not len(data):
+        raise DataError("the dataset is empty")
+    shape = tuple(data.load([0]).shape[1:])
+    images_sha256, _, _ = split_sha256(data.iter_batches(4096))
+    return {
+        "name": getattr(data, "name", ""),
+        "split": getattr(data, "split", ""),
+        "num_images": len(data),
+        "image_shape": list(shape),
+        "images_sha256": images_sha256,
+    }
 
 
 def split_rows(data: LabelledImages, indices, split: str) -> LabelledImages:

@@ -1,9 +1,9 @@
 """The ruler: train a network on a (synthetic) set, test it on the real test split."""
 
 
-from latentdd.evaluate.convnet import ConvNet, build_model
-from latentdd.evaluate.dsa import DiffAugment, DSAConfig
 from latentdd.evaluate.trainer import EvalConfig, EvalReport, PROTOCOLS, evaluate_synthetic, train_model, top1_accuracy
+from latentdd.nn.convnet import ConvNet, build_model
+from latentdd.nn.dsa import DiffAugment, DSAConfig
 
 __all__ = [
     "ConvNet",

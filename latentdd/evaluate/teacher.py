@@ -44,8 +44,8 @@ from torch import nn
 
 from latentdd.cachekey import content_key, tensor_sha256
 from latentdd.data.base import LabelledImages
+from latentdd.data.imagenet import imagenet_indices
 from latentdd.errors import DataError, LatentDDError
-from latentdd.evaluate.convnet import build_model
 from latentdd.evaluate.trainer import EvalConfig, _normalise, channel_stats, top1_accuracy, train_model
 from latentdd.io import (
     atomic_write_bytes,
@@ -56,6 +56,7 @@ from latentdd.io import (
     json_sha256_problem,
     with_json_sha256,
 )
+from latentdd.nn.convnet import build_model
 
 log = logging.getLogger(__name__)
 
@@ -350,8 +351,6 @@ PRETRAINED: dict[str, Callable[[], tuple[nn.Module, list[float], list[float], di
 
 
 def _class_index(config: TeacherConfig, class_names: list[str], outputs: int) -> list[int] | None:
-    from latentdd.render.dit import imagenet_indices
-
     index = imagenet_indices(class_names, config.class_map, config.imagenet_classes, outputs, "teacher", "teacher.")
     if index is None and len(class_names) != outputs:
         raise DataError(f"the pretrained teacher {config.source} has {outputs} ImageNet classes: pass "

@@ -21,12 +21,13 @@ import torch.nn.functional as F
 
 from latentdd.data.base import LabelledImages, SyntheticImages
 from latentdd.errors import DataError, LatentDDError
-from latentdd.evaluate.convnet import MODELS, build_model, default_depth
-from latentdd.evaluate.dsa import DiffAugment, DSAConfig
 from latentdd.evaluate.protocols import (LOSSES, OPTIMIZERS, PROTOCOL_SOURCES, PROTOCOLS, SCHEDULES, CropFlip, cutmix,
                                          epochs_for_ipc, lr_factor, make_optimizer)
-from latentdd.evaluate.factorization import untile
 from latentdd.io import atomic_write_json
+from latentdd.nn.compile import CompileStatus, CompiledModel
+from latentdd.nn.convnet import MODELS, build_model, default_depth
+from latentdd.nn.dsa import DiffAugment, DSAConfig
+from latentdd.nn.factorization import untile
 from latentdd.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ _LATER_FIELDS = {"optimizer": "sgd", "schedule": "step", "milestones": (), "gamm
 class EvalConfig:
     """Evaluator settings; the defaults are the DSA protocol with ConvNet-3 (see `protocols.PROTOCOLS`)."""
 
-    model: str = "convnet"  # a name in latentdd.evaluate.convnet.MODELS
+    model: str = "convnet"  # a name in latentdd.nn.convnet.MODELS
     width: int | None = None  # None: the architecture's own (ConvNet 128, ResNets and VGG-11 64, AlexNet 128)
     depth: int | None = None  # ConvNet only; None: 3 up to 32 px, 4 at 64 px, 5 at 128 px
     norm: str | None = None  # None: the architecture's own (instancenorm; AlexNet none)
@@ -264,65 +265,8 @@ def _normalise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.
     return (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
 
 
-@dataclass
-class CompileStatus:
-    """How the steps of an evaluation ran: through torch.compile or eagerly (shared by its models).
-
-    `compiled` holds while every step so far ran compiled; `fallback` is the reason of the
-    first fall back to eager (mode auto), after which the later models of the evaluation
-    run eagerly too, so that its runs do not mix compiled and eager training.
-    """
-
-    mode: str  # EvalConfig.compile: auto | on | off
-    compiled: bool = field(init=False)  # mode != off, until a fall back
-    fallback: str | None = None
-
-    def __post_init__(self) -> None:
-        self.compiled = self.mode != "off"
-
-    def record(self) -> dict:
-        """The protocol record's fields: compiled and eager training give different accuracies."""
-        return {"compile": self.mode, "compiled": self.compiled, "compile_fallback": self.fallback}
-
-    def fall_back(self, where: str, err: Exception) -> None:
-        """A compiled call at `where` (e.g. "train call 2") failed with `err`: re-raise it in mode on;
-        in mode auto, warn, and record that the rest runs eagerly (the first reason is kept)."""
-        if self.mode == "on":
-            raise err
-        first_line = (str(err).splitlines() or [type(err).__name__])[0][:200]
-        reason = f"{where}: {first_line}"
-        log.warning("torch.compile failed (%s); running eagerly", reason)
-        self.compiled = False
-        self.fallback = self.fallback or reason
-
-
-class _Step:
-    """SGD steps and test forwards of one model, through torch.compile when asked and able.
-
-    Compiled graphs are cached per shape and reused by later models of the same
-    architecture, so only the first evaluation of a process pays for compilation.
-    """
-
-    def __init__(self, model: torch.nn.Module, mode: str, status: CompileStatus | None = None) -> None:
-        self.model = model
-        self.mode = mode
-        self.status = status or CompileStatus(mode)
-        eager = mode == "off" or self.status.fallback is not None
-        self.forward = model if eager else torch.compile(model, dynamic=False)
-        self.calls = {"train": 0, "test": 0}
-
-    def _guarded(self, phase: str, fn):
-        """Run fn(); in mode auto, fall back to eager if compilation fails, on any call: a new
-        shape (the smaller last batch, the test batches) compiles again on its first call."""
-        self.calls[phase] += 1
-        if self.forward is self.model:
-            return fn()
-        try:
-            return fn()
-        except Exception as err:  # noqa: BLE001 - any compiler failure
-            self.status.fall_back(f"{phase} call {self.calls[phase]}", err)
-            self.forward = self.model
-            return fn()  # fn starts from zeroed gradients, so a step that failed half-way is redone whole
+class _Step(CompiledModel):
+    """SGD steps and test forwards of one model, through torch.compile when asked and able (`CompiledModel`)."""
 
     def _loss(self, x, y, weights, soft, temperature) -> torch.Tensor:
         logits = self.forward(x)
@@ -344,13 +288,13 @@ class _Step:
             loss.backward()
             return loss
 
-        loss = self._guarded("train", run)
+        loss = self.guarded("train", run)
         optimizer.step()
         return loss.detach()
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        return self._guarded("test", lambda: self.forward(x)).argmax(1)
+        return self.guarded("test", lambda: self.forward(x)).argmax(1)
 
 
 def train_model(

@@ -40,11 +40,11 @@ import torch.nn.functional as F
 
 from latentdd.cachekey import content_key, tensor_sha256
 from latentdd.errors import DataError, LatentDDError
+from latentdd.fitting import check_blocks, learning_rate
 from latentdd.io import atomic_write_bytes, atomic_write_json, read_json_fields
 from latentdd.latents.types import Latents
 from latentdd.progress import progress_bar
 from latentdd.state import StateRejected, check_count, load_optimizer, restore, save_state
-from latentdd.vae.fit import check_blocks, learning_rate
 
 # Bump when a change to this file makes the same config train a different prior.
 PRIOR_VERSION = 2  # 2: diffusers EMAModel (its first update copies the weights)
@@ -78,7 +78,7 @@ class FitPriorConfig:
         guidance needs the unconditional model; 0.1 as in DiT / Ho & Salimans).
     max_steps: optimiser steps; epochs, when set, overrides it (ceil(epochs * (N // batch_size))).
     batch_size, lr, weight_decay: AdamW's. lr_schedule: "constant", or "cosine" decay from
-        lr to lr / 10 over the run (`latentdd.vae.fit.learning_rate`). grad_clip: max
+        lr to lr / 10 over the run (`latentdd.fitting.learning_rate`). grad_clip: max
         gradient norm (0: none).
     ema_decay: the saved weights are an exponential moving average of the trained ones,
         with decay min(ema_decay, n / (9 + n)) at update n (the first copies the weights) so that

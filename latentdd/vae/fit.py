@@ -24,9 +24,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from latentdd.cachekey import content_key, split_sha256
-from latentdd.data.base import LabelledImages
+from latentdd.cachekey import content_key
+from latentdd.data.base import LabelledImages, data_identity
 from latentdd.errors import DataError, LatentDDError
+from latentdd.fitting import check_blocks, learning_rate
 from latentdd.io import atomic_write_json, read_json_fields
 from latentdd.progress import progress_bar
 from latentdd.state import check_count, load_optimizer, restore, save_state
@@ -39,18 +40,6 @@ FIT_META_FILE = "latentdd_fit.json"
 _CHECKPOINT_FILE = "checkpoint.safetensors"  # latentdd.state
 # Fields that change neither the weights (a resumed fit equals an uninterrupted one) nor the data.
 _NOT_HASHED = ("checkpoint_every", "log_every")
-
-
-def check_blocks(block_out_channels, norm_num_groups: int, lr_schedule: str) -> tuple[int, ...]:
-    """The checks FitVAEConfig and FitPriorConfig share -> block_out_channels as a tuple of ints."""
-    blocks = tuple(int(c) for c in block_out_channels)
-    if norm_num_groups < 1 or any(c < 1 for c in blocks):
-        raise DataError(f"norm_num_groups ({norm_num_groups}) and block_out_channels {blocks} must be positive")
-    if not blocks or any(c % norm_num_groups for c in blocks):
-        raise DataError(f"block_out_channels {blocks} must be non-empty multiples of norm_num_groups {norm_num_groups}")
-    if lr_schedule not in ("constant", "cosine"):
-        raise DataError(f"lr_schedule must be 'constant' or 'cosine'; got {lr_schedule!r}")
-    return blocks
 
 
 @dataclass
@@ -136,6 +125,11 @@ def fit_vae(
     `report["cached"]` says whether it was loaded rather than trained.
     """
     cache_dir = Path(cache_dir).expanduser()
+    if not len(train):
+        raise DataError("cannot fit a VAE to an empty dataset")
+    channels = train.load([0]).shape[1]
+    if channels not in (1, 3):
+        raise DataError(f"the fitted VAE takes 1- or 3-channel images; got {channels} channels")
     data = data_identity(train)
     key = fit_hash(config, data)
     final = cache_dir / key[:16]
@@ -228,23 +222,6 @@ def _read_meta(directory: Path, *, report: bool = False) -> dict:
     return meta
 
 
-def data_identity(data: LabelledImages) -> dict:
-    """Name, split, number and shape of images, and sha256 of their float32 values (`cachekey.split_sha256`)."""
-    shape = tuple(data.load([0]).shape[1:]) if len(data) else None
-    if shape is None:
-        raise DataError("cannot fit a VAE to an empty dataset")
-    if shape[0] not in (1, 3):
-        raise DataError(f"the fitted VAE takes 1- or 3-channel images; got {shape[0]} channels")
-    images_sha256, _, _ = split_sha256(data.iter_batches(4096))
-    return {
-        "name": getattr(data, "name", ""),
-        "split": getattr(data, "split", ""),
-        "num_images": len(data),
-        "image_shape": list(shape),
-        "images_sha256": images_sha256,
-    }
-
-
 def fit_hash(config: FitVAEConfig, data: dict) -> str:
     """sha256 naming the cache entry: what makes two fits the same (the resolved config and the images)."""
     return content_key(
@@ -323,13 +300,6 @@ def _train(
     bar.close()
     model.eval()
     return vae, curve
-
-
-def learning_rate(config: FitVAEConfig, step: int, total: int) -> float:
-    """The learning rate of step `step` (0-based) of `total`; a function of the step alone, so resuming keeps it."""
-    if config.lr_schedule == "constant":
-        return config.lr
-    return config.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * step / total)))
 
 
 @torch.no_grad()

@@ -1,7 +1,7 @@
 """Student architectures beyond ConvNet-D: ResNet-18, ResNetAP-10, VGG-11 and AlexNet.
 
 Each takes images (B, in_channels, S, S) with S >= 28 and returns logits (B, num_classes);
-`in_channels` 1 or 3. Registered in `latentdd.evaluate.convnet.MODELS` (the one registry
+`in_channels` 1 or 3. Registered in `latentdd.nn.convnet.MODELS` (the one registry
 the evaluator, the teacher and the CLI read), with its native width and norm.
 
 - ResNet-18: torchvision's layout and its `BasicBlock` (names conv1, bn1, layer1..4, fc,

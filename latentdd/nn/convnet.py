@@ -1,5 +1,5 @@
 """ConvNet-D of the dataset-distillation literature, and the model registry of the evaluator (`MODELS`;
-the other students live in `latentdd.evaluate.students`)."""
+the other students live in `latentdd.nn.students`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from latentdd.errors import DataError
-from latentdd.evaluate import students
+from latentdd.nn import students
 
 
 def _norm(kind: str, channels: int, spatial: int) -> nn.Module:

@@ -1,0 +1,147 @@
+"""What one matching run fixes before its first iteration: how latents become network inputs (`Inputs`),
+and the classes' members, batches, augmentation and generator that the method's hooks are handed (`Run`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from latentdd.distill.base import DistillContext
+from latentdd.errors import DataError
+from latentdd.latents.types import Latents
+from latentdd.nn.convnet import default_depth
+from latentdd.nn.dsa import DiffAugment
+from latentdd.nn.factorization import tile, untile
+
+if TYPE_CHECKING:  # only Run's annotation names it: the embedder builds on the networks, which take a Run
+    from latentdd.distill.matching.embedder import Embedder
+
+EMBEDDINGS = ("latent", "pixel")
+# The pixel embedding keeps every real latent decoded (float32): refuse above this many bytes.
+PIXEL_CACHE_MAX_BYTES = 4 * 2**30
+_DECODE_BATCH = 1024
+
+
+@dataclass
+class Inputs:
+    """How latents become network inputs: the latents themselves, or normalised decoded pixels.
+
+    rows: what `real` indexes -- the latents (N, c, h, w) themselves for "latent"; for "pixel"
+    every real latent decoded once, up front, normalised, (N, C, H, W) float32. That costs
+    N*C*H*W*4 bytes (Fashion-MNIST at 32 px: 60000 x 1 x 32 x 32 x 4 = 246 MB) and is refused
+    above PIXEL_CACHE_MAX_BYTES; decoding each real batch every iteration instead took 26 s
+    an iteration on 2 CPU cores there.
+    mean, std: (C,) of all decoded real latents, for "pixel".
+    """
+
+    embedding: str
+    channels: int
+    size: int
+    rows: torch.Tensor
+    decode: object = None
+    mean: torch.Tensor | None = None
+    std: torch.Tensor | None = None
+
+    @classmethod
+    def make(cls, embedding: str, latents: Latents, context: DistillContext) -> Inputs:
+        c, h, w = latents.latent_shape
+        if embedding == "latent":
+            if h != w:
+                raise DataError(f"latent embedding needs square latents; got {h}x{w}")
+            return cls(embedding, c, h, latents.latents)
+        if context.decode is None:
+            raise DataError("embedding 'pixel' needs the VAE decoder: run it through `latentdd distill` / `run`, "
+                            "or pass DistillContext(decode=...)")
+        with torch.no_grad():
+            shape = context.decode(latents.latents[:1].to(torch.float32)).shape  # (1, C, H, W)
+            if len(shape) != 4 or shape[-1] != shape[-2]:
+                raise DataError(f"the decoder must give square (n, C, H, W) images; got {tuple(shape)}")
+            n = len(latents)
+            nbytes = n * math.prod(shape[1:]) * 4
+            if nbytes > PIXEL_CACHE_MAX_BYTES:
+                raise DataError(
+                    f"embedding 'pixel' keeps all {n} real latents decoded: {nbytes / 2**30:.1f} GiB of float32 "
+                    f"{tuple(shape[1:])} images, above the {PIXEL_CACHE_MAX_BYTES / 2**30:g} GiB limit "
+                    "(latentdd.distill.matching.inputs.PIXEL_CACHE_MAX_BYTES); use embedding 'latent', or distil a "
+                    "smaller subset of the latents")
+            pixels = torch.empty((n, *shape[1:]), dtype=torch.float32)
+            for start in range(0, n, _DECODE_BATCH):
+                pixels[start : start + _DECODE_BATCH] = context.decode(
+                    latents.latents[start : start + _DECODE_BATCH].to(torch.float32))  # in [0, 1]
+            mean, std = pixels.mean(dim=(0, 2, 3)), pixels.std(dim=(0, 2, 3)).clamp_min(1e-6)
+            pixels.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
+        return cls(embedding, shape[1], shape[-1], pixels, context.decode, mean, std)
+
+    def default_depth(self) -> int:
+        if self.embedding == "pixel":
+            return default_depth(self.size)
+        return max(1, int(math.log2(self.size)) - 1)  # poolings that leave maps of at least 2x2
+
+    def real(self, indices: torch.Tensor) -> torch.Tensor:
+        """(b,) row indices into the latents -> (b, C, S, S) float32 inputs, without gradient."""
+        return self.rows[indices].to(torch.float32)
+
+    def syn(self, z: torch.Tensor) -> torch.Tensor:
+        """(n, c, h, w) latents -> (n, C, S, S) inputs, differentiable (decoded each call for "pixel")."""
+        if self.embedding == "latent":
+            return z
+        x = self.decode(z)  # (n, C, H, W) in [0, 1]
+        return (x - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
+
+
+@dataclass
+class Run:
+    """What one `distill` call fixes before the first iteration; handed to the method's hooks."""
+
+    inputs: Inputs
+    members: list[np.ndarray]  # per class, its global indices
+    all_members: torch.Tensor  # (N,) every class's members, concatenated
+    all_labels: torch.Tensor  # (N_latents,) labels of every latent, indexed by global index
+    ipc: int
+    factor: int
+    batch_real: int
+    augment: DiffAugment | None
+    gen: torch.Generator
+    embedder: Embedder | None = None  # the networks' fast forward (`Embedder`)
+    weights: torch.Tensor | None = None  # (K*ipc,) the set's weights (`initial_weights`); None -> uniform
+    tiles: str = "latent"  # MatchingDistiller.tiles
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.members)
+
+    @property
+    def per_class(self) -> int:
+        """Synthetic variables per class: ipc stored latents, or with tiles "decoded" one whole latent a tile."""
+        return self.ipc * self.factor**2 if self.tiles == "decoded" else self.ipc
+
+    def labels(self, k: int) -> torch.Tensor:
+        """(factor**2 * ipc,) labels of class k's synthetic network inputs."""
+        return torch.full((self.ipc * self.factor**2,), k, dtype=torch.long)
+
+    def real_batch(self, k: int) -> torch.Tensor:
+        """(b, C, S, S): up to batch_real random real inputs of class k (without gradient)."""
+        idx = self.members[k]
+        pick = torch.from_numpy(idx)[torch.randperm(len(idx), generator=self.gen)[: self.batch_real]]
+        return self.inputs.real(pick)
+
+    def syn_batch(self, syn: torch.Tensor, k: int) -> torch.Tensor:
+        """(factor**2 * ipc, C, S, S): class k's synthetic inputs, differentiable.
+
+        Split after decoding: the evaluator splits the decoded stored image, so for "pixel" the
+        decoder sees the whole tiled latent, as at render time. For "latent" this unfolds the latent.
+        With tiles "decoded" each tile's latent is decoded whole, then pooled and tiled as at render
+        time, and split again as the evaluator does."""
+        x = self.inputs.syn(syn[k * self.per_class : (k + 1) * self.per_class])
+        return untile(tile(x, self.factor) if self.tiles == "decoded" else x, self.factor)
+
+    def class_pair(self, syn: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(real batch, synthetic batch) of class k after one shared (siamese) DSA draw."""
+        x_real, x_syn = self.real_batch(k), self.syn_batch(syn, k)
+        if self.augment is not None:
+            x_real, x_syn = self.augment.siamese(x_real, x_syn, generator=self.gen)
+        return x_real, x_syn
