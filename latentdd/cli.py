@@ -274,10 +274,13 @@ def cmd_evaluate(args, raw) -> int:
         evaluator={}, num_eval=cfg.num_eval, seeds=[],
     )
     record["images"] = str(Path(args.images).resolve())
-    kept = _KeptTrainings(args.json, synthetic, cfg, data, teacher)
+    kept = _kept_trainings(args.json, synthetic, cfg, data, teacher)
+    done = kept.finished([cfg.seed + i for i in range(cfg.num_eval)]) if kept else {}
+    if done:
+        print(f"resuming: {len(done)} finished training(s) kept in {kept.path}")
     report = evaluate_synthetic(synthetic, test, cfg, mean=mean, std=std, flip=dataset_info(data.name).flip_augment,
-                                record=record, progress=not args.quiet, teacher=teacher, done=kept.done,
-                                on_training=kept.add)
+                                record=record, progress=not args.quiet, teacher=teacher, done=done,
+                                on_training=kept.add if kept else None)
     print(f"{data.name} | {len(synthetic)} images | protocol {protocol} ({report.record['evaluator']['epochs']} epochs, "
           f"{report.record['evaluator']['augmentation']}) | test accuracy {report.summary()} | runs {report.accuracies}"
           + (f" | no images of classes {', '.join(report.record['missing_classes'])}"
@@ -285,70 +288,31 @@ def cmd_evaluate(args, raw) -> int:
     if args.json:
         out = report.to_dict()
         out["config"] = {"dataset": data.__dict__, "evaluator": cfg.__dict__, "protocol": protocol}
-        from latentdd.io import atomic_write_json
-
-        atomic_write_json(args.json, out)
-        kept.remove()
+        kept.finish(out)
         print(f"report written to {args.json}")
     else:
         print(json.dumps(report.record["evaluator"], indent=None)[:400])
     return 0
 
 
-class _KeptTrainings:
-    """`evaluate --json R` keeps each finished training in `R.trainings.json` until R is written, so an
-    interrupted evaluation resumes at its next training (training i runs with seed + i alone). The file is
-    keyed by the set's content, the data, the teacher and the evaluator's settings but for num_eval and seed;
-    one kept for other inputs is not used (and is replaced at the next training)."""
+def _kept_trainings(report: str | None, synthetic, cfg, data, teacher):
+    """`evaluate --json R` keeps each finished training in `R.trainings.json` until R is written (run's
+    `KeptTrainings`), so an interrupted evaluation resumes at its next training; None without --json. A file there
+    that latentdd did not write is refused, never replaced."""
+    if report is None:
+        return None
+    from latentdd.cachekey import tensor_sha256
+    from latentdd.config import plain
+    from latentdd.pipelines.reports import KeptTrainings, StoredReport, read_report
 
-    FORMAT = "latentdd-evaluate-trainings"
-
-    def __init__(self, report: str | None, synthetic, cfg, data, teacher) -> None:
-        import json
-
-        from latentdd.cachekey import content_key, tensor_sha256
-        from latentdd.io import atomic_write_json
-
-        self.path = Path(report).with_name(Path(report).name + ".trainings.json") if report else None
-        self.write = atomic_write_json
-        evaluator = {k: v for k, v in cfg.identity().items() if k not in ("num_eval", "seed")}
-        parts = [t for t in (synthetic.images, synthetic.labels, synthetic.weights, synthetic.soft_labels)
-                 if t is not None]
-        self.key = content_key("evaluate-training", evaluator=evaluator, images=tensor_sha256(*parts),
-                               data=dict(data.__dict__), teacher=None if teacher is None else teacher.record)
-        self.done: dict[int, dict] = {}
-        self.kept: dict[int, dict] = {}
-        if self.path is not None and self.path.exists():
-            try:
-                kept = json.loads(self.path.read_text())
-                ours = kept.get("format") == self.FORMAT
-            except (OSError, ValueError, AttributeError):
-                ours = False
-            if not ours:
-                raise DataError(f"{self.path} is in the way: `evaluate --json {report}` keeps its finished "
-                                "trainings there, and it is not a file of latentdd's; move it, or choose another --json")
-            if kept.get("key") == self.key and isinstance(kept.get("trainings"), dict):
-                self.done = {int(seed): t for seed, t in kept["trainings"].items() if self._whole(seed, t)}
-            self.kept = dict(self.done)
-            if self.done:
-                print(f"resuming: {len(self.done)} finished training(s) kept in {self.path}")
-
-    @staticmethod
-    def _whole(seed, training) -> bool:
-        number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
-        return (isinstance(seed, str) and seed.isdigit() and isinstance(training, dict)
-                and number(training.get("accuracy")) and 0 <= training["accuracy"] <= 100
-                and number(training.get("seconds")) and training["seconds"] >= 0)
-
-    def add(self, seed: int, accuracy: float, seconds: float, compiled: dict) -> None:
-        if self.path is not None:  # self.done stays what was reused: the report lists those
-            self.kept[seed] = {"accuracy": accuracy, "seconds": seconds, "compiled": compiled,
-                               "report": str(self.path)}
-            self.write(self.path, {"format": self.FORMAT, "key": self.key, "trainings": {str(s): t for s, t in self.kept.items()}})
-
-    def remove(self) -> None:
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
+    path = Path(report).with_name(Path(report).name + ".trainings.json")
+    if path.exists() and not read_report(path, warn=False):
+        raise DataError(f"{path} is in the way: `evaluate --json {report}` keeps its finished trainings there, and "
+                        "it is not a file of latentdd's; move it, or choose another --json")
+    parts = [t for t in (synthetic.images, synthetic.labels, synthetic.weights, synthetic.soft_labels) if t is not None]
+    inputs = {"evaluator": cfg.identity(), "images": tensor_sha256(*parts), "data": dict(data.__dict__),
+              "teacher": None if teacher is None else teacher.record}
+    return KeptTrainings(StoredReport(Path(report), "evaluate", plain(inputs)), path)
 
 
 def cmd_fit_teacher(args, raw) -> int:

@@ -110,9 +110,9 @@ class Trainings:
     lent: run.reports_from's reports/ folders, each report that cannot be used warned about, and a folder from
     which nothing can be used too."""
 
-    def __init__(self, own: Path, lent: list[Path] = ()) -> None:
+    def __init__(self, own: Path | None = None, lent: list[Path] = ()) -> None:
         self.found: dict[str, dict[int, dict]] = {}
-        for folder in [own, *lent]:
+        for folder in [own, *lent] if own is not None else lent:
             # Whole reports first, then the trainings kept one by one while an evaluation ran (KeptTrainings).
             paths = sorted(folder.glob("*.json")) + sorted(folder.glob("partial/*.json"))
             usable = sum(self.add(path, read_report(path, warn=folder != own)) for path in paths)
@@ -146,16 +146,25 @@ class Trainings:
 
 
 class KeptTrainings:
-    """The trainings of one evaluation, each kept on disk as it finishes (reports/partial/<the report's name>), in
-    the shape of a report (the Trainings index reads it), so that an interrupted evaluation resumes at its next."""
+    """The trainings of one evaluation, each kept on disk as it finishes, in the shape of a report (the Trainings
+    index reads it), so that an interrupted evaluation resumes at its next. `path`: where they are kept, by default
+    reports/partial/<the report's name> (a folder of latentdd's); a caller that keeps them beside a file of the
+    user's checks first that nothing of the user's is there (`evaluate --json R` keeps them in R.trainings.json)."""
 
-    def __init__(self, report: StoredReport) -> None:
+    def __init__(self, report: StoredReport, path: Path | None = None) -> None:
         self.report = report
-        self.path = report.path.parent / "partial" / report.path.name
+        self.path = report.path.parent / "partial" / report.path.name if path is None else path
         kept = read_report(self.path)
         if kept.get("inputs") != report.inputs or kept.get("record", {}).get("evaluator", {}).get("compile_fallback"):
             kept = {"inputs": report.inputs, "seeds": [], "accuracies": [], "train_seconds": [], "record": {}}
         self.kept = kept
+
+    def finished(self, seeds: list[int]) -> dict[int, dict]:
+        """The trainings of these seeds an interrupted invocation of this evaluation kept (`evaluate_synthetic`'s
+        done)."""
+        index = Trainings()
+        index.add(self.path, self.kept)
+        return index.get(self.report.inputs, seeds)
 
     def add(self, seed: int, accuracy: float, seconds: float, compile_record: dict) -> None:
         """Keep a finished training (`evaluate_synthetic`'s on_training)."""

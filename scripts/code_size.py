@@ -10,13 +10,13 @@ folders (a pair: two places sharing six or more lines, the same or of the same s
 from __future__ import annotations
 
 import argparse
+import io
 import ast
 import re
 import shutil
 import subprocess
 import tarfile
 import tempfile
-from pathlib import Path
 
 FOLDERS = ("latentdd", "pipelines")
 
@@ -49,7 +49,7 @@ def duplicate_pairs(rev: str) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         archive = subprocess.run(["git", "archive", "--format=tar", rev, "--", *FOLDERS], check=True,
                                  capture_output=True).stdout
-        with tarfile.open(fileobj=__import__("io").BytesIO(archive)) as tar:
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             tar.extractall(tmp, filter="data")
         out = subprocess.run(["duplicates", "--repo", tmp, "--most", "200", "--seconds", "120"], check=True,
                              capture_output=True, text=True).stdout
