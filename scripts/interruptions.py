@@ -7,7 +7,7 @@ on disk, else a share of arm A's wall time), then runs the same command again to
 both arms are compared file by file, by sha256. JSON records that hold wall-clock timings (distill.json,
 reports, the VAE's fit record) are compared without their timing fields (keys named *seconds*,
 *per_second*, *_at, "created") and those that say where a piece came from ("resumed_from",
-"reused_trainings", *_cached: arm A trains the network bank that arm B then finds in the shared cache):
+*_cached: arm A trains the network bank that arm B then finds in the shared cache):
 they differ between any two runs, interrupted or not; so do a report's "content_sha256" (a digest over those
 timings), the arm's own folder in the paths a record names, and the "wall time" line of a results table.
 Every artifact (weights, latents, shards, images, manifests) is compared byte for byte.
@@ -35,7 +35,7 @@ LATENTDD = [sys.executable, "-m", "latentdd"]
 BASE = """dataset: {name: digits}
 latent: {vae: fit, fit: {max_steps: 30}}
 """
-_TIMING = re.compile(r"seconds|per_second|_at$|^created$|^resumed_from$|^reused_trainings$|_cached$|^content_sha256$")
+_TIMING = re.compile(r"seconds|per_second|_at$|^created$|^resumed_from$|_cached$|^content_sha256$")
 
 
 def case_table(shared: Path) -> dict[str, dict]:
