@@ -183,9 +183,7 @@ def load_synthetic(folder: Path, class_names: list[str]) -> tuple[SyntheticLaten
         meta = json.loads((folder / "distill.json").read_text())
     except (OSError, ValueError) as err:
         raise DataError(f"cannot read the synthetic latents in {folder}: {err}; {again}") from err
-    # Folders written before SyntheticLatents.save kept the non-tensor fields in distill.json only.
-    legacy = {"class_names": class_names, "method": meta["method"], "params": meta["params"], "extras": meta["extras"]}
-    synthetic = SyntheticLatents.load(folder / "latents.safetensors", legacy=legacy)
+    synthetic = SyntheticLatents.load(folder / "latents.safetensors", recorded_extras=meta["extras"])
     if list(synthetic.class_names) != list(class_names):
         raise DataError(f"the synthetic latents in {folder} are of classes {synthetic.class_names[:5]}..., "
                         f"not this dataset's {list(class_names)[:5]}...; {again}")
