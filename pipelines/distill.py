@@ -35,9 +35,8 @@ from latentdd.latents.cache import (
 )
 from latentdd.latents.sharded import ShardedLatents, open_latents
 from latentdd.latents.types import Latents, SyntheticLatents
-from latentdd.nn.factorization import tile_set
 from latentdd.record import dataset_record, protocol_record
-from latentdd.render import DECODERS, VAEDecoder
+from latentdd.render import DECODERS, VAEDecoder, render_set
 from latentdd.render.config import DecoderConfig  # the stages' configs live in the library; imported from here too
 from latentdd.render import load_or_fit_prior as _load_or_fit_prior
 from latentdd.vae import FitVAEConfig, LatentVAE, PixelVAE, VAEInputAdapter, fit_vae, load_vae
@@ -205,16 +204,6 @@ def distill_latents(space: LatentSpace, method: str, ipc: int, seed: int, *, par
     return distiller.distill(space.latents, ipc, seed=seed, **extra)
 
 
-def render_latents(synthetic: SyntheticLatents, decoder, *, seed: int = 0):
-    """`decoder.render(synthetic)` -> SyntheticImages; a matching method's whole-latent tiles (factorization
-    "decoded") are pooled and tiled into their stored images here."""
-    images = decoder.render(synthetic, seed=seed)
-    tiling = synthetic.extras.get("factorization") or {}
-    if tiling.get("tiles") == "decoded":
-        images = tile_set(images, tiling["factor"])
-    return images
-
-
 def distill_to_folder(
     space: LatentSpace,
     method: str,
@@ -269,7 +258,7 @@ def distill_to_folder(
             distill_seconds = synthetic.extras.get("seconds", time.perf_counter() - t)
         t = time.perf_counter()
         decoder = decoder or VAEDecoder(space.vae, space.adapter)
-        images = render_latents(synthetic, decoder, seed=seed)
+        images = render_set(decoder, synthetic, seed=seed)
         render_seconds = time.perf_counter() - t
         record = protocol_record(
             dataset=space.record["dataset"], vae=space.record["vae"],

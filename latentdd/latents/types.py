@@ -89,7 +89,8 @@ class SyntheticLatents:
     latents: (M, c, h, w) float32 in the same scaled space as `Latents`; labels: (M,)
     int64; weights: (M,) float32 >= 0 summing to 1 within each class (Voronoi masses for
     quantization, uniform otherwise) or None; method and params: what made them;
-    extras: method-specific results (quantization error per class, medoid indices, ...);
+    extras: method-specific results (quantization error per class, medoid indices, ...) -- among them
+    "factorization", which says how the latents make the stored images (`tile_factor`);
     soft_labels: (M, K) float32 class distributions, or None.
 
     `save` / `load` keep them in one safetensors file: the tensors, and the rest as JSON in
@@ -119,6 +120,15 @@ class SyntheticLatents:
 
     def __len__(self) -> int:
         return self.latents.shape[0]
+
+    @property
+    def tile_factor(self) -> int:
+        """How many latents, per side, make one stored image: f when each stored image is f x f latents of
+        its class, each rendered whole, then pooled and tiled into it (a matching method's factorization with
+        tiles "decoded", which its extras["factorization"] records and the file keeps); 1 when each latent
+        renders to one stored image (factorized "latent" tiles too: they are tiled within the latent)."""
+        factorization = self.extras.get("factorization") or {}
+        return int(factorization["factor"]) if factorization.get("tiles") == "decoded" else 1
 
     def save(self, path: str | Path) -> Path:
         """Write one safetensors file at `path`, atomically: latents, labels (and weights, soft_labels when
