@@ -60,11 +60,12 @@ def render(synthetic: SyntheticLatents, space, decoder=None, *, seed: int = 0,
            progress: bool = False) -> SyntheticImages:
     """`synthetic` latents as images at the dataset's shape. decoder: a `DecoderConfig`, or a decoder name
     (`latentdd.render.DECODERS`: vae, diffusion, ...) with its own defaults; default: VAE decoding."""
-    from latentdd.pipelines.distill import DecoderConfig, make_decoder, render_latents
+    from latentdd.pipelines.distill import DecoderConfig, make_decoder
+    from latentdd.render import render_set
 
     config = decoder if isinstance(decoder, DecoderConfig) else DecoderConfig(name=decoder or "vae")
     renderer, _ = make_decoder(config, space, space.cache_dir, progress=progress)
-    return render_latents(synthetic, renderer, seed=seed)
+    return render_set(renderer, synthetic, seed=seed)
 
 
 def evaluate(images: SyntheticImages | str | Path, data, *, protocol: str = "dsa", teacher=None,

@@ -2,8 +2,9 @@
 
 A folder is latentdd's when it holds the marker file `.latentdd.json` (written into every
 output folder latentdd creates that has no manifest of its own), or a manifest.json /
-plan.json whose `format` is one of latentdd's (image folders, latent caches), or -- written
-by earlier versions, before the marker -- a distill.json or results.json of latentdd's shape.
+plan.json whose `format` is one of latentdd's (image folders, latent caches), or a distill.json
+or results.json of latentdd's shape: folders of versions before the marker, and the record
+folders committed under results/, which hold none.
 Only such a folder, or an empty one, is ever replaced (`--overwrite`) or written into.
 
 Whole folders are written as a sibling `<name>.tmp-<token>` and swapped in by `replace_dir`;
@@ -180,10 +181,10 @@ def is_latentdd_folder(folder: Path) -> bool:
         manifest = _json(folder / name)
         if isinstance(manifest, dict) and manifest.get("format") in _FORMATS:
             return True
-    distill = _json(folder / "distill.json")  # a distill folder of a version before the marker
+    distill = _json(folder / "distill.json")  # a distill folder without the marker (see the module docstring)
     if isinstance(distill, dict) and {"method", "params", "record"} <= set(distill):
         return True
-    results = _json(folder / "results.json")  # a run / compare / calibrate folder of a version before the marker
+    results = _json(folder / "results.json")  # a run / compare / calibrate folder without the marker (ditto)
     return isinstance(results, list) and bool(results) and \
         all(isinstance(r, dict) and {"method", "ipc", "mean"} <= set(r) for r in results)
 

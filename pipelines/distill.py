@@ -35,9 +35,8 @@ from latentdd.latents.cache import (
 )
 from latentdd.latents.sharded import ShardedLatents, open_latents
 from latentdd.latents.types import Latents, SyntheticLatents
-from latentdd.nn.factorization import tile_set
 from latentdd.record import dataset_record, protocol_record
-from latentdd.render import DECODERS, VAEDecoder
+from latentdd.render import DECODERS, VAEDecoder, render_set
 from latentdd.render.config import DecoderConfig  # the stages' configs live in the library; imported from here too
 from latentdd.render import load_or_fit_prior as _load_or_fit_prior
 from latentdd.vae import FitVAEConfig, LatentVAE, PixelVAE, VAEInputAdapter, fit_vae, load_vae
@@ -183,9 +182,7 @@ def load_synthetic(folder: Path, class_names: list[str]) -> tuple[SyntheticLaten
         meta = json.loads((folder / "distill.json").read_text())
     except (OSError, ValueError) as err:
         raise DataError(f"cannot read the synthetic latents in {folder}: {err}; {again}") from err
-    # Folders written before SyntheticLatents.save kept the non-tensor fields in distill.json only.
-    legacy = {"class_names": class_names, "method": meta["method"], "params": meta["params"], "extras": meta["extras"]}
-    synthetic = SyntheticLatents.load(folder / "latents.safetensors", legacy=legacy)
+    synthetic = SyntheticLatents.load(folder / "latents.safetensors", recorded_extras=meta["extras"])
     if list(synthetic.class_names) != list(class_names):
         raise DataError(f"the synthetic latents in {folder} are of classes {synthetic.class_names[:5]}..., "
                         f"not this dataset's {list(class_names)[:5]}...; {again}")
@@ -205,16 +202,6 @@ def distill_latents(space: LatentSpace, method: str, ipc: int, seed: int, *, par
         extra["context"] = DistillContext(decode=space.decode, progress=progress, checkpoint_dir=checkpoint_dir,
                                           cache_dir=space.cache_dir)
     return distiller.distill(space.latents, ipc, seed=seed, **extra)
-
-
-def render_latents(synthetic: SyntheticLatents, decoder, *, seed: int = 0):
-    """`decoder.render(synthetic)` -> SyntheticImages; a matching method's whole-latent tiles (factorization
-    "decoded") are pooled and tiled into their stored images here."""
-    images = decoder.render(synthetic, seed=seed)
-    tiling = synthetic.extras.get("factorization") or {}
-    if tiling.get("tiles") == "decoded":
-        images = tile_set(images, tiling["factor"])
-    return images
 
 
 def distill_to_folder(
@@ -271,7 +258,7 @@ def distill_to_folder(
             distill_seconds = synthetic.extras.get("seconds", time.perf_counter() - t)
         t = time.perf_counter()
         decoder = decoder or VAEDecoder(space.vae, space.adapter)
-        images = render_latents(synthetic, decoder, seed=seed)
+        images = render_set(decoder, synthetic, seed=seed)
         render_seconds = time.perf_counter() - t
         record = protocol_record(
             dataset=space.record["dataset"], vae=space.record["vae"],

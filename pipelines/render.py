@@ -83,7 +83,7 @@ def render_to_folder(synthetic: SyntheticLatents, decoder, decoder_record: dict,
     seconds = time.perf_counter() - start
     if not state.is_main_process:
         return None
-    counts = torch.bincount(synthetic.labels, minlength=len(synthetic.class_names))
+    counts = torch.bincount(images.labels, minlength=len(images.class_names))  # stored images: tiles joined
     ipc = int(counts[0]) if bool((counts == counts[0]).all()) else None
     record = protocol_record(dataset=stages["dataset"], vae=stages["vae"],
                              method={"name": synthetic.method, **synthetic.params}, ipc=ipc, decoder=decoder_record,

@@ -137,10 +137,9 @@ def test_the_saved_file_keeps_no_run_dependent_extras_and_files_that_hold_them_s
     assert SyntheticLatents.load(tmp_path / "old.safetensors").extras == run
     # A distill folder's distill.json gives the timings back, unless it disagrees with the file on the rest.
     full = {**synthetic.extras}
-    legacy = {"class_names": ["a", "b", "c"], "method": "kmeans", "params": {}, "extras": full}
-    assert SyntheticLatents.load(tmp_path / "latents.safetensors", legacy=legacy).extras == full
-    legacy["extras"] = {**full, "depth": 4}
-    assert SyntheticLatents.load(tmp_path / "latents.safetensors", legacy=legacy).extras == loaded.extras
+    assert SyntheticLatents.load(tmp_path / "latents.safetensors", recorded_extras=full).extras == full
+    other = {**full, "depth": 4}
+    assert SyntheticLatents.load(tmp_path / "latents.safetensors", recorded_extras=other).extras == loaded.extras
 
 
 @pytest.mark.bad_input
@@ -170,9 +169,10 @@ def test_synthetic_latents_load_refuses_missing_and_damaged_files(tmp_path):
         SyntheticLatents.load(path)
 
 
-def test_distill_folders_store_synthetic_latents_that_load_and_old_folders_still_load(tmp_path, encoded):
+def test_distill_folders_store_synthetic_latents_that_load_and_old_tensors_only_folders_are_refused(tmp_path, encoded):
     from safetensors.torch import save_file
 
+    from latentdd.errors import DataError
     from latentdd.latents.types import SyntheticLatents
     from latentdd.pipelines.distill import load_synthetic
 
@@ -185,8 +185,9 @@ def test_distill_folders_store_synthetic_latents_that_load_and_old_folders_still
     digits = [str(d) for d in range(10)]
     again, _ = load_synthetic(folder, digits)
     assert torch.equal(again.latents, stored.latents) and torch.equal(again.weights, stored.weights)
-    # A folder written before SyntheticLatents.save: tensors only, the rest in distill.json.
+    # A folder written before SyntheticLatents.save (tensors only, the rest in distill.json) is no longer read:
+    # a DataError that says what to do, not a traceback.
     save_file({"latents": stored.latents, "labels": stored.labels, "weights": stored.weights},
               str(folder / "latents.safetensors"))
-    old, _ = load_synthetic(folder, digits)
-    assert torch.equal(old.latents, stored.latents) and old.extras == stored.extras
+    with pytest.raises(DataError, match=r"no latentdd metadata.*no longer reads.*distil again, or delete the folder"):
+        load_synthetic(folder, digits)

@@ -175,6 +175,22 @@ def test_write_manifest_refuses_a_shard_that_fails_its_checksum(digits, tmp_path
         write_manifest(tmp_path, digits.class_names)
 
 
+def test_a_cache_with_checksums_in_its_manifest_only_still_reads_and_an_encode_over_it_encodes_it_again(
+        digits, tmp_path, caplog):
+    """A cache from before the per-shard checksum files: reading checks the manifest's checksums; an encode into it
+    no longer takes those (CHANGELOG), so it encodes every shard again, saying why, and the latents are the same."""
+    reference = _finished(digits, tmp_path)
+    for checksum in tmp_path.glob("shard-*.safetensors.sha256"):
+        checksum.unlink()
+    assert torch.equal(load_latents(tmp_path).latents, reference)
+    encoder = ToyEncoder()
+    encode_all(digits, tmp_path, encoder)
+    assert encoder.calls == 14 * 4 + 2  # every shard
+    assert "fails its checksum (none stored); encoding it again" in caplog.text
+    write_manifest(tmp_path, digits.class_names)
+    assert torch.equal(load_latents(tmp_path).latents, reference)
+
+
 def test_checksum_files_read_with_sha256sum_format(digits, tmp_path):
     encode_all(digits, tmp_path)
     line = (tmp_path / (shard_name(0) + ".sha256")).read_text()

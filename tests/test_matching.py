@@ -300,6 +300,7 @@ def test_decoded_tiles_are_whole_latents_and_the_matching_sees_what_the_evaluato
     assert out.latents.shape == (12, 2, 4, 4) and out.labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4
     assert out.extras["factorization"] == {"factor": 2, "tiles": "decoded", "latents_matched_per_class": 4}
     assert out.params["ipc"] == 1 and out.params["tiles"] == "decoded"
+    assert out.tile_factor == 2  # what the renderer reads: the set carries it, in its saved file too
     stored = tile_set(SyntheticImages(_decode(out.latents), out.labels, list(out.class_names),
                                       weights=out.weights), 2)
     assert stored.images.shape == (3, 1, 8, 8) and stored.labels.tolist() == [0, 1, 2]
@@ -316,6 +317,7 @@ def test_decoded_tiles_are_whole_latents_and_the_matching_sees_what_the_evaluato
     plain = make_distiller("dm", **{**TINY, "embedding": "pixel", "factor": 2}).distill(latents, 1, seed=0,
                                                                                         context=context)
     assert plain.latents.shape == (3, 2, 4, 4) and plain.extras["factorization"]["tiles"] == "latent"
+    assert plain.tile_factor == 1
 
 
 @pytest.mark.bad_input
@@ -332,7 +334,8 @@ def test_tiling_a_set_refuses_soft_labels_and_classes_that_do_not_fill_their_til
 
 def test_cli_renders_decoded_tiles_into_stored_images_of_the_ipc(tmp_path):
     """In the pixel space a decoded tile is its own (clamped) pixels: each stored PNG is its class's 4 optimised
-    images, average-pooled and tiled; the folder holds IPC images a class, the latents file 4x as many."""
+    images, average-pooled and tiled; the folder holds IPC images a class, the latents file 4x as many; `latentdd
+    render` of the folder writes the same images."""
     from safetensors.torch import load_file
 
     from latentdd.cli import main
@@ -350,6 +353,13 @@ def test_cli_renders_decoded_tiles_into_stored_images_of_the_ipc(tmp_path):
     first = sorted((out / "images" / "0").glob("*.png"))[0]
     png = np.asarray(Image.open(first), dtype=np.float32) / 255.0
     assert np.abs(png - tile(pixels[:4].clamp(0, 1), 2)[0, 0].numpy()).max() <= 0.5 / 255 + 1e-6
+    # `latentdd render` reads the tiling from the latents file too: the distill folder's images, byte for byte.
+    assert main(["render", "--dataset", "digits", "--vae", "pixel", "--synthetic", str(out), "--quiet",
+                 "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "render")]) == 0
+    pngs = lambda root: {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*.png"))}  # noqa: E731
+    assert pngs(tmp_path / "render" / "images") == pngs(out / "images")
+    rendered = json.loads((tmp_path / "render" / "images" / "manifest.json").read_text())
+    assert rendered["record"]["ipc"] == 1
 
 
 # ---------------------------------------------------------------------------------------

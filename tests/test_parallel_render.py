@@ -3,6 +3,7 @@ diffusion decoder (whose noise is per latent), with simulated ranks and under `a
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import subprocess
@@ -70,6 +71,40 @@ def test_simulated_ranks_join_to_the_one_process_images(vae, synthetic, tmp_path
     assert torch.equal(joined.images, whole.images)
     assert torch.equal(joined.labels, whole.labels) and torch.equal(joined.weights, whole.weights)
     assert joined.meta == whole.meta and joined.class_names == whole.class_names
+
+
+class _Rank0:
+    """accelerate's PartialState as rank 0 of 2 sees it, the other rank's part already written."""
+
+    process_index, num_processes, is_main_process = 0, 2, True
+
+    def wait_for_everyone(self) -> None:
+        pass
+
+
+def test_a_set_of_tiles_renders_split_and_whole_to_its_stored_images(vae, tmp_path):
+    """A set whose stored images are 2 x 2 latents each (tiles "decoded", which its extras record): the renderer
+    reads that from the set, whole (`render_set`) or split over processes (`render_split`), and tiles."""
+    from latentdd.nn.factorization import tile_set
+    from latentdd.render import render_set
+    from latentdd.render.parallel import render_split
+
+    g = torch.Generator().manual_seed(1)
+    tiles = SyntheticLatents(torch.randn(12, 4, 4, 4, generator=g), torch.arange(3).repeat_interleave(4),
+                             ["a", "b", "c"], method="dm", params={"ipc": 1}, weights=torch.full((12,), 1 / 4),
+                             extras={"factorization": {"factor": 2, "tiles": "decoded"}})
+    assert tiles.tile_factor == 2
+    decoder = VAEDecoder(vae, VAEInputAdapter((3, 8, 8), 8, 3), batch_size=5)  # the ranks' slices split classes
+    stored = render_set(decoder, tiles, seed=0)
+    assert stored.images.shape == (3, 3, 8, 8) and stored.labels.tolist() == [0, 1, 2]
+    assert torch.equal(stored.images, tile_set(decoder.render(tiles), 2).images)
+    assert torch.allclose(stored.weights, torch.ones(3))
+    render_part(decoder, tiles, seed=0, rank=1, world_size=2, parts=tmp_path)
+    split = render_split(decoder, tiles, seed=0, state=_Rank0(), parts=tmp_path)
+    assert torch.equal(split.images, stored.images) and torch.equal(split.labels, stored.labels)
+    # Without tiles "decoded" each latent is a stored image.
+    plain = dataclasses.replace(tiles, extras={"factorization": {"factor": 2, "tiles": "latent"}})
+    assert plain.tile_factor == 1 and len(render_set(decoder, plain)) == 12
 
 
 def test_a_missing_part_is_a_clear_error(vae, synthetic, tmp_path):

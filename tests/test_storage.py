@@ -30,11 +30,10 @@ class _Payload:
 
 
 @pytest.mark.bad_input
-@pytest.mark.parametrize("name", ["bacon_checkpoint.pt", "bacon_checkpoint.safetensors", "matching_checkpoint.safetensors"])
-def test_a_planted_pickle_checkpoint_is_never_loaded(tmp_path, name):
+def test_a_planted_pickle_checkpoint_is_never_loaded(tmp_path):
     flag = tmp_path / "pwned"
     (tmp_path / "ckpt").mkdir()
-    (tmp_path / "ckpt" / name).write_bytes(pickle.dumps(_Payload(flag)))
+    (tmp_path / "ckpt" / "matching_checkpoint.safetensors").write_bytes(pickle.dumps(_Payload(flag)))
     x = torch.randn(30, 2, 4, 4, generator=torch.Generator().manual_seed(0))
     latents = Latents(x, torch.arange(3).repeat_interleave(10), ["a", "b", "c"])
     tiny = {"iterations": 2, "width": 8, "pool_start": 1, "pool_max": 1, "batch_real": 4, "net_batch": 8,

@@ -35,7 +35,7 @@ import torch
 
 from latentdd.data.base import LabelledImages
 from latentdd.errors import DataError, LatentDDError
-from latentdd.io import atomic_write_json, checksum_path, file_sha256, is_int, list_of, stored_checksum, write_checksum
+from latentdd.io import atomic_write_json, file_sha256, is_int, list_of, stored_checksum, write_checksum
 from latentdd.latents.types import Latents
 from latentdd.progress import progress_bar
 
@@ -103,19 +103,14 @@ def shard_ranges(num_images: int, shard_size: int) -> list[tuple[int, int]]:
     return [(s, min(s + shard_size, num_images)) for s in range(0, num_images, shard_size)]
 
 
-def _stored_checksum(shard: Path, legacy: dict[str, str]) -> str | None:
-    """The checksum written beside `shard`, else the one an older cache's manifest holds (`legacy`)."""
-    return stored_checksum(shard) if checksum_path(shard).is_file() else legacy.get(shard.name)
-
-
-def _verified_sha256(shard: Path, rows: int, legacy: dict[str, str]) -> str | None:
+def _verified_sha256(shard: Path, rows: int) -> str | None:
     """sha256 of `shard` when it is whole (its bytes match its stored checksum and it holds `rows`
     images), else None -- with a warning for a shard that exists but is damaged."""
     from safetensors import safe_open
 
     if not shard.exists():
         return None
-    expected, actual = _stored_checksum(shard, legacy), file_sha256(shard)
+    expected, actual = stored_checksum(shard), file_sha256(shard)
     if expected != actual:
         log.warning("shard %s fails its checksum (%s); encoding it again", shard,
                     "none stored" if expected is None else "altered or truncated")
@@ -129,15 +124,6 @@ def _verified_sha256(shard: Path, rows: int, legacy: dict[str, str]) -> str | No
         return None
     log.warning("shard %s holds the wrong number of images; encoding it again", shard)
     return None
-
-
-def _legacy_checksums(out: Path) -> dict[str, str]:
-    """file -> sha256 from an existing manifest: caches written before the per-shard checksum files."""
-    try:
-        manifest = json.loads((out / MANIFEST).read_text())
-        return {shard["file"]: shard["sha256"] for shard in manifest["shards"]}
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
 
 
 def _write_shard(path: Path, tensors: dict[str, torch.Tensor]) -> None:
@@ -212,8 +198,7 @@ def encode_split(
         atomic_write_json(out / PLAN, plan)
     mine = [(i, r) for i, r in enumerate(ranges) if i % world_size == rank]
     _remove_stale_temporaries(out, [i for i, _ in mine])
-    legacy = _legacy_checksums(out)
-    todo = [(i, r) for i, r in mine if _verified_sha256(out / shard_name(i), r[1] - r[0], legacy) is None]
+    todo = [(i, r) for i, r in mine if _verified_sha256(out / shard_name(i), r[1] - r[0]) is None]
     bar = progress_bar(total=sum(b - a for _, (a, b) in todo), desc=f"encode (rank {rank})", unit="img", disable=not progress)
     batches = {index: [(lo, min(lo + config.batch_size, stop)) for lo in range(start, stop, config.batch_size)]
                for index, (start, stop) in todo}
@@ -241,11 +226,10 @@ def write_manifest(out: Path | str, class_names: list[str]) -> dict:
 
     out = Path(out)
     plan = json.loads((out / PLAN).read_text())
-    legacy = _legacy_checksums(out)
     shards, counts, latent_shape = [], torch.zeros(len(class_names), dtype=torch.long), None
     for index, (start, stop) in enumerate(plan["shards"]):
         path = out / shard_name(index)
-        digest = _verified_sha256(path, stop - start, legacy)
+        digest = _verified_sha256(path, stop - start)
         if digest is None:
             raise LatentDDError(f"shard {path} is missing or damaged; run the same encode again: it encodes "
                                 "every missing or damaged shard and keeps the others")

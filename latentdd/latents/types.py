@@ -89,7 +89,8 @@ class SyntheticLatents:
     latents: (M, c, h, w) float32 in the same scaled space as `Latents`; labels: (M,)
     int64; weights: (M,) float32 >= 0 summing to 1 within each class (Voronoi masses for
     quantization, uniform otherwise) or None; method and params: what made them;
-    extras: method-specific results (quantization error per class, medoid indices, ...);
+    extras: method-specific results (quantization error per class, medoid indices, ...) -- among them
+    "factorization", which says how the latents make the stored images (`tile_factor`);
     soft_labels: (M, K) float32 class distributions, or None.
 
     `save` / `load` keep them in one safetensors file: the tensors, and the rest as JSON in
@@ -120,6 +121,15 @@ class SyntheticLatents:
     def __len__(self) -> int:
         return self.latents.shape[0]
 
+    @property
+    def tile_factor(self) -> int:
+        """How many latents, per side, make one stored image: f when each stored image is f x f latents of
+        its class, each rendered whole, then pooled and tiled into it (a matching method's factorization with
+        tiles "decoded", which its extras["factorization"] records and the file keeps); 1 when each latent
+        renders to one stored image (factorized "latent" tiles too: they are tiled within the latent)."""
+        factorization = self.extras.get("factorization") or {}
+        return int(factorization["factor"]) if factorization.get("tiles") == "decoded" else 1
+
     def save(self, path: str | Path) -> Path:
         """Write one safetensors file at `path`, atomically: latents, labels (and weights, soft_labels when
         set) as tensors; class_names, method, params and extras as JSON in its metadata -- the extras
@@ -140,13 +150,12 @@ class SyntheticLatents:
         return atomic_write_bytes(path, data)
 
     @classmethod
-    def load(cls, path: str | Path, *, legacy: dict | None = None) -> SyntheticLatents:
-        """The synthetic latents `save` wrote at `path`; DataError naming the file if it is missing or corrupt.
+    def load(cls, path: str | Path, *, recorded_extras: dict | None = None) -> SyntheticLatents:
+        """The synthetic latents `save` wrote at `path`; DataError naming the file if it is missing, corrupt or
+        not one `save` wrote (a tensors-only latents.safetensors of a version before `save`, say).
 
-        legacy: class_names, method, params and extras for a file of tensors only (a distill
-        folder's latents.safetensors before `save` existed, whose distill.json holds them). For a
-        file `save` wrote, legacy's extras give back the timings the file leaves out, if without
-        them they equal the file's (a record that disagrees with the file is not taken).
+        recorded_extras: the extras a distill folder's distill.json holds, timings included; taken instead of
+        the file's when, without their run-dependent values, they equal the file's (else the file's are kept).
         """
         from safetensors import safe_open
 
@@ -161,23 +170,20 @@ class SyntheticLatents:
                 tensors = {name: f.get_tensor(name) for name in f.keys()}
         except Exception as err:  # noqa: BLE001 - safetensors raises its own error types for a damaged file
             raise DataError(f"cannot read the synthetic latents {path} ({err}); the file is damaged: {redo}") from None
-        if _SYNTHETIC_KEY in metadata:
-            try:
-                fields = json.loads(metadata[_SYNTHETIC_KEY])
-            except ValueError as err:
-                raise DataError(f"the synthetic latents {path} carry unreadable metadata ({err}): {redo}") from None
-            if not isinstance(fields, dict) or fields.get("format") != SYNTHETIC_FORMAT or \
-                    fields.get("format_version", 99) > SYNTHETIC_FORMAT_VERSION:
-                raise DataError(f"{path} is not a synthetic-latents file this latentdd can read: {redo}")
-            # A folder re-rendered from these latents (latents_from) keeps the run's timings in its distill.json.
-            recorded = (legacy or {}).get("extras")
-            if isinstance(recorded, dict) and content_extras(recorded) == fields.get("extras"):
-                fields["extras"] = recorded
-        elif legacy is not None:
-            fields = legacy
-        else:
+        if _SYNTHETIC_KEY not in metadata:
             raise DataError(f"{path} holds tensors but no latentdd metadata: it was not written by "
-                            f"SyntheticLatents.save; {redo}")
+                            "SyntheticLatents.save (the tensors-only latents.safetensors of a distill folder from "
+                            f"before it, which latentdd no longer reads, is such a file); {redo}")
+        try:
+            fields = json.loads(metadata[_SYNTHETIC_KEY])
+        except ValueError as err:
+            raise DataError(f"the synthetic latents {path} carry unreadable metadata ({err}): {redo}") from None
+        if not isinstance(fields, dict) or fields.get("format") != SYNTHETIC_FORMAT or \
+                fields.get("format_version", 99) > SYNTHETIC_FORMAT_VERSION:
+            raise DataError(f"{path} is not a synthetic-latents file this latentdd can read: {redo}")
+        # A folder re-rendered from these latents (latents_from) keeps the run's timings in its distill.json.
+        if isinstance(recorded_extras, dict) and content_extras(recorded_extras) == fields.get("extras"):
+            fields["extras"] = recorded_extras
         missing = sorted({"latents", "labels"} - set(tensors)) + \
             sorted({"class_names", "method"} - set(fields))
         if missing:

@@ -57,7 +57,9 @@ def tile(sources: torch.Tensor, factor: int) -> torch.Tensor:
 def tile_set(images: SyntheticImages, factor: int) -> SyntheticImages:
     """A set of factor**2 * N whole images, grouped by class -> N stored images, each `tile`s factor**2 of
     its class (what a matching method's tiles "decoded" render to). A stored image's weight is the sum of
-    its tiles'; soft labels are refused (a tile's own label would be lost)."""
+    its tiles'; soft labels are refused (a tile's own label would be lost). factor 1 returns images itself."""
+    if factor == 1:
+        return images
     if images.soft_labels is not None:
         raise DataError("tiling whole images into stored ones keeps hard labels only; this set carries soft labels")
     parts, labels, weights = [], [], []

@@ -1,7 +1,10 @@
 """Rendering: synthetic latents -> synthetic images at the dataset's shape.
 
-A decoder is a small object with `render(synthetic, seed) -> SyntheticImages` and
-`record() -> dict` (the decoder part of the protocol record). `DECODERS` maps each name
+A decoder is a small object with `render(synthetic, seed) -> SyntheticImages`, an image a
+latent, and `record() -> dict` (the decoder part of the protocol record). `render_set` makes
+a set's stored images from those: where a set tiles several latents into each stored image
+(`SyntheticLatents.tile_factor`), it tiles them after the decoder has rendered each whole
+(as does `latentdd.render.parallel.render_split`). `DECODERS` maps each name
 to the factory that builds it, and is what the CLI's --decoder choices and
 `latentdd.pipelines.distill.make_decoder` both read:
 
@@ -28,10 +31,19 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
+from latentdd.data.base import SyntheticImages
+from latentdd.latents.types import SyntheticLatents
+from latentdd.nn.factorization import tile_set
 from latentdd.render.diffusion import DiffusionDecoder
 from latentdd.render.dit import DIT_DEFAULT, DiTDecoder, make_dit_decoder
 from latentdd.render.sd_img2img import SD_DEFAULT, StableDiffusionImg2ImgDecoder, make_sd_img2img_decoder
 from latentdd.render.vae import VAEDecoder
+
+
+def render_set(decoder, synthetic: SyntheticLatents, *, seed: int = 0) -> SyntheticImages:
+    """The images `synthetic` stores, rendered by `decoder`: one a latent, or with `synthetic.tile_factor`
+    f > 1, f x f latents of a class, each rendered whole, pooled and tiled into one (`tile_set`)."""
+    return tile_set(decoder.render(synthetic, seed=seed), synthetic.tile_factor)
 
 
 def make_vae_decoder(config, vae, adapter, latents, cache_dir, *, progress: bool = True):
@@ -78,7 +90,7 @@ PRETRAINED_DEFAULTS: dict[str, str] = {"dit": DIT_DEFAULT, "sd-img2img": SD_DEFA
 
 __all__ = ["DECODERS", "PRETRAINED_DEFAULTS", "DiTDecoder", "DiffusionDecoder", "StableDiffusionImg2ImgDecoder",
            "VAEDecoder", "load_or_fit_prior", "make_diffusion_decoder", "make_dit_decoder", "make_sd_img2img_decoder",
-           "make_vae_decoder"]
+           "make_vae_decoder", "render_set"]
 
 import sys as _sys  # noqa: E402
 

@@ -5,7 +5,8 @@ decoder's batch_size (`rank_slice`), passing first_index = start_r, so that ever
 decoded in the batch, and denoised with the noise, it gets in a one-process render (the noise
 of latent i depends on (seed, i) alone: `latentdd.render.img2img.latent_generators`). The
 joined images are therefore the one-process images, bit for bit. Parts travel as safetensors
-files in a folder every process can read (`parts`); rank 0 joins them after a barrier.
+files in a folder every process can read (`parts`); rank 0 joins them after a barrier, and tiles
+them into the set's stored images where its latents are tiles (`latentdd.render.render_set`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from latentdd.data.base import SyntheticImages
 from latentdd.errors import LatentDDError
 from latentdd.latents.types import SyntheticLatents
+from latentdd.nn.factorization import tile_set
 
 
 def rank_slice(num: int, batch_size: int, rank: int, world_size: int) -> tuple[int, int]:
@@ -89,8 +91,10 @@ def join_parts(synthetic: SyntheticLatents, parts: Path, world_size: int) -> Syn
 
 
 def render_split(decoder, synthetic: SyntheticLatents, *, seed: int, state, parts: Path) -> SyntheticImages | None:
-    """Render `synthetic` with the processes of `state` (accelerate's PartialState) -> the images on the
-    main process, None on the others. `parts` must exist and be shared by every process."""
+    """Render `synthetic` with the processes of `state` (accelerate's PartialState) -> its stored images on the
+    main process (`render_set`'s), None on the others. `parts` must exist and be shared by every process."""
     render_part(decoder, synthetic, seed=seed, rank=state.process_index, world_size=state.num_processes, parts=parts)
     state.wait_for_everyone()
-    return join_parts(synthetic, parts, state.num_processes) if state.is_main_process else None
+    if not state.is_main_process:
+        return None
+    return tile_set(join_parts(synthetic, parts, state.num_processes), synthetic.tile_factor)

@@ -4,7 +4,6 @@ package's docstring); `_Guard`, its optimiser step that stops on NaN or divergen
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,14 +27,11 @@ from latentdd.nn.factorization import check_factor, tile, untile
 from latentdd.progress import progress_bar
 from latentdd.state import StateRejected, check_count, load_optimizer, restore, save_state
 
-log = logging.getLogger(__name__)
-
 INITS = ("real", "kmeans")
 TILES = ("latent", "decoded")  # what a factorized tile is: MatchingDistiller.tiles
 OPTIMIZERS = ("sgd", "adam")
 COMPILE_MODES = ("off", "auto", "on")
 CHECKPOINT_FILE = "matching_checkpoint.safetensors"  # latentdd.state: tensors, the rest as JSON, a checksum beside
-_OLD_CHECKPOINTS = ("bacon_checkpoint.pt", "bacon_checkpoint.safetensors")  # earlier formats: never resumed
 # DSA groups that make sense on latent maps: colour and cutout act on pixel intensities.
 LATENT_DSA = "crop_flip_scale_rotate"
 
@@ -256,10 +252,6 @@ class MatchingDistiller:
         """The run as the checkpoint at `path` left it: ((syn, optimizer, source), iteration, seconds,
         curve), with gen restored; or None (no checkpoint, or one that cannot be resumed: a warning
         says why, and `build` starts the run afresh)."""
-        for old in _OLD_CHECKPOINTS:
-            if path.with_name(old).is_file():
-                log.warning("ignoring %s: a checkpoint of an earlier latentdd version (those in .pt files are pickles, "
-                            "which are never loaded: loading one can run any code); delete it", path.with_name(old))
 
         def load(state: dict):
             if state["key"] != key:
