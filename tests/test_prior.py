@@ -18,7 +18,7 @@ from latentdd.render.dit import DiTDecoder, load_dit
 from latentdd.render.img2img import latent_generators
 from latentdd.render.sd_img2img import StableDiffusionImg2ImgDecoder, load_sd_img2img
 from latentdd.render.vae import VAEDecoder
-from latentdd.state import read_state
+from latentdd.checkpoint import read_state
 from latentdd.vae import DiffusersKL, VAEInputAdapter
 
 diffusers = pytest.importorskip("diffusers")

@@ -16,7 +16,7 @@ import torch
 from latentdd.distill import DistillContext, make_distiller, matching
 from latentdd.errors import DataError
 from latentdd.io import checksum_path
-from latentdd.state import read_state, save_state
+from latentdd.checkpoint import read_state, save_state
 
 TINY = {"iterations": 4, "width": 8, "batch_real": 8, "checkpoint_every": 1, "embedding": "latent"}
 

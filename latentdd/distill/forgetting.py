@@ -40,7 +40,7 @@ from latentdd.distill.quantize import quantization_error
 from latentdd.errors import DataError
 from latentdd.latents.types import Latents, SyntheticLatents
 from latentdd.progress import progress_bar
-from latentdd.state import StateRejected, restore, save_state
+from latentdd.checkpoint import StateRejected, restore, save_state
 
 _NEVER_LEARNED = np.iinfo(np.int64).max  # forgotten "most": Toneva's rule for examples never learned
 

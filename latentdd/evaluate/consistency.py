@@ -26,10 +26,10 @@ from latentdd.data.base import LabelledImages, data_identity
 from latentdd.evaluate.trainer import EvalConfig, _normalise, channel_stats, top1_accuracy, train_model
 from latentdd.io import atomic_write_json
 from latentdd.nn.convnet import build_model
-from latentdd.state import StateRejected, restore, save_state
+from latentdd.checkpoint import StateRejected, restore, save_state
 
 JUDGE_VERSION = 1  # bump when a change here makes the same config train a different judge
-_META, _WEIGHTS = "judge.json", "judge.safetensors"  # the weights: latentdd.state
+_META, _WEIGHTS = "judge.json", "judge.safetensors"  # the weights: latentdd.checkpoint
 
 
 @dataclass

@@ -44,13 +44,13 @@ from latentdd.fitting import check_blocks, learning_rate
 from latentdd.io import atomic_write_bytes, atomic_write_json, read_json_fields
 from latentdd.latents.types import Latents
 from latentdd.progress import progress_bar
-from latentdd.state import StateRejected, check_count, load_optimizer, restore, save_state
+from latentdd.checkpoint import StateRejected, check_count, load_optimizer, restore, save_state
 
 # Bump when a change to this file makes the same config train a different prior.
 PRIOR_VERSION = 2  # 2: diffusers EMAModel (its first update copies the weights)
 PRIOR_META_FILE = "latentdd_prior.json"
 LOSS_CURVE_FILE = "loss_curve.png"
-_CHECKPOINT_FILE = "checkpoint.safetensors"  # latentdd.state
+_CHECKPOINT_FILE = "checkpoint.safetensors"  # latentdd.checkpoint
 # Fields that change neither the weights (a resumed fit equals an uninterrupted one) nor the data.
 _NOT_HASHED = ("checkpoint_every", "log_every")
 

@@ -30,14 +30,14 @@ from latentdd.errors import DataError, LatentDDError
 from latentdd.fitting import check_blocks, learning_rate
 from latentdd.io import atomic_write_json, read_json_fields
 from latentdd.progress import progress_bar
-from latentdd.state import check_count, load_optimizer, restore, save_state
+from latentdd.checkpoint import check_count, load_optimizer, restore, save_state
 from latentdd.vae.base import VAEInputAdapter
 from latentdd.vae.diffusers_kl import DiffusersKL
 
 # Bump when a change to this file makes the same config train a different VAE.
 FIT_VERSION = 1
 FIT_META_FILE = "latentdd_fit.json"
-_CHECKPOINT_FILE = "checkpoint.safetensors"  # latentdd.state
+_CHECKPOINT_FILE = "checkpoint.safetensors"  # latentdd.checkpoint
 # Fields that change neither the weights (a resumed fit equals an uninterrupted one) nor the data.
 _NOT_HASHED = ("checkpoint_every", "log_every")
 

@@ -26,7 +26,7 @@ from latentdd.latents.types import Latents, SyntheticLatents
 from latentdd.nn.dsa import DiffAugment, DSAConfig
 from latentdd.nn.factorization import check_factor, tile, untile
 from latentdd.progress import progress_bar
-from latentdd.state import StateRejected, check_count, load_optimizer, restore, save_state
+from latentdd.checkpoint import StateRejected, check_count, load_optimizer, restore, save_state
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ INITS = ("real", "kmeans")
 TILES = ("latent", "decoded")  # what a factorized tile is: MatchingDistiller.tiles
 OPTIMIZERS = ("sgd", "adam")
 COMPILE_MODES = ("off", "auto", "on")
-CHECKPOINT_FILE = "matching_checkpoint.safetensors"  # latentdd.state: tensors, the rest as JSON, a checksum beside
+CHECKPOINT_FILE = "matching_checkpoint.safetensors"  # latentdd.checkpoint: tensors, the rest as JSON, a checksum beside
 _OLD_CHECKPOINTS = ("bacon_checkpoint.pt", "bacon_checkpoint.safetensors")  # earlier formats: never resumed
 # DSA groups that make sense on latent maps: colour and cutout act on pixel intensities.
 LATENT_DSA = "crop_flip_scale_rotate"
@@ -394,7 +394,7 @@ class _Guard:
 
 
 # ---------------------------------------------------------------------------------------
-# Checkpoints: `latentdd.state` files (safetensors + JSON, never a pickle, a checksum beside)
+# Checkpoints: `latentdd.checkpoint` files (safetensors + JSON, never a pickle, a checksum beside)
 
 
 def remove_checkpoint(folder: Path) -> None:

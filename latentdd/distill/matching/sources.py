@@ -16,7 +16,7 @@ from latentdd.cachekey import content_key, tensor_sha256
 from latentdd.distill.matching.inputs import Run
 from latentdd.nn.convnet import ConvNet
 from latentdd.progress import progress_bar
-from latentdd.state import StateRejected, load_optimizer, restore, save_state
+from latentdd.checkpoint import StateRejected, load_optimizer, restore, save_state
 
 
 @dataclass
