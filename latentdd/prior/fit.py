@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import math
 import os
 import shutil
 import tempfile
@@ -34,23 +33,21 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from latentdd.cachekey import content_key, tensor_sha256
 from latentdd.errors import DataError, LatentDDError
-from latentdd.fitting import check_blocks, learning_rate
+from latentdd.fitting import check_blocks, fit_loop
 from latentdd.io import atomic_write_bytes, atomic_write_json, read_json_fields
 from latentdd.latents.types import Latents
-from latentdd.progress import progress_bar
-from latentdd.checkpoint import StateRejected, check_count, load_optimizer, restore, save_state
+from latentdd.checkpoint import StateRejected
 
 # Bump when a change to this file makes the same config train a different prior.
 PRIOR_VERSION = 2  # 2: diffusers EMAModel (its first update copies the weights)
 PRIOR_META_FILE = "latentdd_prior.json"
 LOSS_CURVE_FILE = "loss_curve.png"
-_CHECKPOINT_FILE = "checkpoint.safetensors"  # latentdd.checkpoint
+_CHECKPOINT_FILE = "checkpoint.safetensors"  # latentdd.checkpoint, written by latentdd.fitting.fit_loop
 # Fields that change neither the weights (a resumed fit equals an uninterrupted one) nor the data.
 _NOT_HASHED = ("checkpoint_every", "log_every")
 
@@ -78,7 +75,7 @@ class FitPriorConfig:
         guidance needs the unconditional model; 0.1 as in DiT / Ho & Salimans).
     max_steps: optimiser steps; epochs, when set, overrides it (ceil(epochs * (N // batch_size))).
     batch_size, lr, weight_decay: AdamW's. lr_schedule: "constant", or "cosine" decay from
-        lr to lr / 10 over the run (`latentdd.fitting.learning_rate`). grad_clip: max
+        lr to lr / 10 over the run (`latentdd.fitting.lr_factor`). grad_clip: max
         gradient norm (0: none).
     ema_decay: the saved weights are an exponential moving average of the trained ones,
         with decay min(ema_decay, n / (9 + n)) at update n (the first copies the weights) so that
@@ -274,77 +271,50 @@ def _train(latents: Latents, config: FitPriorConfig, checkpoint: Path, progress:
 
     x_all = latents.latents.float()  # (N, c, h, w), stays on the CPU; batches move
     y_all = latents.labels
-    n, null = len(latents), len(latents.class_names)
-    batch_size = min(config.batch_size, n)
-    steps_per_epoch = n // batch_size
-    total = math.ceil(config.epochs * steps_per_epoch) if config.epochs is not None else config.max_steps
+    null = len(latents.class_names)
+    scheduler = DDPMScheduler(**config.scheduler_config())
 
     def build():
         with torch.random.fork_rng(devices=[]):  # seeded weights, the global RNG left alone
             torch.manual_seed(config.seed)
             unet = UNet2DModel(**config.unet_config(latents.latent_shape, null)).to(device)
         optimizer = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        return unet, _ema(unet, config.ema_decay), optimizer
+        return (unet.train(), _ema(unet, config.ema_decay)), optimizer
 
-    def load(state: dict):
-        unet, ema, optimizer = build()
+    def load(parts, state: dict) -> None:
+        unet, ema = parts
         unet.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         ema.to(device)
         if [p.shape for p in ema.shadow_params] != [p.shape for p in unet.parameters()]:
             raise StateRejected("its EMA weights do not fit the UNet")
-        load_optimizer(optimizer, state["optimizer"])
-        step = check_count(state["step"], total - 1, "step")  # none is written at the end
-        return (unet, ema, optimizer), step, list(state["curve"]), list(state["window"])
 
-    (unet, ema, optimizer), step, curve, window = (restore(checkpoint, load, otherwise="the fit starts afresh")
-                                                   or (build(), 0, [], []))
-    scheduler = DDPMScheduler(**config.scheduler_config())
-
-    unet.train()
-    bar = progress_bar(total=total, initial=step, disable=not progress, desc="fit prior", unit="step")
-    order = None
-    while step < total:
-        epoch, i = divmod(step, steps_per_epoch)
-        if order is None or i == 0:
-            # Each epoch's order depends only on (seed, epoch), so a resumed fit sees the same batches.
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch))
-        index = order[i * batch_size : (i + 1) * batch_size]
+    def loss(parts, index: torch.Tensor, draws: torch.Generator) -> torch.Tensor:
+        unet, _ = parts
         x0, labels = x_all[index], y_all[index]  # (B, c, h, w), (B,)
         # All draws of a step come from (seed, step), on the CPU, so they do not depend on the device.
-        draws = torch.Generator().manual_seed(config.seed * 1_000_003 + 7919 * step + 1)
         dropped = torch.rand(len(index), generator=draws) < config.label_dropout
         labels = torch.where(dropped, null, labels)
         t = torch.randint(0, config.num_train_timesteps, (len(index),), generator=draws)
         noise = torch.randn(x0.shape, generator=draws)  # (B, c, h, w)
         x0, labels, t, noise = x0.to(device), labels.to(device), t.to(device), noise.to(device)
         noisy = scheduler.add_noise(x0, noise, t)  # (B, c, h, w)
-        loss = F.mse_loss(unet(noisy, t, class_labels=labels).sample.float(), noise)
-        if not torch.isfinite(loss):
-            raise LatentDDError(
-                f"fitting the prior diverged: loss is {loss.item()} at step {step}. Lower lr (now {config.lr}) "
-                "and check that the latents are scaled (about unit variance)"
-            )
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(config, step, total)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        return F.mse_loss(unet(noisy, t, class_labels=labels).sample.float(), noise)
+
+    def update(parts, optimizer: torch.optim.Optimizer) -> None:
+        unet, ema = parts
         if config.grad_clip:
             torch.nn.utils.clip_grad_norm_(unet.parameters(), config.grad_clip)
         optimizer.step()
         ema.step(unet.parameters())
-        step += 1
-        window.append(loss.item())
-        if len(window) == config.log_every or step == total:
-            curve.append([step, float(np.mean(window))])
-            bar.set_postfix(loss=f"{curve[-1][1]:.4f}")
-            window = []
-        bar.update(1)
-        if config.checkpoint_every and step % config.checkpoint_every == 0 and step < total:
-            state = {"model": unet.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-                     "step": step, "curve": curve, "window": window}
-            save_state(checkpoint, state)
-    bar.close()
+
+    (unet, ema), curve = fit_loop(
+        config, len(latents), build, loss, checkpoint=checkpoint, update=update, load=load,
+        state=lambda parts: {"model": parts[0].state_dict(), "ema": parts[1].state_dict()},
+        diverged=lambda value, step: (
+            f"fitting the prior diverged: loss is {value} at step {step}. Lower lr (now {config.lr}) "
+            "and check that the latents are scaled (about unit variance)"),
+        desc="fit prior", progress=progress)
     ema.copy_to(unet.parameters())  # UNet2DModel has no buffers, so its parameters are all there is to average
     return unet.eval().requires_grad_(False), scheduler, curve
 

@@ -20,24 +20,21 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from latentdd.cachekey import content_key
 from latentdd.data.base import LabelledImages, data_identity
 from latentdd.errors import DataError, LatentDDError
-from latentdd.fitting import check_blocks, learning_rate
+from latentdd.fitting import check_blocks, fit_loop
 from latentdd.io import atomic_write_json, read_json_fields
-from latentdd.progress import progress_bar
-from latentdd.checkpoint import check_count, load_optimizer, restore, save_state
 from latentdd.vae.base import VAEInputAdapter
 from latentdd.vae.diffusers_kl import DiffusersKL
 
 # Bump when a change to this file makes the same config train a different VAE.
 FIT_VERSION = 1
 FIT_META_FILE = "latentdd_fit.json"
-_CHECKPOINT_FILE = "checkpoint.safetensors"  # latentdd.checkpoint
+_CHECKPOINT_FILE = "checkpoint.safetensors"  # latentdd.checkpoint, written by latentdd.fitting.fit_loop
 # Fields that change neither the weights (a resumed fit equals an uninterrupted one) nor the data.
 _NOT_HASHED = ("checkpoint_every", "log_every")
 
@@ -241,64 +238,30 @@ def _train(
     device: str | torch.device,
 ) -> tuple[DiffusersKL, list[list[float]]]:
     """Train and return (the trainable wrapped AutoencoderKL in eval mode, [[step, mean loss], ...])."""
-    n = len(train)
-    batch_size = min(config.batch_size, n)
-    steps_per_epoch = n // batch_size
-    total = math.ceil(config.epochs * steps_per_epoch) if config.epochs is not None else config.max_steps
 
     def build() -> tuple[DiffusersKL, torch.optim.Optimizer]:
         vae = DiffusersKL.from_config(config.diffusers_config(adapter.input_channels), name="fitting",
                                       seed=config.seed, input_resize=config.resize, trainable=True).to(device)
+        vae.model.train()
         return vae, torch.optim.Adam(vae.model.parameters(), lr=config.lr)
 
-    def load(state: dict):
-        vae, optimizer = build()
-        vae.model.load_state_dict(state["model"])
-        load_optimizer(optimizer, state["optimizer"])
-        step = check_count(state["step"], total - 1, "step")  # none is written at the end
-        # The losses since the last logged point travel with the checkpoint: a resumed fit logs the same curve.
-        return (vae, optimizer), step, list(state["curve"]), [float(v) for v in state["window"]]
-
-    (vae, optimizer), step, curve, window = (restore(checkpoint, load, otherwise="the fit starts afresh")
-                                             or (build(), 0, [], []))
-    model = vae.model.train()
-
-    bar = progress_bar(total=total, initial=step, disable=not progress, desc="fit VAE", unit="step")
-    order = None
-    while step < total:
-        epoch, i = divmod(step, steps_per_epoch)
-        if order is None or i == 0:
-            # Each epoch's order depends only on (seed, epoch), so a resumed fit sees the same batches.
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch))
-        images = adapter.to_vae(train.load(order[i * batch_size : (i + 1) * batch_size])).to(device)  # (B, C, S, S)
+    def loss(vae: DiffusersKL, index: torch.Tensor, draws: torch.Generator) -> torch.Tensor:
+        images = adapter.to_vae(train.load(index)).to(device)  # (B, C, S, S)
         posterior = vae.posterior(images)
-        noise = torch.Generator().manual_seed(config.seed * 1_000_003 + 7919 * step + 1)
-        z = posterior.sample(generator=noise)  # (B, c, h, w)
-        recon = (model.decode(z).sample + 1) / 2
+        z = posterior.sample(generator=draws)  # (B, c, h, w)
+        recon = (vae.model.decode(z).sample + 1) / 2
         kl = posterior.kl().mean() / z[0].numel()  # per latent element
-        loss = F.mse_loss(recon, images) + config.kl_weight * kl
-        if not torch.isfinite(loss):
-            raise LatentDDError(
-                f"fitting the VAE diverged: loss is {loss.item()} at step {step}. Lower lr (now {config.lr}) "
-                f"or kl_weight (now {config.kl_weight}), and check the training images are finite and in [0, 1]"
-            )
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(config, step, total)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        window.append(loss.item())
-        if step % config.log_every == 0 or step == total:
-            curve.append([step, float(np.mean(window))])
-            bar.set_postfix(loss=f"{curve[-1][1]:.5f}")
-            window = []
-        bar.update(1)
-        if config.checkpoint_every and step % config.checkpoint_every == 0 and step < total:
-            save_state(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                                    "curve": curve, "window": window})
-    bar.close()
-    model.eval()
+        return F.mse_loss(recon, images) + config.kl_weight * kl
+
+    vae, curve = fit_loop(
+        config, len(train), build, loss, checkpoint=checkpoint,
+        state=lambda vae: {"model": vae.model.state_dict()},
+        load=lambda vae, state: vae.model.load_state_dict(state["model"]),
+        diverged=lambda value, step: (
+            f"fitting the VAE diverged: loss is {value} at step {step}. Lower lr (now {config.lr}) "
+            f"or kl_weight (now {config.kl_weight}), and check the training images are finite and in [0, 1]"),
+        desc="fit VAE", progress=progress)
+    vae.model.eval()
     return vae, curve
 
 
