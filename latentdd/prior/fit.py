@@ -16,8 +16,8 @@ holds
     latentdd_prior.json   config, data identity, report (loss curve, seconds, ...)
     loss_curve.png        the training loss (when matplotlib is installed)
 
-and is written under a temporary name and renamed, so a crash never leaves half an
-entry. Training checkpoints to `cache_dir/.partial-<hash16>/` and resumes from there;
+and is written under a temporary name and renamed (`latentdd.cache.write_folder`), so a crash
+never leaves half an entry. Training checkpoints to `cache_dir/.partial-<hash16>/` and resumes from there;
 every random draw is a function of (seed, epoch) or (seed, step), so a resumed fit ends
 with the same weights as an uninterrupted one.
 """
@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,12 +34,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from latentdd.cache import cached, write_folder
 from latentdd.cachekey import content_key, tensor_sha256
+from latentdd.checkpoint import StateRejected
 from latentdd.errors import DataError, LatentDDError
 from latentdd.fitting import check_blocks, fit_loop
 from latentdd.io import atomic_write_bytes, atomic_write_json, read_json_fields
 from latentdd.latents.types import Latents
-from latentdd.checkpoint import StateRejected
 
 # Bump when a change to this file makes the same config train a different prior.
 PRIOR_VERSION = 2  # 2: diffusers EMAModel (its first update copies the weights)
@@ -181,42 +180,51 @@ def fit_prior(
     data = latents_identity(latents)
     key = prior_hash(config, data)
     cache_dir = Path(cache_dir).expanduser()
-    final = cache_dir / key[:16]
-    if (final / PRIOR_META_FILE).is_file():
-        unet, scheduler, report = load_prior(final, device=device)
-        return unet, scheduler, {**report, "cached": True}
-    factor = config.downsampling
-    _, h, w = latents.latent_shape
-    if h % factor or w % factor:
-        raise DataError(
-            f"the prior's UNet downsamples {len(config.block_out_channels) - 1} times, so latent height and width "
-            f"must be multiples of {factor}; got {h}x{w}. Use fewer block_out_channels"
-        )
-
     partial = cache_dir / f".partial-{key[:16]}"
-    start = time.perf_counter()
-    unet, scheduler, curve = _train(latents, config, partial / _CHECKPOINT_FILE, progress, device)
-    train_seconds = time.perf_counter() - start
-    report = {
-        "name": f"prior:{key[:16]}",
-        "hash": key,
-        "cached": False,
-        "steps": curve[-1][0],
-        "train_seconds": round(train_seconds, 1),
-        "final_loss": curve[-1][1],
-        "loss_curve": curve,
-        "num_parameters": sum(p.numel() for p in unet.parameters()),
-        "num_classes": len(latents.class_names),
-        "null_class": len(latents.class_names),
-        "config": dataclasses.asdict(config),
-        "data": data,
-    }
-    meta = {"prior_version": PRIOR_VERSION, "name": report["name"], "hash": key, "config": report["config"],
-            "data": data, "report": report}
-    _write_entry(final, lambda tmp: _save(tmp, unet, scheduler, meta))
-    shutil.rmtree(partial, ignore_errors=True)
-    unet, scheduler, report = load_prior(final, device=device)
-    return unet, scheduler, report
+
+    def load(entry: Path):
+        if not (entry / PRIOR_META_FILE).is_file():
+            return None
+        # A damaged entry is a LatentDDError that says to delete it, not fitted again.
+        unet, scheduler, report = load_prior(entry, device=device)
+        return unet, scheduler, {**report, "cached": True}
+
+    def build():
+        factor = config.downsampling
+        _, h, w = latents.latent_shape
+        if h % factor or w % factor:
+            raise DataError(
+                f"the prior's UNet downsamples {len(config.block_out_channels) - 1} times, so latent height and width "
+                f"must be multiples of {factor}; got {h}x{w}. Use fewer block_out_channels"
+            )
+        start = time.perf_counter()
+        unet, scheduler, curve = _train(latents, config, partial / _CHECKPOINT_FILE, progress, device)
+        train_seconds = time.perf_counter() - start
+        report = {
+            "name": f"prior:{key[:16]}",
+            "hash": key,
+            "cached": False,
+            "steps": curve[-1][0],
+            "train_seconds": round(train_seconds, 1),
+            "final_loss": curve[-1][1],
+            "loss_curve": curve,
+            "num_parameters": sum(p.numel() for p in unet.parameters()),
+            "num_classes": len(latents.class_names),
+            "null_class": len(latents.class_names),
+            "config": dataclasses.asdict(config),
+            "data": data,
+        }
+        return unet, scheduler, report
+
+    def save(entry: Path, built):
+        unet, scheduler, report = built
+        meta = {"prior_version": PRIOR_VERSION, "name": report["name"], "hash": key, "config": report["config"],
+                "data": data, "report": report}
+        write_folder(entry, lambda tmp: _save(tmp, unet, scheduler, meta), PRIOR_META_FILE)
+        shutil.rmtree(partial, ignore_errors=True)
+        return load_prior(entry, device=device)
+
+    return cached(cache_dir / key[:16], build, load=load, save=save, otherwise="the prior is fitted again")[0]
 
 
 def load_prior(directory: Path | str, *, device: str | torch.device = "cpu"):
@@ -334,22 +342,6 @@ def _save(directory: Path, unet, scheduler, meta: dict) -> None:
     if png is not None:
         atomic_write_bytes(directory / LOSS_CURVE_FILE, png)
     atomic_write_json(directory / PRIOR_META_FILE, meta)  # last: its presence marks a complete entry
-
-
-def _write_entry(final: Path, write) -> None:
-    """Call write(tmp) on a fresh sibling temporary directory, then rename it to `final`."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
-    try:
-        write(tmp)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / PRIOR_META_FILE).is_file():  # not a concurrent fit that finished first
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def loss_curve_png(curve: list[list[float]], *, title: str = "") -> bytes | None:

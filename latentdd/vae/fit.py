@@ -3,7 +3,7 @@
 The fitted VAE is cached by content: its directory `cache_dir/<hash>` is named by the
 `cachekey.content_key` of (FIT_VERSION, the config, the dataset's name, image shape and
 number of images, and a checksum of the training images), so a second call with the same config
-and data loads it instantly, and any change trains a new one. The directory is what
+and data loads it instantly, and any change trains a new one (`latentdd.cache.cached`). The directory is what
 `save_pretrained` writes plus `latentdd_fit.json` (config, data identity, report); it is
 written under a temporary name and renamed, so a crash never leaves a half-written VAE.
 Training checkpoints to `cache_dir/.partial-<hash>/` and resumes from there.
@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from latentdd.cache import cached, write_folder
 from latentdd.cachekey import content_key
 from latentdd.data.base import LabelledImages, data_identity
 from latentdd.errors import DataError, LatentDDError
@@ -129,65 +128,67 @@ def fit_vae(
         raise DataError(f"the fitted VAE takes 1- or 3-channel images; got {channels} channels")
     data = data_identity(train)
     key = fit_hash(config, data)
-    final = cache_dir / key[:16]
-    if (final / FIT_META_FILE).is_file():
-        vae = load_fitted(final).to(device)
-        return vae, {**_read_meta(final, report=True)["report"], "cached": True}
+
+    def load(entry: Path) -> tuple[DiffusersKL, dict] | None:
+        if not (entry / FIT_META_FILE).is_file():
+            return None
+        # A damaged entry is a LatentDDError that says to delete it (as for --vae DIR), not fitted again.
+        return load_fitted(entry).to(device), {**_read_meta(entry, report=True)["report"], "cached": True}
 
     image_shape = tuple(data["image_shape"])
     adapter = VAEInputAdapter(image_shape, config.image_size, image_shape[0], config.resize)
     partial = cache_dir / f".partial-{key[:16]}"
-    start = time.perf_counter()
-    fitted, curve = _train(train, adapter, config, partial / _CHECKPOINT_FILE, progress, device)
-    train_seconds = time.perf_counter() - start
 
-    mean, std = latent_stats(fitted, train, adapter, config.scale_images)
-    model = fitted.model
-    model.register_to_config(scaling_factor=1.0 / std)
-    meta = {
-        "fit_version": FIT_VERSION,
-        "name": f"fit:{key[:16]}",
-        "hash": key,
-        "config": dataclasses.asdict(config),
-        "data": data,
-        "input": {"image_size": config.image_size, "channels": image_shape[0], "resize": config.resize},
-    }
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key[:16]}-", dir=cache_dir))
-    try:
-        model.save_pretrained(tmp)
-        atomic_write_json(tmp / FIT_META_FILE, meta)
-        vae = load_fitted(tmp).to(device)
-        psnr = reconstruction_psnr(vae, test, adapter)
-        report = {
-            "name": meta["name"],
+    def build() -> tuple[torch.nn.Module, dict]:
+        """Train -> (the AutoencoderKL, scaled to unit latent std; its report, less what the stored VAE measures)."""
+        start = time.perf_counter()
+        fitted, curve = _train(train, adapter, config, partial / _CHECKPOINT_FILE, progress, device)
+        train_seconds = time.perf_counter() - start
+        mean, std = latent_stats(fitted, train, adapter, config.scale_images)
+        fitted.model.register_to_config(scaling_factor=1.0 / std)
+        return fitted.model, {
+            "name": f"fit:{key[:16]}",
             "hash": key,
             "cached": False,
             "steps": curve[-1][0],
             "train_seconds": round(train_seconds, 1),
             "final_loss": curve[-1][1] if curve else None,
             "loss_curve": curve,
-            "test_psnr": round(psnr, 3),
+            "test_psnr": None,  # these three: measured on the VAE as it loads (save)
             "test_images": len(test),
             "latent_mean_unscaled": mean,
             "latent_std_unscaled": std,
             "scaling_factor": 1.0 / std,
-            "num_parameters": vae.num_parameters,
-            "latent_shape": list(vae.latent_shape),
-            "config": meta["config"],
+            "num_parameters": None,
+            "latent_shape": None,
+            "config": dataclasses.asdict(config),
             "data": data,
         }
-        atomic_write_json(tmp / FIT_META_FILE, {**meta, "report": report})
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / FIT_META_FILE).is_file():  # not a concurrent fit that finished first
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(partial, ignore_errors=True)
-    return load_fitted(final).to(device), report
+
+    def save(entry: Path, built: tuple[torch.nn.Module, dict]) -> tuple[DiffusersKL, dict]:
+        model, report = built
+        meta = {
+            "fit_version": FIT_VERSION,
+            "name": report["name"],
+            "hash": key,
+            "config": report["config"],
+            "data": data,
+            "input": {"image_size": config.image_size, "channels": image_shape[0], "resize": config.resize},
+        }
+
+        def write(tmp: Path) -> None:
+            model.save_pretrained(tmp)
+            atomic_write_json(tmp / FIT_META_FILE, meta)
+            vae = load_fitted(tmp).to(device)
+            report.update(test_psnr=round(reconstruction_psnr(vae, test, adapter), 3),
+                          num_parameters=vae.num_parameters, latent_shape=list(vae.latent_shape))
+            atomic_write_json(tmp / FIT_META_FILE, {**meta, "report": report})
+
+        write_folder(entry, write, FIT_META_FILE)
+        shutil.rmtree(partial, ignore_errors=True)
+        return load_fitted(entry).to(device), report
+
+    return cached(cache_dir / key[:16], build, load=load, save=save, otherwise="the VAE is fitted again")[0]
 
 
 def load_fitted(directory: Path | str, *, input_size: int | None = None) -> DiffusersKL:
