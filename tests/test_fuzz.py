@@ -1,5 +1,5 @@
 """Property-based tests (hypothesis) of everything latentdd parses: config files and KEY=VALUE flags,
-image-folder manifests, checkpoints (latentdd.state), latent caches, and fitted VAE, prior and
+image-folder manifests, checkpoints (latentdd.checkpoint), latent caches, and fitted VAE, prior and
 teacher cache entries (issue 32, defect 8).
 
 Each property feeds a reader arbitrary or damaged input. Allowed outcomes: a value that passes
@@ -365,7 +365,7 @@ def test_a_damaged_image_fails_its_checksum(read_folder, image_folder, data):
     assert isinstance(outcome, DataError) and f"{name} was changed after export" in str(outcome), outcome
 
 
-# ---------------------------------------------------------------- 3. checkpoints (latentdd.state.read_state)
+# ---------------------------------------------------------------- 3. checkpoints (latentdd.checkpoint.read_state)
 
 
 @pytest.fixture(scope="module")
@@ -374,7 +374,7 @@ def checkpoint(tmp_path_factory):
     and prior fits' and the network bank's are all written so): a matching run's kind of state (a synthetic
     set, an Adam state with integer keys, a generator state, a loss curve, numbers and strings)."""
     from latentdd.distill.matching import CHECKPOINT_FILE
-    from latentdd.state import save_state
+    from latentdd.checkpoint import save_state
 
     generator = torch.Generator().manual_seed(0)
     syn = torch.randn(4, 2, 3, 3, generator=generator, requires_grad=True)
@@ -393,7 +393,7 @@ def read_checkpoint(checkpoint, tmp_path_factory):
     """read_checkpoint(data) -> (what read_state gives, the warnings logged) for a copy of the checkpoint
     folder (with whatever save_state wrote beside the file) whose checkpoint file holds `data`."""
     from latentdd.distill.matching import CHECKPOINT_FILE
-    from latentdd.state import read_state
+    from latentdd.checkpoint import read_state
 
     folder, _, _ = checkpoint
     work = tmp_path_factory.mktemp("checkpoint-work") / "copy"

@@ -12,13 +12,14 @@ from latentdd.render.diffusion import DiffusionDecoder, denoising_steps
 from latentdd.errors import DataError, LatentDDError
 from latentdd.latents.types import Latents, SyntheticLatents
 from latentdd.prior import FitPriorConfig, fit_prior, latents_identity, load_prior, prior_hash
+from latentdd import fitting
 from latentdd.prior import fit as prior_fit
 from latentdd.data.imagenet import imagenet_class_index, load_imagenet_classes
 from latentdd.render.dit import DiTDecoder, load_dit
 from latentdd.render.img2img import latent_generators
 from latentdd.render.sd_img2img import StableDiffusionImg2ImgDecoder, load_sd_img2img
 from latentdd.render.vae import VAEDecoder
-from latentdd.state import read_state
+from latentdd.checkpoint import read_state
 from latentdd.vae import DiffusersKL, VAEInputAdapter
 
 diffusers = pytest.importorskip("diffusers")
@@ -163,7 +164,7 @@ def test_fit_prior_resumes_from_a_checkpoint_to_the_same_weights(fitted, tmp_pat
     unet, _, report, _ = fitted
     config = tiny_config(checkpoint_every=10)
     saves = []
-    real_save = prior_fit.save_state
+    real_save = fitting.save_state
 
     def save_then_crash(path, state):
         real_save(path, state)
@@ -171,14 +172,14 @@ def test_fit_prior_resumes_from_a_checkpoint_to_the_same_weights(fitted, tmp_pat
         if len(saves) == 2:
             raise KeyboardInterrupt  # stop right after the step-20 checkpoint
 
-    monkeypatch.setattr(prior_fit, "save_state", save_then_crash)
+    monkeypatch.setattr(fitting, "save_state", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
         fit_prior(learnable_latents(), config, tmp_path, progress=False)
     checkpoint = tmp_path / f".partial-{report['hash'][:16]}" / "checkpoint.safetensors"
     assert saves == [10, 20] and checkpoint.is_file()
     ema = read_state(checkpoint, otherwise="")["ema"]  # EMAModel's state, no pickle needed
     assert ema["optimization_step"] == 20 and len(ema["shadow_params"]) == len(list(unet.parameters()))
-    monkeypatch.setattr(prior_fit, "save_state", real_save)
+    monkeypatch.setattr(fitting, "save_state", real_save)
     resumed, _, resumed_report = fit_prior(learnable_latents(), config, tmp_path, progress=False)
     assert resumed_report["cached"] is False and resumed_report["loss_curve"] == report["loss_curve"]
     assert_same_weights(unet, resumed)

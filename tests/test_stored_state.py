@@ -16,7 +16,7 @@ import torch
 from latentdd.distill import DistillContext, make_distiller, matching
 from latentdd.errors import DataError
 from latentdd.io import checksum_path
-from latentdd.state import read_state, save_state
+from latentdd.checkpoint import read_state, save_state
 
 TINY = {"iterations": 4, "width": 8, "batch_real": 8, "checkpoint_every": 1, "embedding": "latent"}
 
@@ -229,8 +229,10 @@ def test_damaged_forgetting_counts_are_counted_again(stored_run, tmp_path, caplo
     assert again.extras["counts_cached"] is False and again.extras["indices"] == first.extras["indices"]
 
 
-def _fit_and_stop_after_the_first_checkpoint(fit, module) -> None:
-    """Run fit() until it writes its first checkpoint, then stop it as a kill would."""
+def _fit_and_stop_after_the_first_checkpoint(fit) -> None:
+    """Run fit() (of the VAE or the prior) until it writes its first checkpoint, then stop it as a kill would."""
+    from latentdd import fitting as module
+
     real = module.save_state
 
     def save_then_stop(path, state):
@@ -263,8 +265,7 @@ def vae_fit(tmp_path_factory):
     config = tiny_fit_config(max_steps=4, checkpoint_every=2, batch_size=16, scale_images=32, log_every=2)
     whole, _ = fit_module.fit_vae(*digits, config, tmp_path_factory.mktemp("whole"), progress=False)
     cache = tmp_path_factory.mktemp("stopped")
-    _fit_and_stop_after_the_first_checkpoint(lambda: fit_module.fit_vae(*digits, config, cache, progress=False),
-                                             fit_module)
+    _fit_and_stop_after_the_first_checkpoint(lambda: fit_module.fit_vae(*digits, config, cache, progress=False))
     return digits, config, whole, cache
 
 
@@ -298,8 +299,7 @@ def test_a_damaged_prior_fit_checkpoint_is_ignored_and_the_fit_starts_afresh(tmp
 
     config, latents = tiny_config(max_steps=4, checkpoint_every=2), learnable_latents(32)
     whole, _, _ = prior_fit.fit_prior(latents, config, tmp_path / "whole", progress=False)
-    _fit_and_stop_after_the_first_checkpoint(lambda: prior_fit.fit_prior(latents, config, tmp_path, progress=False),
-                                             prior_fit)
+    _fit_and_stop_after_the_first_checkpoint(lambda: prior_fit.fit_prior(latents, config, tmp_path, progress=False))
     path = _partial_checkpoint(tmp_path)
     _restate(path, lambda s: s["ema"]["shadow_params"].pop())
     fitted, _, _ = prior_fit.fit_prior(latents, config, tmp_path, progress=False)

@@ -28,6 +28,7 @@ from latentdd.vae import (
     fit_vae,
     load_vae,
 )
+from latentdd import fitting
 from latentdd.vae import fit as fit_module
 
 diffusers = pytest.importorskip("diffusers")
@@ -501,7 +502,7 @@ def test_fit_resumes_from_a_checkpoint_to_the_same_weights(fitted, digits, tmp_p
     vae, uninterrupted, _ = fitted
     config = tiny_fit_config(checkpoint_every=15)  # mid-way between two logged points (log_every 10)
     writes = []
-    real_save = fit_module.save_state
+    real_save = fitting.save_state
 
     def save_then_crash(path, state):
         real_save(path, state)
@@ -509,10 +510,10 @@ def test_fit_resumes_from_a_checkpoint_to_the_same_weights(fitted, digits, tmp_p
         if len(writes) == 1:
             raise KeyboardInterrupt  # stop after the step-15 checkpoint
 
-    monkeypatch.setattr(fit_module, "save_state", save_then_crash)
+    monkeypatch.setattr(fitting, "save_state", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
         fit_vae(*digits, config, tmp_path, progress=False)
-    monkeypatch.setattr(fit_module, "save_state", real_save)
+    monkeypatch.setattr(fitting, "save_state", real_save)
     resumed, report = fit_vae(*digits, config, tmp_path, progress=False)
     assert report["steps"] == 30
     # The loss logged over the steps on both sides of the resume point is the uninterrupted fit's.

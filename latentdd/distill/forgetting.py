@@ -24,7 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from latentdd.cache import cached_state
 from latentdd.cachekey import content_key, tensor_sha256
+from latentdd.checkpoint import StateRejected
 from latentdd.config import positive_int
 from latentdd.distill.base import (
     DistillContext,
@@ -40,7 +42,6 @@ from latentdd.distill.quantize import quantization_error
 from latentdd.errors import DataError
 from latentdd.latents.types import Latents, SyntheticLatents
 from latentdd.progress import progress_bar
-from latentdd.state import StateRejected, restore, save_state
 
 _NEVER_LEARNED = np.iinfo(np.int64).max  # forgotten "most": Toneva's rule for examples never learned
 
@@ -119,13 +120,9 @@ class ForgettingDistiller:
                 raise StateRejected(f"its counts are not {len(latents)} non-negative integers")
             return counts.numpy()
 
-        counts = restore(path, load, otherwise="they are counted again") if path is not None else None
-        if counts is not None:
-            return counts, True
-        counts = self._train(latents, inputs, context.progress)
-        if path is not None:
-            save_state(path, {"key": key, "counts": torch.from_numpy(counts)})
-        return counts, False
+        return cached_state(path, lambda: self._train(latents, inputs, context.progress), load=load,
+                            state=lambda counts: {"key": key, "counts": torch.from_numpy(counts)},
+                            otherwise="they are counted again")
 
     def _train(self, latents: Latents, inputs: Inputs, progress: bool) -> np.ndarray:
         gen = torch.Generator().manual_seed(0)  # the counts are a property of the data: one fixed seed

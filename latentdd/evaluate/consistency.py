@@ -21,15 +21,16 @@ from pathlib import Path
 
 import torch
 
+from latentdd.cache import cached
 from latentdd.cachekey import content_key, tensor_sha256
+from latentdd.checkpoint import StateRejected, restore, save_state
 from latentdd.data.base import LabelledImages, data_identity
 from latentdd.evaluate.trainer import EvalConfig, _normalise, channel_stats, top1_accuracy, train_model
 from latentdd.io import atomic_write_json
 from latentdd.nn.convnet import build_model
-from latentdd.state import StateRejected, restore, save_state
 
 JUDGE_VERSION = 1  # bump when a change here makes the same config train a different judge
-_META, _WEIGHTS = "judge.json", "judge.safetensors"  # the weights: latentdd.state
+_META, _WEIGHTS = "judge.json", "judge.safetensors"  # the weights: latentdd.checkpoint
 
 
 @dataclass
@@ -71,7 +72,7 @@ def fit_judge(train: LabelledImages, test: LabelledImages, config: JudgeConfig, 
     _, c, h, _ = sample.shape
     eval_config = config.eval_config()
 
-    def load(state: dict) -> Judge:
+    def from_state(state: dict) -> Judge:
         try:
             report = json.loads((folder / _META).read_text())
         except (OSError, ValueError) as err:
@@ -83,22 +84,30 @@ def fit_judge(train: LabelledImages, test: LabelledImages, config: JudgeConfig, 
             raise StateRejected(f"its report's mean and std are not {c} channels")
         return Judge(model.eval(), mean, std, report | {"cached": True})
 
-    if (folder / _META).exists():
-        judge = restore(folder / _WEIGHTS, load, otherwise="the judge is trained again")
-        if judge is not None:
-            return judge
-    t = time.perf_counter()
-    mean, std = channel_stats(train)
-    images = torch.cat([x for x, _ in train.iter_batches(4096)])  # (N, C, H, W)
-    model = train_model(images, train.labels, num_classes=len(train.class_names), config=eval_config, mean=mean,
-                        std=std, seed=config.seed, progress=progress)
-    seconds = time.perf_counter() - t
-    accuracy = top1_accuracy(model, test, mean=mean, std=std)
-    report = {"name": f"judge:{key}", **identity, "test_accuracy": accuracy, "train_seconds": seconds,
-              "mean": mean.tolist(), "std": std.tolist(), "cache": str(folder)}
-    save_state(folder / _WEIGHTS, {"model": model.state_dict()})
-    atomic_write_json(folder / _META, report)  # written last: its presence marks a finished entry
-    return Judge(model, mean, std, report | {"cached": False})
+    def load(entry: Path) -> Judge | None:
+        if not (entry / _META).exists():
+            return None
+        return restore(entry / _WEIGHTS, from_state, otherwise="the judge is trained again")
+
+    def build() -> Judge:
+        t = time.perf_counter()
+        mean, std = channel_stats(train)
+        images = torch.cat([x for x, _ in train.iter_batches(4096)])  # (N, C, H, W)
+        model = train_model(images, train.labels, num_classes=len(train.class_names), config=eval_config, mean=mean,
+                            std=std, seed=config.seed, progress=progress)
+        seconds = time.perf_counter() - t
+        accuracy = top1_accuracy(model, test, mean=mean, std=std)
+        report = {"name": f"judge:{key}", **identity, "test_accuracy": accuracy, "train_seconds": seconds,
+                  "mean": mean.tolist(), "std": std.tolist(), "cache": str(folder)}
+        return Judge(model, mean, std, report)
+
+    def save(entry: Path, judge: Judge) -> Judge:
+        save_state(entry / _WEIGHTS, {"model": judge.model.state_dict()})
+        atomic_write_json(entry / _META, judge.report)  # written last: its presence marks a finished entry
+        judge.report = judge.report | {"cached": False}
+        return judge
+
+    return cached(folder, build, load=load, save=save, otherwise="the judge is trained again")[0]
 
 
 @torch.no_grad()

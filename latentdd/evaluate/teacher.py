@@ -25,15 +25,14 @@ fields have their types and ranges (`_FIELDS`), the weights match weights_sha256
 safetensors alone: a pickle in their place is named and never loaded), and they hold exactly
 the tensors, by name and shape, of the architecture the record names. A cached entry that
 fails (or was written before these checksums) is fitted again, with a warning naming the
-file; a folder given as `--teacher DIR` cannot be rebuilt here, so it is a DataError naming
-the file and what to do. "loaded from the cache" is said of a teacher only after all of this.
+file (`latentdd.cache.cached`); a folder given as `--teacher DIR` cannot be rebuilt here, so it
+is a DataError naming the file and what to do. "loaded from the cache" is said of a teacher only after all of this.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +41,9 @@ from typing import Callable
 import torch
 from torch import nn
 
+from latentdd.cache import cached
 from latentdd.cachekey import content_key, tensor_sha256
+from latentdd.checkpoint import StateRejected
 from latentdd.data.base import LabelledImages
 from latentdd.data.imagenet import imagenet_indices
 from latentdd.errors import DataError, LatentDDError
@@ -57,8 +58,6 @@ from latentdd.io import (
     with_json_sha256,
 )
 from latentdd.nn.convnet import build_model
-
-log = logging.getLogger(__name__)
 
 TEACHER_VERSION = 1  # bump when a change here makes the same settings train a different teacher
 _META, _WEIGHTS = "teacher.json", "teacher.safetensors"
@@ -172,33 +171,45 @@ def fit_teacher(train: LabelledImages, test: LabelledImages, config: TeacherConf
                 "class_names": list(train.class_names)}
     key = content_key("teacher", **identity)
     folder = Path(config.cache_dir).expanduser() / "teacher" / key[:16]
-    if (folder / _META).exists():
-        try:
-            return _read_teacher(folder, key=key)
-        except TeacherDamagedError as err:
-            log.warning("the cached teacher is not used: %s; fitting it again", err)
-    t = time.perf_counter()
-    mean, std = channel_stats(train)
-    images = torch.cat([x for x, _ in train.iter_batches(4096)])  # (N, C, H, W)
-    eval_config = config.eval_config()
-    model = train_model(images, train.labels, num_classes=len(train.class_names), config=eval_config, mean=mean,
-                        std=std, seed=config.seed, progress=progress)
-    seconds = time.perf_counter() - t
-    _, c, h, _ = images.shape
-    record = {"name": f"teacher:{key[:16]}", "source": "fit", "key": key, **identity,
-              "architecture": {"model": config.model, **eval_config.arch_kwargs(h)}, "in_channels": c,
-              "image_size": h, "num_classes": len(train.class_names),
-              "test_accuracy": top1_accuracy(model, test, mean=mean, std=std),
-              "val_accuracy": top1_accuracy(model, val, mean=mean, std=std) if val is not None else None,
-              "train_seconds": seconds, "mean": mean.tolist(), "std": std.tolist(), "directory": str(folder)}
-    from safetensors.torch import save
 
-    folder.mkdir(parents=True, exist_ok=True)
-    weights = save({k: v.detach().contiguous() for k, v in model.state_dict().items()})
-    atomic_write_bytes(folder / _WEIGHTS, weights)
-    record = with_json_sha256(record | {_WEIGHTS_SHA256: hashlib.sha256(weights).hexdigest()}, _RECORD_SHA256)
-    atomic_write_json(folder / _META, record)  # written last: its presence marks a finished entry
-    return Teacher(model, mean, std, record | {"cached": False}, in_channels=c)
+    def load(entry: Path) -> Teacher | None:
+        if not (entry / _META).exists():
+            return None
+        try:
+            return _read_teacher(entry, key=key)
+        except TeacherDamagedError as err:
+            raise StateRejected(str(err)) from None
+
+    def build() -> Teacher:
+        t = time.perf_counter()
+        mean, std = channel_stats(train)
+        images = torch.cat([x for x, _ in train.iter_batches(4096)])  # (N, C, H, W)
+        eval_config = config.eval_config()
+        model = train_model(images, train.labels, num_classes=len(train.class_names), config=eval_config, mean=mean,
+                            std=std, seed=config.seed, progress=progress)
+        seconds = time.perf_counter() - t
+        _, c, h, _ = images.shape
+        record = {"name": f"teacher:{key[:16]}", "source": "fit", "key": key, **identity,
+                  "architecture": {"model": config.model, **eval_config.arch_kwargs(h)}, "in_channels": c,
+                  "image_size": h, "num_classes": len(train.class_names),
+                  "test_accuracy": top1_accuracy(model, test, mean=mean, std=std),
+                  "val_accuracy": top1_accuracy(model, val, mean=mean, std=std) if val is not None else None,
+                  "train_seconds": seconds, "mean": mean.tolist(), "std": std.tolist(), "directory": str(folder)}
+        return Teacher(model, mean, std, record, in_channels=c)
+
+    def save(entry: Path, teacher: Teacher) -> Teacher:
+        from safetensors.torch import save
+
+        entry.mkdir(parents=True, exist_ok=True)
+        weights = save({k: v.detach().contiguous() for k, v in teacher.model.state_dict().items()})
+        atomic_write_bytes(entry / _WEIGHTS, weights)
+        record = with_json_sha256(teacher.record | {_WEIGHTS_SHA256: hashlib.sha256(weights).hexdigest()},
+                                  _RECORD_SHA256)
+        atomic_write_json(entry / _META, record)  # written last: its presence marks a finished entry
+        teacher.record = record | {"cached": False}
+        return teacher
+
+    return cached(folder, build, load=load, save=save, otherwise="fitting it again")[0]
 
 
 class TeacherDamagedError(DataError):
@@ -377,16 +388,25 @@ def pretrained_teacher(config: TeacherConfig, test: LabelledImages) -> Teacher:
     folder = Path(config.cache_dir).expanduser() / "teacher" / key[:16]
     teacher = Teacher(model, torch.tensor(mean), torch.tensor(std), record, class_index=index, in_channels=in_channels,
                       input_size=config.input_size)
-    if (folder / _META).is_file():
+
+    def load(entry: Path) -> dict | None:
+        if not (entry / _META).is_file():
+            return None
         try:
-            teacher.record = _read_record(folder / _META, _MEASURED_FIELDS, key=key) | {"cached": True}
-            return teacher
+            return _read_record(entry / _META, _MEASURED_FIELDS, key=key)
         except TeacherDamagedError as err:
-            log.warning("the cached test accuracy of the teacher is not used: %s; measuring it again", err)
-    record = with_json_sha256(record | {"key": key, "test_accuracy": teacher_accuracy(teacher, test),
-                                        "directory": str(folder)}, _RECORD_SHA256)
-    atomic_write_json(folder / _META, record)  # the accuracy only: the weights stay in torch's hub cache
-    teacher.record = record | {"cached": False}
+            raise StateRejected(str(err)) from None
+
+    def measure() -> dict:
+        return with_json_sha256(record | {"key": key, "test_accuracy": teacher_accuracy(teacher, test),
+                                          "directory": str(folder)}, _RECORD_SHA256)
+
+    def save(entry: Path, measured: dict) -> dict:
+        atomic_write_json(entry / _META, measured)  # the accuracy only: the weights stay in torch's hub cache
+        return measured
+
+    measured, was_cached = cached(folder, measure, load=load, save=save, otherwise="measuring it again")
+    teacher.record = measured | {"cached": was_cached}
     return teacher
 
 

@@ -16,8 +16,8 @@ holds
     latentdd_prior.json   config, data identity, report (loss curve, seconds, ...)
     loss_curve.png        the training loss (when matplotlib is installed)
 
-and is written under a temporary name and renamed, so a crash never leaves half an
-entry. Training checkpoints to `cache_dir/.partial-<hash16>/` and resumes from there;
+and is written under a temporary name and renamed (`latentdd.cache.write_folder`), so a crash
+never leaves half an entry. Training checkpoints to `cache_dir/.partial-<hash16>/` and resumes from there;
 every random draw is a function of (seed, epoch) or (seed, step), so a resumed fit ends
 with the same weights as an uninterrupted one.
 """
@@ -26,31 +26,27 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import math
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from latentdd.cache import cached, write_folder
 from latentdd.cachekey import content_key, tensor_sha256
+from latentdd.checkpoint import StateRejected
 from latentdd.errors import DataError, LatentDDError
-from latentdd.fitting import check_blocks, learning_rate
+from latentdd.fitting import check_blocks, fit_loop
 from latentdd.io import atomic_write_bytes, atomic_write_json, read_json_fields
 from latentdd.latents.types import Latents
-from latentdd.progress import progress_bar
-from latentdd.state import StateRejected, check_count, load_optimizer, restore, save_state
 
 # Bump when a change to this file makes the same config train a different prior.
 PRIOR_VERSION = 2  # 2: diffusers EMAModel (its first update copies the weights)
 PRIOR_META_FILE = "latentdd_prior.json"
 LOSS_CURVE_FILE = "loss_curve.png"
-_CHECKPOINT_FILE = "checkpoint.safetensors"  # latentdd.state
+_CHECKPOINT_FILE = "checkpoint.safetensors"  # latentdd.checkpoint, written by latentdd.fitting.fit_loop
 # Fields that change neither the weights (a resumed fit equals an uninterrupted one) nor the data.
 _NOT_HASHED = ("checkpoint_every", "log_every")
 
@@ -78,7 +74,7 @@ class FitPriorConfig:
         guidance needs the unconditional model; 0.1 as in DiT / Ho & Salimans).
     max_steps: optimiser steps; epochs, when set, overrides it (ceil(epochs * (N // batch_size))).
     batch_size, lr, weight_decay: AdamW's. lr_schedule: "constant", or "cosine" decay from
-        lr to lr / 10 over the run (`latentdd.fitting.learning_rate`). grad_clip: max
+        lr to lr / 10 over the run (`latentdd.fitting.lr_factor`). grad_clip: max
         gradient norm (0: none).
     ema_decay: the saved weights are an exponential moving average of the trained ones,
         with decay min(ema_decay, n / (9 + n)) at update n (the first copies the weights) so that
@@ -184,42 +180,51 @@ def fit_prior(
     data = latents_identity(latents)
     key = prior_hash(config, data)
     cache_dir = Path(cache_dir).expanduser()
-    final = cache_dir / key[:16]
-    if (final / PRIOR_META_FILE).is_file():
-        unet, scheduler, report = load_prior(final, device=device)
-        return unet, scheduler, {**report, "cached": True}
-    factor = config.downsampling
-    _, h, w = latents.latent_shape
-    if h % factor or w % factor:
-        raise DataError(
-            f"the prior's UNet downsamples {len(config.block_out_channels) - 1} times, so latent height and width "
-            f"must be multiples of {factor}; got {h}x{w}. Use fewer block_out_channels"
-        )
-
     partial = cache_dir / f".partial-{key[:16]}"
-    start = time.perf_counter()
-    unet, scheduler, curve = _train(latents, config, partial / _CHECKPOINT_FILE, progress, device)
-    train_seconds = time.perf_counter() - start
-    report = {
-        "name": f"prior:{key[:16]}",
-        "hash": key,
-        "cached": False,
-        "steps": curve[-1][0],
-        "train_seconds": round(train_seconds, 1),
-        "final_loss": curve[-1][1],
-        "loss_curve": curve,
-        "num_parameters": sum(p.numel() for p in unet.parameters()),
-        "num_classes": len(latents.class_names),
-        "null_class": len(latents.class_names),
-        "config": dataclasses.asdict(config),
-        "data": data,
-    }
-    meta = {"prior_version": PRIOR_VERSION, "name": report["name"], "hash": key, "config": report["config"],
-            "data": data, "report": report}
-    _write_entry(final, lambda tmp: _save(tmp, unet, scheduler, meta))
-    shutil.rmtree(partial, ignore_errors=True)
-    unet, scheduler, report = load_prior(final, device=device)
-    return unet, scheduler, report
+
+    def load(entry: Path):
+        if not (entry / PRIOR_META_FILE).is_file():
+            return None
+        # A damaged entry is a LatentDDError that says to delete it, not fitted again.
+        unet, scheduler, report = load_prior(entry, device=device)
+        return unet, scheduler, {**report, "cached": True}
+
+    def build():
+        factor = config.downsampling
+        _, h, w = latents.latent_shape
+        if h % factor or w % factor:
+            raise DataError(
+                f"the prior's UNet downsamples {len(config.block_out_channels) - 1} times, so latent height and width "
+                f"must be multiples of {factor}; got {h}x{w}. Use fewer block_out_channels"
+            )
+        start = time.perf_counter()
+        unet, scheduler, curve = _train(latents, config, partial / _CHECKPOINT_FILE, progress, device)
+        train_seconds = time.perf_counter() - start
+        report = {
+            "name": f"prior:{key[:16]}",
+            "hash": key,
+            "cached": False,
+            "steps": curve[-1][0],
+            "train_seconds": round(train_seconds, 1),
+            "final_loss": curve[-1][1],
+            "loss_curve": curve,
+            "num_parameters": sum(p.numel() for p in unet.parameters()),
+            "num_classes": len(latents.class_names),
+            "null_class": len(latents.class_names),
+            "config": dataclasses.asdict(config),
+            "data": data,
+        }
+        return unet, scheduler, report
+
+    def save(entry: Path, built):
+        unet, scheduler, report = built
+        meta = {"prior_version": PRIOR_VERSION, "name": report["name"], "hash": key, "config": report["config"],
+                "data": data, "report": report}
+        write_folder(entry, lambda tmp: _save(tmp, unet, scheduler, meta), PRIOR_META_FILE)
+        shutil.rmtree(partial, ignore_errors=True)
+        return load_prior(entry, device=device)
+
+    return cached(cache_dir / key[:16], build, load=load, save=save, otherwise="the prior is fitted again")[0]
 
 
 def load_prior(directory: Path | str, *, device: str | torch.device = "cpu"):
@@ -274,77 +279,50 @@ def _train(latents: Latents, config: FitPriorConfig, checkpoint: Path, progress:
 
     x_all = latents.latents.float()  # (N, c, h, w), stays on the CPU; batches move
     y_all = latents.labels
-    n, null = len(latents), len(latents.class_names)
-    batch_size = min(config.batch_size, n)
-    steps_per_epoch = n // batch_size
-    total = math.ceil(config.epochs * steps_per_epoch) if config.epochs is not None else config.max_steps
+    null = len(latents.class_names)
+    scheduler = DDPMScheduler(**config.scheduler_config())
 
     def build():
         with torch.random.fork_rng(devices=[]):  # seeded weights, the global RNG left alone
             torch.manual_seed(config.seed)
             unet = UNet2DModel(**config.unet_config(latents.latent_shape, null)).to(device)
         optimizer = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        return unet, _ema(unet, config.ema_decay), optimizer
+        return (unet.train(), _ema(unet, config.ema_decay)), optimizer
 
-    def load(state: dict):
-        unet, ema, optimizer = build()
+    def load(parts, state: dict) -> None:
+        unet, ema = parts
         unet.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         ema.to(device)
         if [p.shape for p in ema.shadow_params] != [p.shape for p in unet.parameters()]:
             raise StateRejected("its EMA weights do not fit the UNet")
-        load_optimizer(optimizer, state["optimizer"])
-        step = check_count(state["step"], total - 1, "step")  # none is written at the end
-        return (unet, ema, optimizer), step, list(state["curve"]), list(state["window"])
 
-    (unet, ema, optimizer), step, curve, window = (restore(checkpoint, load, otherwise="the fit starts afresh")
-                                                   or (build(), 0, [], []))
-    scheduler = DDPMScheduler(**config.scheduler_config())
-
-    unet.train()
-    bar = progress_bar(total=total, initial=step, disable=not progress, desc="fit prior", unit="step")
-    order = None
-    while step < total:
-        epoch, i = divmod(step, steps_per_epoch)
-        if order is None or i == 0:
-            # Each epoch's order depends only on (seed, epoch), so a resumed fit sees the same batches.
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch))
-        index = order[i * batch_size : (i + 1) * batch_size]
+    def loss(parts, index: torch.Tensor, draws: torch.Generator) -> torch.Tensor:
+        unet, _ = parts
         x0, labels = x_all[index], y_all[index]  # (B, c, h, w), (B,)
         # All draws of a step come from (seed, step), on the CPU, so they do not depend on the device.
-        draws = torch.Generator().manual_seed(config.seed * 1_000_003 + 7919 * step + 1)
         dropped = torch.rand(len(index), generator=draws) < config.label_dropout
         labels = torch.where(dropped, null, labels)
         t = torch.randint(0, config.num_train_timesteps, (len(index),), generator=draws)
         noise = torch.randn(x0.shape, generator=draws)  # (B, c, h, w)
         x0, labels, t, noise = x0.to(device), labels.to(device), t.to(device), noise.to(device)
         noisy = scheduler.add_noise(x0, noise, t)  # (B, c, h, w)
-        loss = F.mse_loss(unet(noisy, t, class_labels=labels).sample.float(), noise)
-        if not torch.isfinite(loss):
-            raise LatentDDError(
-                f"fitting the prior diverged: loss is {loss.item()} at step {step}. Lower lr (now {config.lr}) "
-                "and check that the latents are scaled (about unit variance)"
-            )
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(config, step, total)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        return F.mse_loss(unet(noisy, t, class_labels=labels).sample.float(), noise)
+
+    def update(parts, optimizer: torch.optim.Optimizer) -> None:
+        unet, ema = parts
         if config.grad_clip:
             torch.nn.utils.clip_grad_norm_(unet.parameters(), config.grad_clip)
         optimizer.step()
         ema.step(unet.parameters())
-        step += 1
-        window.append(loss.item())
-        if len(window) == config.log_every or step == total:
-            curve.append([step, float(np.mean(window))])
-            bar.set_postfix(loss=f"{curve[-1][1]:.4f}")
-            window = []
-        bar.update(1)
-        if config.checkpoint_every and step % config.checkpoint_every == 0 and step < total:
-            state = {"model": unet.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-                     "step": step, "curve": curve, "window": window}
-            save_state(checkpoint, state)
-    bar.close()
+
+    (unet, ema), curve = fit_loop(
+        config, len(latents), build, loss, checkpoint=checkpoint, update=update, load=load,
+        state=lambda parts: {"model": parts[0].state_dict(), "ema": parts[1].state_dict()},
+        diverged=lambda value, step: (
+            f"fitting the prior diverged: loss is {value} at step {step}. Lower lr (now {config.lr}) "
+            "and check that the latents are scaled (about unit variance)"),
+        desc="fit prior", progress=progress)
     ema.copy_to(unet.parameters())  # UNet2DModel has no buffers, so its parameters are all there is to average
     return unet.eval().requires_grad_(False), scheduler, curve
 
@@ -364,22 +342,6 @@ def _save(directory: Path, unet, scheduler, meta: dict) -> None:
     if png is not None:
         atomic_write_bytes(directory / LOSS_CURVE_FILE, png)
     atomic_write_json(directory / PRIOR_META_FILE, meta)  # last: its presence marks a complete entry
-
-
-def _write_entry(final: Path, write) -> None:
-    """Call write(tmp) on a fresh sibling temporary directory, then rename it to `final`."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
-    try:
-        write(tmp)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / PRIOR_META_FILE).is_file():  # not a concurrent fit that finished first
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def loss_curve_png(curve: list[list[float]], *, title: str = "") -> bytes | None:

@@ -3,7 +3,7 @@
 The fitted VAE is cached by content: its directory `cache_dir/<hash>` is named by the
 `cachekey.content_key` of (FIT_VERSION, the config, the dataset's name, image shape and
 number of images, and a checksum of the training images), so a second call with the same config
-and data loads it instantly, and any change trains a new one. The directory is what
+and data loads it instantly, and any change trains a new one (`latentdd.cache.cached`). The directory is what
 `save_pretrained` writes plus `latentdd_fit.json` (config, data identity, report); it is
 written under a temporary name and renamed, so a crash never leaves a half-written VAE.
 Training checkpoints to `cache_dir/.partial-<hash>/` and resumes from there.
@@ -13,31 +13,27 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from latentdd.cache import cached, write_folder
 from latentdd.cachekey import content_key
 from latentdd.data.base import LabelledImages, data_identity
 from latentdd.errors import DataError, LatentDDError
-from latentdd.fitting import check_blocks, learning_rate
+from latentdd.fitting import check_blocks, fit_loop
 from latentdd.io import atomic_write_json, read_json_fields
-from latentdd.progress import progress_bar
-from latentdd.state import check_count, load_optimizer, restore, save_state
 from latentdd.vae.base import VAEInputAdapter
 from latentdd.vae.diffusers_kl import DiffusersKL
 
 # Bump when a change to this file makes the same config train a different VAE.
 FIT_VERSION = 1
 FIT_META_FILE = "latentdd_fit.json"
-_CHECKPOINT_FILE = "checkpoint.safetensors"  # latentdd.state
+_CHECKPOINT_FILE = "checkpoint.safetensors"  # latentdd.checkpoint, written by latentdd.fitting.fit_loop
 # Fields that change neither the weights (a resumed fit equals an uninterrupted one) nor the data.
 _NOT_HASHED = ("checkpoint_every", "log_every")
 
@@ -132,65 +128,67 @@ def fit_vae(
         raise DataError(f"the fitted VAE takes 1- or 3-channel images; got {channels} channels")
     data = data_identity(train)
     key = fit_hash(config, data)
-    final = cache_dir / key[:16]
-    if (final / FIT_META_FILE).is_file():
-        vae = load_fitted(final).to(device)
-        return vae, {**_read_meta(final, report=True)["report"], "cached": True}
+
+    def load(entry: Path) -> tuple[DiffusersKL, dict] | None:
+        if not (entry / FIT_META_FILE).is_file():
+            return None
+        # A damaged entry is a LatentDDError that says to delete it (as for --vae DIR), not fitted again.
+        return load_fitted(entry).to(device), {**_read_meta(entry, report=True)["report"], "cached": True}
 
     image_shape = tuple(data["image_shape"])
     adapter = VAEInputAdapter(image_shape, config.image_size, image_shape[0], config.resize)
     partial = cache_dir / f".partial-{key[:16]}"
-    start = time.perf_counter()
-    fitted, curve = _train(train, adapter, config, partial / _CHECKPOINT_FILE, progress, device)
-    train_seconds = time.perf_counter() - start
 
-    mean, std = latent_stats(fitted, train, adapter, config.scale_images)
-    model = fitted.model
-    model.register_to_config(scaling_factor=1.0 / std)
-    meta = {
-        "fit_version": FIT_VERSION,
-        "name": f"fit:{key[:16]}",
-        "hash": key,
-        "config": dataclasses.asdict(config),
-        "data": data,
-        "input": {"image_size": config.image_size, "channels": image_shape[0], "resize": config.resize},
-    }
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key[:16]}-", dir=cache_dir))
-    try:
-        model.save_pretrained(tmp)
-        atomic_write_json(tmp / FIT_META_FILE, meta)
-        vae = load_fitted(tmp).to(device)
-        psnr = reconstruction_psnr(vae, test, adapter)
-        report = {
-            "name": meta["name"],
+    def build() -> tuple[torch.nn.Module, dict]:
+        """Train -> (the AutoencoderKL, scaled to unit latent std; its report, less what the stored VAE measures)."""
+        start = time.perf_counter()
+        fitted, curve = _train(train, adapter, config, partial / _CHECKPOINT_FILE, progress, device)
+        train_seconds = time.perf_counter() - start
+        mean, std = latent_stats(fitted, train, adapter, config.scale_images)
+        fitted.model.register_to_config(scaling_factor=1.0 / std)
+        return fitted.model, {
+            "name": f"fit:{key[:16]}",
             "hash": key,
             "cached": False,
             "steps": curve[-1][0],
             "train_seconds": round(train_seconds, 1),
             "final_loss": curve[-1][1] if curve else None,
             "loss_curve": curve,
-            "test_psnr": round(psnr, 3),
+            "test_psnr": None,  # these three: measured on the VAE as it loads (save)
             "test_images": len(test),
             "latent_mean_unscaled": mean,
             "latent_std_unscaled": std,
             "scaling_factor": 1.0 / std,
-            "num_parameters": vae.num_parameters,
-            "latent_shape": list(vae.latent_shape),
-            "config": meta["config"],
+            "num_parameters": None,
+            "latent_shape": None,
+            "config": dataclasses.asdict(config),
             "data": data,
         }
-        atomic_write_json(tmp / FIT_META_FILE, {**meta, "report": report})
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / FIT_META_FILE).is_file():  # not a concurrent fit that finished first
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(partial, ignore_errors=True)
-    return load_fitted(final).to(device), report
+
+    def save(entry: Path, built: tuple[torch.nn.Module, dict]) -> tuple[DiffusersKL, dict]:
+        model, report = built
+        meta = {
+            "fit_version": FIT_VERSION,
+            "name": report["name"],
+            "hash": key,
+            "config": report["config"],
+            "data": data,
+            "input": {"image_size": config.image_size, "channels": image_shape[0], "resize": config.resize},
+        }
+
+        def write(tmp: Path) -> None:
+            model.save_pretrained(tmp)
+            atomic_write_json(tmp / FIT_META_FILE, meta)
+            vae = load_fitted(tmp).to(device)
+            report.update(test_psnr=round(reconstruction_psnr(vae, test, adapter), 3),
+                          num_parameters=vae.num_parameters, latent_shape=list(vae.latent_shape))
+            atomic_write_json(tmp / FIT_META_FILE, {**meta, "report": report})
+
+        write_folder(entry, write, FIT_META_FILE)
+        shutil.rmtree(partial, ignore_errors=True)
+        return load_fitted(entry).to(device), report
+
+    return cached(cache_dir / key[:16], build, load=load, save=save, otherwise="the VAE is fitted again")[0]
 
 
 def load_fitted(directory: Path | str, *, input_size: int | None = None) -> DiffusersKL:
@@ -241,64 +239,30 @@ def _train(
     device: str | torch.device,
 ) -> tuple[DiffusersKL, list[list[float]]]:
     """Train and return (the trainable wrapped AutoencoderKL in eval mode, [[step, mean loss], ...])."""
-    n = len(train)
-    batch_size = min(config.batch_size, n)
-    steps_per_epoch = n // batch_size
-    total = math.ceil(config.epochs * steps_per_epoch) if config.epochs is not None else config.max_steps
 
     def build() -> tuple[DiffusersKL, torch.optim.Optimizer]:
         vae = DiffusersKL.from_config(config.diffusers_config(adapter.input_channels), name="fitting",
                                       seed=config.seed, input_resize=config.resize, trainable=True).to(device)
+        vae.model.train()
         return vae, torch.optim.Adam(vae.model.parameters(), lr=config.lr)
 
-    def load(state: dict):
-        vae, optimizer = build()
-        vae.model.load_state_dict(state["model"])
-        load_optimizer(optimizer, state["optimizer"])
-        step = check_count(state["step"], total - 1, "step")  # none is written at the end
-        # The losses since the last logged point travel with the checkpoint: a resumed fit logs the same curve.
-        return (vae, optimizer), step, list(state["curve"]), [float(v) for v in state["window"]]
-
-    (vae, optimizer), step, curve, window = (restore(checkpoint, load, otherwise="the fit starts afresh")
-                                             or (build(), 0, [], []))
-    model = vae.model.train()
-
-    bar = progress_bar(total=total, initial=step, disable=not progress, desc="fit VAE", unit="step")
-    order = None
-    while step < total:
-        epoch, i = divmod(step, steps_per_epoch)
-        if order is None or i == 0:
-            # Each epoch's order depends only on (seed, epoch), so a resumed fit sees the same batches.
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch))
-        images = adapter.to_vae(train.load(order[i * batch_size : (i + 1) * batch_size])).to(device)  # (B, C, S, S)
+    def loss(vae: DiffusersKL, index: torch.Tensor, draws: torch.Generator) -> torch.Tensor:
+        images = adapter.to_vae(train.load(index)).to(device)  # (B, C, S, S)
         posterior = vae.posterior(images)
-        noise = torch.Generator().manual_seed(config.seed * 1_000_003 + 7919 * step + 1)
-        z = posterior.sample(generator=noise)  # (B, c, h, w)
-        recon = (model.decode(z).sample + 1) / 2
+        z = posterior.sample(generator=draws)  # (B, c, h, w)
+        recon = (vae.model.decode(z).sample + 1) / 2
         kl = posterior.kl().mean() / z[0].numel()  # per latent element
-        loss = F.mse_loss(recon, images) + config.kl_weight * kl
-        if not torch.isfinite(loss):
-            raise LatentDDError(
-                f"fitting the VAE diverged: loss is {loss.item()} at step {step}. Lower lr (now {config.lr}) "
-                f"or kl_weight (now {config.kl_weight}), and check the training images are finite and in [0, 1]"
-            )
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(config, step, total)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        window.append(loss.item())
-        if step % config.log_every == 0 or step == total:
-            curve.append([step, float(np.mean(window))])
-            bar.set_postfix(loss=f"{curve[-1][1]:.5f}")
-            window = []
-        bar.update(1)
-        if config.checkpoint_every and step % config.checkpoint_every == 0 and step < total:
-            save_state(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                                    "curve": curve, "window": window})
-    bar.close()
-    model.eval()
+        return F.mse_loss(recon, images) + config.kl_weight * kl
+
+    vae, curve = fit_loop(
+        config, len(train), build, loss, checkpoint=checkpoint,
+        state=lambda vae: {"model": vae.model.state_dict()},
+        load=lambda vae, state: vae.model.load_state_dict(state["model"]),
+        diverged=lambda value, step: (
+            f"fitting the VAE diverged: loss is {value} at step {step}. Lower lr (now {config.lr}) "
+            f"or kl_weight (now {config.kl_weight}), and check the training images are finite and in [0, 1]"),
+        desc="fit VAE", progress=progress)
+    vae.model.eval()
     return vae, curve
 
 

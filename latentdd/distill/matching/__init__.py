@@ -24,7 +24,7 @@ What the engine provides:
   module per run, which torch.compile compiles once (`compile`), and the real batch, which needs
   no gradient, can run in bfloat16 (`real_precision`);
 - the optimiser of the synthetic set: SGD (the references') or Adam;
-- checkpoints (`latentdd.state`: safetensors + JSON, never a pickle, a checksum beside) keyed by
+- checkpoints (`latentdd.checkpoint`: safetensors + JSON, never a pickle, a checksum beside) keyed by
   `latentdd.cachekey`, resume bit-identical to an uninterrupted run; a checkpoint is checked
   before it is resumed (checksum; iteration, shape, finite values, within the divergence limit
   of the initial set; optimiser, networks and generator load), and one that fails is ignored

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from latentdd.cachekey import content_key, tensor_sha256
+from latentdd.checkpoint import StateRejected, check_count, load_optimizer, restore, save_state
 from latentdd.config import positive_int
 from latentdd.distill.base import DistillContext, assemble, check_distill_input, class_points, uniform_weights
 from latentdd.distill.matching.embedder import REAL_PRECISIONS, Embedder
@@ -25,13 +26,12 @@ from latentdd.latents.types import Latents, SyntheticLatents
 from latentdd.nn.dsa import DiffAugment, DSAConfig
 from latentdd.nn.factorization import check_factor, tile, untile
 from latentdd.progress import progress_bar
-from latentdd.state import StateRejected, check_count, load_optimizer, restore, save_state
 
 INITS = ("real", "kmeans")
 TILES = ("latent", "decoded")  # what a factorized tile is: MatchingDistiller.tiles
 OPTIMIZERS = ("sgd", "adam")
 COMPILE_MODES = ("off", "auto", "on")
-CHECKPOINT_FILE = "matching_checkpoint.safetensors"  # latentdd.state: tensors, the rest as JSON, a checksum beside
+CHECKPOINT_FILE = "matching_checkpoint.safetensors"  # latentdd.checkpoint: tensors, the rest as JSON, a checksum beside
 # DSA groups that make sense on latent maps: colour and cutout act on pixel intensities.
 LATENT_DSA = "crop_flip_scale_rotate"
 
@@ -386,7 +386,7 @@ class _Guard:
 
 
 # ---------------------------------------------------------------------------------------
-# Checkpoints: `latentdd.state` files (safetensors + JSON, never a pickle, a checksum beside)
+# Checkpoints: `latentdd.checkpoint` files (safetensors + JSON, never a pickle, a checksum beside)
 
 
 def remove_checkpoint(folder: Path) -> None:

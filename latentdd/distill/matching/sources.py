@@ -12,11 +12,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from latentdd.cache import cached_state
 from latentdd.cachekey import content_key, tensor_sha256
+from latentdd.checkpoint import StateRejected, load_optimizer
 from latentdd.distill.matching.inputs import Run
 from latentdd.nn.convnet import ConvNet
 from latentdd.progress import progress_bar
-from latentdd.state import StateRejected, load_optimizer, restore, save_state
 
 
 @dataclass
@@ -202,28 +203,28 @@ class NetworkBank(_FixedSource):
                     raise StateRejected(f"a snapshot's accuracy {accuracy!r} is not a percentage")
             return cls(spec, run.gen, snapshots, True, state.get("train_seconds"))
 
-        bank = restore(path, load, otherwise="the bank is trained again") if path is not None else None
-        if bank is not None:
-            return bank
-        t0 = time.perf_counter()
-        gen = torch.Generator().manual_seed(0)  # a bank depends on the data and its settings, not the run's seed
-        pool = InLoopPool(spec, gen, start=nets, add_every=1, max_size=nets, train_nets=0, train_steps=0, lr=lr,
-                          momentum=momentum, weight_decay=weight_decay, batch=batch)
-        snapshots = []
-        bar = progress_bar(total=nets * max(steps), desc="network bank", disable=not progress, unit="step")
-        for net in pool.nets:
-            done = 0
-            for target in sorted(set(steps)):
-                pool._train(net, run, gen, target - done)
-                bar.update(target - done)
-                done = target
-                snapshots.append(({k: v.clone() for k, v in net.model.state_dict().items()}, net.accuracy))
-        bar.close()
-        seconds = time.perf_counter() - t0
-        if path is not None:
-            save_state(path, {"key": key, "settings": settings, "train_seconds": seconds,
-                              "snapshots": [{"model": m, "accuracy": a} for m, a in snapshots]})
-        return cls(spec, run.gen, snapshots, False, seconds)
+        def build() -> NetworkBank:
+            t0 = time.perf_counter()
+            gen = torch.Generator().manual_seed(0)  # a bank depends on the data and its settings, not the run's seed
+            pool = InLoopPool(spec, gen, start=nets, add_every=1, max_size=nets, train_nets=0, train_steps=0, lr=lr,
+                              momentum=momentum, weight_decay=weight_decay, batch=batch)
+            snapshots = []
+            bar = progress_bar(total=nets * max(steps), desc="network bank", disable=not progress, unit="step")
+            for net in pool.nets:
+                done = 0
+                for target in sorted(set(steps)):
+                    pool._train(net, run, gen, target - done)
+                    bar.update(target - done)
+                    done = target
+                    snapshots.append(({k: v.clone() for k, v in net.model.state_dict().items()}, net.accuracy))
+            bar.close()
+            return cls(spec, run.gen, snapshots, False, time.perf_counter() - t0)
+
+        def state(bank: NetworkBank) -> dict:
+            return {"key": key, "settings": settings, "train_seconds": bank.train_seconds,
+                    "snapshots": [{"model": m, "accuracy": a} for m, a in bank.snapshots]}
+
+        return cached_state(path, build, state=state, load=load, otherwise="the bank is trained again")[0]
 
     def next(self, it: int) -> Net:
         weights, accuracy = self.snapshots[int(torch.randint(len(self.snapshots), (1,), generator=self.gen))]

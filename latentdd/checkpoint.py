@@ -11,6 +11,10 @@ altered), unreadable, holding NaN or inf, refused by `load` (`StateRejected`) or
 -- ends in None, and all but the first in a warning that names the file, why, and what happens
 instead (`otherwise`: the run starts afresh, the bank is trained again, ...). The caller then
 builds afresh; a `load` that built on objects of the caller's leaves them to be rebuilt.
+
+The resumable fits of the VAE and the prior checkpoint through `latentdd.fitting.fit_loop`; results kept
+by content (the fitted VAE and prior, the judge, the teacher, the network bank, the forgetting counts)
+are loaded or built by `latentdd.cache.cached`.
 """
 
 from __future__ import annotations
