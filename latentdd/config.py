@@ -72,20 +72,22 @@ def _field_hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls, include_extras=True)
 
 
-def check_value(tp: Any, value: Any, where: str) -> None:
+def check_value(tp: Any, value: Any, where: str, *, or_null: bool = False) -> None:
     """DataError naming `where` unless `value` is what annotation `tp` allows: one of a `Literal`'s
     values, a number within an `Annotated` type's bounds, None for an optional, each element of a
-    tuple, list or dict so. Other types are not checked (`coerce` made file values the field's type)."""
+    tuple, list or dict so. Other types are not checked (`coerce` made file values the field's type).
+    or_null: None is allowed too (the message says so)."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
+    null = " (or null)" if or_null else ""
     if origin is Annotated:
         base, bounds = args[0], _bounds(args[1:])
         if bounds and not (_is_number(base, value) and _within(value, bounds)):
-            raise DataError(f"{where} must {_requirement(base, bounds)}; got {value!r}")
+            raise DataError(f"{where} must {_requirement(base, bounds)}{null}; got {value!r}")
         check_value(base, value, where)
     elif origin is Literal:
         if not any(value == a and isinstance(value, bool) == isinstance(a, bool) for a in args):
             hint = did_you_mean(value, [str(a) for a in args]) if isinstance(value, str) else ""
-            raise DataError(f"{where} must be {_choices(args)}; got {value!r}{hint}")
+            raise DataError(f"{where} must be {_choices(args)}{null}; got {value!r}{hint}")
     elif origin in (Union, types.UnionType):
         options = [a for a in args if a is not type(None)]
         if value is None and len(options) < len(args):
@@ -93,7 +95,7 @@ def check_value(tp: Any, value: Any, where: str) -> None:
         problems = []
         for option in options:
             try:
-                return check_value(option, value, where)
+                return check_value(option, value, where, or_null=len(options) < len(args))
             except DataError as err:
                 problems.append(err)
         raise problems[0]

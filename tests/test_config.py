@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -32,8 +33,8 @@ def test_nested_fit_and_prior_settings_hold_every_default():
 
     space = LatentSpaceConfig(fit={"max_steps": 30})
     assert space.fit["max_steps"] == 30 and space.fit["lr"] == FitVAEConfig.lr
-    assert set(space.fit) == set(FitVAEConfig.__dataclass_fields__)
-    assert set(DecoderConfig().prior) == set(FitPriorConfig.__dataclass_fields__)
+    assert set(space.fit) == {f.name for f in dataclasses.fields(FitVAEConfig)}
+    assert set(DecoderConfig().prior) == {f.name for f in dataclasses.fields(FitPriorConfig)}
 
 
 def test_saved_baseline_config_holds_every_default(tmp_path):
