@@ -106,8 +106,8 @@ def check_value(tp: Any, value: Any, where: str, *, or_null: bool = False) -> No
             check_value(element, item, f"{where}[{i}]")
     elif origin is dict and isinstance(value, dict) and len(args) == 2:
         for k, item in value.items():
-            check_value(args[0], k, f"{where} key {k!r}")
-            check_value(args[1], item, f"{where}[{k!r}]")
+            check_value(args[0], k, f"{where} keys")
+            check_value(args[1], item, f"{where}.{k}")
 
 
 def _bounds(metadata) -> dict[str, Any]:
