@@ -160,6 +160,27 @@ def _yaml_text(value: Any) -> str:
     return str(value)
 
 
+def type_text(tp: Any) -> str:
+    """Annotation `tp` as the config reference shows it: `int >= 1 | None`, `pad | resize`, `float in [0, 1)`."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Annotated:
+        base, bounds = args[0], _bounds(args[1:])
+        low = [f"{'[' if n == 'ge' else '('}{b:g}" for n, b in bounds.items() if n in ("ge", "gt")]
+        high = [f"{b:g}{']' if n == 'le' else ')'}" for n, b in bounds.items() if n in ("le", "lt")]
+        if low and high:
+            return f"{type_text(base)} in {low[0]}, {high[0]}"
+        return " ".join([type_text(base), *(f"{_OPERATORS[n]} {b:g}" for n, b in bounds.items())])
+    if origin is Literal:
+        return " | ".join(_yaml_text(a) for a in args)
+    if origin in (Union, types.UnionType):
+        return " | ".join(type_text(a) for a in args)
+    if origin is not None and args:
+        return f"{getattr(origin, '__name__', origin)}[{', '.join('...' if a is Ellipsis else type_text(a) for a in args)}]"
+    if tp is type(None):
+        return "None"
+    return getattr(tp, "__name__", str(tp))
+
+
 def bare_type(tp: Any) -> Any:
     """Annotation `tp` without its value checks, what `coerce` converts to: `Annotated[int, ...]` -> int,
     `Literal["a", "b"]` -> str, recursively (`PositiveInt | None` -> int | None)."""

@@ -25,6 +25,7 @@ import json
 import os
 import re
 import sys
+import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -804,6 +805,7 @@ def config_markdown() -> str:
     import inspect
 
     from latentdd.cli import SECTIONS
+    from latentdd.config import type_text
 
     out = []
     for section, module, name in CONFIG_SECTIONS:
@@ -812,6 +814,7 @@ def config_markdown() -> str:
         readers = [f"`{c}`" for c, secs in SECTIONS.items() if top in secs]
         doc = (inspect.getdoc(cls) or "").split("\n\n")[0]
         notes = _field_notes(cls)
+        hints = typing.get_type_hints(cls, include_extras=True)
         out += [f"### `{section}:`", "", f"`{module}.{name}`: {' '.join(doc.split())}", "",
                 f"Read by {', '.join(readers)}." if readers else "", ""]
         rows = []
@@ -826,7 +829,7 @@ def config_markdown() -> str:
                 default = "(required)"
             shown = "(required)" if default == "(required)" else json.dumps(default) if not isinstance(
                 default, tuple) else json.dumps(list(default))
-            rows.append([f"`{f.name}`", _cell(str(f.type)), _cell(f"`{shown}`"), _cell(notes.get(f.name, ""))])
+            rows.append([f"`{f.name}`", _cell(type_text(hints[f.name])), _cell(f"`{shown}`"), _cell(notes.get(f.name, ""))])
         out += [table(["key", "type", "default", "meaning"], rows), ""]
     return "\n".join(out)
 

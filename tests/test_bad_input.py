@@ -33,7 +33,7 @@ CASES = [
     ("distill-ipc-0", ["distill", *D, *OUT, "--ipc", "0"], None, "distill.ipc (--ipc)"),
     ("distill-yaml-ipc-0", ["distill", *D, *OUT], "distill: {ipc: 0}\n", "distill.ipc"),
     ("distill-ipc-string", ["distill", *D, *OUT], "distill: {ipc: ten}\n", "distill.ipc"),
-    ("run-ipc-0", ["run", *D, "--ipc", "1,0", *OUT], None, "run.ipcs must be a list of positive integers"),
+    ("run-ipc-0", ["run", *D, "--ipc", "1,0", *OUT], None, "run.ipcs[1] must be a positive integer; got 0"),
     ("run-ipc-not-a-number", ["run", *D, "--ipc", "1,a", *OUT], None, "run.ipcs"),
     ("compare-yaml-ipc-0", ["compare", *D, *OUT], "run: {ipcs: [0]}\n", "run.ipcs"),
     ("param-maybe", ["distill", *D, *OUT, "--ipc", "1", "--param", "medoid=maybe"], None, "medoid"),

@@ -105,7 +105,7 @@ class FitPriorConfig(Checked):
     beta_end: float = 0.012
     label_dropout: Fraction = 0.1
     max_steps: PositiveInt = 1500
-    epochs: PositiveFloat | None = None  # None: max_steps
+    epochs: PositiveFloat | None = None
     batch_size: PositiveInt = 64
     lr: PositiveFloat = 1e-3
     lr_schedule: Literal["constant", "cosine"] = "cosine"
