@@ -367,14 +367,6 @@ def resolved_fields(cls: type, overrides: Mapping[str, Any] | None, section: str
     return plain(build(cls, overrides, section=section))
 
 
-def positive_int(value: Any, where: str, *, optional: bool = False) -> None:
-    """DataError unless `value` is an integer >= 1 (or None when `optional`)."""
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise DataError(f"{where} must be a positive integer; got {value!r}")
-
-
 class _WithIpc(Checked):
     """A section with a required `ipc`, which --ipc sets too."""
 
