@@ -276,10 +276,10 @@ def build(cls: type[T], *layers: Mapping[str, Any] | None, section: str = "") ->
 
     Each key must name a field of `cls` (dashes read as underscores) and each value must
     fit the field's type (coerced as the module docstring says); DataError otherwise,
-    naming `section`.key. None values in a layer mean "not given" and are skipped, so
-    argparse defaults of None never mask a YAML value.
+    naming `section`.key (default: the class's own, `Checked.section`). None values in a layer mean
+    "not given" and are skipped, so argparse defaults of None never mask a YAML value.
     """
-    section = section or cls.__name__
+    section = section or getattr(cls, "section", "") or cls.__name__
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls) if f.init]
     values: dict[str, Any] = {}
@@ -358,7 +358,7 @@ def plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=default))
 
 
-def resolved_fields(cls: type, overrides: Mapping[str, Any] | None, section: str) -> dict[str, Any]:
+def resolved_fields(cls: type, overrides: Mapping[str, Any] | None, section: str = "") -> dict[str, Any]:
     """Every field of dataclass `cls`, overridden by `overrides` (checked as by `build`), as plain values.
 
     For the nested settings kept as a dict (`latent.fit`, `decoder.prior`) so that the saved

@@ -57,7 +57,7 @@ class DecoderConfig(Checked):
         if self.name in PRETRAINED_DEFAULTS:
             if isinstance(self.prior, dict):
                 # A saved config of the vae decoder holds the fitted prior's defaults: nothing set, no conflict.
-                if self.prior and self.prior != resolved_fields(FitPriorConfig, {}, "decoder.prior"):
+                if self.prior and self.prior != resolved_fields(FitPriorConfig, {}):
                     raise DataError(
                         f"decoder.prior of the {self.name} decoder is the pretrained model, a hub id or a folder "
                         f"(--prior ORG/NAME or --prior DIR); got the fitted-prior settings {sorted(self.prior)}, "
@@ -71,7 +71,7 @@ class DecoderConfig(Checked):
                 + ("fits its prior: set its fields with --prior-set KEY=VALUE or a decoder.prior mapping"
                    if self.name == "diffusion" else "uses none"))
         # Checked here and completed with the defaults, so that the saved config holds every value used.
-        self.prior = resolved_fields(FitPriorConfig, self.prior, "decoder.prior")
+        self.prior = resolved_fields(FitPriorConfig, self.prior)
 
 
 # Settings only one decoder reads: set for another, they would be silently ignored.

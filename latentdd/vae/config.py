@@ -26,5 +26,5 @@ class LatentSpaceConfig(Checked):
 
     def __post_init__(self) -> None:
         # Checked here and completed with the defaults, so that the saved config holds every value used.
-        self.fit = resolved_fields(FitVAEConfig, self.fit, "latent.fit")
+        self.fit = resolved_fields(FitVAEConfig, self.fit)
         super().__post_init__()
