@@ -22,6 +22,8 @@ import dataclasses
 import difflib
 import functools
 import json
+import numbers
+import operator
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -123,29 +125,33 @@ def _bounds(metadata) -> dict[str, Any]:
 def _is_number(base: Any, value: Any) -> bool:
     if isinstance(value, bool):
         return False
-    return isinstance(value, int) if base is int else isinstance(value, (int, float))
+    return isinstance(value, numbers.Integral if base is int else numbers.Real)
 
 
 def _within(value: Any, bounds: dict[str, Any]) -> bool:
-    return all({"ge": value >= b, "gt": value > b, "le": value <= b, "lt": value < b}[name]
-               for name, b in bounds.items())
+    return all(_OPERATORS[name][1](value, b) for name, b in bounds.items())
+
+
+_OPERATORS = {"ge": (">=", operator.ge), "gt": (">", operator.gt), "le": ("<=", operator.le), "lt": ("<", operator.lt)}
+
+
+def _range_text(bounds: dict[str, Any]) -> str:
+    """"in [0, 1)" for a lower and an upper bound, ">= 1" for one."""
+    low = [f"{'[' if name == 'ge' else '('}{b:g}" for name, b in bounds.items() if name in ("ge", "gt")]
+    high = [f"{b:g}{']' if name == 'le' else ')'}" for name, b in bounds.items() if name in ("le", "lt")]
+    if low and high:
+        return f"in {low[0]}, {high[0]}"
+    return " and ".join(f"{_OPERATORS[name][0]} {b:g}" for name, b in bounds.items())
 
 
 def _requirement(base: Any, bounds: dict[str, Any]) -> str:
     """"be a positive integer", "lie in [0, 1)", "be > 0": what `bounds` ask of a `base` number."""
     if base is int and bounds in ({"ge": 1}, {"ge": 0}):
         return f"be a {'positive' if bounds['ge'] else 'non-negative'} integer"
-    kind = "an integer " if base is int else ""
-    low = [(b, "[" if name == "ge" else "(") for name, b in bounds.items() if name in ("ge", "gt")]
-    high = [(b, "]" if name == "le" else ")") for name, b in bounds.items() if name in ("le", "lt")]
-    if low and high:
-        interval = f"in {low[0][1]}{low[0][0]:g}, {high[0][0]:g}{high[0][1]}"
-        return f"be {kind}{interval}" if kind else f"lie {interval}"
-    name, b = next(iter(bounds.items()))
-    return f"be {kind}{_OPERATORS[name]} {b:g}"
-
-
-_OPERATORS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    text = _range_text(bounds)
+    if base is int:
+        return f"be an integer {text}"
+    return f"lie {text}" if text.startswith("in ") else f"be {text}"
 
 
 def _choices(values) -> str:
@@ -164,12 +170,8 @@ def type_text(tp: Any) -> str:
     """Annotation `tp` as the config reference shows it: `int >= 1 | None`, `pad | resize`, `float in [0, 1)`."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is Annotated:
-        base, bounds = args[0], _bounds(args[1:])
-        low = [f"{'[' if n == 'ge' else '('}{b:g}" for n, b in bounds.items() if n in ("ge", "gt")]
-        high = [f"{b:g}{']' if n == 'le' else ')'}" for n, b in bounds.items() if n in ("le", "lt")]
-        if low and high:
-            return f"{type_text(base)} in {low[0]}, {high[0]}"
-        return " ".join([type_text(base), *(f"{_OPERATORS[n]} {b:g}" for n, b in bounds.items())])
+        bounds = _bounds(args[1:])
+        return f"{type_text(args[0])} {_range_text(bounds)}" if bounds else type_text(args[0])
     if origin is Literal:
         return " | ".join(_yaml_text(a) for a in args)
     if origin in (Union, types.UnionType):
