@@ -22,6 +22,7 @@ import dataclasses
 import difflib
 import functools
 import json
+import math
 import numbers
 import operator
 import types
@@ -82,9 +83,11 @@ def check_value(tp: Any, value: Any, where: str, *, or_null: bool = False) -> No
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     null = " (or null)" if or_null else ""
     if origin is Annotated:
-        base, bounds = args[0], _bounds(args[1:])
-        if bounds and not (_is_number(base, value) and _within(value, bounds)):
-            raise DataError(f"{where} must {_requirement(base, bounds)}{null}; got {value!r}")
+        base, (bounds, finite, hint) = args[0], _constraints(args[1:])
+        if (bounds or finite) and not (_is_number(base, value) and _within(value, bounds)
+                                       and (not finite or math.isfinite(value))):
+            hint = f" ({hint})" if hint else ""
+            raise DataError(f"{where} must {_requirement(base, bounds, finite)}{null}{hint}; got {value!r}")
         check_value(base, value, where)
     elif origin is Literal:
         if not any(value == a and isinstance(value, bool) == isinstance(a, bool) for a in args):
@@ -112,14 +115,18 @@ def check_value(tp: Any, value: Any, where: str, *, or_null: bool = False) -> No
             check_value(args[1], item, f"{where}.{k}")
 
 
-def _bounds(metadata) -> dict[str, Any]:
-    """{"ge": 1, ...} from `Annotated` metadata (pydantic.Field(...) or annotated_types' Ge, Gt, Le, Lt)."""
-    out = {}
+def _constraints(metadata) -> tuple[dict[str, Any], bool, str]:
+    """What `Annotated` metadata (pydantic.Field(...), or annotated_types' Ge, Gt, Le, Lt) asks of a number:
+    its bounds ({"ge": 1, ...}), whether it must be finite (allow_inf_nan=False), and the description that the
+    message gives in parentheses ("0: plain VAE decoding, 1: from almost pure noise")."""
+    bounds, finite, hint = {}, False, ""
     for m in metadata:
+        hint = getattr(m, "description", None) or hint
         for item in getattr(m, "metadata", [m]):
-            out.update({name: getattr(item, name) for name in ("ge", "gt", "le", "lt")
-                        if getattr(item, name, None) is not None})
-    return out
+            bounds.update({name: getattr(item, name) for name in ("ge", "gt", "le", "lt")
+                           if getattr(item, name, None) is not None})
+            finite = finite or getattr(item, "allow_inf_nan", True) is False
+    return bounds, finite, hint
 
 
 def _is_number(base: Any, value: Any) -> bool:
@@ -144,13 +151,15 @@ def _range_text(bounds: dict[str, Any]) -> str:
     return " and ".join(f"{_OPERATORS[name][0]} {b:g}" for name, b in bounds.items())
 
 
-def _requirement(base: Any, bounds: dict[str, Any]) -> str:
-    """"be a positive integer", "lie in [0, 1)", "be > 0": what `bounds` ask of a `base` number."""
+def _requirement(base: Any, bounds: dict[str, Any], finite: bool = False) -> str:
+    """"be a positive integer", "lie in [0, 1)", "be finite and > 0": what `bounds` ask of a `base` number."""
     if base is int and bounds in ({"ge": 1}, {"ge": 0}):
         return f"be a {'positive' if bounds['ge'] else 'non-negative'} integer"
     text = _range_text(bounds)
     if base is int:
         return f"be an integer {text}"
+    if finite:
+        return f"be finite and {text}" if text else "be finite"
     return f"lie {text}" if text.startswith("in ") else f"be {text}"
 
 
@@ -170,7 +179,7 @@ def type_text(tp: Any) -> str:
     """Annotation `tp` as the config reference shows it: `int >= 1 | None`, `pad | resize`, `float in [0, 1)`."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is Annotated:
-        bounds = _bounds(args[1:])
+        bounds = _constraints(args[1:])[0]
         return f"{type_text(args[0])} {_range_text(bounds)}" if bounds else type_text(args[0])
     if origin is Literal:
         return " | ".join(_yaml_text(a) for a in args)

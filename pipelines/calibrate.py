@@ -15,12 +15,13 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import torch
+from pydantic import Field
 
 from latentdd.cachekey import content_key, split_sha256
-from latentdd.config import Checked, DataConfig, NonNegativeInt, PositiveInt, build, save_resolved
+from latentdd.config import Checked, DataConfig, PositiveInt, build, save_resolved
 from latentdd.data import dataset_info
 from latentdd.errors import DataError
 from latentdd.evaluate.trainer import (PROTOCOLS, EvalConfig, EvalReport, channel_stats, evaluate_synthetic, top1_accuracy,
@@ -42,7 +43,7 @@ class CalibrateConfig(Checked):
     runs: dict[Literal[tuple(PROTOCOLS)], list[PositiveInt]] = field(
         default_factory=lambda: {"dc": [1, 10, 50], "dsa": [1, 10]})
     num_eval: dict[str, PositiveInt] = field(default_factory=lambda: {"dc": 5, "dsa": 3})
-    full_data_epochs: NonNegativeInt = 10  # 0 skips training on the whole train split
+    full_data_epochs: Annotated[int, Field(ge=0, description="0 skips")] = 10  # 0 skips training on the whole train split
     seed: int = 0
     evaluator: dict = field(default_factory=dict)  # EvalConfig overrides on top of each protocol (e.g. compile)
     teacher: dict = field(default_factory=dict)  # TeacherConfig settings for the soft protocol's teacher

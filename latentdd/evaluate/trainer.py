@@ -38,6 +38,9 @@ from latentdd.progress import progress_bar
 log = logging.getLogger(__name__)
 
 
+Factor = Annotated[int, Field(ge=1, description="1: no factorization, 2: IDM's --aug")]
+
+
 @dataclass
 class EvalConfig(Checked):
     """Evaluator settings; the defaults are the DSA protocol with ConvNet-3 (see `protocols.PROTOCOLS`)."""
@@ -63,7 +66,7 @@ class EvalConfig(Checked):
     seed: NonNegativeInt = 0  # run i uses seed + i for initialisation, shuffling and augmentation
     test_batch_size: PositiveInt = 1000
     compile: Literal[COMPILE_MODES] = "auto"  # torch.compile the training step: auto (fall back to eager) | on | off
-    factor: PositiveInt = 1  # factorization: train on factor x factor upsampled tiles of each image (IDM's --aug: 2); 1 = off
+    factor: Factor = 1  # factorization: train on factor x factor upsampled tiles of each image (IDM's --aug: 2); 1 = off
     protocol: Literal[tuple(PROTOCOLS)] = "dsa"  # the preset these settings started from (a label: the settings are the fields)
     optimizer: Literal[OPTIMIZERS] = "sgd"  # sgd (lr, momentum, weight_decay) | adamw (lr, weight_decay)
     schedule: Literal[SCHEDULES] = "step"  # step: x gamma from epoch E//2 + 1 | multistep: x gamma at each milestone | cosine
