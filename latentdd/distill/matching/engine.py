@@ -102,7 +102,7 @@ class MatchingDistiller(CheckedParams):
     real_precision: Literal[tuple(REAL_PRECISIONS)] = "float32"
     factor: PositiveInt = 1
     tiles: Literal[TILES] = "latent"
-    networks: Literal["method", "bank"] = "method"  # method: its own source
+    networks: Literal["method", "bank"] = "method"
     bank_nets: PositiveInt = 4
     bank_steps: tuple[NonNegativeInt, ...] = (0, 50, 100, 200, 400)
     bank_lr: PositiveFloat = 0.01
