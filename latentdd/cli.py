@@ -16,7 +16,6 @@ from latentdd.config import (
     BaselineConfig,
     DataConfig,
     DistillConfig,
-    build,
     check_key,
     check_mapping,
     check_sections,
@@ -26,6 +25,7 @@ from latentdd.config import (
     safe_yaml,
     save_resolved,
 )
+from latentdd.configs import build_section
 from latentdd.errors import DataError, LatentDDError
 
 # `latentdd compare`'s run: settings where they differ from RunConfig's.
@@ -127,12 +127,11 @@ def _section(args: argparse.Namespace, prefix: str) -> dict:
 
 
 def _data_config(args, raw: dict) -> DataConfig:
-    return build(DataConfig, raw.get("dataset"), _section(args, "data_"), section="dataset")
+    return build_section("dataset", raw.get("dataset"), _section(args, "data_"))
 
 
 def _eval_config(args, raw: dict):
     """EvalConfig from defaults < protocol preset < YAML `evaluator:` < flags; and the protocol name."""
-    from latentdd.evaluate import EvalConfig
     from latentdd.evaluate.trainer import PROTOCOLS
 
     yaml_eval = dict(check_mapping(raw.get("evaluator"), "evaluator"))
@@ -140,16 +139,14 @@ def _eval_config(args, raw: dict):
     protocol = flags.pop("protocol") or yaml_eval.pop("protocol", None) or "dsa"
     yaml_eval.pop("protocol", None)
     check_key(protocol, PROTOCOLS, "evaluator.protocol (--protocol)", what="protocol")
-    return build(EvalConfig, PROTOCOLS[protocol] | {"protocol": protocol}, yaml_eval, flags, section="evaluator"), protocol
+    return build_section("evaluator", PROTOCOLS[protocol] | {"protocol": protocol}, yaml_eval, flags), protocol
 
 
 def _teacher_config(args, raw: dict, flags: dict | None = None):
-    from latentdd.evaluate.teacher import TeacherConfig
-
     flags = dict(flags if flags is not None else _section(args, "teacher_"))
     if flags.get("class_map") is not None:
         flags["class_map"] = [v.strip() for v in flags["class_map"].split(",")]  # coerced (and checked) by build
-    return build(TeacherConfig, raw.get("teacher"), flags, section="teacher")
+    return build_section("teacher", raw.get("teacher"), flags)
 
 
 def _add_teacher_source_args(p: argparse.ArgumentParser) -> None:
@@ -221,8 +218,7 @@ def cmd_baseline(args, raw) -> int:
     from latentdd.pipelines.baseline import make_baseline
 
     data = _data_config(args, raw)
-    job = build(BaselineConfig, raw.get("baseline"), {"method": args.method, "ipc": args.ipc, "seed": args.seed},
-                section="baseline")
+    job = build_section("baseline", raw.get("baseline"), {"method": args.method, "ipc": args.ipc, "seed": args.seed})
     method, ipc, seed = job.method, job.ipc, job.seed
     out = Path(args.out)
     train = data.load("train")
@@ -404,8 +400,6 @@ def _add_decoder_args(p: argparse.ArgumentParser, with_sampler: bool = True) -> 
 
 
 def _decoder_config(args, raw: dict):
-    from latentdd.pipelines.distill import DecoderConfig
-
     section = dict(check_mapping(raw.get("decoder"), "decoder"))
     flags = _section(args, "decoder_")
     if flags.get("class_map") is not None:
@@ -421,7 +415,7 @@ def _decoder_config(args, raw: dict):
                             "pretrained model (drop --prior-set, or the --prior / decoder.prior)")
     else:
         prior = dict(check_mapping(prior, "decoder.prior")) | overrides
-    return build(DecoderConfig, section, flags, {"prior": prior}, section="decoder")
+    return build_section("decoder", section, flags, {"prior": prior})
 
 
 def _key_values(pairs: list[str], flag: str) -> dict:
@@ -442,13 +436,11 @@ def _key_values(pairs: list[str], flag: str) -> dict:
 
 
 def _latent_config(args, raw: dict):
-    from latentdd.pipelines.distill import LatentSpaceConfig
-
     section = dict(check_mapping(raw.get("latent"), "latent"))
     flags = _section(args, "latent_")
     fit = dict(check_mapping(section.pop("fit", None), "latent.fit")) | \
         _key_values(getattr(args, "fit_overrides", []), "--set")
-    return build(LatentSpaceConfig, section, flags, {"fit": fit}, section="latent")
+    return build_section("latent", section, flags, {"fit": fit})
 
 
 def cmd_fit_vae(args, raw) -> int:
@@ -522,8 +514,8 @@ def cmd_distill(args, raw) -> int:
     decoder_config = _decoder_config(args, raw)
     section = dict(check_mapping(raw.get("distill"), "distill"))
     overrides = dict(check_mapping(section.pop("params", None), "distill.params")) | _key_values(args.param, "--param")
-    job = build(DistillConfig, section, {"method": args.method, "ipc": args.ipc, "seed": args.seed,
-                                         "preset": args.preset, "latents": args.latents}, section="distill")
+    job = build_section("distill", section, {"method": args.method, "ipc": args.ipc, "seed": args.seed,
+                                             "preset": args.preset, "latents": args.latents})
     method, ipc, seed = job.method, job.ipc, job.seed
     check_output(Path(args.out).expanduser(), overwrite=args.overwrite)  # a foreign or unwritable --out: before fitting
     # The preset's parameters with the overrides over them; every parameter, the defaults included, coerced to
@@ -583,8 +575,6 @@ def _names(value: str, flag: str, example: str) -> list[str]:
 
 def _run_setup(args, raw, *, run_defaults: dict, out_default: str):
     """The shared inputs of `run` and `compare` -> (data, space, decoder, evaluator, RunConfig, out)."""
-    from latentdd.pipelines.run_config import RunConfig
-
     data = _data_config(args, raw)
     space = _latent_config(args, raw)
     decoder = _decoder_config(args, raw)
@@ -611,7 +601,7 @@ def _run_setup(args, raw, *, run_defaults: dict, out_default: str):
         section["random_real"] = False
     if args.random_real_part is not None:
         section["random_real_part"] = args.random_real_part
-    config = build(RunConfig, section, section="run")
+    config = build_section("run", section)
     out = Path(args.out or coerce(str | None, raw.get("out"), "out") or out_default.format(dataset=data.name))
     return data, space, decoder, evaluator, config, out
 
@@ -647,7 +637,7 @@ def cmd_compare(args, raw) -> int:
 
 
 def cmd_calibrate(args, raw) -> int:
-    from latentdd.pipelines.calibrate import CalibrateConfig, run_calibration
+    from latentdd.pipelines.calibrate import run_calibration
 
     data = _data_config(args, raw)
     section = dict(check_mapping(raw.get("calibrate"), "calibrate"))
@@ -656,7 +646,7 @@ def cmd_calibrate(args, raw) -> int:
     if args.compile is not None:
         section["evaluator"] = dict(check_mapping(section.get("evaluator"), "calibrate.evaluator")) | \
             {"compile": args.compile}
-    config = build(CalibrateConfig, section, section="calibrate")
+    config = build_section("calibrate", section)
     rows = run_calibration(data, config, Path(args.out), progress=not args.quiet)
     print((Path(args.out) / "results.md").read_text())
     return 0 if rows else 1

@@ -18,15 +18,13 @@ from latentdd.progress import progress_bar
 T = TypeVar("T")
 
 
-def check_blocks(block_out_channels, norm_num_groups: int, lr_schedule: str) -> tuple[int, ...]:
-    """The checks FitVAEConfig and FitPriorConfig share -> block_out_channels as a tuple of ints."""
-    blocks = tuple(int(c) for c in block_out_channels)
-    if norm_num_groups < 1 or any(c < 1 for c in blocks):
-        raise DataError(f"norm_num_groups ({norm_num_groups}) and block_out_channels {blocks} must be positive")
+def check_blocks(block_out_channels: tuple[int, ...], norm_num_groups: int, section: str) -> tuple[int, ...]:
+    """The check across fields that FitVAEConfig and FitPriorConfig share (each field's own range is declared on
+    it) -> block_out_channels as a tuple."""
+    blocks = tuple(block_out_channels)
     if not blocks or any(c % norm_num_groups for c in blocks):
-        raise DataError(f"block_out_channels {blocks} must be non-empty multiples of norm_num_groups {norm_num_groups}")
-    if lr_schedule not in ("constant", "cosine"):
-        raise DataError(f"lr_schedule must be 'constant' or 'cosine'; got {lr_schedule!r}")
+        raise DataError(f"{section}.block_out_channels {blocks} must be non-empty multiples of "
+                        f"{section}.norm_num_groups {norm_num_groups}")
     return blocks
 
 

@@ -15,11 +15,13 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, ClassVar, Literal
 
 import torch
+from pydantic import Field
 
 from latentdd.cachekey import content_key, split_sha256
-from latentdd.config import DataConfig, build, check_key, positive_int, save_resolved
+from latentdd.config import Checked, DataConfig, PositiveInt, build, save_resolved
 from latentdd.data import dataset_info
 from latentdd.errors import DataError
 from latentdd.evaluate.trainer import (PROTOCOLS, EvalConfig, EvalReport, channel_stats, evaluate_synthetic, top1_accuracy,
@@ -33,26 +35,24 @@ from latentdd.pipelines.reports import StoredReport
 
 
 @dataclass
-class CalibrateConfig:
+class CalibrateConfig(Checked):
     """Which random-real evaluations to run (protocol name -> IPCs, number of runs)."""
 
-    runs: dict[str, list[int]] = field(default_factory=lambda: {"dc": [1, 10, 50], "dsa": [1, 10]})
-    num_eval: dict[str, int] = field(default_factory=lambda: {"dc": 5, "dsa": 3})
-    full_data_epochs: int = 10  # 0 skips training on the whole train split
+    section: ClassVar[str] = "calibrate"
+
+    runs: dict[Literal[tuple(PROTOCOLS)], list[PositiveInt]] = field(
+        default_factory=lambda: {"dc": [1, 10, 50], "dsa": [1, 10]})
+    num_eval: dict[str, PositiveInt] = field(default_factory=lambda: {"dc": 5, "dsa": 3})
+    full_data_epochs: Annotated[int, Field(ge=0, description="0 skips")] = 10  # 0 skips training on the whole train split
     seed: int = 0
     evaluator: dict = field(default_factory=dict)  # EvalConfig overrides on top of each protocol (e.g. compile)
     teacher: dict = field(default_factory=dict)  # TeacherConfig settings for the soft protocol's teacher
 
     def __post_init__(self) -> None:
-        for protocol, ipcs in self.runs.items():
-            check_key(protocol, PROTOCOLS, "calibrate.runs", what="protocol")
-            for ipc in ipcs:
-                positive_int(ipc, f"calibrate.runs.{protocol} (IPCs)")
+        super().__post_init__()
+        for protocol in self.runs:
             if protocol not in self.num_eval:
                 raise DataError(f"calibrate.num_eval has no entry for protocol {protocol!r}; add {protocol}: N")
-            positive_int(self.num_eval[protocol], f"calibrate.num_eval.{protocol}")
-        if self.full_data_epochs < 0:
-            raise DataError(f"calibrate.full_data_epochs must be >= 0 (0 skips); got {self.full_data_epochs!r}")
         overrides = build(EvalConfig, self.evaluator, section="calibrate.evaluator")  # checks keys and values
         self.evaluator = {key: getattr(overrides, key) for key in (str(k).replace("-", "_") for k in self.evaluator)}
         from latentdd.evaluate.teacher import TeacherConfig

@@ -7,7 +7,9 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field, replace
+from typing import ClassVar, Literal
 
+from latentdd.config import Checked, PositiveInt
 from latentdd.distill import coerce_params, make_distiller
 from latentdd.errors import DataError
 from latentdd.presets import DEFAULT, REFERENCE, Resolved, resolve
@@ -106,7 +108,7 @@ class MethodSpec:
 
 
 @dataclass
-class RunConfig:
+class RunConfig(Checked):
     """What the main job distils and how it evaluates.
 
     use_weights: true evaluates weighted methods (kmeans) with their weights, false
@@ -143,16 +145,18 @@ class RunConfig:
         cross_arch.md / .json. Default none: only the evaluator's table.
     """
 
+    section: ClassVar[str] = "run"
+
     methods: list = field(default_factory=lambda: ["dm", "kmeans"])  # each with its preset (latentdd.presets)
-    ipcs: list[int] = field(default_factory=lambda: [10])
+    ipcs: list[PositiveInt] = field(default_factory=lambda: [10])
     seed: int = 0
-    use_weights: bool | str = True
+    use_weights: Literal[True, False, "both"] = True
     random_real: bool = True  # the pixel-space random-real baseline, same protocol
-    random_real_subsets: int = 5  # independently drawn subsets (seeds seed, seed + 1, ...), as DC reports it
-    random_real_num_eval: int | None = None  # trainings per random-real subset; None: the evaluator's num_eval
+    random_real_subsets: PositiveInt = 5  # independently drawn subsets (seeds seed, seed + 1, ...), as DC reports it
+    random_real_num_eval: PositiveInt | None = None  # trainings per random-real subset; None: the evaluator's num_eval
     random_real_part: int | None = None  # only subset K, no distilled set (a part of a run split across processes)
     reports_from: list[str] = field(default_factory=list)  # earlier runs whose trainings are reused, seed by seed
-    eval_split: str = "test"
+    eval_split: Literal["test", "val"] = "test"
     latents_from: str | None = None
     latents_dir: str | None = None
     consistency: bool = False
@@ -160,13 +164,9 @@ class RunConfig:
     students: list = field(default_factory=list)  # cross-architecture table: see latentdd.pipelines.cross_arch
 
     def __post_init__(self) -> None:
-        _check_use_weights(self.use_weights)
-        if self.eval_split not in ("test", "val"):
-            raise DataError(f"run.eval_split must be test or val; got {self.eval_split!r}")
-        _check_counts(self.ipcs, "run.ipcs")
-        _check_counts([self.random_real_subsets], "run.random_real_subsets")
-        if self.random_real_num_eval is not None:
-            _check_counts([self.random_real_num_eval], "run.random_real_num_eval")
+        super().__post_init__()
+        if not isinstance(self.ipcs, list) or not self.ipcs:
+            raise DataError(f"run.ipcs must be a list of at least one IPC; got {self.ipcs!r}")
         if self.random_real_part is not None and not (self.random_real and
                                                       0 <= self.random_real_part < self.random_real_subsets):
             raise DataError(f"run.random_real_part must name one of the run's {self.random_real_subsets} random-real "

@@ -25,6 +25,7 @@ import json
 import os
 import re
 import sys
+import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -736,22 +737,6 @@ def cli_markdown() -> str:
 
 # ---------------------------------------------------------------------------------------------- config reference
 
-# Each YAML section and the dataclass that checks it (nested mappings after their section).
-CONFIG_SECTIONS = (
-    ("dataset", "latentdd.config", "DataConfig"),
-    ("latent", "latentdd.vae.config", "LatentSpaceConfig"),
-    ("latent.fit", "latentdd.vae.fit", "FitVAEConfig"),
-    ("decoder", "latentdd.render.config", "DecoderConfig"),
-    ("decoder.prior", "latentdd.prior.fit", "FitPriorConfig"),
-    ("evaluator", "latentdd.evaluate.trainer", "EvalConfig"),
-    ("teacher", "latentdd.evaluate.teacher", "TeacherConfig"),
-    ("distill", "latentdd.config", "DistillConfig"),
-    ("baseline", "latentdd.config", "BaselineConfig"),
-    ("run", "latentdd.pipelines.run_config", "RunConfig"),
-    ("calibrate", "latentdd.pipelines.calibrate", "CalibrateConfig"),
-)
-
-
 def _field_notes(cls: type) -> dict[str, str]:
     """Each field's comment in the class source (the same line's, the lines just above and the continuation lines
     just below), else the paragraph of the class docstring that starts with `name:`."""
@@ -798,20 +783,24 @@ def _cell(text: str) -> str:
 
 
 def config_markdown() -> str:
-    """Every config section: its dataclass's fields with type, default and meaning."""
+    """Every config section (`latentdd.configs.CONFIG_SECTIONS`): its dataclass's fields with type, default and
+    meaning."""
     import dataclasses
-    import importlib
     import inspect
 
     from latentdd.cli import SECTIONS
+    from latentdd.config import type_text
+    from latentdd.configs import CONFIG_SECTIONS, config_class
 
     out = []
-    for section, module, name in CONFIG_SECTIONS:
-        cls = getattr(importlib.import_module(module), name)
+    for section, where in CONFIG_SECTIONS.items():
+        cls = config_class(section)
+        module, name = where.split(":")
         top = section.split(".")[0]
         readers = [f"`{c}`" for c, secs in SECTIONS.items() if top in secs]
         doc = (inspect.getdoc(cls) or "").split("\n\n")[0]
         notes = _field_notes(cls)
+        hints = typing.get_type_hints(cls, include_extras=True)
         out += [f"### `{section}:`", "", f"`{module}.{name}`: {' '.join(doc.split())}", "",
                 f"Read by {', '.join(readers)}." if readers else "", ""]
         rows = []
@@ -826,7 +815,7 @@ def config_markdown() -> str:
                 default = "(required)"
             shown = "(required)" if default == "(required)" else json.dumps(default) if not isinstance(
                 default, tuple) else json.dumps(list(default))
-            rows.append([f"`{f.name}`", _cell(str(f.type)), _cell(f"`{shown}`"), _cell(notes.get(f.name, ""))])
+            rows.append([f"`{f.name}`", _cell(type_text(hints[f.name])), _cell(f"`{shown}`"), _cell(notes.get(f.name, ""))])
         out += [table(["key", "type", "default", "meaning"], rows), ""]
     return "\n".join(out)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -32,8 +33,8 @@ def test_nested_fit_and_prior_settings_hold_every_default():
 
     space = LatentSpaceConfig(fit={"max_steps": 30})
     assert space.fit["max_steps"] == 30 and space.fit["lr"] == FitVAEConfig.lr
-    assert set(space.fit) == set(FitVAEConfig.__dataclass_fields__)
-    assert set(DecoderConfig().prior) == set(FitPriorConfig.__dataclass_fields__)
+    assert set(space.fit) == {f.name for f in dataclasses.fields(FitVAEConfig)}
+    assert set(DecoderConfig().prior) == {f.name for f in dataclasses.fields(FitPriorConfig)}
 
 
 def test_saved_baseline_config_holds_every_default(tmp_path):
@@ -173,3 +174,43 @@ def test_a_bare_method_takes_the_settings_of_the_largest_measured_ipc_not_above_
     assert resolve("kmeans", 10).params == {} and resolve("kmeans", 10).preset_ipc is None
     with pytest.raises(DataError, match="labels must be distinct"):
         build(RunConfig, {"methods": ["dm", {"method": "dm", "label": "dm"}], "ipcs": [10]}, section="run")
+
+
+def test_every_section_is_registered_once_under_the_name_its_class_reports():
+    """latentdd.configs is the one registry: each class's own `section` (what its messages name) is its key, and
+    every section a command reads (but the plain `out`) is registered."""
+    from latentdd.cli import SECTIONS
+    from latentdd.configs import CONFIG_SECTIONS, build_section, config_class
+
+    for section in CONFIG_SECTIONS:
+        assert config_class(section).section == section
+    read = {name for sections in SECTIONS.values() for name in sections} - {"out"}
+    assert read <= set(CONFIG_SECTIONS), read - set(CONFIG_SECTIONS)
+    assert build_section("dataset", {"name": "digits"}, {"image-size": 32}).image_size == 32
+    with pytest.raises(DataError, match="unknown section 'datset'.*did you mean 'dataset'"):
+        config_class("datset")
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("make, message", [
+    (lambda: DataConfig(resize="crop"),
+     "dataset.resize must be one of pad, resize, center_crop; got 'crop' (did you mean 'center_crop'?)"),
+    (lambda: DataConfig(channels=2), "dataset.channels must be one of 1, 3 (or null); got 2"),
+    (lambda: DataConfig(channels=True), "dataset.channels must be one of 1, 3 (or null); got True"),
+    (lambda: DataConfig(validation=1.0), "dataset.validation must lie in [0, 1); got 1.0"),
+    (lambda: DataConfig(image_size=2.5), "dataset.image_size must be a positive integer (or null); got 2.5"),
+    (lambda: EvalConfig(epochs=0), "evaluator.epochs must be a positive integer (or null); got 0"),
+    (lambda: EvalConfig(lr=0), "evaluator.lr must be > 0; got 0"),
+    (lambda: EvalConfig(milestones=(0.5, 1.5)), "evaluator.milestones[1] must lie in (0, 1); got 1.5"),
+    (lambda: EvalConfig(factor=True),
+     "evaluator.factor must be a positive integer (1: no factorization, 2: IDM's --aug); got True"),
+    (lambda: TeacherConfig(epochs=0), "teacher.epochs must be a positive integer; got 0"),
+    (lambda: make_distiller("kmeans", niter=0), "kmeans niter must be a positive integer; got 0"),
+    (lambda: make_distiller("dm", bank_steps=[0, -1]), "dm bank_steps[1] must be a non-negative integer; got -1"),
+])
+def test_a_config_built_in_python_is_checked_as_declared(make, message):
+    """The checks are declared on the fields (latentdd.config.Checked): the library API refuses what a config file
+    would, and the message names the key, what it may be and the value given."""
+    with pytest.raises(DataError) as err:
+        make()
+    assert str(err.value) == message

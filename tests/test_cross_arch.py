@@ -145,7 +145,7 @@ def test_default_run_is_unchanged_and_students_join_it_later(tmp_path, common, m
     ([{"model": "resnet18", "depth": 3}], "depth applies to convnet only"),
     ([{"model": "vgg12"}], "evaluator.model must be one of"),
     ([{"protocol": "soft"}], "protocol is the evaluator's"),
-    ([{"width": 0, "label": "w0"}], "width and depth must be positive"),
+    ([{"width": 0, "label": "w0"}], "evaluator.width must be a positive integer (or null); got 0"),
     ([{"model": "convnet", "label": "a b"}], "must be a plain folder name"),
     (["resnet18", {"model": "resnet18"}], "labels must be distinct"),
     ([{"label": "bare"}], "give at least one evaluator setting"),

@@ -226,7 +226,7 @@ def test_evaluate_synthetic_rejects_mismatched_inputs():
     bad[0, 0, 0, 0] = float("nan")
     with pytest.raises(DataError, match="NaN"):
         evaluate_synthetic(SyntheticImages(bad, labels, list(test.class_names)), test, tiny_config(), **kw)
-    with pytest.raises(DataError, match="at least 1"):
+    with pytest.raises(DataError, match="evaluator.epochs must be a positive integer"):
         tiny_config(epochs=0)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -71,16 +73,15 @@ def test_resnetap10_downsamples_by_average_pooling_only():
     assert net.embed(torch.randn(2, 3, 32, 32)).shape == (2, 32)
 
 
-def test_the_default_evaluator_is_still_convnet3_and_keeps_its_keys():
-    """The default and the dc preset resolve to today's ConvNet-3 and keep the content key of the reports
-    written before the presets (the dict EvalConfig's asdict gave then)."""
-    old_default = {"model": "convnet", "width": 128, "depth": None, "norm": "instancenorm", "act": "relu",
-                   "pool": "avgpool", "epochs": 1000, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4,
-                   "batch_size": 256, "dsa": True, "dsa_strategy": "color_crop_cutout_flip_scale_rotate",
-                   "use_weights": False, "use_soft_labels": False, "num_eval": 3, "seed": 0, "test_batch_size": 1000,
-                   "compile": "auto", "factor": 1}
-    assert EvalConfig().identity() == old_default
-    assert EvalConfig.preset("dc").identity() == old_default | {"epochs": 300, "dsa": False}
+def test_the_default_evaluator_is_still_convnet3_and_its_identity_holds_every_setting():
+    """The default resolves to ConvNet-3; the identity (what names an evaluation in a content key) holds every
+    field but the protocol label, the architecture's width and norm resolved, so any setting changes it."""
+    identity = EvalConfig().identity()
+    fields = dataclasses.asdict(EvalConfig())
+    assert identity == {k: v for k, v in fields.items() if k != "protocol"} | {"width": 128, "norm": "instancenorm"}
+    assert EvalConfig.preset("dc").identity() == identity | {"epochs": 300, "dsa": False}
+    assert EvalConfig(protocol="dc").identity() == identity  # a label only
+    assert EvalConfig(optimizer="adamw").identity() == identity | {"optimizer": "adamw"}
     assert EvalConfig().arch_kwargs(28) == {"width": 128, "depth": 3, "norm": "instancenorm", "act": "relu",
                                             "pool": "avgpool"}
     assert EvalConfig(model="resnet18").identity()["width"] == 64

@@ -9,12 +9,14 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from latentdd.config import Checked, PositiveInt
 from latentdd.data.base import ImageSet
 from latentdd.errors import DataError
 
@@ -25,7 +27,7 @@ LUMINANCE = (0.299, 0.587, 0.114)
 
 
 @dataclass(frozen=True)
-class ImageTransform:
+class ImageTransform(Checked):
     """Resize / pad / crop to `image_size` x `image_size` and convert to `channels`.
 
     image_size: target side in pixels, or None to keep the native size.
@@ -42,17 +44,9 @@ class ImageTransform:
     Images whose size and channels already match pass through bit-exactly.
     """
 
-    image_size: int | None = None
-    channels: int | None = None
-    resize: str | None = "pad"
-
-    def __post_init__(self) -> None:
-        if self.image_size is not None and (not isinstance(self.image_size, int) or self.image_size < 1):
-            raise DataError(f"image_size must be a positive int or None; got {self.image_size!r}")
-        if self.channels not in (None, 1, 3):
-            raise DataError(f"channels must be 1, 3 or None; got {self.channels!r}")
-        if self.resize is not None and self.resize not in RESIZE_POLICIES:
-            raise DataError(f"resize must be one of {', '.join(RESIZE_POLICIES)} or None; got {self.resize!r}")
+    image_size: PositiveInt | None = None
+    channels: Literal[1, 3] | None = None
+    resize: Literal[RESIZE_POLICIES] | None = "pad"
 
     def output_shape(self, shape: tuple[int, int, int]) -> tuple[int, int, int]:
         """(C, H, W) that images of native `shape` (C, H, W) come out with."""

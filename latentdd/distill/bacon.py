@@ -33,11 +33,12 @@ and the matching sees the 4 tiles of each, upsampled, as the evaluator with fact
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 
+from latentdd.config import NonNegativeInt, PositiveFloat, PositiveInt, Probability
 from latentdd.distill.bacon_loss import bacon_loss, dm_loss
 from latentdd.distill.base import register_distiller
 from latentdd.distill.matching import InLoopPool, MatchingDistiller, Net, NetSpec, Run
@@ -63,35 +64,22 @@ class BaconDistiller(MatchingDistiller):
     """
 
     name: ClassVar[str] = "bacon"
-    _positive: ClassVar[tuple[str, ...]] = MatchingDistiller._positive + (
-        "pool_start", "pool_max", "net_batch", "pool_add_every")
-    _optional: ClassVar[tuple[str, ...]] = MatchingDistiller._optional + ("pool_add_every",)
 
-    loss: str = "bacon"
+    loss: Literal[LOSS_NAMES] = "bacon"
     ce_weight: float = 0.5
-    pool_start: int = 3
-    pool_add_every: int | None = None
-    pool_max: int = 100
-    train_nets: int = 2
-    train_steps: int = 10
-    net_lr: float = 0.01
+    pool_start: PositiveInt = 3
+    pool_add_every: PositiveInt | None = None
+    pool_max: PositiveInt = 100
+    train_nets: NonNegativeInt = 2
+    train_steps: NonNegativeInt = 10
+    net_lr: PositiveFloat = 0.01
     net_momentum: float = 0.9
     net_weight_decay: float = 5e-4
-    net_batch: int = 256
-    lam: float = 0.8
+    net_batch: PositiveInt = 256
+    lam: Probability = 0.8
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.loss not in LOSS_NAMES:
-            raise DataError(f"{self.name} loss must be one of {', '.join(LOSS_NAMES)}; got {self.loss!r}")
-        for field in ("train_nets", "train_steps"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise DataError(f"{self.name} {field} must be a non-negative integer; got {value!r}")
-        if not self.net_lr > 0:
-            raise DataError(f"{self.name} net_lr must be > 0; got {self.net_lr!r}")
-        if not 0.0 <= self.lam <= 1.0:
-            raise DataError(f"{self.name} lam must lie in [0, 1]; got {self.lam!r}")
         if self.pool_start > self.pool_max:
             raise DataError(f"{self.name} pool_start ({self.pool_start}) exceeds pool_max ({self.pool_max})")
 
@@ -129,4 +117,4 @@ class IDMDistiller(BaconDistiller):
     """IDM: the same loop with mean embedding matching (`dm_loss`) instead of BACON's loss."""
 
     name: ClassVar[str] = "idm"
-    loss: str = "dm"
+    loss: Literal[LOSS_NAMES] = "dm"

@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from latentdd.config import build, check_mapping, did_you_mean
+from latentdd.config import Checked, build, check_mapping, did_you_mean
 from latentdd.errors import DataError
 from latentdd.latents.types import Latents, SyntheticLatents
 
@@ -38,6 +38,14 @@ class Distiller(Protocol):
     def distill(self, latents: Latents, ipc: int, *, seed: int) -> SyntheticLatents:
         """`ipc` synthetic latents per class -> SyntheticLatents of (K*ipc, c, h, w) float32."""
         ...
+
+
+class CheckedParams(Checked):
+    """Base of the distillers' dataclasses: their parameters are checked as declared (`latentdd.config.Checked`),
+    messages naming `<distiller> <parameter>` (`kmeans niter`)."""
+
+    def field_key(self, name: str) -> str:
+        return f"{self.name} {name}"
 
 
 @dataclass

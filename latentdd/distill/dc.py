@@ -23,13 +23,14 @@ recorded in the result.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 
+from latentdd.config import PositiveFloat, PositiveInt
 from latentdd.distill.base import register_distiller
-from latentdd.distill.matching import MatchingDistiller, Run
+from latentdd.distill.matching import EMBEDDINGS, MatchingDistiller, Run
 from latentdd.errors import DataError
 
 # DC's get_loops: IPC -> (outer_loop, inner_loop).
@@ -69,23 +70,19 @@ class DCDistiller(MatchingDistiller):
     """
 
     name: ClassVar[str] = "dc"
-    _positive: ClassVar[tuple[str, ...]] = MatchingDistiller._positive + ("outer_loop", "inner_loop", "net_batch")
-    _optional: ClassVar[tuple[str, ...]] = MatchingDistiller._optional + ("outer_loop", "inner_loop")
 
-    embedding: str = "pixel"
-    iterations: int = 1000
-    lr: float = 0.1
+    embedding: Literal[EMBEDDINGS] = "pixel"
+    iterations: PositiveInt = 1000
+    lr: PositiveFloat = 0.1
     dsa: bool = False
-    outer_loop: int | None = None
-    inner_loop: int | None = None
-    net_lr: float = 0.01
-    net_batch: int = 256
-    checkpoint_every: int = 10
+    outer_loop: PositiveInt | None = None
+    inner_loop: PositiveInt | None = None
+    net_lr: PositiveFloat = 0.01
+    net_batch: PositiveInt = 256
+    checkpoint_every: PositiveInt = 10
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.net_lr > 0:
-            raise DataError(f"{self.name} net_lr must be > 0; got {self.net_lr!r}")
         if (self.compile, self.real_precision) != ("off", "float32"):
             raise DataError(f"{self.name} matches parameter gradients, which run eagerly in float32; compile and "
                             "real_precision speed up the embedding forward of dm, bacon and idm only: leave them "

@@ -25,14 +25,15 @@ synthetic mean, and the evaluator trains with the same weights (`use_weights`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 
 from latentdd.distill.bacon_loss import dm_loss
+from latentdd.config import PositiveFloat
 from latentdd.distill.base import class_points, register_distiller
-from latentdd.distill.matching import MatchingDistiller, Net, Run
+from latentdd.distill.matching import EMBEDDINGS, MatchingDistiller, Net, Run
 from latentdd.distill.quantize import nearest_centroid, voronoi_masses
 from latentdd.errors import DataError
 from latentdd.latents.types import Latents
@@ -47,14 +48,12 @@ class DMDistiller(MatchingDistiller):
 
     name: ClassVar[str] = "dm"
 
-    embedding: str = "pixel"
-    lr: float = 1.0
-    weights: str = "uniform"
+    embedding: Literal[EMBEDDINGS] = "pixel"
+    lr: PositiveFloat = 1.0
+    weights: Literal[WEIGHTS] = "uniform"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.weights not in WEIGHTS:
-            raise DataError(f"dm weights must be one of {', '.join(WEIGHTS)}; got {self.weights!r}")
         if self.weights == "voronoi" and self.factor > 1:
             raise DataError("dm weights 'voronoi' weighs whole latents, and factorization splits each into "
                             f"factor**2 images: use factor 1 (now {self.factor}) or weights 'uniform'")

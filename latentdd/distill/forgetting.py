@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -27,8 +27,9 @@ import torch.nn.functional as F
 from latentdd.cache import cached_state
 from latentdd.cachekey import content_key, tensor_sha256
 from latentdd.checkpoint import StateRejected
-from latentdd.config import positive_int
+from latentdd.config import PositiveFloat, PositiveInt
 from latentdd.distill.base import (
+    CheckedParams,
     DistillContext,
     assemble,
     check_distill_input,
@@ -39,7 +40,6 @@ from latentdd.distill.base import (
 )
 from latentdd.distill.matching import EMBEDDINGS, Inputs, NetSpec
 from latentdd.distill.quantize import quantization_error
-from latentdd.errors import DataError
 from latentdd.latents.types import Latents, SyntheticLatents
 from latentdd.progress import progress_bar
 
@@ -57,7 +57,7 @@ def forgetting_events(correct: np.ndarray) -> np.ndarray:
 
 @register_distiller
 @dataclass
-class ForgettingDistiller:
+class ForgettingDistiller(CheckedParams):
     """Keep the IPC most forgotten real latents per class (module docstring).
 
     embedding: "latent" or "pixel" (needs the decoder in the DistillContext).
@@ -68,23 +68,15 @@ class ForgettingDistiller:
     name: ClassVar[str] = "forgetting"
     uses_context: ClassVar[bool] = True
 
-    embedding: str = "latent"
-    epochs: int = 10
-    batch: int = 256
-    lr: float = 0.01
+    embedding: Literal[EMBEDDINGS] = "latent"
+    epochs: PositiveInt = 10
+    batch: PositiveInt = 256
+    lr: PositiveFloat = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    width: int = 128
-    depth: int | None = None
+    width: PositiveInt = 128
+    depth: PositiveInt | None = None
     norm: str = "instancenorm"
-
-    def __post_init__(self) -> None:
-        if self.embedding not in EMBEDDINGS:
-            raise DataError(f"forgetting embedding must be one of {', '.join(EMBEDDINGS)}; got {self.embedding!r}")
-        for field in ("epochs", "batch", "width", "depth"):
-            positive_int(getattr(self, field), f"forgetting {field}", optional=field == "depth")
-        if not self.lr > 0:
-            raise DataError(f"forgetting lr must be > 0; got {self.lr!r}")
 
     def distill(self, latents: Latents, ipc: int, *, seed: int, context: DistillContext | None = None) -> SyntheticLatents:
         context = context or DistillContext()

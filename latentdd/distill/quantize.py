@@ -23,12 +23,14 @@ import functools
 import math
 import warnings
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 
+from latentdd.config import PositiveInt
 from latentdd.distill.base import (
+    CheckedParams,
     assemble,
     check_distill_input,
     class_label,
@@ -263,7 +265,7 @@ WEIGHTS_MODES = ("mass", "sqrt")
 
 @register_distiller
 @dataclass
-class KMeansDistiller:
+class KMeansDistiller(CheckedParams):
     """DDOQ: per class, k-means with K = IPC; centroids weighted by their Voronoi masses.
 
     backend: "faiss" (see `kmeans_faiss`), "sklearn" (see `kmeans_sklearn`) or "auto"
@@ -297,21 +299,11 @@ class KMeansDistiller:
 
     name: ClassVar[str] = "kmeans"
 
-    backend: str = "auto"
-    niter: int = 100
-    restarts: int = 1
-    weights_mode: str = "mass"
+    backend: Literal[BACKENDS] = "auto"
+    niter: PositiveInt = 100
+    restarts: PositiveInt = 1
+    weights_mode: Literal[WEIGHTS_MODES] = "mass"
     medoid: bool = False
-
-    def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise DataError(f"kmeans backend must be one of {', '.join(BACKENDS)}; got {self.backend!r}")
-        if self.weights_mode not in WEIGHTS_MODES:
-            raise DataError(f"kmeans weights_mode must be one of {', '.join(WEIGHTS_MODES)}; got {self.weights_mode!r}")
-        for field in ("niter", "restarts"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise DataError(f"kmeans {field} must be a positive integer; got {value!r}")
 
     def resolved_backend(self) -> tuple[str, str]:
         """(library, device) this distiller clusters with: ("faiss", "gpu"), ("faiss", "cpu") or ("sklearn", "cpu").
@@ -378,7 +370,7 @@ class KMeansDistiller:
 
 @register_distiller
 @dataclass
-class OnlineKMeansDistiller:
+class OnlineKMeansDistiller(CheckedParams):
     """D4M: per class, sklearn MiniBatchKMeans(n_clusters=IPC) fed by partial_fit; uniform weights.
 
     The class's latents are shuffled (seeded) and fed in mini-batches of `batch_size`
@@ -395,16 +387,8 @@ class OnlineKMeansDistiller:
 
     name: ClassVar[str] = "kmeans-online"
 
-    km_expand: int = 10
-    batch_size: int | None = None
-
-    def __post_init__(self) -> None:
-        for field in ("km_expand", "batch_size"):
-            value = getattr(self, field)
-            if value is None and field == "batch_size":
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise DataError(f"kmeans-online {field} must be a positive integer; got {value!r}")
+    km_expand: PositiveInt = 10
+    batch_size: PositiveInt | None = None
 
     def distill(self, latents: Latents, ipc: int, *, seed: int) -> SyntheticLatents:
         from sklearn.cluster import MiniBatchKMeans

@@ -36,7 +36,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -44,6 +44,7 @@ from torch import nn
 from latentdd.cache import cached
 from latentdd.cachekey import content_key, tensor_sha256
 from latentdd.checkpoint import StateRejected
+from latentdd.config import Checked, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from latentdd.data.base import LabelledImages
 from latentdd.data.imagenet import imagenet_indices
 from latentdd.errors import DataError, LatentDDError
@@ -57,7 +58,8 @@ from latentdd.io import (
     json_sha256_problem,
     with_json_sha256,
 )
-from latentdd.nn.convnet import build_model
+from latentdd.evaluate.protocols import OPTIMIZERS
+from latentdd.nn.convnet import MODELS, build_model
 
 TEACHER_VERSION = 1  # bump when a change here makes the same settings train a different teacher
 _META, _WEIGHTS = "teacher.json", "teacher.safetensors"
@@ -66,7 +68,7 @@ _FIT_FIELDS = ("model", "width", "depth", "norm", "epochs", "optimizer", "lr", "
 
 
 @dataclass
-class TeacherConfig:
+class TeacherConfig(Checked):
     """The `teacher:` section: where the teacher comes from and, for `fit`, how it is trained.
 
     The fit defaults (ConvNet-3 of width 64, 3 epochs of AdamW lr 1e-3 on a cosine schedule, no
@@ -74,26 +76,27 @@ class TeacherConfig:
     about a minute an epoch there on 2 CPU cores.
     """
 
+    section: ClassVar[str] = "teacher"
+
     source: str = "fit"  # fit | DIR (a folder fit-teacher wrote) | torchvision:resnet18
-    model: str = "convnet"
-    width: int | None = 64
-    depth: int | None = None
+    model: Literal[tuple(MODELS)] = "convnet"
+    width: PositiveInt | None = 64
+    depth: PositiveInt | None = None
     norm: str | None = None
-    epochs: int = 3
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    batch_size: int = 256
-    seed: int = 0
+    epochs: PositiveInt = 3
+    optimizer: Literal[OPTIMIZERS] = "adamw"
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 0.01
+    batch_size: PositiveInt = 256
+    seed: NonNegativeInt = 0
     class_map: list[int] | None = None  # pretrained: the ImageNet index of each dataset class
     imagenet_classes: str | None = None  # pretrained, classes named by WordNet id: an ImageNet class list
-    input_size: int | None = None  # pretrained: resize images to this side first (e.g. 224, ImageNet's); None: as they are
+    input_size: PositiveInt | None = None  # pretrained: resize images to this side first (e.g. 224, ImageNet's); None: as they are
     cache_dir: str = "~/.cache/latentdd"
 
     def __post_init__(self) -> None:
-        self.eval_config()  # checks model, width, norm, epochs, lr ... as the evaluator does
-        if self.input_size is not None and self.input_size < 1:
-            raise DataError(f"teacher.input_size must be a positive integer; got {self.input_size!r}")
+        super().__post_init__()
+        self.eval_config()  # checks norm and depth against the model, as the evaluator does
         if self.source not in PRETRAINED:  # a fitted teacher predicts the dataset's own classes at its own size
             given = [name for name in ("class_map", "imagenet_classes", "input_size") if getattr(self, name) is not None]
             if given:

@@ -14,17 +14,22 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pydantic import Field
+
+from latentdd.config import (Checked, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
+                             Probability)
 from latentdd.data.base import LabelledImages, SyntheticImages
 from latentdd.errors import DataError, LatentDDError
 from latentdd.evaluate.protocols import (LOSSES, OPTIMIZERS, PROTOCOL_SOURCES, PROTOCOLS, SCHEDULES, CropFlip, cutmix,
                                          epochs_for_ipc, lr_factor, make_optimizer)
 from latentdd.io import atomic_write_json
-from latentdd.nn.compile import CompileStatus, CompiledModel
+from latentdd.nn.compile import COMPILE_MODES, CompileStatus, CompiledModel
 from latentdd.nn.convnet import MODELS, build_model, default_depth
 from latentdd.nn.dsa import DiffAugment, DSAConfig
 from latentdd.nn.factorization import untile
@@ -33,48 +38,46 @@ from latentdd.progress import progress_bar
 log = logging.getLogger(__name__)
 
 
-# Fields added with the presets of issue 13, and their defaults (today's DSA/DC behaviour): `identity` leaves
-# them out while at these values, so the reports of earlier runs keep their keys.
-_LATER_FIELDS = {"optimizer": "sgd", "schedule": "step", "milestones": (), "gamma": 0.1, "crop_scale": None,
-                 "hflip": False, "cutmix": 0.0, "cutmix_alpha": 1.0, "loss": "ce", "temperature": 4.0,
-                 "epochs_by_ipc": None}
+Factor = Annotated[int, Field(ge=1, description="1: no factorization, 2: IDM's --aug")]
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(Checked):
     """Evaluator settings; the defaults are the DSA protocol with ConvNet-3 (see `protocols.PROTOCOLS`)."""
 
-    model: str = "convnet"  # a name in latentdd.nn.convnet.MODELS
-    width: int | None = None  # None: the architecture's own (ConvNet 128, ResNets and VGG-11 64, AlexNet 128)
-    depth: int | None = None  # ConvNet only; None: 3 up to 32 px, 4 at 64 px, 5 at 128 px
+    section: ClassVar[str] = "evaluator"
+
+    model: Literal[tuple(MODELS)] = "convnet"
+    width: PositiveInt | None = None  # None: the architecture's own (ConvNet 128, ResNets and VGG-11 64, AlexNet 128)
+    depth: PositiveInt | None = None  # ConvNet only; None: 3 up to 32 px, 4 at 64 px, 5 at 128 px
     norm: str | None = None  # None: the architecture's own (instancenorm; AlexNet none)
     act: str = "relu"
     pool: str = "avgpool"
-    epochs: int | None = 1000  # None: by the set's IPC from epochs_by_ipc (the minimax protocol)
-    lr: float = 0.01
-    momentum: float = 0.9  # SGD only
-    weight_decay: float = 5e-4
-    batch_size: int = 256
+    epochs: PositiveInt | None = 1000  # None: by the set's IPC from epochs_by_ipc (the minimax protocol)
+    lr: PositiveFloat = 0.01
+    momentum: NonNegativeFloat = 0.9  # SGD only
+    weight_decay: NonNegativeFloat = 5e-4
+    batch_size: PositiveInt = 256
     dsa: bool = True
     dsa_strategy: str = DSAConfig.strategy
     use_weights: bool = False  # per-sample weighted loss (DDOQ), when the set has weights
     use_soft_labels: bool = False  # soft-label cross-entropy, when the set has soft labels
-    num_eval: int = 3
-    seed: int = 0  # run i uses seed + i for initialisation, shuffling and augmentation
-    test_batch_size: int = 1000
-    compile: str = "auto"  # torch.compile the training step: auto (fall back to eager) | on | off
-    factor: int = 1  # factorization: train on factor x factor upsampled tiles of each image (IDM's --aug: 2); 1 = off
-    protocol: str = "dsa"  # the preset these settings started from (a label: the settings are the fields)
-    optimizer: str = "sgd"  # sgd (lr, momentum, weight_decay) | adamw (lr, weight_decay)
-    schedule: str = "step"  # step: x gamma from epoch E//2 + 1 | multistep: x gamma at each milestone | cosine
-    milestones: tuple[float, ...] = ()  # multistep: fractions of the epochs (2/3, 5/6 -> 2E//3, 5E//6)
-    gamma: float = 0.1
+    num_eval: PositiveInt = 3
+    seed: NonNegativeInt = 0  # run i uses seed + i for initialisation, shuffling and augmentation
+    test_batch_size: PositiveInt = 1000
+    compile: Literal[COMPILE_MODES] = "auto"  # torch.compile the training step: auto (fall back to eager) | on | off
+    factor: Factor = 1  # factorization: train on factor x factor upsampled tiles of each image (IDM's --aug: 2); 1 = off
+    protocol: Literal[tuple(PROTOCOLS)] = "dsa"  # the preset these settings started from (a label: the settings are the fields)
+    optimizer: Literal[OPTIMIZERS] = "sgd"  # sgd (lr, momentum, weight_decay) | adamw (lr, weight_decay)
+    schedule: Literal[SCHEDULES] = "step"  # step: x gamma from epoch E//2 + 1 | multistep: x gamma at each milestone | cosine
+    milestones: tuple[Annotated[float, Field(gt=0, lt=1)], ...] = ()  # multistep: fractions of the epochs (2/3, 5/6 -> 2E//3, 5E//6)
+    gamma: PositiveFloat = 0.1
     crop_scale: tuple[float, float] | None = None  # per-image RandomResizedCrop area range; None: no crop
     hflip: bool = False  # per-image horizontal flip (not for datasets that flips change, e.g. digits)
-    cutmix: float = 0.0  # probability that a batch is CutMixed; 0: never
-    cutmix_alpha: float = 1.0  # CutMix's Beta(alpha, alpha)
-    loss: str = "ce"  # ce: cross-entropy on the (mixed, or the set's soft) labels | teacher_kl: the teacher's, online
-    temperature: float = 4.0  # teacher_kl: T of KL(teacher_T || student_T) * T^2
+    cutmix: Probability = 0.0  # probability that a batch is CutMixed; 0: never
+    cutmix_alpha: PositiveFloat = 1.0  # CutMix's Beta(alpha, alpha)
+    loss: Literal[LOSSES] = "ce"  # ce: cross-entropy on the (mixed, or the set's soft) labels | teacher_kl: the teacher's, online
+    temperature: PositiveFloat = 4.0  # teacher_kl: T of KL(teacher_T || student_T) * T^2
     epochs_by_ipc: dict[int, int] | None = None  # {IPC bound: epochs}, used when epochs is None; beyond: 300
 
     @classmethod
@@ -85,10 +88,7 @@ class EvalConfig:
         return dataclasses.replace(cls(**(PROTOCOLS[name] | {"protocol": name})), **overrides)
 
     def __post_init__(self) -> None:
-        for name, allowed in (("model", MODELS), ("compile", ("auto", "on", "off")), ("protocol", PROTOCOLS),
-                              ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("loss", LOSSES)):
-            if getattr(self, name) not in allowed:
-                raise DataError(f"evaluator.{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        super().__post_init__()
         spec = MODELS[self.model]
         if self.norm is not None and self.norm not in spec.norms:
             raise DataError(f"evaluator.norm must be one of {', '.join(spec.norms)} for model {self.model}; "
@@ -96,26 +96,10 @@ class EvalConfig:
         if self.depth is not None and not spec.has_depth:
             raise DataError(f"evaluator.depth applies to convnet only; {self.model} has its depth in its name "
                             "(leave depth unset)")
-        if (self.width is not None and self.width < 1) or (self.depth is not None and self.depth < 1):
-            raise DataError(f"evaluator.width and depth must be positive; got {self.width!r}, {self.depth!r}")
-        if not self.lr > 0 or self.momentum < 0 or self.weight_decay < 0 or self.seed < 0:
-            raise DataError(f"evaluator: lr must be > 0 and momentum, weight_decay, seed >= 0; got lr {self.lr!r}, "
-                            f"momentum {self.momentum!r}, weight_decay {self.weight_decay!r}, seed {self.seed!r}")
         if self.epochs is None and not self.epochs_by_ipc:
             raise DataError("evaluator.epochs is unset and there is no epochs_by_ipc table; set epochs (e.g. 1000)")
-        for name in ("epochs", "batch_size", "num_eval", "test_batch_size"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise DataError(f"{name} must be at least 1; got {getattr(self, name)}")
-        if isinstance(self.factor, bool) or not isinstance(self.factor, int) or self.factor < 1:
-            raise DataError(f"factor must be a positive integer (1: no factorization, 2: IDM's --aug); "
-                            f"got {self.factor!r}")
         if self.crop_scale is not None and not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
             raise DataError(f"evaluator.crop_scale must be (low, high) with 0 < low <= high <= 1; got {self.crop_scale!r}")
-        if not 0.0 <= self.cutmix <= 1.0 or not self.cutmix_alpha > 0 or not self.temperature > 0 or not self.gamma > 0:
-            raise DataError(f"evaluator: cutmix must lie in [0, 1] and cutmix_alpha, temperature, gamma be > 0; got "
-                            f"{self.cutmix!r}, {self.cutmix_alpha!r}, {self.temperature!r}, {self.gamma!r}")
-        if any(not 0 < f < 1 for f in self.milestones):
-            raise DataError(f"evaluator.milestones are fractions of the epochs in (0, 1); got {self.milestones!r}")
         if self.loss == "teacher_kl" and self.use_soft_labels:
             raise DataError("evaluator.loss teacher_kl takes its soft labels from the teacher; unset use_soft_labels "
                             "(or use loss ce to train on the set's own soft labels)")
@@ -143,13 +127,9 @@ class EvalConfig:
 
     def identity(self) -> dict:
         """What names an evaluation of these settings in a content key: every field but `protocol` (a label),
-        the later fields left out while at their defaults and ConvNet's width and norm resolved, so that
-        the keys of reports written before the presets existed still match."""
+        with the architecture's width and norm resolved."""
         out = dataclasses.asdict(self)
         out.pop("protocol")
-        for name, default in _LATER_FIELDS.items():
-            if out[name] == default or (isinstance(out[name], (list, tuple)) and tuple(out[name]) == default):
-                out.pop(name)
         spec = MODELS[self.model]
         out["width"], out["norm"] = self.width or spec.width, self.norm or spec.norm
         if self.model != "convnet":

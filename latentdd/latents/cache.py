@@ -33,6 +33,7 @@ from typing import Callable
 
 import torch
 
+from latentdd.config import Checked, NonNegativeInt, PositiveInt
 from latentdd.data.base import LabelledImages
 from latentdd.errors import DataError, LatentDDError
 from latentdd.io import atomic_write_json, file_sha256, is_int, list_of, stored_checksum, write_checksum
@@ -59,19 +60,15 @@ class CacheDamagedError(DataError):
 
 
 @dataclass(frozen=True)
-class CacheConfig:
+class CacheConfig(Checked):
     """How a split is cut into shards and batches."""
 
-    shard_size: int = 4096  # images per shard: bounds memory and the work lost to an interruption
-    batch_size: int = 256  # images per encoder call
+    shard_size: PositiveInt = 4096  # images per shard: bounds memory and the work lost to an interruption
+    batch_size: PositiveInt = 256  # images per encoder call
     # DataLoader processes decoding the next batches while the encoder runs (0: decode in this
     # process). On a GPU, decoding image files one by one is slower than the VAE; the batches,
     # and so the latents, are the same either way.
-    workers: int = 0
-
-    def __post_init__(self) -> None:
-        if self.shard_size < 1 or self.batch_size < 1 or self.workers < 0:
-            raise DataError("shard_size and batch_size must be at least 1, workers at least 0")
+    workers: NonNegativeInt = 0
 
 
 class _OneImage(torch.utils.data.Dataset):

@@ -14,6 +14,8 @@ import torch
 
 log = logging.getLogger(__name__)
 
+COMPILE_MODES = ("auto", "on", "off")
+
 
 @dataclass
 class CompileStatus:

@@ -30,13 +30,16 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
 from latentdd.cache import cached, write_folder
 from latentdd.cachekey import content_key, tensor_sha256
 from latentdd.checkpoint import StateRejected
+from latentdd.config import Checked, Fraction, PositiveFloat, PositiveInt
 from latentdd.errors import DataError, LatentDDError
 from latentdd.fitting import check_blocks, fit_loop
 from latentdd.io import atomic_write_bytes, atomic_write_json, read_json_fields
@@ -52,7 +55,7 @@ _NOT_HASHED = ("checkpoint_every", "log_every")
 
 
 @dataclass
-class FitPriorConfig:
+class FitPriorConfig(Checked):
     """How to fit the prior. Defaults: a 0.70M-parameter UNet2DModel for Fashion-MNIST's
     (4, 8, 8) latents (one 2x downsampling, 8x8 -> 4x4; self-attention at 4x4 and in the
     middle block), 1500 AdamW steps of 64 latents (1.6 epochs of 60k). Measured alone on 2
@@ -85,45 +88,38 @@ class FitPriorConfig:
     log_every: steps averaged into each point of the report's loss curve.
     """
 
-    block_out_channels: tuple[int, ...] = (32, 64)
+    section: ClassVar[str] = "decoder.prior"
+
+    block_out_channels: tuple[PositiveInt, ...] = (32, 64)
     layers_per_block: int = 1
     attention: bool = True
     attention_head_dim: int = 32
-    norm_num_groups: int = 32
-    num_train_timesteps: int = 1000
-    beta_schedule: str = "scaled_linear"
+    norm_num_groups: PositiveInt = 32
+    num_train_timesteps: Annotated[int, Field(ge=2)] = 1000
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "scaled_linear"
     beta_start: float = 0.00085
     beta_end: float = 0.012
-    label_dropout: float = 0.1
-    max_steps: int = 1500
-    epochs: float | None = None
-    batch_size: int = 64
-    lr: float = 1e-3
-    lr_schedule: str = "cosine"
+    label_dropout: Fraction = 0.1
+    max_steps: PositiveInt = 1500
+    epochs: PositiveFloat | None = None
+    batch_size: PositiveInt = 64
+    lr: PositiveFloat = 1e-3
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
     weight_decay: float = 0.01
     grad_clip: float = 1.0
-    ema_decay: float = 0.995
+    ema_decay: Fraction = 0.995
     seed: int = 0
     checkpoint_every: int = 250
     log_every: int = 50
 
     def __post_init__(self) -> None:
-        self.block_out_channels = check_blocks(self.block_out_channels, self.norm_num_groups, self.lr_schedule)
+        super().__post_init__()
+        self.block_out_channels = check_blocks(self.block_out_channels, self.norm_num_groups, self.section)
         if self.attention and any(c % self.attention_head_dim for c in self.block_out_channels[1:]):
             raise DataError(
-                f"block_out_channels {self.block_out_channels[1:]} (the attention blocks) must be multiples of "
-                f"attention_head_dim {self.attention_head_dim}"
+                f"decoder.prior.block_out_channels {self.block_out_channels[1:]} (the attention blocks) must be "
+                f"multiples of decoder.prior.attention_head_dim {self.attention_head_dim}"
             )
-        if self.beta_schedule not in ("linear", "scaled_linear", "squaredcos_cap_v2"):
-            raise DataError(f"beta_schedule must be linear, scaled_linear or squaredcos_cap_v2; got {self.beta_schedule!r}")
-        if not 0 <= self.label_dropout < 1:
-            raise DataError(f"label_dropout must lie in [0, 1); got {self.label_dropout}")
-        if not 0 <= self.ema_decay < 1:
-            raise DataError(f"ema_decay must lie in [0, 1); got {self.ema_decay}")
-        if self.batch_size < 1 or self.max_steps < 1 or self.lr <= 0 or self.num_train_timesteps < 2:
-            raise DataError("batch_size and max_steps must be >= 1, lr > 0 and num_train_timesteps >= 2")
-        if self.epochs is not None and self.epochs <= 0:
-            raise DataError(f"epochs must be > 0 (or None to use max_steps); got {self.epochs}")
 
     @property
     def downsampling(self) -> int:

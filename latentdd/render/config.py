@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar, Literal
 
-from latentdd.config import positive_int, resolved_fields
+from latentdd.config import Checked, NonNegativeFloat, PositiveInt, Probability, resolved_fields
 from latentdd.errors import DataError
 from latentdd.prior import FitPriorConfig
 from latentdd.render import DECODERS, PRETRAINED_DEFAULTS, decoder_defaults
 
 
 @dataclass
-class DecoderConfig:
+class DecoderConfig(Checked):
     """How synthetic latents become images: `vae` decodes them directly; `diffusion` first runs
     img2img from each latent with a class-conditional prior fitted to the train latents
     (`latentdd.prior.fit_prior`, cached by content under cache_dir/prior); `dit` and
@@ -19,15 +20,17 @@ class DecoderConfig:
     folder; the latents must come from its VAE, --vae DIR/vae). strength, steps, guidance,
     eta and batch_size apply to every img2img decoder."""
 
-    name: str = "vae"  # a key of latentdd.render.DECODERS: vae | diffusion | dit | sd-img2img
+    section: ClassVar[str] = "decoder"
+
+    name: Literal[tuple(DECODERS)] = "vae"  # a key of latentdd.render.DECODERS
     # The sampler settings: None takes the decoder's own default (`latentdd.render.decoder_defaults`): diffusion
     # strength 0.5 and guidance 4 (chosen on a val split, results/decoder_search_fashion_mnist/), sd-img2img D4M's
     # 0.7 and 8, dit 0.7 and DiT's 4.
-    strength: float | None = None  # share of the inference steps run from the latent
-    num_inference_steps: int | None = None
-    guidance_scale: float | None = None  # classifier-free guidance (1: none)
-    eta: float | None = None  # DDIM's (0: deterministic after the starting noise)
-    batch_size: int | None = None  # latents per decoder call
+    strength: Probability | None = None  # share of the inference steps run from the latent
+    num_inference_steps: PositiveInt | None = None
+    guidance_scale: NonNegativeFloat | None = None  # classifier-free guidance (1: none)
+    eta: NonNegativeFloat | None = None  # DDIM's (0: deterministic after the starting noise)
+    batch_size: PositiveInt | None = None  # latents per decoder call
     # vae / diffusion: FitPriorConfig's fields of the fitted prior (missing ones: its defaults);
     # dit / sd-img2img: the pretrained model, a hub id or a folder (missing: PRETRAINED_DEFAULTS).
     prior: str | dict = field(default_factory=dict)
@@ -38,8 +41,7 @@ class DecoderConfig:
     negative_prompt: str | None = None  # sd-img2img
 
     def __post_init__(self) -> None:
-        if self.name not in DECODERS:
-            raise DataError(f"decoder must be one of {', '.join(sorted(DECODERS))}; got {self.name!r}")
+        super().__post_init__()
         self._check_prior()
         for key, owner in _DECODER_ONLY.items():
             if getattr(self, key) != DecoderConfig.__dataclass_fields__[key].default and self.name != owner:
@@ -49,20 +51,13 @@ class DecoderConfig:
         for key, value in decoder_defaults(self.name).items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
-        if self.strength is not None and not 0.0 <= self.strength <= 1.0:
-            raise DataError(f"decoder.strength must lie in [0, 1]; got {self.strength!r}")
-        if (self.guidance_scale or 0) < 0 or (self.eta or 0) < 0:
-            raise DataError(f"decoder.guidance_scale and decoder.eta must be >= 0; got {self.guidance_scale!r}, "
-                            f"{self.eta!r}")
-        positive_int(self.num_inference_steps, "decoder.num_inference_steps", optional=True)
-        positive_int(self.batch_size, "decoder.batch_size")
 
     def _check_prior(self) -> None:
         """Resolve `prior` to what the decoder uses: the full fitted-prior settings, or the pretrained model."""
         if self.name in PRETRAINED_DEFAULTS:
             if isinstance(self.prior, dict):
                 # A saved config of the vae decoder holds the fitted prior's defaults: nothing set, no conflict.
-                if self.prior and self.prior != resolved_fields(FitPriorConfig, {}, "decoder.prior"):
+                if self.prior and self.prior != resolved_fields(FitPriorConfig, {}):
                     raise DataError(
                         f"decoder.prior of the {self.name} decoder is the pretrained model, a hub id or a folder "
                         f"(--prior ORG/NAME or --prior DIR); got the fitted-prior settings {sorted(self.prior)}, "
@@ -76,7 +71,7 @@ class DecoderConfig:
                 + ("fits its prior: set its fields with --prior-set KEY=VALUE or a decoder.prior mapping"
                    if self.name == "diffusion" else "uses none"))
         # Checked here and completed with the defaults, so that the saved config holds every value used.
-        self.prior = resolved_fields(FitPriorConfig, self.prior, "decoder.prior")
+        self.prior = resolved_fields(FitPriorConfig, self.prior)
 
 
 # Settings only one decoder reads: set for another, they would be silently ignored.

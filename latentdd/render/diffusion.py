@@ -36,7 +36,8 @@ import torch
 
 from latentdd.errors import DataError
 from latentdd.latents.types import SyntheticLatents
-from latentdd.render.img2img import NOISE_NOTE, BatchDenoiser, Img2ImgDecoder
+from latentdd.config import PositiveInt
+from latentdd.render.img2img import NOISE_NOTE, BatchDenoiser, Eta, Guidance, Img2ImgDecoder, Steps, Strength
 from latentdd.vae.base import LatentVAE, VAEInputAdapter
 
 # eps = predict_noise(x (B, c, h, w), t (scalar timestep tensor), class labels (B,)) -> (B, c, h, w)
@@ -200,11 +201,11 @@ class DiffusionDecoder(LatentImg2Img):
     adapter: VAEInputAdapter
     unet: torch.nn.Module
     scheduler_config: dict
-    strength: float = 0.5
-    num_inference_steps: int = 50
-    guidance_scale: float = 4.0
-    eta: float = 0.0
-    batch_size: int = 256
+    strength: Strength = 0.5
+    num_inference_steps: Steps = 50
+    guidance_scale: Guidance = 4.0
+    eta: Eta = 0.0
+    batch_size: PositiveInt = 256
     prior: str = ""
     name = "diffusion"
 

@@ -28,7 +28,9 @@ import torch
 from latentdd.data.imagenet import imagenet_indices
 from latentdd.errors import DataError
 from latentdd.latents.types import Latents, SyntheticLatents
+from latentdd.config import PositiveInt
 from latentdd.render.diffusion import LatentImg2Img
+from latentdd.render.img2img import Eta, Guidance, Steps, Strength
 from latentdd.render.hub import dtype_kwargs, load_pretrained, source_name
 from latentdd.vae.base import LatentVAE, VAEInputAdapter
 
@@ -81,11 +83,11 @@ class DiTDecoder(LatentImg2Img):
     scheduler_config: dict
     class_map: list[int] | None = None
     imagenet_classes: str | None = None
-    strength: float = 0.7
-    num_inference_steps: int = 50
-    guidance_scale: float = 4.0
-    eta: float = 0.0
-    batch_size: int = 32
+    strength: Strength = 0.7
+    num_inference_steps: Steps = 50
+    guidance_scale: Guidance = 4.0
+    eta: Eta = 0.0
+    batch_size: PositiveInt = 32
     model: str = DIT_DEFAULT
     name = "dit"
 

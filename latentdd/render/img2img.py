@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 from collections.abc import Callable
+from typing import Annotated
 
 import torch
+from pydantic import Field
 
+from latentdd.config import Checked, PositiveInt
 from latentdd.data.base import SyntheticImages
-from latentdd.errors import DataError
 from latentdd.latents.types import SyntheticLatents
 from latentdd.render.vae import VAEDecoder
 from latentdd.vae.base import LatentVAE, VAEInputAdapter
@@ -38,19 +39,11 @@ NOISE_NOTE = "noise of latent i from torch.Generator seeded by sha256(f'{seed}:{
 BatchDenoiser = Callable[[int, int, list[torch.Generator]], torch.Tensor]
 
 
-def check_img2img_params(strength: float, num_inference_steps: int, guidance_scale: float, eta: float,
-                         batch_size: int) -> None:
-    """Raise DataError naming the first parameter out of range."""
-    if not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
-        raise DataError(f"strength must lie in [0, 1] (0: plain VAE decoding, 1: from almost pure noise); got {strength!r}")
-    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-        raise DataError(f"num_inference_steps must be a positive integer; got {num_inference_steps!r}")
-    if not isinstance(guidance_scale, (int, float)) or not math.isfinite(guidance_scale) or guidance_scale < 0:
-        raise DataError(f"guidance_scale must be finite and >= 0 (1: no guidance, 0: unconditional); got {guidance_scale!r}")
-    if not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
-        raise DataError(f"eta must lie in [0, 1] (0: deterministic DDIM, 1: DDPM-like); got {eta!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise DataError(f"batch_size must be a positive integer; got {batch_size!r}")
+# The sampler settings every img2img decoder declares, checked when one is built (`latentdd.config.Checked`).
+Strength = Annotated[float, Field(ge=0, le=1, description="0: plain VAE decoding, 1: from almost pure noise")]
+Steps = PositiveInt
+Guidance = Annotated[float, Field(ge=0, allow_inf_nan=False, description="1: no guidance, 0: unconditional")]
+Eta = Annotated[float, Field(ge=0, le=1, description="0: deterministic DDIM, 1: DDPM-like")]
 
 
 def latent_generators(seed: int, start: int, stop: int) -> list[torch.Generator]:
@@ -62,7 +55,7 @@ def latent_generators(seed: int, start: int, stop: int) -> list[torch.Generator]
     return out
 
 
-class Img2ImgDecoder:
+class Img2ImgDecoder(Checked):
     """render() shared by the img2img decoders (see the module docstring).
 
     Subclasses are dataclasses with fields vae, adapter, strength, num_inference_steps,
@@ -72,14 +65,11 @@ class Img2ImgDecoder:
 
     vae: LatentVAE
     adapter: VAEInputAdapter
-    strength: float
-    num_inference_steps: int
-    guidance_scale: float
-    eta: float
-    batch_size: int
-
-    def __post_init__(self) -> None:
-        check_img2img_params(self.strength, self.num_inference_steps, self.guidance_scale, self.eta, self.batch_size)
+    strength: Strength
+    num_inference_steps: Steps
+    guidance_scale: Guidance
+    eta: Eta
+    batch_size: PositiveInt
 
     @property
     def denoising_steps(self) -> int:

@@ -26,7 +26,8 @@ import torch
 from latentdd.errors import DataError
 from latentdd.latents.types import Latents, SyntheticLatents
 from latentdd.render.hub import dtype_kwargs, load_pretrained, source_name
-from latentdd.render.img2img import NOISE_NOTE, BatchDenoiser, Img2ImgDecoder
+from latentdd.config import PositiveInt
+from latentdd.render.img2img import NOISE_NOTE, BatchDenoiser, Eta, Guidance, Img2ImgDecoder, Steps, Strength
 from latentdd.vae.base import LatentVAE, VAEInputAdapter
 
 SD_DEFAULT = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -72,11 +73,11 @@ class StableDiffusionImg2ImgDecoder(Img2ImgDecoder):
     vae: LatentVAE
     adapter: VAEInputAdapter
     pipeline: Any
-    strength: float = 0.7
-    num_inference_steps: int = 50
-    guidance_scale: float = 8.0
-    eta: float = 0.0
-    batch_size: int = 16
+    strength: Strength = 0.7
+    num_inference_steps: Steps = 50
+    guidance_scale: Guidance = 8.0
+    eta: Eta = 0.0
+    batch_size: PositiveInt = 16
     prompt: str = "{}"
     class_prompts: list[str] | None = None
     negative_prompt: str | None = None

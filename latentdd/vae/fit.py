@@ -17,12 +17,14 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 
 from latentdd.cache import cached, write_folder
 from latentdd.cachekey import content_key
+from latentdd.config import Checked, NonNegativeFloat, PositiveFloat, PositiveInt
 from latentdd.data.base import LabelledImages, data_identity
 from latentdd.errors import DataError, LatentDDError
 from latentdd.fitting import check_blocks, fit_loop
@@ -39,7 +41,7 @@ _NOT_HASHED = ("checkpoint_every", "log_every")
 
 
 @dataclass
-class FitVAEConfig:
+class FitVAEConfig(Checked):
     """How to fit the VAE. Defaults: a 0.24M-parameter AutoencoderKL, 28 px images zero-padded
     to 32, 4x8x8 latents (784 pixels -> 256 numbers), 1500 steps of 64 images (1.6 epochs of
     Fashion-MNIST). Measured on one CPU thread beside another busy job: 0.33 s per step,
@@ -60,31 +62,33 @@ class FitVAEConfig:
     scale_images: training images used to measure the latent std for scaling_factor.
     """
 
-    image_size: int = 32
-    resize: str = "pad"
-    block_out_channels: tuple[int, ...] = (16, 32, 32)
+    section: ClassVar[str] = "latent.fit"
+
+    image_size: PositiveInt = 32
+    resize: Literal["pad", "resize"] = "pad"
+    block_out_channels: tuple[PositiveInt, ...] = (16, 32, 32)
     layers_per_block: int = 1
     latent_channels: int = 4
-    norm_num_groups: int = 8
-    max_steps: int = 1500
+    norm_num_groups: PositiveInt = 8
+    max_steps: PositiveInt = 1500
     epochs: float | None = None
-    batch_size: int = 64
-    lr: float = 3e-3
-    lr_schedule: str = "cosine"
-    kl_weight: float = 1e-4
+    batch_size: PositiveInt = 64
+    lr: PositiveFloat = 3e-3
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
+    kl_weight: NonNegativeFloat = 1e-4
     seed: int = 0
     checkpoint_every: int = 250
     log_every: int = 50
     scale_images: int = 10000
 
     def __post_init__(self) -> None:
-        self.block_out_channels = check_blocks(self.block_out_channels, self.norm_num_groups, self.lr_schedule)
+        super().__post_init__()
+        self.block_out_channels = check_blocks(self.block_out_channels, self.norm_num_groups, self.section)
         factor = 2 ** (len(self.block_out_channels) - 1)
         if self.image_size % factor:
             blocks = len(self.block_out_channels)
-            raise DataError(f"image_size {self.image_size} must be a multiple of {factor} for {blocks} blocks")
-        if self.batch_size < 1 or self.max_steps < 1 or self.lr <= 0 or self.kl_weight < 0:
-            raise DataError("batch_size and max_steps must be >= 1, lr > 0 and kl_weight >= 0")
+            raise DataError(f"latent.fit.image_size {self.image_size} must be a multiple of {factor} for {blocks} "
+                            "blocks")
 
     def diffusers_config(self, channels: int) -> dict:
         """AutoencoderKL(**...) arguments for `channels`-channel images."""

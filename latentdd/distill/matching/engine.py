@@ -7,15 +7,16 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 
 from latentdd.cachekey import content_key, tensor_sha256
 from latentdd.checkpoint import StateRejected, check_count, load_optimizer, restore, save_state
-from latentdd.config import positive_int
-from latentdd.distill.base import DistillContext, assemble, check_distill_input, class_points, uniform_weights
+from latentdd.config import NonNegativeInt, PositiveFloat, PositiveInt
+from latentdd.distill.base import CheckedParams, DistillContext, assemble, check_distill_input, class_points, uniform_weights
 from latentdd.distill.matching.embedder import REAL_PRECISIONS, Embedder
 from latentdd.distill.matching.inputs import EMBEDDINGS, Inputs, Run
 from latentdd.distill.matching.sources import FreshNetworks, Net, NetSpec, NetworkBank
@@ -37,7 +38,7 @@ LATENT_DSA = "crop_flip_scale_rotate"
 
 
 @dataclass
-class MatchingDistiller:
+class MatchingDistiller(CheckedParams):
     """Base of the matching methods (see the module docstring). Subclasses register themselves,
     set `name` and their reference's defaults, and implement `class_loss` (and `network_source`,
     `iterate` where they differ).
@@ -78,59 +79,38 @@ class MatchingDistiller:
     name: ClassVar[str] = "matching"
     uses_context: ClassVar[bool] = True
 
-    embedding: str = "latent"
-    init: str = "real"
-    iterations: int = 20000
-    optimizer: str = "sgd"
-    lr: float = 0.2
+    embedding: Literal[EMBEDDINGS] = "latent"
+    init: Literal[INITS] = "real"
+    iterations: PositiveInt = 20000
+    optimizer: Literal[OPTIMIZERS] = "sgd"
+    lr: PositiveFloat = 0.2
     momentum: float = 0.5
-    batch_real: int | None = None
-    width: int = 128
-    depth: int | None = None
+    batch_real: PositiveInt | None = None
+    width: PositiveInt = 128
+    depth: PositiveInt | None = None
     norm: str = "instancenorm"
     dsa: bool = True
     dsa_strategy: str | None = None
     flip: bool = True
-    divergence: float = 1e3
-    checkpoint_every: int = 100
-    compile: str = "off"
-    real_precision: str = "float32"
-    factor: int = 1
-    tiles: str = "latent"
-    networks: str = "method"
-    bank_nets: int = 4
-    bank_steps: tuple[int, ...] = (0, 50, 100, 200, 400)
-    bank_lr: float = 0.01
+    divergence: Annotated[float, Field(gt=1)] = 1e3
+    checkpoint_every: PositiveInt = 100
+    compile: Literal[COMPILE_MODES] = "off"
+    real_precision: Literal[tuple(REAL_PRECISIONS)] = "float32"
+    factor: PositiveInt = 1
+    tiles: Literal[TILES] = "latent"
+    networks: Literal["method", "bank"] = "method"
+    bank_nets: PositiveInt = 4
+    bank_steps: tuple[NonNegativeInt, ...] = (0, 50, 100, 200, 400)
+    bank_lr: PositiveFloat = 0.01
     bank_batch: int = 256
 
-    # Checked in __post_init__: positive integers, of which these may be None.
-    _positive: ClassVar[tuple[str, ...]] = ("iterations", "width", "checkpoint_every", "factor", "batch_real",
-                                            "depth")
-    _optional: ClassVar[tuple[str, ...]] = ("batch_real", "depth")
-
     def __post_init__(self) -> None:
-        for field, allowed in (("embedding", EMBEDDINGS), ("init", INITS), ("optimizer", OPTIMIZERS),
-                               ("compile", COMPILE_MODES), ("real_precision", tuple(REAL_PRECISIONS))):
-            if getattr(self, field) not in allowed:
-                raise DataError(f"{self.name} {field} must be one of {', '.join(allowed)}; got {getattr(self, field)!r}")
-        for field in self._positive:
-            positive_int(getattr(self, field), f"{self.name} {field}", optional=field in self._optional)
-        if not self.lr > 0:
-            raise DataError(f"{self.name} lr must be > 0; got {self.lr!r}")
-        if not self.divergence > 1:
-            raise DataError(f"{self.name} divergence must be > 1; got {self.divergence!r}")
-        if self.tiles not in TILES:
-            raise DataError(f"{self.name} tiles must be one of {', '.join(TILES)}; got {self.tiles!r}")
+        super().__post_init__()
         if self.tiles == "decoded" and self.embedding != "pixel":
             raise DataError(f"{self.name} tiles 'decoded' decodes each tile's latent, so it needs embedding 'pixel' "
                             f"(got {self.embedding!r}); with embedding 'latent' use tiles 'latent'")
-        if self.networks not in ("method", "bank"):
-            raise DataError(f"{self.name} networks must be method (its own source) or bank; got {self.networks!r}")
-        steps = tuple(self.bank_steps)
-        if isinstance(self.bank_nets, bool) or not isinstance(self.bank_nets, int) or self.bank_nets < 1 or not steps \
-                or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in steps) or not self.bank_lr > 0:
-            raise DataError(f"{self.name} bank_nets must be a positive integer, bank_steps non-negative step counts "
-                            f"and bank_lr > 0; got {self.bank_nets!r}, {self.bank_steps!r}, {self.bank_lr!r}")
+        if not self.bank_steps:
+            raise DataError(f"{self.name} bank_steps must name at least one step count (0: the untrained network)")
 
     # ---- hooks ------------------------------------------------------------------------
 
