@@ -71,9 +71,9 @@ def load_or_fit_prior(config: DecoderConfig, space: LatentSpace, cache_dir: str,
 
 
 def make_decoder(config: DecoderConfig, space: LatentSpace, cache_dir: str, *, progress: bool = True):
-    """(decoder, its protocol record) from the factory `latentdd.render.DECODERS[config.name]`;
+    """(decoder, its protocol record) from the class `latentdd.render.DECODERS[config.name]`;
     for diffusion, the prior is fitted to space.latents or loaded from its cache."""
-    return DECODERS[config.name](config, space.vae, space.adapter, space.latents, cache_dir, progress=progress)
+    return DECODERS[config.name].from_config(config, space.vae, space.adapter, space.latents, cache_dir, progress=progress)
 
 
 def load_or_fit_vae(space: LatentSpaceConfig, train, test, *, progress: bool = True) -> tuple[LatentVAE, dict | None]:

@@ -59,7 +59,7 @@ def setup_decoder(data: DataConfig, space: LatentSpaceConfig, config: DecoderCon
             vae, _ = load_or_fit_vae(space, train, test, progress=progress)
             vae = vae.to(state.device)
             adapter = VAEInputAdapter.for_vae(vae, tuple(train.load([0]).shape[1:]), space.resize)
-            decoder, record = DECODERS["vae"](config, vae, adapter, None, space.cache_dir, progress=progress)
+            decoder, record = DECODERS["vae"].from_config(config, vae, adapter, None, space.cache_dir, progress=progress)
             stages = {"dataset": cache_dataset_record(data, train, test),
                       "vae": vae.identity() | {"adapter": adapter.identity()}, "class_names": list(train.class_names)}
         else:

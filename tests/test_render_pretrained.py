@@ -102,7 +102,8 @@ def images_of(folder) -> torch.Tensor:
 
 
 def test_registry_holds_every_decoder_and_feeds_the_cli():
-    assert set(DECODERS) == {"vae", "diffusion", "dit", "sd-img2img"}
+    assert {"vae", "diffusion", "dit", "sd-img2img"} <= set(DECODERS)
+    assert all(name == cls.name and callable(cls.from_config) for name, cls in DECODERS.items())
     args = make_parser().parse_args(["distill", "--out", "x", "--decoder", "sd-img2img"])
     assert args.decoder_name == "sd-img2img"
 

@@ -4,8 +4,8 @@ A decoder is a small object with `render(synthetic, seed) -> SyntheticImages`, a
 latent, and `record() -> dict` (the decoder part of the protocol record). `render_set` makes
 a set's stored images from those: where a set tiles several latents into each stored image
 (`SyntheticLatents.tile_factor`), it tiles them after the decoder has rendered each whole
-(as does `latentdd.render.parallel.render_split`). `DECODERS` maps each name
-to the factory that builds it, and is what the CLI's --decoder choices and
+(as does `latentdd.render.parallel.render_split`). `DECODERS` maps each name to the
+decoder's class, and is what the CLI's --decoder choices and
 `latentdd.pipelines.distill.make_decoder` both read:
 
     vae         `latentdd.render.vae.VAEDecoder`: decode each latent directly
@@ -19,24 +19,22 @@ to the factory that builds it, and is what the CLI's --decoder choices and
 The img2img decoders share their render loop (batches, per-latent noise, the plain VAE
 decoding at strength 0): `latentdd.render.img2img.Img2ImgDecoder`.
 
-A factory takes (config, vae, adapter, latents, cache_dir, progress) -> (decoder, record):
-config has the fields of `latentdd.render.config.DecoderConfig`; a factory checks that the
-model fits the train latents before it returns, so that nothing is distilled in vain.
+A decoder class is built by its `from_config(config, vae, adapter, latents, cache_dir, progress=)
+-> (decoder, record)`: config has the fields of `latentdd.render.config.DecoderConfig`; it checks
+that the model fits the train latents before it returns, so that nothing is distilled in vain.
+Adding a decoder: a module with such a class, and its class in `DECODERS`.
 """
 
 from __future__ import annotations
 
-
 import dataclasses
-from collections.abc import Callable
-from pathlib import Path
 
 from latentdd.data.base import SyntheticImages
 from latentdd.latents.types import SyntheticLatents
 from latentdd.nn.factorization import tile_set
-from latentdd.render.diffusion import DiffusionDecoder
-from latentdd.render.dit import DIT_DEFAULT, DiTDecoder, make_dit_decoder
-from latentdd.render.sd_img2img import SD_DEFAULT, StableDiffusionImg2ImgDecoder, make_sd_img2img_decoder
+from latentdd.render.diffusion import DiffusionDecoder, load_or_fit_prior
+from latentdd.render.dit import DiTDecoder
+from latentdd.render.sd_img2img import StableDiffusionImg2ImgDecoder
 from latentdd.render.vae import VAEDecoder
 
 
@@ -46,51 +44,25 @@ def render_set(decoder, synthetic: SyntheticLatents, *, seed: int = 0) -> Synthe
     return tile_set(decoder.render(synthetic, seed=seed), synthetic.tile_factor)
 
 
-def make_vae_decoder(config, vae, adapter, latents, cache_dir, *, progress: bool = True):
-    decoder = VAEDecoder(vae, adapter, config.batch_size)
-    return decoder, decoder.record()
-
-
-def load_or_fit_prior(config, latents, cache_dir, *, device, progress: bool = True):
-    """The diffusion prior of `config.prior` (FitPriorConfig overrides) fitted to `latents`, or loaded
-    from cache_dir/prior -> (unet, scheduler, report)."""
-    from latentdd.prior import FitPriorConfig, fit_prior
-
-    return fit_prior(latents, FitPriorConfig(**config.prior), Path(cache_dir).expanduser() / "prior",
-                     progress=progress, device=device)
-
-
-def make_diffusion_decoder(config, vae, adapter, latents, cache_dir, *, progress: bool = True):
-    """The prior of `config.prior` is fitted to `latents` (or loaded from cache_dir/prior)."""
-    unet, scheduler, report = load_or_fit_prior(config, latents, cache_dir, device=vae.device, progress=progress)
-    decoder = DiffusionDecoder(vae, adapter, unet, dict(scheduler.config), strength=config.strength,
-                               num_inference_steps=config.num_inference_steps, guidance_scale=config.guidance_scale,
-                               eta=config.eta, batch_size=config.batch_size, prior=report["name"])
-    fit = {k: report[k] for k in ("steps", "train_seconds", "final_loss", "num_parameters", "cached")}
-    return decoder, decoder.record() | {"prior_fit": fit, "prior_config": report["config"]}
-
-
-DECODERS: dict[str, Callable] = {"vae": make_vae_decoder, "diffusion": make_diffusion_decoder,
-                                 "dit": make_dit_decoder, "sd-img2img": make_sd_img2img_decoder}
-
-# Each decoder owns its defaults (its dataclass fields): D4M's strength 0.7 and guidance 8 for sd-img2img, the
-# val-chosen 0.5 and 4 for diffusion, ... `DecoderConfig` takes them unless a setting is given.
-DECODER_CLASSES: dict[str, type] = {"vae": VAEDecoder, "diffusion": DiffusionDecoder, "dit": DiTDecoder,
-                                    "sd-img2img": StableDiffusionImg2ImgDecoder}
+# Every decoder, by its name: a class with `name` and `from_config(config, vae, adapter, latents, cache_dir,
+# progress=) -> (decoder, record)`. Each owns its defaults (its dataclass fields): D4M's strength 0.7 and guidance 8
+# for sd-img2img, the val-chosen 0.5 and 4 for diffusion, ... `DecoderConfig` takes them unless a setting is given.
+DECODERS: dict[str, type] = {cls.name: cls for cls in (VAEDecoder, DiffusionDecoder, DiTDecoder,
+                                                        StableDiffusionImg2ImgDecoder)}
 SAMPLER_SETTINGS = ("strength", "num_inference_steps", "guidance_scale", "eta", "batch_size")
 
 
 def decoder_defaults(name: str) -> dict:
     """The sampler settings decoder `name` defaults to ({} of those it does not have: vae has batch_size only)."""
-    return {f.name: f.default for f in dataclasses.fields(DECODER_CLASSES[name])
+    return {f.name: f.default for f in dataclasses.fields(DECODERS[name])
             if f.name in SAMPLER_SETTINGS and f.default is not dataclasses.MISSING}
 
-# The model each pretrained decoder loads when config.prior names none.
-PRETRAINED_DEFAULTS: dict[str, str] = {"dit": DIT_DEFAULT, "sd-img2img": SD_DEFAULT}
+
+# The model each pretrained decoder loads when config.prior names none: its `model` field's default.
+PRETRAINED_DEFAULTS: dict[str, str] = {name: cls.model for name, cls in DECODERS.items() if hasattr(cls, "model")}
 
 __all__ = ["DECODERS", "PRETRAINED_DEFAULTS", "DiTDecoder", "DiffusionDecoder", "StableDiffusionImg2ImgDecoder",
-           "VAEDecoder", "load_or_fit_prior", "make_diffusion_decoder", "make_dit_decoder", "make_sd_img2img_decoder",
-           "make_vae_decoder", "render_set"]
+           "VAEDecoder", "decoder_defaults", "load_or_fit_prior", "render_set"]
 
 import sys as _sys  # noqa: E402
 

@@ -257,3 +257,24 @@ class DiffusionDecoder(LatentImg2Img):
 
     def record(self) -> dict:
         return {"name": self.name, "prior": self.prior, **self.sampler_record()}
+
+    @classmethod
+    def from_config(cls, config, vae: LatentVAE, adapter: VAEInputAdapter, latents, cache_dir, *,
+                    progress: bool = True) -> tuple[DiffusionDecoder, dict]:
+        """The decoder of `config` (`latentdd.render.config.DecoderConfig`) with the prior of `config.prior` fitted
+        to `latents`, or loaded from cache_dir/prior -> (decoder, its record)."""
+        unet, scheduler, report = load_or_fit_prior(config, latents, cache_dir, device=vae.device, progress=progress)
+        decoder = cls(vae, adapter, unet, dict(scheduler.config), strength=config.strength,
+                      num_inference_steps=config.num_inference_steps, guidance_scale=config.guidance_scale,
+                      eta=config.eta, batch_size=config.batch_size, prior=report["name"])
+        fit = {k: report[k] for k in ("steps", "train_seconds", "final_loss", "num_parameters", "cached")}
+        return decoder, decoder.record() | {"prior_fit": fit, "prior_config": report["config"]}
+
+
+def load_or_fit_prior(config, latents, cache_dir, *, device, progress: bool = True):
+    """The diffusion prior of `config.prior` (FitPriorConfig overrides) fitted to `latents`, or loaded
+    from cache_dir/prior -> (unet, scheduler, report)."""
+    from latentdd.prior import FitPriorConfig, fit_prior
+
+    return fit_prior(latents, FitPriorConfig(**config.prior), Path(cache_dir).expanduser() / "prior",
+                     progress=progress, device=device)

@@ -138,16 +138,17 @@ class DiTDecoder(LatentImg2Img):
         return {"name": self.name, "model": self.model, "class_map": self.class_map,
                 "imagenet_classes": self.imagenet_classes, **self.sampler_record()}
 
-
-def make_dit_decoder(config, vae: LatentVAE, adapter: VAEInputAdapter, latents: Latents, cache_dir, *,
-                     progress: bool = True) -> tuple[DiTDecoder, dict]:
-    """The DiT of `config.prior` (hub id or folder) -> (DiTDecoder, its record); `config` has the fields of
-    `latentdd.render.config.DecoderConfig`. The train latents' shape and classes are checked now, before any distilling."""
-    transformer, scheduler_config = load_dit(config.prior, device=vae.device)
-    decoder = DiTDecoder(vae, adapter, transformer, scheduler_config, class_map=config.class_map,
-                         imagenet_classes=config.imagenet_classes, strength=config.strength,
-                         num_inference_steps=config.num_inference_steps, guidance_scale=config.guidance_scale,
-                         eta=config.eta, batch_size=config.batch_size, model=source_name(config.prior))
-    decoder.check_model(latents)  # Latents carry .latents and .class_names as SyntheticLatents do
-    decoder.resolve_class_map(list(latents.class_names))
-    return decoder, decoder.record()
+    @classmethod
+    def from_config(cls, config, vae: LatentVAE, adapter: VAEInputAdapter, latents: Latents, cache_dir, *,
+                    progress: bool = True) -> tuple[DiTDecoder, dict]:
+        """The DiT of `config.prior` (hub id or folder) -> (DiTDecoder, its record); `config` has the fields of
+        `latentdd.render.config.DecoderConfig`. The train latents' shape and classes are checked now, before any
+        distilling."""
+        transformer, scheduler_config = load_dit(config.prior, device=vae.device)
+        decoder = cls(vae, adapter, transformer, scheduler_config, class_map=config.class_map,
+                      imagenet_classes=config.imagenet_classes, strength=config.strength,
+                      num_inference_steps=config.num_inference_steps, guidance_scale=config.guidance_scale,
+                      eta=config.eta, batch_size=config.batch_size, model=source_name(config.prior))
+        decoder.check_model(latents)  # Latents carry .latents and .class_names as SyntheticLatents do
+        decoder.resolve_class_map(list(latents.class_names))
+        return decoder, decoder.record()

@@ -154,16 +154,17 @@ class StableDiffusionImg2ImgDecoder(Img2ImgDecoder):
             "noise": NOISE_NOTE,
         }
 
-
-def make_sd_img2img_decoder(config, vae: LatentVAE, adapter: VAEInputAdapter, latents: Latents, cache_dir, *,
-                            progress: bool = True) -> tuple[StableDiffusionImg2ImgDecoder, dict]:
-    """The pipeline of `config.prior` (hub id or folder) -> (decoder, its record); `config` has the fields of
-    `latentdd.render.config.DecoderConfig`. The train latents' space and classes are checked now, before any distilling."""
-    pipeline = load_sd_img2img(config.prior, device=vae.device)
-    decoder = StableDiffusionImg2ImgDecoder(
-        vae, adapter, pipeline, strength=config.strength, num_inference_steps=config.num_inference_steps,
-        guidance_scale=config.guidance_scale, eta=config.eta, batch_size=config.batch_size, prompt=config.prompt,
-        class_prompts=config.class_prompts, negative_prompt=config.negative_prompt, model=source_name(config.prior))
-    decoder.check_model(latents)  # Latents carry .latents as SyntheticLatents do
-    decoder.prompts(list(latents.class_names))
-    return decoder, decoder.record()
+    @classmethod
+    def from_config(cls, config, vae: LatentVAE, adapter: VAEInputAdapter, latents: Latents, cache_dir, *,
+                    progress: bool = True) -> tuple[StableDiffusionImg2ImgDecoder, dict]:
+        """The pipeline of `config.prior` (hub id or folder) -> (decoder, its record); `config` has the fields of
+        `latentdd.render.config.DecoderConfig`. The train latents' space and classes are checked now, before any
+        distilling."""
+        pipeline = load_sd_img2img(config.prior, device=vae.device)
+        decoder = cls(
+            vae, adapter, pipeline, strength=config.strength, num_inference_steps=config.num_inference_steps,
+            guidance_scale=config.guidance_scale, eta=config.eta, batch_size=config.batch_size, prompt=config.prompt,
+            class_prompts=config.class_prompts, negative_prompt=config.negative_prompt, model=source_name(config.prior))
+        decoder.check_model(latents)  # Latents carry .latents as SyntheticLatents do
+        decoder.prompts(list(latents.class_names))
+        return decoder, decoder.record()

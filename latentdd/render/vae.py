@@ -38,3 +38,10 @@ class VAEDecoder:
     def record(self) -> dict:
         return {"name": self.name, "vae": self.vae.name, "adapter": self.adapter.identity()}
 
+    @classmethod
+    def from_config(cls, config, vae: LatentVAE, adapter: VAEInputAdapter, latents, cache_dir, *,
+                    progress: bool = True) -> tuple[VAEDecoder, dict]:
+        """The decoder of `config` (`latentdd.render.config.DecoderConfig`) -> (decoder, its record)."""
+        decoder = cls(vae, adapter, config.batch_size)
+        return decoder, decoder.record()
+
