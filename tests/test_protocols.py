@@ -181,14 +181,14 @@ def test_protocol_is_selectable_in_yaml_and_on_the_command_line():
 
 
 @pytest.mark.bad_input
-def test_bad_protocol_settings_are_refused_with_the_choices():
-    from latentdd.cli import _eval_config, make_parser
+def test_bad_protocol_settings_are_refused_with_the_choices(capsys):
+    from latentdd.cli import _eval_config, main, make_parser
 
     args = make_parser().parse_args(["evaluate", "--images", "x"])
     with pytest.raises(DataError, match="dsa, dc, soft, soft-imagenet, minimax"):
         _eval_config(args, {"evaluator": {"protocol": "sre2l"}})
-    with pytest.raises(SystemExit):
-        make_parser().parse_args(["evaluate", "--images", "x", "--protocol", "sre2l"])
+    assert main(["evaluate", "--images", "x", "--protocol", "sre2l", "--quiet"]) == 2  # before any work
+    assert "unknown protocol 'sre2l'" in capsys.readouterr().err
     with pytest.raises(DataError, match="crop_scale"):
         EvalConfig(crop_scale=(0.5, 0.2))
     with pytest.raises(DataError, match="optimizer must be one of sgd, adamw"):
