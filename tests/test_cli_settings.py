@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from latentdd.cli import SECTIONS, _data_config, _decoder_config, _eval_config, _latent_config, main, make_parser
-from latentdd.cli_settings import ALIASES, resolve, settable
+from latentdd.cli import SECTIONS, data_config, decoder_config, eval_config, latent_config, main, make_parser
+from latentdd.cli.settings import ALIASES, resolve, settable
 from latentdd.configs import CONFIG_SECTIONS
 
 
@@ -22,16 +22,16 @@ def _args(*argv):
 def test_dotted_flags_set_nested_keys_and_free_form_params():
     args = _args("distill", "--out", "x", "--latent.fit.max_steps", "3000", "--decoder.prior.lr", "1e-3",
                  "--distill.params.lr=0.5", "--latent.shard_size", "8")
-    assert _latent_config(args, {}).fit["max_steps"] == 3000 and _latent_config(args, {}).shard_size == 8
-    assert _decoder_config(args, {}).prior["lr"] == 0.001
+    assert latent_config(args, {}).fit["max_steps"] == 3000 and latent_config(args, {}).shard_size == 8
+    assert decoder_config(args, {}).prior["lr"] == 0.001
     assert resolve(args, SECTIONS)["distill.params.lr"] == 0.5
 
 
 def test_flags_win_over_yaml_and_a_dotted_flag_over_its_short_alias():
     raw = {"evaluator": {"epochs": 3, "lr": 0.5}}
-    cfg, _ = _eval_config(_args("evaluate", "--images", "x", "--evaluator.epochs", "7", "--epochs", "5"), raw)
+    cfg, _ = eval_config(_args("evaluate", "--images", "x", "--evaluator.epochs", "7", "--epochs", "5"), raw)
     assert (cfg.epochs, cfg.lr) == (7, 0.5)
-    cfg, _ = _eval_config(_args("evaluate", "--images", "x", "--epochs", "5"), raw)
+    cfg, _ = eval_config(_args("evaluate", "--images", "x", "--epochs", "5"), raw)
     assert cfg.epochs == 5
 
 
@@ -54,7 +54,7 @@ def test_text_keys_keep_the_text_and_other_keys_read_yaml():
     args = _args("baseline", "--out", "x", "--dataset.root", "2024", "--dataset.name", "true",
                  "--dataset.image_size", "16")
     assert resolve(args, SECTIONS) == {"dataset.root": "2024", "dataset.name": "true", "dataset.image_size": 16}
-    assert _data_config(args, {}).image_size == 16
+    assert data_config(args, {}).image_size == 16
 
 
 @pytest.mark.parametrize("command", [c for c in SECTIONS if c != "datasets"])

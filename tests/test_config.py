@@ -8,8 +8,8 @@ import re
 import pytest
 import yaml
 
-from latentdd.cli import _decoder_config, _latent_config, main, make_parser
-from latentdd.cli_settings import key_default
+from latentdd.cli import decoder_config, latent_config, main, make_parser
+from latentdd.cli.settings import key_default
 from latentdd.config import DataConfig, build
 from latentdd.distill import make_distiller
 from latentdd.errors import DataError
@@ -23,8 +23,8 @@ def test_numbers_in_any_notation_and_bool_strings_are_coerced():
     cfg = build(EvalConfig, {"lr": "1e-2", "dsa": "false", "epochs": "10"}, section="evaluator")
     assert (cfg.lr, cfg.dsa, cfg.epochs) == (0.01, False, 10)
     args = make_parser().parse_args(["distill", "--out", "x", "--set", "kl_weight=1e-4", "--prior-set", "lr=1e-3"])
-    assert _latent_config(args, {}).fit["kl_weight"] == 0.0001
-    assert _decoder_config(args, {}).prior["lr"] == 0.001
+    assert latent_config(args, {}).fit["kl_weight"] == 0.0001
+    assert decoder_config(args, {}).prior["lr"] == 0.001
 
 
 def test_nested_fit_and_prior_settings_hold_every_default():

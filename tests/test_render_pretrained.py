@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from latentdd.cli import _decoder_config, main, make_parser
+from latentdd.cli import decoder_config, main, make_parser
 from latentdd.errors import LatentDDError
 from latentdd.render import DECODERS
 from latentdd.render.dit import load_dit
@@ -104,7 +104,7 @@ def images_of(folder) -> torch.Tensor:
 def test_registry_holds_every_decoder_and_feeds_the_cli():
     assert set(DECODERS) == {"vae", "diffusion", "dit", "sd-img2img"}
     args = make_parser().parse_args(["distill", "--out", "x", "--decoder", "sd-img2img"])
-    assert _decoder_config(args, {}).name == "sd-img2img"
+    assert decoder_config(args, {}).name == "sd-img2img"
 
 
 def test_distill_with_dit_from_the_cli(tmp_path, dit_dir):

@@ -90,7 +90,7 @@ def _distill_method_help(command: str) -> str:
 
 
 def _run_default(command: str, key: str) -> list:
-    from latentdd.cli import COMPARE_DEFAULTS
+    from latentdd.cli.sections import COMPARE_DEFAULTS
     from latentdd.pipelines.run_config import RunConfig
 
     return (COMPARE_DEFAULTS if command == "compare" else {}).get(key, getattr(RunConfig(), key))
