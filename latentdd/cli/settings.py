@@ -289,7 +289,7 @@ def settable(command: str, sections: dict[str, tuple[str, ...]]) -> tuple[dict[s
 
 
 class _Setting(argparse.Action):
-    """Records (flag, key, value, hint) in `namespace.settings`; `resolve` reads them."""
+    """Records (flag, key, value, hint, example) in `namespace.settings`; `resolve` reads them."""
 
     def __init__(self, option_strings, dest, key: str = "", hint: str | None = None, example: str = "", **kwargs):
         self.key, self.hint, self.example = key, hint, example
@@ -317,8 +317,6 @@ def add_settings(parser: argparse.ArgumentParser, command: str, sections: dict[s
     """The short flags of `command` (from `ALIASES`), its KEY=VALUE flags, a summary of its `--SECTION.KEY` flags
     and `--help-config`."""
     keys, free = settable(command, sections)
-    readable = set(keys) | set(free) | {k for k in CONFIG_SECTIONS if k in keys or any(
-        key.startswith(k + ".") for key in keys)}
     groups: dict[str, argparse._ArgumentGroup] = {}
     made = set()
     for alias in ALIASES:
@@ -344,7 +342,7 @@ def add_settings(parser: argparse.ArgumentParser, command: str, sections: dict[s
                                                                                           or _upper(alias.flag)),
                            help=f"{help_text} [{alias.key}]")
     for flag, (mapping, about, example) in KEY_VALUE_FLAGS.items():
-        if mapping in readable:
+        if mapping in free or any(key.startswith(mapping + ".") for key in keys):
             group = groups.get(mapping.split(".")[0]) or parser
             key, value = example.split("=", 1)
             group.add_argument(flag, dest="settings", action=_Setting, key=mapping, hint="kv", default=None,
