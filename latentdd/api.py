@@ -103,13 +103,13 @@ def run(config: str | Path | dict, out: str | Path | None = None, *, progress: b
     """The main job, as `latentdd run --config CONFIG --out OUT`: a YAML file's path or its mapping ->
     the table's rows (`latentdd.pipelines.tables.Row`; also written to OUT/results.md, and to results.json as
     `Row.to_json()`)."""
-    from latentdd.cli import SECTIONS, _run_setup, _teacher_config, make_parser
+    from latentdd.cli import SECTIONS, run_setup, teacher_config, make_parser
     from latentdd.pipelines.run import run as run_job
 
     raw = dict(config) if isinstance(config, dict) else load_yaml(config)
     check_sections(raw, SECTIONS["run"], "run")
     args = make_parser().parse_args(["run", *(["--out", str(out)] if out is not None else [])])
-    data, space, decoder, evaluator, settings, folder = _run_setup(args, raw, run_defaults={},
+    data, space, decoder, evaluator, settings, folder = run_setup(args, raw, run_defaults={},
                                                                    out_default="runs/{dataset}")
-    teacher = _teacher_config(args, raw) if evaluator.loss == "teacher_kl" else None
+    teacher = teacher_config(args, raw) if evaluator.loss == "teacher_kl" else None
     return run_job(data, space, settings, evaluator, folder, decoder=decoder, progress=progress, teacher=teacher)

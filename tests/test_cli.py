@@ -80,12 +80,12 @@ def test_datasets_lists_every_registered_dataset(capsys):
 def test_shipped_evaluate_configs_resolve(path):
     from pathlib import Path
 
-    from latentdd.cli import _eval_config, make_parser
+    from latentdd.cli import eval_config, make_parser
     from latentdd.config import load_yaml
 
     root = Path(__file__).resolve().parents[1]
     args = make_parser().parse_args(["evaluate", "--images", "x", "--config", str(root / path)])
-    cfg, protocol = _eval_config(args, load_yaml(root / path))
+    cfg, protocol = eval_config(args, load_yaml(root / path))
     assert (protocol, cfg.epochs, cfg.dsa) == (("dc", 300, False) if "dc" in path else ("dsa", 1000, True))
 
 

@@ -8,13 +8,13 @@ import re
 import pytest
 import yaml
 
-from latentdd.cli import _decoder_config, _latent_config, main, make_parser
-from latentdd.config import BaselineConfig, DataConfig, DistillConfig, build
+from latentdd.cli import decoder_config, latent_config, main, make_parser
+from latentdd.cli.settings import key_default
+from latentdd.config import DataConfig, build
 from latentdd.distill import make_distiller
 from latentdd.errors import DataError
 from latentdd.evaluate import EvalConfig
 from latentdd.evaluate.teacher import TeacherConfig
-from latentdd.pipelines.calibrate import CalibrateConfig
 from latentdd.pipelines.distill import DecoderConfig, LatentSpaceConfig
 from latentdd.pipelines.run_config import RunConfig
 
@@ -23,8 +23,8 @@ def test_numbers_in_any_notation_and_bool_strings_are_coerced():
     cfg = build(EvalConfig, {"lr": "1e-2", "dsa": "false", "epochs": "10"}, section="evaluator")
     assert (cfg.lr, cfg.dsa, cfg.epochs) == (0.01, False, 10)
     args = make_parser().parse_args(["distill", "--out", "x", "--set", "kl_weight=1e-4", "--prior-set", "lr=1e-3"])
-    assert _latent_config(args, {}).fit["kl_weight"] == 0.0001
-    assert _decoder_config(args, {}).prior["lr"] == 0.001
+    assert latent_config(args, {}).fit["kl_weight"] == 0.0001
+    assert decoder_config(args, {}).prior["lr"] == 0.001
 
 
 def test_nested_fit_and_prior_settings_hold_every_default():
@@ -68,20 +68,9 @@ def test_distill_passes_and_saves_the_distillers_resolved_parameters(monkeypatch
     assert seen["preset"] == {"name": "default", "ipc": 1, "overrides": {"ce_weight": 0.001}}  # kept in the record
 
 
-# dest -> the default the code uses, for each flag whose help names a default.
-CODE_DEFAULTS = {
-    "data_resize": DataConfig.resize, "data_validation": DataConfig.validation,
-    "latent_vae": LatentSpaceConfig.vae, "latent_cache_dir": LatentSpaceConfig.cache_dir,
-    "latent_shard_size": LatentSpaceConfig.shard_size, "latent_batch_size": LatentSpaceConfig.batch_size,
-    "latent_workers": LatentSpaceConfig.workers,
-    "decoder_strength": DecoderConfig.strength, "decoder_num_inference_steps": DecoderConfig.num_inference_steps,
-    "decoder_guidance_scale": DecoderConfig.guidance_scale, "decoder_eta": DecoderConfig.eta,
-    "decoder_batch_size": DecoderConfig.batch_size, "full_data_epochs": CalibrateConfig.full_data_epochs,
-    "split": "train", "eval_model": EvalConfig.model, "eval_protocol": "dsa",
-    "decoder_name": DecoderConfig.name, "teacher_source": TeacherConfig.source,
-    **{f"teacher_{name}": getattr(TeacherConfig, name) for name in ("model", "width", "epochs", "lr", "batch_size",
-                                                                    "seed", "cache_dir")},
-}
+# dest -> the default the code uses, for each hand-written flag whose help names a default (a flag that sets a config
+# key is checked against the key's field).
+CODE_DEFAULTS = {"split": "train", "settings": None}
 
 
 def _subparsers():
@@ -97,16 +86,20 @@ def test_every_help_default_is_the_default_the_code_uses():
 
     checked = 0
     for command, sub in _subparsers():
-        per_command = {"method": {"baseline": BaselineConfig.method, "distill": DistillConfig.method},
-                       "seed": {"baseline": BaselineConfig.seed, "distill": DistillConfig.seed},
-                       "methods": {"run": ",".join(RunConfig().methods), "compare": ",".join(COMPARE_DEFAULTS["methods"])},
-                       "ipc": {"run": ",".join(map(str, RunConfig().ipcs)),
-                               "compare": ",".join(map(str, COMPARE_DEFAULTS["ipcs"]))}}
+        per_command = {"run.methods": {"run": ",".join(RunConfig().methods),
+                                       "compare": ",".join(COMPARE_DEFAULTS["methods"])},
+                       "run.ipcs": {"run": ",".join(map(str, RunConfig().ipcs)),
+                                    "compare": ",".join(map(str, COMPARE_DEFAULTS["ipcs"]))},
+                       "evaluator.protocol": {c: "dsa" for c in ("evaluate", "run", "compare")},
+                       "evaluator.model": {c: EvalConfig.model for c in ("evaluate", "run", "compare")},
+                       "decoder.name": {c: DecoderConfig.name for c in ("distill", "render", "run", "compare")}}
         for action in sub._actions:
             match = re.search(r"\(default:? ([^;),]+(?:,[^;) ]+)*)", action.help or "")
             if not match or match.group(1).startswith(("the ", "by ", "refuse", "runs/")):
                 continue
-            code = CODE_DEFAULTS[action.dest] if action.dest in CODE_DEFAULTS else per_command[action.dest][command]
+            key = getattr(action, "key", action.dest)
+            code = per_command[key][command] if key in per_command else CODE_DEFAULTS[key] if key in CODE_DEFAULTS \
+                else key_default(key)
             shown = match.group(1)
             assert shown == str(code) or (isinstance(code, float) and float(shown) == code), (command, action.dest)
             checked += 1

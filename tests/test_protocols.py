@@ -170,25 +170,25 @@ def test_the_new_presets_are_deterministic_per_seed():
 
 
 def test_protocol_is_selectable_in_yaml_and_on_the_command_line():
-    from latentdd.cli import _eval_config, make_parser
+    from latentdd.cli import eval_config, make_parser
 
     args = make_parser().parse_args(["evaluate", "--images", "x", "--protocol", "minimax", "--model", "resnetap10"])
-    cfg, protocol = _eval_config(args, {})
+    cfg, protocol = eval_config(args, {})
     assert protocol == "minimax" and cfg.protocol == "minimax" and cfg.model == "resnetap10" and cfg.cutmix == 1.0
     args = make_parser().parse_args(["evaluate", "--images", "x"])
-    cfg, protocol = _eval_config(args, {"evaluator": {"protocol": "soft", "temperature": 2}})
+    cfg, protocol = eval_config(args, {"evaluator": {"protocol": "soft", "temperature": 2}})
     assert protocol == "soft" and cfg.optimizer == "adamw" and cfg.temperature == 2.0 and cfg.epochs == 1000
 
 
 @pytest.mark.bad_input
-def test_bad_protocol_settings_are_refused_with_the_choices():
-    from latentdd.cli import _eval_config, make_parser
+def test_bad_protocol_settings_are_refused_with_the_choices(capsys):
+    from latentdd.cli import eval_config, main, make_parser
 
     args = make_parser().parse_args(["evaluate", "--images", "x"])
     with pytest.raises(DataError, match="dsa, dc, soft, soft-imagenet, minimax"):
-        _eval_config(args, {"evaluator": {"protocol": "sre2l"}})
-    with pytest.raises(SystemExit):
-        make_parser().parse_args(["evaluate", "--images", "x", "--protocol", "sre2l"])
+        eval_config(args, {"evaluator": {"protocol": "sre2l"}})
+    assert main(["evaluate", "--images", "x", "--protocol", "sre2l", "--quiet"]) == 2  # before any work
+    assert "unknown protocol 'sre2l'" in capsys.readouterr().err
     with pytest.raises(DataError, match="crop_scale"):
         EvalConfig(crop_scale=(0.5, 0.2))
     with pytest.raises(DataError, match="optimizer must be one of sgd, adamw"):
@@ -203,15 +203,15 @@ def test_bad_protocol_settings_are_refused_with_the_choices():
 def test_shipped_soft_configs_resolve(path):
     from pathlib import Path
 
-    from latentdd.cli import _eval_config, _teacher_config, make_parser
+    from latentdd.cli import eval_config, teacher_config, make_parser
     from latentdd.config import check_sections, load_yaml
 
     root = Path(__file__).resolve().parents[1]
     raw = load_yaml(root / path)
     check_sections(raw, ("dataset", "evaluator", "teacher"), "evaluate")
     args = make_parser().parse_args(["evaluate", "--images", "x", "--config", str(root / path)])
-    cfg, protocol = _eval_config(args, raw)
-    teacher = _teacher_config(args, raw)
+    cfg, protocol = eval_config(args, raw)
+    teacher = teacher_config(args, raw)
     assert protocol == ("soft-imagenet" if "imagenette" in path else "soft") and cfg.loss == "teacher_kl"
     assert cfg.epochs == (300 if "imagenette" in path else 1000)
     if "imagenette" in path:
@@ -223,11 +223,11 @@ def test_shipped_soft_configs_resolve(path):
 
 def test_the_teacher_s_loss_can_join_another_preset_from_the_command_line():
     """The issue's quick trial: the DSA protocol's SGD schedule and augmentation, with a teacher's KL at T = 4."""
-    from latentdd.cli import _eval_config, make_parser
+    from latentdd.cli import eval_config, make_parser
 
     args = make_parser().parse_args(["evaluate", "--images", "x", "--protocol", "dsa", "--loss", "teacher_kl",
                                      "--temperature", "2"])
-    cfg, _ = _eval_config(args, {})
+    cfg, _ = eval_config(args, {})
     assert (cfg.loss, cfg.temperature, cfg.dsa, cfg.optimizer, cfg.epochs) == ("teacher_kl", 2.0, True, "sgd", 1000)
     record = cfg.record(28, flip=True, has_weights=False, has_soft=False)
     assert record["labels"].startswith("soft: the teacher's") and record["augmentation"].startswith("color_crop")

@@ -17,12 +17,12 @@ import pytest
 from latentdd.cli import (
     COMPARE_DEFAULTS,
     SECTIONS,
-    _data_config,
-    _decoder_config,
-    _eval_config,
-    _latent_config,
-    _run_setup,
-    _teacher_config,
+    data_config,
+    decoder_config,
+    eval_config,
+    latent_config,
+    run_setup,
+    teacher_config,
     make_parser,
 )
 from latentdd.config import BaselineConfig, DataConfig, DistillConfig, build, check_mapping, check_sections, load_yaml
@@ -64,19 +64,19 @@ def build_recipe(path: Path) -> tuple[str, list]:
     command = command_of(path, raw)
     check_sections(raw, SECTIONS[command], command)
     args = make_parser().parse_args([command, *REQUIRED.get(command, []), "--config", str(path)])
-    built: list = [_data_config(args, raw)]
+    built: list = [data_config(args, raw)]
     if command in ("run", "compare"):
         defaults = COMPARE_DEFAULTS if command == "compare" else {}
-        data, space, decoder, evaluator, config, out = _run_setup(args, raw, run_defaults=defaults,
+        data, space, decoder, evaluator, config, out = run_setup(args, raw, run_defaults=defaults,
                                                                   out_default="runs/x")
         built += [space, decoder, evaluator, config, resolve_students(config.students, evaluator)]
     else:
         if "latent" in raw:
-            built.append(_latent_config(args, raw))
+            built.append(latent_config(args, raw))
         if "decoder" in raw:
-            built.append(_decoder_config(args, raw))
+            built.append(decoder_config(args, raw))
         if "evaluator" in raw or command == "evaluate":
-            built.append(_eval_config(args, raw)[0])
+            built.append(eval_config(args, raw)[0])
         if "calibrate" in raw:
             built.append(build(CalibrateConfig, raw["calibrate"], section="calibrate"))
         if "baseline" in raw:
@@ -87,7 +87,7 @@ def build_recipe(path: Path) -> tuple[str, list]:
             job = build(DistillConfig, section, section="distill")
             built += [job, make_distiller(job.method, **params)]
     if "teacher" in raw:
-        built.append(_teacher_config(args, raw))
+        built.append(teacher_config(args, raw))
     return command, built
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from latentdd.cli import main, make_parser
+from latentdd.cli import decoder_config, main, make_parser
 from latentdd.errors import LatentDDError
 from latentdd.render import DECODERS
 from latentdd.render.dit import load_dit
@@ -105,7 +105,7 @@ def test_registry_holds_every_decoder_and_feeds_the_cli():
     assert {"vae", "diffusion", "dit", "sd-img2img"} <= set(DECODERS)
     assert all(name == cls.name and callable(cls.from_config) for name, cls in DECODERS.items())
     args = make_parser().parse_args(["distill", "--out", "x", "--decoder", "sd-img2img"])
-    assert args.decoder_name == "sd-img2img"
+    assert decoder_config(args, {}).name == "sd-img2img"
 
 
 def test_distill_with_dit_from_the_cli(tmp_path, dit_dir):
