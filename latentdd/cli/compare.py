@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from latentdd.cli.sections import (
-    COMPARE_DEFAULTS,
-    teacher_config,
-)
+from latentdd.cli import run
 from latentdd.cli.run import run_setup
+from latentdd.cli.sections import COMPARE_DEFAULTS, teacher_config
 
 ABOUT = "Several distillers on the same latents, decoder and evaluator: table, CSV, plot, image grids."
 EXAMPLES = (
@@ -19,12 +17,8 @@ EXAMPLES = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The flags of `latentdd compare` that are not config keys (those come from `latentdd.cli.settings`)."""
-    p.add_argument("--reports-from", dest="reports_from", metavar="DIR,...",
-                   help="earlier run folders (added to the config's run.reports_from) whose finished trainings "
-                        "of the same images, data and evaluator settings are reused seed by seed, e.g. trainings "
-                        "run in parallel processes with --seed S --num-eval 1 --no-random-real")
-    p.add_argument("--out", help="output folder (default runs/<dataset>_compare); re-running resumes")
+    """The flags of `latentdd compare` that are not config keys: `latentdd run`'s."""
+    run.add_arguments(p, out_default="runs/<dataset>_compare")
 
 
 def command(args, raw) -> int:

@@ -25,13 +25,14 @@ EXAMPLES = (
 )
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The flags of `latentdd run` that are not config keys (those come from `latentdd.cli.settings`)."""
+def add_arguments(p: argparse.ArgumentParser, out_default: str = "runs/<dataset>") -> None:
+    """The flags of `latentdd run` (and `compare`) that are not config keys (those come from
+    `latentdd.cli.settings`)."""
     p.add_argument("--reports-from", dest="reports_from", metavar="DIR,...",
                    help="earlier run folders (added to the config's run.reports_from) whose finished trainings "
                         "of the same images, data and evaluator settings are reused seed by seed, e.g. trainings "
                         "run in parallel processes with --seed S --num-eval 1 --no-random-real")
-    p.add_argument("--out", help="output folder (default runs/<dataset>); re-running resumes")
+    p.add_argument("--out", help=f"output folder (default {out_default}); re-running resumes")
 
 
 def run_setup(args, raw, *, run_defaults: dict, out_default: str):
