@@ -57,7 +57,7 @@ def case_table(shared: Path) -> dict[str, dict]:
                                    "--param", "checkpoint_every=10"],
                           "outputs": ["o/**/*"], "trigger": "o.checkpoint/*"},
         "render": {"argv": ["render", *cfg, *cache, "--synthetic", str(shared / "dm10"), "--out", "ARM/r"],
-                   "outputs": ["r/**/*"], "trigger": None},
+                   "outputs": ["r/**/*"], "trigger": "r.tmp-*/images/*/*.png"},  # killed while it writes
         "evaluate": {"argv": ["evaluate", "--images", str(shared / "dm10" / "images"), "--dataset", "digits",
                               "--num-eval", "2", "--epochs", "60", "--json", "ARM/report.json"],
                      "outputs": ["report.json"], "trigger": "report.json.trainings.json"},
