@@ -43,7 +43,8 @@ from latentdd.errors import LatentDDError
 __all__ = ["COMPARE_DEFAULTS", "SECTIONS", "data_config", "decoder_config", "eval_config", "latent_config", "main",
            "make_parser", "run_setup", "teacher_config"]
 
-# The subcommands in --help's order: name -> module (ABOUT, EXAMPLES, add_arguments, command).
+# The subcommands in --help's order: name -> module (ABOUT, EXAMPLES, command, and add_arguments when it has flags
+# that are not config keys).
 COMMANDS = {"datasets": datasets, "baseline": baseline, "evaluate": evaluate, "fit-teacher": fit_teacher,
             "fit-vae": fit_vae, "fit-prior": fit_prior, "encode": encode, "distill": distill, "render": render,
             "run": run, "compare": compare, "calibrate": calibrate}
@@ -59,7 +60,8 @@ def make_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", help="YAML file with sections (dataset:, evaluator:, ...); flags override it")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
         add_settings(p, name, SECTIONS)
-        module.add_arguments(p)
+        if hasattr(module, "add_arguments"):
+            module.add_arguments(p)
         p.set_defaults(func=module.command)
     return parser
 

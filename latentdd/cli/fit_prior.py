@@ -1,8 +1,6 @@
-"""The `latentdd fit-prior` command: its flags that are not config keys, and its body."""
+"""The `latentdd fit-prior` command: its body (every flag it takes is a config key)."""
 
 from __future__ import annotations
-
-import argparse
 
 from latentdd.cli.sections import (
     data_config,
@@ -16,10 +14,6 @@ EXAMPLES = (
     "  latentdd fit-prior --dataset fashion_mnist --decoder.prior.max_steps 3000 --decoder.prior.block_out_channels "
     "'[64, 128]'"
 )
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The flags of `latentdd fit-prior` that are not config keys (those come from `latentdd.cli.settings`)."""
 
 
 def command(args, raw) -> int:

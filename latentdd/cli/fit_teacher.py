@@ -1,8 +1,6 @@
-"""The `latentdd fit-teacher` command: its flags that are not config keys, and its body."""
+"""The `latentdd fit-teacher` command: its body (every flag it takes is a config key)."""
 
 from __future__ import annotations
-
-import argparse
 
 from latentdd.cli.sections import (
     data_config,
@@ -16,10 +14,6 @@ EXAMPLES = (
     "  latentdd fit-teacher --dataset fashion_mnist --model resnet18 --epochs 10 --validation 0.1\n"
     "  latentdd evaluate --images runs/random_ipc10 --dataset fashion_mnist --protocol soft"
 )
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The flags of `latentdd fit-teacher` that are not config keys (those come from `latentdd.cli.settings`)."""
 
 
 def command(args, raw) -> int:

@@ -1,8 +1,7 @@
-"""The `latentdd fit-vae` command: its flags that are not config keys, and its body."""
+"""The `latentdd fit-vae` command: its body (every flag it takes is a config key)."""
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from latentdd.cli.sections import (
@@ -15,10 +14,6 @@ EXAMPLES = (
     "examples:\n  latentdd fit-vae --dataset fashion_mnist\n"
     "  latentdd fit-vae --dataset fashion_mnist --latent.fit.max_steps 3000   # or --set max_steps=3000"
 )
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The flags of `latentdd fit-vae` that are not config keys (those come from `latentdd.cli.settings`)."""
 
 
 def command(args, raw) -> int:
