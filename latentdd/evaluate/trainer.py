@@ -312,8 +312,8 @@ def train_model(
     in training mode after it).
     `checkpoint`: a file (`latentdd.checkpoint.save_state`) written after every epoch but the last with
     the model, the optimizer, the generator's state, the epoch and the logs; a call that finds a usable
-    one there resumes from it and ends with the weights, bit for bit, of an uninterrupted training
-    (every draw comes from the one generator, whose state the file holds). One that does not fit
+    one there resumes from it and ends with the weights, bit for bit, of an uninterrupted training on as many
+    threads (every draw comes from the one generator, whose state the file holds). One that does not fit
     (another architecture, a later epoch than this training has) is ignored with a warning.
     Returns the model after the final epoch, in eval mode.
     """
