@@ -531,3 +531,22 @@ def test_a_checkpoint_of_another_architecture_is_ignored_with_a_warning(tmp_path
     assert "another architecture" in caplog.text and "starts afresh" in caplog.text
     for p, q in zip(fresh.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(p, q)
+
+
+def test_fit_teacher_takes_a_preset_from_the_command_line_and_the_soft_record_names_it(tmp_path, capsys):
+    cache = tmp_path / "cache"
+    assert main(["fit-teacher", "--dataset", "digits", "--teacher-preset", "strong", "--width", "8", "--depth", "2",
+                 "--epochs", "1", "--cache-dir", str(cache), *QUIET]) == 0
+    folder = capsys.readouterr().out.split("--teacher ")[-1].strip()
+    record = json.loads((Path(folder) / "teacher.json").read_text())
+    assert record["preset"] == "strong" and record["departures"] == {"width": [8, 128], "depth": [2, None],
+                                                                     "epochs": [1, 30]}
+    assert record["settings"]["crop_scale"] == [0.5, 1.0] and record["settings"]["hflip"] is True
+    assert [e["epoch"] for e in record["epochs"]] == [0]
+    assert main(["baseline", "--dataset", "digits", "--ipc", "1", "--out", str(tmp_path / "rr"), *QUIET]) == 0
+    report_path = tmp_path / "soft.json"
+    assert main(["evaluate", "--images", str(tmp_path / "rr"), "--dataset", "digits", "--protocol", "soft",
+                 "--teacher", folder, "--width", "8", "--depth", "2", "--epochs", "1", "--num-eval", "1",
+                 "--compile", "off", "--json", str(report_path), *QUIET]) == 0
+    named = json.loads(report_path.read_text())["record"]["evaluator"]["teacher"]
+    assert named["preset"] == "strong" and named["key"] == record["key"]
