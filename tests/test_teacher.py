@@ -418,3 +418,135 @@ def test_a_pretrained_teacher_s_edited_cached_accuracy_is_measured_again(monkeyp
     assert not again["cached"] and again["test_accuracy"] == measured["test_accuracy"]
     assert f"{path} does not match its record_sha256" in caplog.text
     assert pretrained_teacher(config, test).record["cached"]
+
+
+# ---------------------------------------------------------------- presets and resumable fits (issue 34)
+
+
+def test_presets_fill_the_unset_fit_settings_and_an_override_changes_one():
+    quick = TeacherConfig()
+    assert quick.preset == teacher_module.DEFAULT_TEACHER_PRESET == "quick"
+    assert (quick.width, quick.epochs, quick.crop_scale, quick.hflip) == (64, 3, None, False)
+    strong = TeacherConfig(preset="strong", epochs=2)
+    preset = teacher_module.TEACHER_PRESETS["strong"]
+    assert (strong.width, strong.crop_scale, strong.hflip) == (preset["width"], (0.5, 1.0), True)
+    assert strong.departures() == {"epochs": (2, preset["epochs"])}
+    assert strong.eval_config().crop_scale == (0.5, 1.0) and strong.eval_config().hflip
+    assert strong.fit_settings()["crop_scale"] == [0.5, 1.0] and strong.fit_settings()["hflip"] is True
+    with pytest.raises(DataError, match="teacher.preset"):
+        TeacherConfig(preset="huge")
+
+
+def test_the_quick_preset_keeps_the_content_key_of_the_label_table_teacher():
+    """The 89.78 % teacher of results/label_table_fashion_mnist keeps its key (and so its cache entry and the
+    records naming it): presets add no field to the key of a fit without augmentation."""
+    from latentdd.cachekey import content_key
+
+    report = Path(__file__).parents[1] / "results/label_table_fashion_mnist/soft_rr10/reports/random-real-s0_ipc10.json"
+    recorded = json.loads(report.read_text())["record"]["evaluator"]["teacher"]
+    identity = {"version": recorded["version"], "settings": TeacherConfig(preset="quick").fit_settings(),
+                "train": recorded["train"], "class_names": recorded["class_names"]}
+    assert identity["settings"] == recorded["settings"]
+    assert content_key("teacher", **identity) == recorded["key"]
+    assert content_key("teacher", **identity | {"settings": TeacherConfig(preset="strong").fit_settings()}) \
+        != recorded["key"]
+
+
+@pytest.fixture
+def one_thread():
+    """A fit compared bit for bit with another must run on as many threads as it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_teacher_fit_resumes_from_its_epoch_checkpoint_to_the_same_weights(digits, tmp_path, monkeypatch,
+                                                                            one_thread):
+    from latentdd.evaluate import trainer
+
+    train, test = digits
+    val = load_dataset("digits", "test")  # any labelled split: the per-epoch val accuracy is what is compared
+    # crop and flip draw from the trainer's generator: the checkpoint must carry its state
+    kw = {"epochs": 3, "crop_scale": (0.6, 1.0), "hflip": True, "preset": "strong"}
+    whole = fit_teacher(train, test, tiny_teacher(tmp_path / "whole", **kw), val=val)
+    real_save = trainer.save_state
+    writes = []
+
+    def save_then_crash(path, state):
+        real_save(path, state)
+        writes.append(path)
+        if len(writes) == 1:
+            raise KeyboardInterrupt  # the session ends after the first epoch's checkpoint
+
+    monkeypatch.setattr(trainer, "save_state", save_then_crash)
+    config = tiny_teacher(tmp_path / "resumed", **kw)
+    with pytest.raises(KeyboardInterrupt):
+        fit_teacher(train, test, config, val=val)
+    partial = tmp_path / "resumed" / "teacher" / f".partial-{whole.record['key'][:16]}"
+    assert writes == [partial / "fit.safetensors"]
+    monkeypatch.setattr(trainer, "save_state", real_save)
+
+    def no_epoch_zero(images, labels, **k):  # the resumed fit must start from epoch 1, not train epoch 0 again
+        log = k["epoch_log"]
+        model = real_train(images, labels, **k)
+        assert [e["epoch"] for e in log] == [0, 1, 2]
+        return model
+
+    real_train = teacher_module.train_model
+    monkeypatch.setattr(teacher_module, "train_model", no_epoch_zero)
+    resumed = fit_teacher(train, test, config, val=val)
+    for (name, p), q in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(p, q), name
+    strip = [{k: v for k, v in e.items() if k != "seconds"} for e in whole.record["epochs"]]
+    assert [{k: v for k, v in e.items() if k != "seconds"} for e in resumed.record["epochs"]] == strip
+    assert resumed.record["test_accuracy"] == whole.record["test_accuracy"]
+    assert not partial.exists()  # the finished entry replaces the checkpoint
+
+
+def test_the_teacher_record_names_its_preset_and_logs_each_epoch(digits, tmp_path):
+    train, test = digits
+    teacher = fit_teacher(train, test, tiny_teacher(tmp_path, epochs=2), val=test)
+    record = teacher.record
+    assert record["preset"] == "quick"
+    assert record["departures"]["width"] == (16, 64) and record["departures"]["epochs"] == (2, 3)
+    assert [e["epoch"] for e in record["epochs"]] == [0, 1]
+    assert all(e["seconds"] > 0 and 0 <= e["val_accuracy"] <= 100 for e in record["epochs"])
+    assert record["val_accuracy"] == record["epochs"][-1]["val_accuracy"]
+    again = fit_teacher(train, test, tiny_teacher(tmp_path, epochs=2), val=test)
+    assert again.record["cached"] and again.record["preset"] == "quick"
+
+
+def test_a_checkpoint_of_another_architecture_is_ignored_with_a_warning(tmp_path, caplog, one_thread):
+    from latentdd.checkpoint import save_state
+
+    images, labels = torch.rand(32, 1, 8, 8), torch.arange(32) % 4
+    config = EvalConfig(width=8, depth=1, epochs=2, dsa=False, num_eval=1, compile="off", batch_size=16)
+    path = tmp_path / "fit.safetensors"
+    save_state(path, {"model": {"w": torch.zeros(3)}, "optimizer": {}, "generator": torch.Generator().get_state(),
+                      "epoch": 1, "losses": [], "epoch_log": []})
+    mean, std = torch.zeros(1), torch.ones(1)
+    fresh = train_model(images, labels, num_classes=4, config=config, mean=mean, std=std, checkpoint=tmp_path / "x")
+    resumed = train_model(images, labels, num_classes=4, config=config, mean=mean, std=std, checkpoint=path)
+    assert "another architecture" in caplog.text and "starts afresh" in caplog.text
+    for p, q in zip(fresh.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(p, q)
+
+
+def test_fit_teacher_takes_a_preset_from_the_command_line_and_the_soft_record_names_it(tmp_path, capsys):
+    cache = tmp_path / "cache"
+    assert main(["fit-teacher", "--dataset", "digits", "--teacher-preset", "strong", "--width", "8", "--depth", "2",
+                 "--epochs", "1", "--cache-dir", str(cache), *QUIET]) == 0
+    folder = capsys.readouterr().out.split("--teacher ")[-1].strip()
+    record = json.loads((Path(folder) / "teacher.json").read_text())
+    assert record["preset"] == "strong" and record["departures"] == {"width": [8, 128], "depth": [2, None],
+                                                                     "epochs": [1, 30]}
+    assert record["settings"]["crop_scale"] == [0.5, 1.0] and record["settings"]["hflip"] is True
+    assert [e["epoch"] for e in record["epochs"]] == [0]
+    assert main(["baseline", "--dataset", "digits", "--ipc", "1", "--out", str(tmp_path / "rr"), *QUIET]) == 0
+    report_path = tmp_path / "soft.json"
+    assert main(["evaluate", "--images", str(tmp_path / "rr"), "--dataset", "digits", "--protocol", "soft",
+                 "--teacher", folder, "--width", "8", "--depth", "2", "--epochs", "1", "--num-eval", "1",
+                 "--compile", "off", "--json", str(report_path), *QUIET]) == 0
+    named = json.loads(report_path.read_text())["record"]["evaluator"]["teacher"]
+    assert named["preset"] == "strong" and named["key"] == record["key"]

@@ -7,10 +7,12 @@ from latentdd.cli.sections import (
     teacher_config,
 )
 
-ABOUT = ("Train a teacher (any registered student architecture) on the real train split; cached by "
-         "content, its test accuracy recorded.")
+ABOUT = ("Train a teacher (any registered student architecture) on the real train split from a preset "
+         "(quick, strong); cached by content, checkpointed each epoch (a killed fit resumes), its test accuracy "
+         "recorded.")
 EXAMPLES = (
     "examples:\n  latentdd fit-teacher --dataset fashion_mnist\n"
+    "  latentdd fit-teacher --dataset fashion_mnist --validation 0.1 --teacher-preset strong\n"
     "  latentdd fit-teacher --dataset fashion_mnist --model resnet18 --epochs 10 --validation 0.1\n"
     "  latentdd evaluate --images runs/random_ipc10 --dataset fashion_mnist --protocol soft"
 )

@@ -115,6 +115,17 @@ def _students_help(command: str) -> str:
             f"(presets: {', '.join(STUDENT_PRESETS)}; mappings of evaluator settings in the config's run.students)")
 
 
+def _teacher_preset_help(command: str) -> str:
+    from latentdd.evaluate.teacher import DEFAULT_TEACHER_PRESET, TEACHER_PRESETS
+
+    def one(name: str, p: dict) -> str:
+        augment = "crop/flip" if p["crop_scale"] or p["hflip"] else "no augmentation"
+        return f"{name}: {p['model']} width {p['width']}, {p['epochs']} epochs, {augment}"
+
+    return (f"the fitted teacher's recipe, each --width/--epochs/... given overriding one setting (default "
+            f"{DEFAULT_TEACHER_PRESET}): " + "; ".join(one(n, p) for n, p in TEACHER_PRESETS.items()))
+
+
 def _preset_help(command: str) -> str:
     from latentdd.presets import all_preset_names, presets
 
@@ -144,18 +155,18 @@ ALIASES: tuple[Alias, ...] = (
     Alias("--depth", "evaluator.depth", "ConvNet depth (default by image size)"),
     Alias("--depth", "teacher.depth", "ConvNet depth (default by image size)"),
     Alias("--width", "evaluator.width", "channels of the first stage (default: the model's)"),
-    Alias("--width", "teacher.width", "first-stage channels (default {default})"),
+    Alias("--width", "teacher.width", "first-stage channels (default: the preset's)"),
     Alias("--norm", "evaluator.norm", "default: the model's (instancenorm)", metavar=_norm_metavar),
     Alias("--norm", "teacher.norm", "default: the model's"),
     Alias("--loss", "evaluator.loss", "ce: cross-entropy on the set's labels; teacher_kl: a teacher's soft labels on "
           "every augmented batch, e.g. with --protocol dsa (default: the protocol's)"),
     Alias("--temperature", "evaluator.temperature", "teacher_kl: the KL's temperature T (default: the protocol's, 4)"),
     Alias("--epochs", "evaluator.epochs", "training epochs (default: the protocol's)"),
-    Alias("--epochs", "teacher.epochs", "epochs over the train split (default {default})"),
+    Alias("--epochs", "teacher.epochs", "epochs over the train split (default: the preset's)"),
     Alias("--lr", "evaluator.lr", "learning rate (default: the protocol's)"),
-    Alias("--lr", "teacher.lr", "learning rate (default {default})"),
+    Alias("--lr", "teacher.lr", "learning rate (default: the preset's)"),
     Alias("--batch-size", "evaluator.batch_size", "batch size (default: the protocol's)"),
-    Alias("--batch-size", "teacher.batch_size", "batch size (default {default})"),
+    Alias("--batch-size", "teacher.batch_size", "batch size (default: the preset's)"),
     Alias("--num-eval", "evaluator.num_eval", "independent training runs (mean ± std)"),
     Alias("--dsa", "evaluator.dsa", "DSA augmentation while training", hint="bool"),
     Alias("--use-weights", "evaluator.use_weights", "weight each image's loss by the set's per-sample weights",
@@ -183,6 +194,7 @@ ALIASES: tuple[Alias, ...] = (
     Alias("--teacher", "teacher.source", "fit: train one on the train split with the `teacher:` settings (cached); "
           "DIR: a folder `latentdd fit-teacher` wrote; torchvision:resnet18: ImageNet weights (default: fit)",
           commands=("evaluate",), metavar="fit|DIR|torchvision:resnet18"),
+    Alias("--teacher-preset", "teacher.preset", _teacher_preset_help),
     Alias("--teacher-class-map", "teacher.class_map", "pretrained teacher: the ImageNet index of each dataset class",
           hint="list", commands=("evaluate",), metavar="I,J,...", example="1,2,3"),
     Alias("--teacher-imagenet-classes", "teacher.imagenet_classes", "pretrained teacher, classes named by WordNet "

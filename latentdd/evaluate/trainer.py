@@ -14,6 +14,8 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
 import numpy as np
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 
 from pydantic import Field
 
+from latentdd.checkpoint import StateRejected, check_count, load_optimizer, restore, save_state
 from latentdd.config import (Checked, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
                              Probability)
 from latentdd.data.base import LabelledImages, SyntheticImages
@@ -293,6 +296,9 @@ def train_model(
     compile_status: CompileStatus | None = None,
     teacher=None,
     loss_history: list | None = None,
+    checkpoint: Path | None = None,
+    on_epoch: Callable[[int, torch.nn.Module], dict] | None = None,
+    epoch_log: list | None = None,
 ) -> torch.nn.Module:
     """Train a freshly initialised model on images (N, C, H, W) in [0, 1] with labels (N,).
 
@@ -301,6 +307,14 @@ def train_model(
     The optimiser, lr schedule, augmentation and loss are the config's (its protocol preset).
     `teacher` (loss teacher_kl): a callable images (B, C, H, W) in [0, 1] -> logits (B, K) that
     labels every augmented batch. `loss_history`, when given, receives each epoch's mean loss.
+    `epoch_log`, when given, receives one dict per epoch: {"epoch", "seconds" (its training), "loss"
+    (its mean)} and what `on_epoch(epoch, model)` returns (e.g. a val accuracy; the model is put back
+    in training mode after it).
+    `checkpoint`: a file (`latentdd.checkpoint.save_state`) written after every epoch but the last with
+    the model, the optimizer, the generator's state, the epoch and the logs; a call that finds a usable
+    one there resumes from it and ends with the weights, bit for bit, of an uninterrupted training on as many
+    threads (every draw comes from the one generator, whose state the file holds). One that does not fit
+    (another architecture, a later epoch than this training has) is ignored with a warning.
     Returns the model after the final epoch, in eval mode.
     """
     if not torch.isfinite(images).all():
@@ -324,9 +338,15 @@ def train_model(
     x_all = _normalise(images.float(), mean, std)
     y_all = labels.long()
     temperature = config.temperature if config.loss == "teacher_kl" else None
+    losses = [] if loss_history is None and epoch_log is not None else loss_history
+    first = 0
+    if checkpoint is not None:
+        first = _resume(checkpoint, model, optimizer, gen, epochs_total, losses, epoch_log)
     model.train()
-    epochs = progress_bar(range(epochs_total), desc=f"train seed {seed}", disable=not progress, leave=False)
+    epochs = progress_bar(range(first, epochs_total), desc=f"train seed {seed}", disable=not progress, leave=False,
+                          initial=first, total=epochs_total)
     for epoch in epochs:
+        t0 = time.perf_counter()
         lr = config.lr * lr_factor(config.schedule, epoch, epochs_total, gamma=config.gamma,
                                    milestones=config.milestones)
         for group in optimizer.param_groups:
@@ -349,15 +369,57 @@ def train_model(
                 with torch.no_grad():  # the teacher sees the augmented batch in [0, 1]
                     soft = F.softmax(teacher(x * std.view(1, -1, 1, 1) + mean.view(1, -1, 1, 1)) / temperature, dim=1)
             loss = step.train(optimizer, x, y_all[idx], batch_weights, soft, temperature)
-            if loss_history is not None:
+            if losses is not None:
                 total += float(loss) * len(idx)
-        if loss_history is not None:
-            loss_history.append(total / n)
+        if losses is not None:
+            losses.append(total / n)
         if not torch.isfinite(loss):
             raise LatentDDError(f"training diverged (loss {loss.item()}) at epoch {epoch}; lower the learning rate")
+        if epoch_log is not None:
+            entry = {"epoch": epoch, "seconds": time.perf_counter() - t0, "loss": losses[-1]}
+            if on_epoch is not None:
+                entry |= on_epoch(epoch, model) or {}
+                model.train()
+            epoch_log.append(entry)
+        if checkpoint is not None and epoch + 1 < epochs_total:
+            save_state(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                    "generator": gen.get_state(), "epoch": epoch + 1, "losses": list(losses or []),
+                                    "epoch_log": list(epoch_log or [])})
         if progress and epoch % 50 == 0:
             epochs.set_postfix(loss=f"{loss.item():.3f}")
     return model.eval()
+
+
+def _resume(path: Path, model: torch.nn.Module, optimizer, gen: torch.Generator, epochs_total: int,
+            losses: list | None, epoch_log: list | None) -> int:
+    """Load the checkpoint `train_model` wrote at `path` into model, optimizer, generator and logs; the epoch
+    to start from (0 when there is none or it does not fit, with a warning naming the file)."""
+
+    def load(state: dict) -> int:
+        epoch = check_count(state["epoch"], epochs_total - 1, "epoch")  # none is written after the last epoch
+        want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        have = {k: tuple(v.shape) for k, v in state["model"].items()}
+        if have != want:
+            raise StateRejected("it holds the weights of another architecture")
+        if len(state["losses"]) not in (0, epoch) or len(state["epoch_log"]) not in (0, epoch):
+            raise StateRejected(f"its logs do not cover its {epoch} epochs")
+        model.load_state_dict(state["model"])
+        load_optimizer(optimizer, state["optimizer"])
+        gen.set_state(state["generator"])
+        if losses is not None:
+            losses[:] = [float(v) for v in state["losses"]]
+        if epoch_log is not None:
+            epoch_log[:] = list(state["epoch_log"])
+        return epoch
+
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    epoch = restore(path, load, otherwise="the training starts afresh")
+    if epoch is None:  # a load that failed half-way may have changed the model: back to its initialisation
+        model.load_state_dict(fresh)
+        optimizer.state.clear()
+        return 0
+    log.info("resuming the training from %s at epoch %d of %d", path, epoch, epochs_total)
+    return epoch
 
 
 @torch.no_grad()
