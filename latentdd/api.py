@@ -90,7 +90,7 @@ def evaluate(images: SyntheticImages | str | Path, data, *, protocol: str = "dsa
     if not isinstance(images, SyntheticImages):
         images = load_image_folder(images, class_names=list(test.class_names))
     labeller = None
-    if config.loss == "teacher_kl":
+    if config.loss == "teacher_kl" or config.loss == "static_kl" and images.soft_labels is None:
         from latentdd.evaluate.teacher import TeacherConfig, resolve_teacher
 
         labeller = resolve_teacher(teacher or TeacherConfig(), train, test, progress=progress)
@@ -111,5 +111,5 @@ def run(config: str | Path | dict, out: str | Path | None = None, *, progress: b
     args = make_parser().parse_args(["run", *(["--out", str(out)] if out is not None else [])])
     data, space, decoder, evaluator, settings, folder = run_setup(args, raw, run_defaults={},
                                                                    out_default="runs/{dataset}")
-    teacher = teacher_config(args, raw) if evaluator.loss == "teacher_kl" else None
+    teacher = teacher_config(args, raw)
     return run_job(data, space, settings, evaluator, folder, decoder=decoder, progress=progress, teacher=teacher)

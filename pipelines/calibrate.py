@@ -74,7 +74,7 @@ def run_calibration(data: DataConfig, config: CalibrateConfig, out: Path, *, pro
     data_key = content_key("calibrate-data", **splits, flip=flip)
     load_seconds = time.perf_counter() - t0
     teacher = None
-    if any(EvalConfig.preset(p, **config.evaluator).loss == "teacher_kl" for p in config.runs):
+    if any(EvalConfig.preset(p, **config.evaluator).uses_teacher for p in config.runs):
         from latentdd.evaluate.teacher import TeacherConfig, resolve_teacher
 
         teacher = resolve_teacher(build(TeacherConfig, config.teacher, section="calibrate.teacher"), train, test,
@@ -84,7 +84,7 @@ def run_calibration(data: DataConfig, config: CalibrateConfig, out: Path, *, pro
         for ipc in ipcs:
             path = out / "reports" / f"random_{protocol}_ipc{ipc}.json"
             eval_cfg = EvalConfig.preset(protocol, **(config.evaluator | {"num_eval": config.num_eval[protocol]}))
-            labeller = teacher if eval_cfg.loss == "teacher_kl" else None
+            labeller = teacher if eval_cfg.uses_teacher else None
             # the teacher enters the data key of the soft runs only: the keys of the hard-label runs stay
             run_key = data_key if labeller is None else content_key("calibrate-data-teacher", data=data_key,
                                                                     teacher=labeller.record["key"])

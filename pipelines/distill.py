@@ -190,18 +190,33 @@ def load_synthetic(folder: Path, class_names: list[str]) -> tuple[SyntheticLaten
 
 
 def distill_latents(space: LatentSpace, method: str, ipc: int, seed: int, *, params: dict | None = None,
-                    checkpoint_dir: Path | None = None, progress: bool = False) -> SyntheticLatents:
+                    checkpoint_dir: Path | None = None, progress: bool = False, teacher=None) -> SyntheticLatents:
     """`ipc` synthetic latents per class of `space.latents` by distiller `method` built with `params`
     (as given: resolve a preset first, `latentdd.presets.resolve`). An iterative distiller decodes through
-    the space's VAE and checkpoints into `checkpoint_dir` (None: never)."""
+    the space's VAE and checkpoints into `checkpoint_dir` (None: never). A teacher-aware one (rded, matching
+    with networks "teacher") gets `teacher`: a Teacher, or the TeacherConfig to fit or load it by (default:
+    the default preset's, fitted on the space's train split and cached)."""
     from latentdd.distill import DistillContext, make_distiller
 
     distiller = make_distiller(method, **(params or {}))
     extra = {}
     if getattr(distiller, "uses_context", False):  # e.g. bacon: the decoder, checkpoints beside the output
         extra["context"] = DistillContext(decode=space.decode, progress=progress, checkpoint_dir=checkpoint_dir,
-                                          cache_dir=space.cache_dir)
+                                          cache_dir=space.cache_dir,
+                                          teacher=space_teacher(space, teacher, progress=progress)
+                                          if getattr(distiller, "uses_teacher", False) else None)
     return distiller.distill(space.latents, ipc, seed=seed, **extra)
+
+
+def space_teacher(space: LatentSpace, teacher=None, *, progress: bool = False):
+    """`teacher` if it is a Teacher, else the teacher its TeacherConfig names for the space's train split (None:
+    the default preset's, cached under the space's cache_dir)."""
+    from latentdd.evaluate.teacher import Teacher, TeacherConfig, resolve_teacher
+
+    if isinstance(teacher, Teacher):
+        return teacher
+    config = teacher or TeacherConfig(**({"cache_dir": str(space.cache_dir)} if space.cache_dir else {}))
+    return resolve_teacher(config, space.train, space.test, progress=progress)
 
 
 def distill_to_folder(
@@ -221,6 +236,7 @@ def distill_to_folder(
     checkpoint_dir: Path | None = None,
     preset: dict | None = None,
     progress: bool = False,
+    teacher=None,
 ) -> Path:
     """Distil `ipc` latents per class with `method`, render them (`decoder`, VAE decoding by default), write `out`.
 
@@ -237,6 +253,7 @@ def distill_to_folder(
     later call with more iterations continues from it; by default `<out>.checkpoint`,
     removed once the folder is written.
     preset: the record of where `params` came from (`latentdd.presets.Resolved.record`), kept in the record.
+    teacher: a teacher-aware method's teacher (`distill_latents`).
     The distill time recorded is the distiller's own count when it reports one (a resumed
     BACON run: the seconds of all its iterations), else this call's.
     Written into a temporary sibling folder and renamed into place; an existing `out` must be a
@@ -254,7 +271,7 @@ def distill_to_folder(
             synthetic, distill_seconds = load_synthetic(latents_from, list(space.latents.class_names))
         else:
             synthetic = distill_latents(space, method, ipc, seed, params=params, checkpoint_dir=chain,
-                                        progress=progress)
+                                        progress=progress, teacher=teacher)
             distill_seconds = synthetic.extras.get("seconds", time.perf_counter() - t)
         t = time.perf_counter()
         decoder = decoder or VAEDecoder(space.vae, space.adapter)
@@ -270,6 +287,8 @@ def distill_to_folder(
             record["method"]["preset"] = preset
         if latents_from is not None:
             record["method"]["latents_from"] = str(latents_from)
+        if "teacher" in synthetic.extras:  # a teacher-aware method names the teacher it selected or matched with
+            record["method"]["teacher"] = synthetic.extras["teacher"]
         if "device" in synthetic.extras:  # what ran the method (kmeans: faiss on the GPU or the CPU)
             record["method"]["ran_on"] = {k: synthetic.extras[k] for k in ("backend", "device") if k in synthetic.extras}
         export_image_folder(images, tmp / "images", record=record)

@@ -74,7 +74,7 @@ class Evaluator:
         data_key = content_key("evaluation-data", train=prepared.train_sha256, flip=flip,
                                held_out={"images_sha256": held_images, "labels_sha256": held_labels})
         labeller = None
-        if settings.loss == "teacher_kl":  # the soft protocol: one teacher labels the batches of every set
+        if settings.uses_teacher:  # soft: one teacher labels the batches of every set; static: the sets' images
             from latentdd.evaluate.teacher import TeacherConfig, resolve_teacher
 
             labeller = resolve_teacher(teacher or TeacherConfig(cache_dir=space.cache_dir), prepared.train,

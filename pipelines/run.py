@@ -28,7 +28,7 @@ from pathlib import Path
 
 from latentdd.cachekey import content_key
 from latentdd.config import DataConfig, plain, save_resolved
-from latentdd.distill import distiller_params
+from latentdd.distill import distiller_params, make_distiller
 from latentdd.errors import LatentDDError
 from latentdd.evaluate.consistency import Judge, JudgeConfig, class_consistency, fit_judge
 from latentdd.evaluate.trainer import EvalConfig
@@ -52,8 +52,8 @@ RANDOM_REAL = "random-real (pixels)"  # the baseline's label in the tables
 
 def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator: EvalConfig, out: Path,
         *, decoder: DecoderConfig | None = None, progress: bool = True, teacher=None) -> list[Row]:
-    """The main job (see the module docstring) -> the table's rows; `teacher` (a TeacherConfig): the soft
-    protocol's teacher (default: fitted on the train split, cached)."""
+    """The main job (see the module docstring) -> the table's rows; `teacher` (a TeacherConfig): the teacher of
+    the soft and static protocols and of teacher-aware methods (default: fitted on the train split, cached)."""
     students = resolve_students(config.students, evaluator)  # each student's settings checked before any work
     lent = lending_folders(config.reports_from)
     # Missing, empty or latentdd's, and writable -- checked before any fitting (latentdd.io).
@@ -63,7 +63,7 @@ def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator
                   {"dataset": data, "latent": space, "decoder": decoder, "run": config, "evaluator": evaluator})
     t0 = time.perf_counter()
     prepared = prepare_latent_space(data, space, latents_dir=config.latents_dir, progress=progress)
-    sets = _Sets(prepared, config, decoder, space.cache_dir, out, progress=progress)
+    sets = _Sets(prepared, config, decoder, space.cache_dir, out, progress=progress, teacher=teacher)
     evaluate = Evaluator.of_run(data, space, prepared, evaluator, eval_split=config.eval_split,
                                 reports=out / "reports", lent=lent, teacher=teacher, progress=progress)
     full_data = full_data_accuracy(config.calibration, data.name) if config.calibration else None
@@ -102,8 +102,11 @@ class _Sets:
     unchanged), and the random-real subsets, drawn (or kept, when their key is unchanged)."""
 
     def __init__(self, prepared: LatentSpace, config: RunConfig, decoder: DecoderConfig, cache_dir: str, out: Path,
-                 *, progress: bool) -> None:
+                 *, progress: bool, teacher=None) -> None:
+        from latentdd.evaluate.teacher import TeacherConfig
+
         self.prepared, self.config, self.out, self.progress = prepared, config, out, progress
+        self.teacher = teacher or TeacherConfig(cache_dir=cache_dir)  # the teacher-aware methods' (rded, ...)
         self.specs = config.specs() if config.random_real_part is None else []  # a random-real part distils nothing
         self.renderer, self.decoder_record = make_decoder(decoder, prepared, cache_dir, progress=progress)
         # Folders rendered by the plain VAE before decoders were configurable keep their request (and reports).
@@ -124,7 +127,8 @@ class _Sets:
         again from the latents of a folder that does, e.g. run.latents_from's)."""
         config = self.config
         folder = self.out / f"{spec.label}_ipc{ipc}"
-        request = _distill_request(spec, ipc, config.seed, self.prepared.record["vae"], self.decoder_request)
+        request = _distill_request(spec, ipc, config.seed, self.prepared.record["vae"], self.decoder_request,
+                                   self.teacher)
         if _stored_request(folder) != request:
             candidates = [folder] + ([Path(config.latents_from) / folder.name] if config.latents_from else [])
             reused = _same_latents(request, candidates)
@@ -134,7 +138,7 @@ class _Sets:
             distill_to_folder(self.prepared, spec.method, ipc, config.seed, folder, params=spec.params,
                               overwrite=True, request=request, decoder=self.renderer,
                               decoder_record=self.decoder_record, latents_from=reused, checkpoint_dir=chain,
-                              preset=spec.preset_record(ipc), progress=self.progress)
+                              preset=spec.preset_record(ipc), progress=self.progress, teacher=self.teacher)
         return folder
 
     def random_real(self, ipc: int) -> Iterator[EvaluatedSet]:
@@ -183,11 +187,15 @@ def _quantization_error(folder: Path) -> float | None:
     return float(sum(values) / len(values)) if values else None
 
 
-def _distill_request(spec: MethodSpec, ipc: int, seed: int, vae: dict, decoder: dict | None = None) -> dict:
-    """Everything a distilled folder depends on, in JSON form (compared on resume)."""
+def _distill_request(spec: MethodSpec, ipc: int, seed: int, vae: dict, decoder: dict | None = None,
+                     teacher=None) -> dict:
+    """Everything a distilled folder depends on, in JSON form (compared on resume); a teacher-aware method's
+    includes its teacher's settings (`teacher`, a TeacherConfig)."""
     params = distiller_params(spec.method) | spec.params
     vae = {k: v for k, v in vae.items() if k != "fit_report"}  # the fit report says whether it was cached
     request = {"method": spec.method, "params": params, "ipc": ipc, "seed": seed, "vae": vae}
+    if teacher is not None and getattr(make_distiller(spec.method, **spec.params), "uses_teacher", False):
+        request["teacher"] = {"source": teacher.source, "preset": teacher.preset, **teacher.fit_settings()}
     if decoder is not None:
         request["decoder"] = decoder
     return plain(request)  # as it reads back from JSON (tuples become lists, ...): it compares with stored ones

@@ -612,8 +612,9 @@ def t_protocols() -> str:
     rows = []
     for name in PROTOCOLS:
         c = EvalConfig.preset(name)
-        labels = f"a teacher's, on every augmented batch (T²·KL, T = {c.temperature:g})" if c.loss == "teacher_kl" \
-            else "hard"
+        labels = {"teacher_kl": f"a teacher's, on every augmented batch (T²·KL, T = {c.temperature:g})",
+                  "static_kl": f"static: one per image, the set's or the teacher's, once (T²·KL, T = {c.temperature:g})"
+                  }.get(c.loss, "hard")
         opt = f"SGD lr {c.lr:g}, momentum {c.momentum:g}" if c.optimizer == "sgd" else f"AdamW lr {c.lr:g}"
         opt += f", wd {c.weight_decay:g}, batch {c.batch_size}"
         schedule = {"step": f"x{c.gamma:g} from epoch E/2 + 1",

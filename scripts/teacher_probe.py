@@ -12,7 +12,6 @@ that a recipe is chosen on val alone. The cosine schedule spans --epochs: a prob
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shlex

@@ -27,7 +27,7 @@ def command(args, raw) -> int:
     data, space, decoder, evaluator, config, out = run_setup(args, raw, run_defaults=COMPARE_DEFAULTS,
                                                               out_default="runs/{dataset}_compare")
     compare(data, space, config, evaluator, out, decoder=decoder, progress=not args.quiet,
-            teacher=teacher_config(args, raw) if evaluator.loss == "teacher_kl" else None)
+            teacher=teacher_config(args, raw))
     print((out / "results.md").read_text())
     print(f"also in {out}: results.csv, accuracy_vs_ipc.png, grid_<method>.png, and each method's folder")
     return 0

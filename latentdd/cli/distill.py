@@ -10,6 +10,7 @@ from latentdd.cli.sections import (
     decoder_config,
     latent_config,
     settings_of,
+    teacher_config,
 )
 from latentdd.config import check_mapping, plain
 from latentdd.configs import build_section
@@ -57,7 +58,7 @@ def command(args, raw) -> int:
               "decoder": decoder_settings}
     out = distill_to_folder(prepared, method, ipc, seed, args.out, params=params, overwrite=args.overwrite,
                             config=config, decoder=decoder, decoder_record=decoder_record,
-                            preset=resolved.record(), progress=not args.quiet)
+                            preset=resolved.record(), progress=not args.quiet, teacher=teacher_config(args, raw))
     print(f"wrote {ipc} x {len(prepared.latents.class_names)} images ({method}, preset {job.preset}, seed {seed}) "
           f"to {out}/images; "
           f"evaluate with: latentdd evaluate --images {out}/images --dataset {data.name}")

@@ -79,7 +79,7 @@ def command(args, raw) -> int:
 
     data = data_config(args, raw)
     cfg, protocol = eval_config(args, raw)
-    teacher_settings = teacher_config(args, raw) if cfg.loss == "teacher_kl" else None  # checked before any work
+    teacher_settings = teacher_config(args, raw) if cfg.uses_teacher else None  # checked before any work
     if args.json:  # the report is written after every training: a place it cannot go must fail now
         from latentdd.io import check_writable_file
 
@@ -90,7 +90,7 @@ def command(args, raw) -> int:
                                   channels=int(test.load([0]).shape[1]), resize=args.images_resize)
     mean, std = channel_stats(train)
     teacher = None
-    if cfg.loss == "teacher_kl":
+    if cfg.loss == "teacher_kl" or cfg.loss == "static_kl" and synthetic.soft_labels is None:
         from latentdd.evaluate.teacher import describe, resolve_teacher
 
         teacher = resolve_teacher(teacher_settings, train, test,

@@ -57,7 +57,7 @@ def command(args, raw) -> int:
     data, space, decoder, evaluator, config, out = run_setup(args, raw, run_defaults={},
                                                               out_default="runs/{dataset}")
     run(data, space, config, evaluator, out, decoder=decoder, progress=not args.quiet,
-        teacher=teacher_config(args, raw) if evaluator.loss == "teacher_kl" else None)
+        teacher=teacher_config(args, raw))
     print((out / "results.md").read_text())
     if config.students:
         print((out / "cross_arch.md").read_text())

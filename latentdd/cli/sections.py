@@ -23,7 +23,7 @@ SECTIONS = {
     "fit-vae": ("dataset", "latent"),
     "fit-prior": ("dataset", "latent", "decoder"),
     "encode": ("dataset", "latent"),
-    "distill": ("dataset", "latent", "decoder", "distill"),
+    "distill": ("dataset", "latent", "decoder", "distill", "teacher"),
     "render": ("dataset", "latent", "decoder"),
     "run": _RUN_SECTIONS,
     "compare": _RUN_SECTIONS,

@@ -151,22 +151,23 @@ ALIASES: tuple[Alias, ...] = (
     # evaluator (evaluate, run, compare); fit-teacher's like-named flags set the teacher's
     Alias("--protocol", "evaluator.protocol", _protocol_help),
     Alias("--model", "evaluator.model", _models_help("student architecture (default convnet)")),
-    Alias("--model", "teacher.model", _models_help("architecture (default convnet)")),
+    Alias("--model", "teacher.model", _models_help("architecture (default convnet)"), commands=("fit-teacher",)),
     Alias("--depth", "evaluator.depth", "ConvNet depth (default by image size)"),
-    Alias("--depth", "teacher.depth", "ConvNet depth (default by image size)"),
+    Alias("--depth", "teacher.depth", "ConvNet depth (default by image size)", commands=("fit-teacher",)),
     Alias("--width", "evaluator.width", "channels of the first stage (default: the model's)"),
-    Alias("--width", "teacher.width", "first-stage channels (default: the preset's)"),
+    Alias("--width", "teacher.width", "first-stage channels (default: the preset's)", commands=("fit-teacher",)),
     Alias("--norm", "evaluator.norm", "default: the model's (instancenorm)", metavar=_norm_metavar),
-    Alias("--norm", "teacher.norm", "default: the model's"),
+    Alias("--norm", "teacher.norm", "default: the model's", commands=("fit-teacher",)),
     Alias("--loss", "evaluator.loss", "ce: cross-entropy on the set's labels; teacher_kl: a teacher's soft labels on "
-          "every augmented batch, e.g. with --protocol dsa (default: the protocol's)"),
-    Alias("--temperature", "evaluator.temperature", "teacher_kl: the KL's temperature T (default: the protocol's, 4)"),
+          "every augmented batch, e.g. with --protocol dsa; static_kl: one fixed soft label per image, the set's or "
+          "else the teacher's (default: the protocol's)"),
+    Alias("--temperature", "evaluator.temperature", "teacher_kl, static_kl: the KL's temperature T (default: the protocol's, 4)"),
     Alias("--epochs", "evaluator.epochs", "training epochs (default: the protocol's)"),
-    Alias("--epochs", "teacher.epochs", "epochs over the train split (default: the preset's)"),
+    Alias("--epochs", "teacher.epochs", "epochs over the train split (default: the preset's)", commands=("fit-teacher",)),
     Alias("--lr", "evaluator.lr", "learning rate (default: the protocol's)"),
-    Alias("--lr", "teacher.lr", "learning rate (default: the preset's)"),
+    Alias("--lr", "teacher.lr", "learning rate (default: the preset's)", commands=("fit-teacher",)),
     Alias("--batch-size", "evaluator.batch_size", "batch size (default: the protocol's)"),
-    Alias("--batch-size", "teacher.batch_size", "batch size (default: the preset's)"),
+    Alias("--batch-size", "teacher.batch_size", "batch size (default: the preset's)", commands=("fit-teacher",)),
     Alias("--num-eval", "evaluator.num_eval", "independent training runs (mean ± std)"),
     Alias("--dsa", "evaluator.dsa", "DSA augmentation while training", hint="bool"),
     Alias("--use-weights", "evaluator.use_weights", "weight each image's loss by the set's per-sample weights",
@@ -187,10 +188,10 @@ ALIASES: tuple[Alias, ...] = (
     Alias("--seed", "baseline.seed", "selection seed (default {default})"),
     Alias("--seed", "distill.seed", "distillation seed (default {default})"),
     Alias("--seed", "evaluator.seed", "run i uses seed + i"),
-    Alias("--seed", "teacher.seed", "initialisation and shuffling seed (default {default})"),
+    Alias("--seed", "teacher.seed", "initialisation and shuffling seed (default {default})", commands=("fit-teacher",)),
     Alias("--latents", "distill.latents", "distil the latent cache `latentdd encode --out DIR` wrote (its train "
           "split, encoded with the --vae given here) instead of encoding", metavar="DIR"),
-    # teacher (protocol soft)
+    # teacher (protocols soft and static, teacher-aware methods)
     Alias("--teacher", "teacher.source", "fit: train one on the train split with the `teacher:` settings (cached); "
           "DIR: a folder `latentdd fit-teacher` wrote; torchvision:resnet18: ImageNet weights (default: fit)",
           commands=("evaluate",), metavar="fit|DIR|torchvision:resnet18"),
@@ -202,7 +203,7 @@ ALIASES: tuple[Alias, ...] = (
     Alias("--teacher-input-size", "teacher.input_size", "pretrained teacher: resize images to this side first, e.g. "
           "224 (default: the dataset's size)", commands=("evaluate",)),
     Alias("--teacher-cache-dir", "teacher.cache_dir", "where fitted teachers are cached (default: the teacher: "
-          "section's cache_dir, ~/.cache/latentdd)", commands=("evaluate",)),
+          "section's cache_dir, ~/.cache/latentdd)", commands=("evaluate", "distill", "run", "compare")),
     Alias("--cache-dir", "teacher.cache_dir", "cache root (default {default})", commands=("fit-teacher",)),
     # latent space
     Alias("--vae", "latent.vae", "fit | pixel (the identity space) | taesd:PATH | DIR (diffusers or TAESD weights) "
@@ -371,7 +372,7 @@ def add_settings(parser: argparse.ArgumentParser, command: str, sections: dict[s
                        help="list every --SECTION.KEY flag of this command and exit")
 
 
-_GROUP_TITLES = {"latent": "latent space", "teacher": "teacher (protocol soft)"}
+_GROUP_TITLES = {"latent": "latent space", "teacher": "teacher (protocols soft and static, teacher-aware methods)"}
 
 
 def key_default(key: str) -> Any:

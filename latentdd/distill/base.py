@@ -58,12 +58,15 @@ class DistillContext:
     progress: show a progress bar.
     cache_dir: where statistics of the real data that any run may reuse are cached by content
         (the forgetting counts; None: never cached).
+    teacher: a trained classifier of real images (`latentdd.evaluate.teacher.Teacher`), for the distillers
+        whose `uses_teacher` is true (rded, matching with networks "teacher"); None: none given.
     """
 
     decode: Callable[[torch.Tensor], torch.Tensor] | None = None
     checkpoint_dir: str | Path | None = None
     progress: bool = False
     cache_dir: str | Path | None = None
+    teacher: Any = None
 
 
 DISTILLERS: dict[str, type] = {}

@@ -19,6 +19,12 @@ overrides. Every resolved field lands in the evaluation record (`EvalConfig.reco
   per-image RandomResizedCrop with scale (0.08, 1) (SRe2L's and RDED's torchvision default)
   and horizontal flip, CutMix (beta 1) on every batch; batch 256 (DD-Ranking's
   SoftLabelEvaluator default; SRe2L and D4M use 1024 on ImageNet-1K: set batch_size there).
+- `static`: `soft` with static soft labels (DATM / TESLA's protocol, and what a user without a teacher
+  runs): one label vector per training image, fixed for the whole training -- the set's own soft
+  labels when it has them (learned ones), else the teacher's label of each image (after
+  factorization: of each tile), computed once before training. Loss T^2 * KL(label_T || student_T),
+  T = 4, label_T = softmax(log(label) / T); crops, flips and CutMix mix these labels as they mix
+  hard ones. Everything else is `soft`'s, so the two rows differ only in where the labels come from.
 - `minimax`: the hard-label protocol of Minimax / IGD on ImageNet subsets (their train.py and
   argument.py, vimar-gu/MinimaxDiffusion at 62fc435, which IGD reuses): SGD lr 0.01, momentum 0.9,
   wd 5e-4, batch 64, MultiStepLR at 2E//3 and 5E//6 with gamma 0.2, epochs by IPC (3000 at IPC 1,
@@ -51,6 +57,7 @@ PROTOCOLS: dict[str, dict] = {
     "dc": {"epochs": 300, "dsa": False},
     "soft": _SOFT_IMAGENET | {"batch_size": 32, "crop_scale": (0.5, 1.0), "epochs": 1000},
     "soft-imagenet": _SOFT_IMAGENET,
+    "static": _SOFT_IMAGENET | {"batch_size": 32, "crop_scale": (0.5, 1.0), "epochs": 1000, "loss": "static_kl"},
     "minimax": {"epochs": None, "epochs_by_ipc": MINIMAX_EPOCHS, "dsa": False, "lr": 0.01, "momentum": 0.9,
                 "weight_decay": 5e-4, "batch_size": 64, "schedule": "multistep", "milestones": (2 / 3, 5 / 6),
                 "gamma": 0.2, "crop_scale": (0.5, 1.0), "hflip": True, "cutmix": 1.0, "cutmix_alpha": 1.0},
@@ -63,6 +70,8 @@ PROTOCOL_SOURCES = {
                      "augmented batch; RandomResizedCrop scale (0.08, 1) as SRe2L and RDED",
     "soft": "SRe2L / RDED / DD-Ranking soft-label relabel (PROTOCOLS.md section 8) for images up to 64 px: "
             "RandomResizedCrop scale (0.5, 1), batch 32 and 1000 epochs, chosen on the Fashion-MNIST val split",
+    "static": "`soft` with static soft labels: one label vector per training image, no teacher at training time "
+              "(the set's own soft labels, else the teacher's of each image, computed once), T^2 KL at T = 4",
     "minimax": "Minimax / IGD hard-label protocol on ImageNet subsets (vimar-gu/MinimaxDiffusion train.py, argument.py "
                "ipc_epoch, data.py transform_imagenet; PROTOCOLS.md section 8); colour jitter and lighting left out",
 }
@@ -71,14 +80,16 @@ def describe(name: str) -> str:
     """One line on protocol `name`, from its preset: "dsa: 1000 epochs, hard labels, DSA, sgd"."""
     preset = PROTOCOLS[name]
     epochs = f"{preset['epochs']} epochs" if preset.get("epochs") else "epochs by IPC"
-    labels = "a teacher's soft labels" if preset.get("loss") == "teacher_kl" else "hard labels"
+    labels = {"teacher_kl": "a teacher's soft labels", "static_kl": "static soft labels"}.get(preset.get("loss"),
+                                                                                             "hard labels")
     augment = "DSA" if preset.get("dsa") else ("crop/flip/CutMix" if preset.get("crop_scale") else "no augmentation")
     return f"{name}: {epochs}, {labels}, {augment}, {preset.get('optimizer', 'sgd')}"
 
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("step", "multistep", "cosine")
-LOSSES = ("ce", "teacher_kl")
+LOSSES = ("ce", "teacher_kl", "static_kl")
+TEACHER_LOSSES = ("teacher_kl", "static_kl")  # the losses a teacher may label for (static_kl: only sets without labels)
 
 
 def epochs_for_ipc(table: dict[int, int], ipc: int, beyond: int = MINIMAX_EPOCHS_BEYOND) -> int:

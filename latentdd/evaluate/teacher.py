@@ -185,7 +185,8 @@ class Teacher:
     def __init__(self, model: nn.Module, mean: torch.Tensor, std: torch.Tensor, record: dict, *,
                  class_index: list[int] | None = None, in_channels: int | None = None,
                  input_size: int | None = None) -> None:
-        self.model = model.eval()
+        self.model = model.eval().requires_grad_(False)  # frozen: labels, features and matching never train it
+        self.model.zero_grad(set_to_none=True)  # a fitted model's last gradients: never used again
         self.mean, self.std = mean, std
         self.record = record
         self.class_index = None if class_index is None else torch.tensor(class_index, dtype=torch.long)
@@ -194,14 +195,38 @@ class Teacher:
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.model(self._inputs(images))
+        return logits if self.class_index is None else logits[:, self.class_index]
+
+    def _inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, C, H, W) in [0, 1] -> what the model takes (channels, size, normalisation)."""
         x = images.float()
         if self.in_channels == 3 and x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         if self.input_size is not None and x.shape[-1] != self.input_size:
             x = nn.functional.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
-                                          antialias=True, align_corners=False)  # (B, C', input_size, input_size)
-        logits = self.model(_normalise(x, self.mean, self.std))
-        return logits if self.class_index is None else logits[:, self.class_index]
+                                          antialias=True, align_corners=False)
+        return _normalise(x, self.mean, self.std)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, C, H, W) in [0, 1] -> the teacher's penultimate features (B, F), differentiable in `images`
+        (what teacher-aware distillers match and cluster); its weights stay frozen."""
+        embed = getattr(self.model, "embed", None)
+        if embed is None:
+            raise DataError(f"the teacher {self.record.get('name')} has no feature embedding (`embed`): use a teacher "
+                            "fitted by latentdd (`latentdd fit-teacher`) for teacher-feature methods")
+        return embed(self._inputs(images))
+
+    def key(self) -> str:
+        """What names this teacher in a content key: its content key, or its name."""
+        return self.record.get("key") or self.record["name"]
+
+
+@torch.no_grad()
+def teacher_log_probs(teacher: Teacher, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """images (N, C, H, W) in [0, 1] -> the teacher's log-probabilities (N, K) at T = 1, batch by batch."""
+    return torch.cat([torch.log_softmax(teacher(images[i : i + batch_size]), dim=1)
+                      for i in range(0, len(images), batch_size)]) if len(images) else torch.empty(0)
 
 
 def teacher_accuracy(teacher: Teacher, test: LabelledImages, batch_size: int = 500) -> float:
@@ -517,4 +542,4 @@ def describe(teacher: Teacher) -> str:
 
 
 __all__ = ["DEFAULT_TEACHER_PRESET", "PRETRAINED", "TEACHER_PRESETS", "Teacher", "TeacherConfig", "TeacherDamagedError", "fit_teacher", "load_teacher_folder",
-           "pretrained_teacher", "resolve_teacher", "teacher_accuracy", "describe"]
+           "pretrained_teacher", "resolve_teacher", "teacher_accuracy", "teacher_log_probs", "describe"]

@@ -29,8 +29,8 @@ from latentdd.config import (Checked, NonNegativeFloat, NonNegativeInt, Positive
                              Probability)
 from latentdd.data.base import LabelledImages, SyntheticImages
 from latentdd.errors import DataError, LatentDDError
-from latentdd.evaluate.protocols import (LOSSES, OPTIMIZERS, PROTOCOL_SOURCES, PROTOCOLS, SCHEDULES, CropFlip, cutmix,
-                                         epochs_for_ipc, lr_factor, make_optimizer)
+from latentdd.evaluate.protocols import (LOSSES, OPTIMIZERS, PROTOCOL_SOURCES, PROTOCOLS, SCHEDULES, TEACHER_LOSSES,
+                                         CropFlip, cutmix, epochs_for_ipc, lr_factor, make_optimizer)
 from latentdd.io import atomic_write_json
 from latentdd.nn.compile import COMPILE_MODES, CompileStatus, CompiledModel
 from latentdd.nn.convnet import MODELS, build_model, default_depth
@@ -79,8 +79,8 @@ class EvalConfig(Checked):
     hflip: bool = False  # per-image horizontal flip (not for datasets that flips change, e.g. digits)
     cutmix: Probability = 0.0  # probability that a batch is CutMixed; 0: never
     cutmix_alpha: PositiveFloat = 1.0  # CutMix's Beta(alpha, alpha)
-    loss: Literal[LOSSES] = "ce"  # ce: cross-entropy on the (mixed, or the set's soft) labels | teacher_kl: the teacher's, online
-    temperature: PositiveFloat = 4.0  # teacher_kl: T of KL(teacher_T || student_T) * T^2
+    loss: Literal[LOSSES] = "ce"  # ce: cross-entropy on the (mixed, or the set's soft) labels | teacher_kl: the teacher's, online | static_kl: one fixed label per image
+    temperature: PositiveFloat = 4.0  # teacher_kl, static_kl: T of KL(label_T || student_T) * T^2
     epochs_by_ipc: dict[int, int] | None = None  # {IPC bound: epochs}, used when epochs is None; beyond: 300
 
     @classmethod
@@ -103,9 +103,15 @@ class EvalConfig(Checked):
             raise DataError("evaluator.epochs is unset and there is no epochs_by_ipc table; set epochs (e.g. 1000)")
         if self.crop_scale is not None and not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
             raise DataError(f"evaluator.crop_scale must be (low, high) with 0 < low <= high <= 1; got {self.crop_scale!r}")
-        if self.loss == "teacher_kl" and self.use_soft_labels:
-            raise DataError("evaluator.loss teacher_kl takes its soft labels from the teacher; unset use_soft_labels "
-                            "(or use loss ce to train on the set's own soft labels)")
+        if self.loss in TEACHER_LOSSES and self.use_soft_labels:
+            raise DataError(f"evaluator.loss {self.loss} brings its own soft labels (teacher_kl: the teacher's; "
+                            "static_kl: the set's, else the teacher's); unset use_soft_labels (or use loss ce to train "
+                            "on the set's own soft labels with cross-entropy)")
+
+    @property
+    def uses_teacher(self) -> bool:
+        """Whether this loss may need a teacher: teacher_kl always, static_kl for sets without soft labels."""
+        return self.loss in TEACHER_LOSSES
 
     def arch_kwargs(self, image_size: int) -> dict:
         """The architecture's options, every default resolved (they go into the record)."""
@@ -144,7 +150,8 @@ class EvalConfig(Checked):
                teacher: dict | None = None) -> dict:
         """The evaluator part of the protocol record; `num_images`: stored images, before factorization;
         `compile_status`: how the training ran (None: not known, only the setting is recorded);
-        `teacher`: the record of the teacher that labelled the batches (loss teacher_kl)."""
+        `teacher`: the record of the teacher that labelled the batches (loss teacher_kl) or the images (static_kl
+        on a set without soft labels)."""
         trained = None if num_images is None else num_images * self.factor**2
         v2_parts = []
         if self.crop_scale is not None:
@@ -157,6 +164,9 @@ class EvalConfig(Checked):
         augmentation = "+".join(([dsa] if dsa else []) + v2_parts) or "none"
         if self.loss == "teacher_kl":
             labels = "soft: the teacher's, for every augmented batch"
+        elif self.loss == "static_kl":
+            labels = ("static soft: the teacher's of each training image, computed once before training" if teacher
+                      else "static soft: the set's own")
         else:
             labels = "soft" if (self.use_soft_labels and has_soft) else "hard"
         return {
@@ -172,8 +182,8 @@ class EvalConfig(Checked):
             "augmentation": augmentation,
             "augmentation_mode": "DSA single (one group per batch), per-image parameters" if self.dsa else None,
             "labels": labels,
-            "loss": (f"T^2 KL(teacher || student) at T = {self.temperature:g}" if self.loss == "teacher_kl"
-                     else "cross-entropy"),
+            "loss": {"teacher_kl": f"T^2 KL(teacher || student) at T = {self.temperature:g}",
+                     "static_kl": f"T^2 KL(label || student) at T = {self.temperature:g}"}.get(self.loss, "cross-entropy"),
             "teacher": teacher,
             "sample_weights": bool(self.use_weights and has_weights),
             "factorization": {"factor": self.factor, "images_trained": trained} if self.factor > 1 else False,
@@ -253,7 +263,7 @@ class _Step(CompiledModel):
 
     def _loss(self, x, y, weights, soft, temperature) -> torch.Tensor:
         logits = self.forward(x)
-        if temperature is not None:  # soft (B, K) is the teacher's softmax at this temperature
+        if temperature is not None:  # soft (B, K): the teacher's or the static labels, at this temperature
             log_student = F.log_softmax(logits / temperature, dim=1)
             per_sample = (torch.special.xlogy(soft, soft) - soft * log_student).sum(1) * temperature**2
         elif soft is not None:
@@ -303,7 +313,7 @@ def train_model(
     """Train a freshly initialised model on images (N, C, H, W) in [0, 1] with labels (N,).
 
     weights (N,) turn the loss into a weighted mean; soft_labels (N, K) replace the hard
-    targets. `compile_status` (mode config.compile) is told whether the steps ran compiled.
+    targets (loss static_kl: they are the labels at the config's temperature, `tempered`). `compile_status` (mode config.compile) is told whether the steps ran compiled.
     The optimiser, lr schedule, augmentation and loss are the config's (its protocol preset).
     `teacher` (loss teacher_kl): a callable images (B, C, H, W) in [0, 1] -> logits (B, K) that
     labels every augmented batch. `loss_history`, when given, receives each epoch's mean loss.
@@ -325,6 +335,8 @@ def train_model(
     if config.loss == "teacher_kl" and teacher is None:
         raise DataError(f"protocol {config.protocol} (loss teacher_kl) needs a teacher: fit one with "
                         "`latentdd fit-teacher` or pass --teacher")
+    if config.loss == "static_kl" and soft_labels is None:
+        raise DataError(f"protocol {config.protocol} (loss static_kl) trains on a soft label per image; none given")
     epochs_total = config.resolved_epochs(-(-n // num_classes))
     with torch.random.fork_rng(devices=[]):  # initialisation from the seed, caller's RNG untouched
         torch.manual_seed(seed)
@@ -337,7 +349,7 @@ def train_model(
     step = _Step(model, config.compile, compile_status)
     x_all = _normalise(images.float(), mean, std)
     y_all = labels.long()
-    temperature = config.temperature if config.loss == "teacher_kl" else None
+    temperature = config.temperature if config.loss in TEACHER_LOSSES else None
     losses = [] if loss_history is None and epoch_log is not None else loss_history
     first = 0
     if checkpoint is not None:
@@ -365,7 +377,7 @@ def train_model(
             if config.cutmix > 0 and float(torch.rand((), generator=gen)) < config.cutmix:
                 targets = soft if soft is not None else F.one_hot(y_all[idx], num_classes).float()
                 x, soft, batch_weights, _ = cutmix(x, targets, batch_weights, alpha=config.cutmix_alpha, generator=gen)
-            if teacher is not None and temperature is not None:
+            if teacher is not None and config.loss == "teacher_kl":
                 with torch.no_grad():  # the teacher sees the augmented batch in [0, 1]
                     soft = F.softmax(teacher(x * std.view(1, -1, 1, 1) + mean.view(1, -1, 1, 1)) / temperature, dim=1)
             loss = step.train(optimizer, x, y_all[idx], batch_weights, soft, temperature)
@@ -422,6 +434,12 @@ def _resume(path: Path, model: torch.nn.Module, optimizer, gen: torch.Generator,
     return epoch
 
 
+def tempered(log_labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """(N, K) log-probabilities -> the label distributions at `temperature`: softmax(log_labels / T), which is
+    softmax(logits / T) for labels that are softmax(logits); a zero probability stays zero."""
+    return F.softmax(log_labels.float() / temperature, dim=1)
+
+
 @torch.no_grad()
 def top1_accuracy(
     model: torch.nn.Module, test_set: LabelledImages, *, mean, std, batch_size: int = 1000, compile: str = "off",
@@ -463,7 +481,8 @@ def evaluate_synthetic(
     `flip=False` drops flips from DSA for classes that flipping changes. `record` is
     the protocol record of the stages before; the evaluator's part is added to it, and
     `missing_classes`: the classes the set has no image of (warned about; [] for a full set).
-    `teacher` (protocol soft, loss teacher_kl): see `latentdd.evaluate.teacher`; its record,
+    `teacher` (protocol soft, loss teacher_kl; or static_kl, for a set without soft labels, whose training images
+    it labels once): see `latentdd.evaluate.teacher`; its record,
     test accuracy included, goes into the evaluator's. With `config.epochs` unset the epochs
     come from `config.epochs_by_ipc` for the set's IPC (as trained: times factor**2, as Minimax).
     `done`: trainings already finished, by seed ({"accuracy", "seconds", "compiled", "report"}), from an
@@ -502,6 +521,19 @@ def evaluate_synthetic(
     labels = synthetic.labels.repeat(tiles)
     weights = None if weights is None else weights.repeat(tiles) / tiles  # each stored image keeps its weight
     soft = None if soft is None else soft.repeat(tiles, 1)
+    labelled_by = None  # static_kl: the teacher whose labels of the training images stand in for the set's own
+    if config.loss == "static_kl":
+        if synthetic.soft_labels is not None:
+            log_labels = synthetic.soft_labels.repeat(tiles, 1).log()
+        elif teacher is None:
+            raise DataError(f"protocol {config.protocol} (loss static_kl) trains on a soft label per image: this set "
+                            "carries none, so a teacher must label it; fit one with `latentdd fit-teacher` or pass "
+                            "--teacher")
+        else:
+            from latentdd.evaluate.teacher import teacher_log_probs
+
+            log_labels, labelled_by = teacher_log_probs(teacher, images), teacher
+        soft = tempered(log_labels, config.temperature)
     start = time.perf_counter()
     seeds = [config.seed + i for i in range(config.num_eval)]
     accuracies, seconds = [], []
@@ -517,7 +549,7 @@ def evaluate_synthetic(
         model = train_model(
             images, labels, num_classes=synthetic.num_classes, config=config, mean=mean,
             std=std, flip=flip, seed=seed, weights=weights, soft_labels=soft, progress=progress,
-            compile_status=status, teacher=teacher,
+            compile_status=status, teacher=teacher if config.loss == "teacher_kl" else None,
         )
         seconds.append(time.perf_counter() - t0)
         accuracies.append(
@@ -531,7 +563,7 @@ def evaluate_synthetic(
     full_record["evaluator"] = config.record(
         synthetic.image_shape[-1], flip=flip, has_weights=weights is not None, has_soft=soft is not None,
         num_images=len(synthetic), compile_status=status,
-        teacher=getattr(teacher, "record", None) if teacher is not None and config.loss == "teacher_kl" else None,
+        teacher=getattr(teacher if config.loss == "teacher_kl" else labelled_by, "record", None),
     )
     full_record["missing_classes"] = missing  # classes without a single training image
     full_record["num_eval"] = config.num_eval

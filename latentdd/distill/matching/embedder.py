@@ -27,8 +27,9 @@ class Embedder:
     0.1% of its norm in bfloat16.
     """
 
-    def __init__(self, spec: NetSpec, compile: str, real_precision: str) -> None:
-        self.model = spec.build(torch.Generator().manual_seed(0)).requires_grad_(False)  # weights come from load
+    def __init__(self, spec: NetSpec, compile: str, real_precision: str, model: torch.nn.Module | None = None) -> None:
+        # weights come from load; a fixed `model` (the teacher) is used as it is
+        self.model = (model if model is not None else spec.build(torch.Generator().manual_seed(0))).requires_grad_(False)
         self.status = CompileStatus(compile)
         self.requested_precision, self.real_precision = real_precision, real_precision
         self.real_dtype = REAL_PRECISIONS[real_precision]  # None until auto meets its device
@@ -48,7 +49,9 @@ class Embedder:
         self.calls = 0
 
     def load(self, model: torch.nn.Module) -> None:
-        """Make the embedding that of `model` (a network of the same spec)."""
+        """Make the embedding that of `model` (a network of the same spec, or the embedder's own module)."""
+        if model is self.model:
+            return
         with torch.no_grad():
             for mine, theirs in zip(self.model.state_dict().values(), model.state_dict().values(), strict=True):
                 mine.copy_(theirs)

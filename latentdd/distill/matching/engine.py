@@ -19,7 +19,7 @@ from latentdd.config import NonNegativeInt, PositiveFloat, PositiveInt
 from latentdd.distill.base import CheckedParams, DistillContext, assemble, check_distill_input, class_points, uniform_weights
 from latentdd.distill.matching.embedder import REAL_PRECISIONS, Embedder
 from latentdd.distill.matching.inputs import EMBEDDINGS, Inputs, Run
-from latentdd.distill.matching.sources import FreshNetworks, Net, NetSpec, NetworkBank
+from latentdd.distill.matching.sources import FreshNetworks, Net, NetSpec, NetworkBank, TeacherEmbedding, TeacherNetwork
 from latentdd.distill.quantize import KMeansDistiller, quantization_error
 from latentdd.errors import DataError
 from latentdd.io import checksum_path
@@ -30,6 +30,7 @@ from latentdd.progress import progress_bar
 
 INITS = ("real", "kmeans")
 TILES = ("latent", "decoded")  # what a factorized tile is: MatchingDistiller.tiles
+NETWORKS = ("method", "bank", "teacher")  # where the matched networks come from: MatchingDistiller.networks
 OPTIMIZERS = ("sgd", "adam")
 COMPILE_MODES = ("off", "auto", "on")
 CHECKPOINT_FILE = "matching_checkpoint.safetensors"  # latentdd.checkpoint: tensors, the rest as JSON, a checksum beside
@@ -62,9 +63,11 @@ class MatchingDistiller(CheckedParams):
         natively, `native_bfloat16`, else float32) for the real batch's forward, which needs no gradient;
         the synthetic batch is always float32. The record names the precision that ran.
     networks: "method" (the method's own source: fresh networks for DM/DC, the in-loop pool for
-        BACON/IDM) or "bank" (`NetworkBank`: bank_nets networks trained once on the real inputs with
+        BACON/IDM), "bank" (`NetworkBank`: bank_nets networks trained once on the real inputs with
         SGD lr bank_lr, momentum 0.9, batch bank_batch, DSA when dsa is on, snapshotted after each
-        of bank_steps steps, cached by content under the context's cache_dir).
+        of bank_steps steps, cached by content under the context's cache_dir) or "teacher" (the
+        context's teacher, the soft protocol's: its penultimate features are the embedding, every
+        iteration; needs embedding "pixel"; width, depth and norm are the teacher's, not these).
     factor: factorization (IDM/BACON's --aug 2; 1 = off): each stored image holds factor**2 tiles,
         initialised from factor**2 * IPC real latents (or centroids) per class; the matching sees
         the tiles upsampled back to full size, as the evaluator trains on them.
@@ -98,7 +101,7 @@ class MatchingDistiller(CheckedParams):
     real_precision: Literal[tuple(REAL_PRECISIONS)] = "float32"
     factor: PositiveInt = 1
     tiles: Literal[TILES] = "latent"
-    networks: Literal["method", "bank"] = "method"
+    networks: Literal[NETWORKS] = "method"
     bank_nets: PositiveInt = 4
     bank_steps: tuple[NonNegativeInt, ...] = (0, 50, 100, 200, 400)
     bank_lr: PositiveFloat = 0.01
@@ -109,8 +112,16 @@ class MatchingDistiller(CheckedParams):
         if self.tiles == "decoded" and self.embedding != "pixel":
             raise DataError(f"{self.name} tiles 'decoded' decodes each tile's latent, so it needs embedding 'pixel' "
                             f"(got {self.embedding!r}); with embedding 'latent' use tiles 'latent'")
+        if self.networks == "teacher" and self.embedding != "pixel":
+            raise DataError(f"{self.name} networks 'teacher' sees decoded images through the teacher, so it needs "
+                            f"embedding 'pixel' (got {self.embedding!r})")
         if not self.bank_steps:
             raise DataError(f"{self.name} bank_steps must name at least one step count (0: the untrained network)")
+
+    @property
+    def uses_teacher(self) -> bool:
+        """Whether the run needs the context's teacher (networks 'teacher')."""
+        return self.networks == "teacher"
 
     # ---- hooks ------------------------------------------------------------------------
 
@@ -151,7 +162,7 @@ class MatchingDistiller(CheckedParams):
             total = total + loss
             for name, value in parts.items():
                 terms[name] = terms.get(name, 0.0) + float(value.detach()) / run.num_classes
-        net.model.requires_grad_(True)
+        net.model.requires_grad_(net.optimizer is not None)  # a network the source trains (the in-loop pool's)
         check.step(total, it)
         source.after_step(run)
         return terms
@@ -172,14 +183,20 @@ class MatchingDistiller(CheckedParams):
                   self.batch_real or self.default_batch_real(ipc), augment, gen, tiles=self._tiles())
         depth = self.depth or inputs.default_depth()
         spec = NetSpec(inputs.channels, len(members), inputs.size, self.width, depth, self.norm)
-        run.embedder = Embedder(spec, self.compile, self.real_precision)
+        teacher_net = None
+        if self.networks == "teacher":
+            if context.teacher is None:
+                raise DataError(f"{self.name} networks 'teacher' needs a teacher: pass DistillContext(teacher=...) "
+                                "(latentdd distill and run fit or load the teacher: section teacher)")
+            teacher_net = TeacherEmbedding(context.teacher, inputs.mean, inputs.std)
+        run.embedder = Embedder(spec, self.compile, self.real_precision, model=teacher_net)
 
         initial = self._initial(latents, members, ipc, seed, gen)  # (K*per_class, c, h, w)
         run.weights = self.initial_weights(latents, members, initial)
         if run.weights is not None and run.tiles == "decoded":
             raise DataError(f"{self.name} tiles 'decoded' stores factor**2 latents an image, so the set's weights "
                             "must be uniform; leave weights at uniform or use tiles 'latent'")
-        bank = None
+        bank = None if teacher_net is None else TeacherNetwork(teacher_net)
         if self.networks == "bank":
             bank = NetworkBank.load_or_train(spec, run, nets=self.bank_nets, steps=tuple(self.bank_steps),
                                              lr=self.bank_lr, momentum=0.9, weight_decay=5e-4,
@@ -195,7 +212,7 @@ class MatchingDistiller(CheckedParams):
             syn = torch.nn.Parameter(initial.clone())
             return syn, self._make_optimizer(syn), bank if bank is not None else self.network_source(spec, run)
 
-        key = self._checkpoint_key(latents, ipc, seed)
+        key = self._checkpoint_key(latents, ipc, seed, teacher=None if teacher_net is None else context.teacher.key())
         path = Path(context.checkpoint_dir) / CHECKPOINT_FILE if context.checkpoint_dir else None
         resumed = self._resume(path, key, initial, limit, build, gen) if path is not None else None
         (syn, optimizer, source), start, elapsed, curve = resumed or (build(), 0, 0.0, [])
@@ -223,7 +240,8 @@ class MatchingDistiller(CheckedParams):
             "iterations": self.iterations, "seconds": seconds, "setup_seconds": setup_seconds,
             "iterations_per_second": (self.iterations - start) / max(seconds - elapsed, 1e-9),
             "resumed_from": start, "batch_real": run.batch_real, "depth": depth,
-            "dsa_strategy": strategy if self.dsa else None, "embedding_features": spec.features,
+            "dsa_strategy": strategy if self.dsa else None,
+            "embedding_features": spec.features if teacher_net is None else None,
             **source.record(), **run.embedder.record(), **self.describe(run), "loss_curve": curve})
 
     # ---- pieces -----------------------------------------------------------------------
@@ -315,14 +333,14 @@ class MatchingDistiller(CheckedParams):
             return z
         return torch.cat([tile(part, self.factor) for part in z.split(n)])
 
-    def _checkpoint_key(self, latents: Latents, ipc: int, seed: int) -> str:
+    def _checkpoint_key(self, latents: Latents, ipc: int, seed: int, teacher: str | None = None) -> str:
         """What a checkpoint must match to be resumed: the method, its parameters, ipc, seed and the
         latents' content. `iterations` and `checkpoint_every` are left out, so a finished run can be
         continued with more iterations (no schedule depends on the total)."""
         params = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("iterations", "checkpoint_every")}
         return content_key(f"distill-{self.name}", params=params, ipc=ipc, seed=seed,
                            latents=tensor_sha256(latents.latents), labels=tensor_sha256(latents.labels),
-                           class_names=list(latents.class_names))
+                           class_names=list(latents.class_names), **({"teacher": teacher} if teacher else {}))
 
     def advice(self) -> str:
         """What to change when the optimisation stops on NaN or divergence."""

@@ -1,6 +1,6 @@
 """Where a matching run's networks come from: a fresh random ConvNet each iteration (`FreshNetworks`),
-IDM/BACON's in-loop pool of networks trained between iterations (`InLoopPool`), or networks trained
-once and snapshotted (`NetworkBank`)."""
+IDM/BACON's in-loop pool of networks trained between iterations (`InLoopPool`), networks trained
+once and snapshotted (`NetworkBank`), or the soft protocol's trained teacher (`TeacherNetwork`)."""
 
 from __future__ import annotations
 
@@ -161,6 +161,44 @@ class InLoopPool:
 
     def record(self) -> dict:
         return {"networks": "in-loop pool", "pool_size": len(self.nets), "pool_add_every": self.add_every}
+
+
+class TeacherEmbedding(torch.nn.Module):
+    """The teacher as a matching network: the run's normalised pixel inputs -> the teacher's penultimate features.
+
+    The matching normalises decoded pixels with the decoded real latents' mean/std (`Inputs`); the teacher
+    takes [0, 1] images and normalises them with its own train split's (`Teacher.features`), so `embed`
+    undoes the first before the second. The teacher's weights stay frozen.
+    """
+
+    def __init__(self, teacher, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.teacher = teacher
+        self.model = teacher.model  # registered, so that .to() and the state dict see the teacher's weights
+        self.register_buffer("in_mean", mean.view(1, -1, 1, 1).clone())
+        self.register_buffer("in_std", std.view(1, -1, 1, 1).clone())
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.teacher.features(x * self.in_std + self.in_mean)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.teacher.model(self.teacher._inputs(x * self.in_std + self.in_mean))
+
+
+class TeacherNetwork(_FixedSource):
+    """The trained teacher every iteration (DM or BACON's loss in the teacher's feature space, issue 34's
+    teacher-aware matching): one network, trained on all real data, never changed."""
+
+    def __init__(self, model: TeacherEmbedding) -> None:
+        self.model = model
+
+    def next(self, it: int) -> Net:
+        return Net(self.model)
+
+    def record(self) -> dict:
+        r = self.model.teacher.record
+        return {"networks": "teacher", "teacher": {"name": r.get("name"), "key": r.get("key"),
+                                                    "preset": r.get("preset"), "test_accuracy": r.get("test_accuracy")}}
 
 
 class NetworkBank(_FixedSource):

@@ -1,0 +1,210 @@
+"""Issue 34's teacher-aware pieces: static soft labels (protocol static), RDED-style selection and stitching
+(distiller rded), and matching in the teacher's feature space (networks "teacher")."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from latentdd.data import SyntheticImages, load_dataset
+from latentdd.distill import DistillContext, make_distiller
+from latentdd.distill.matching.sources import TeacherEmbedding
+from latentdd.distill.rded import select_typical
+from latentdd.errors import DataError
+from latentdd.evaluate import EvalConfig, evaluate_synthetic, train_model
+from latentdd.evaluate.teacher import TeacherConfig, fit_teacher, teacher_log_probs
+from latentdd.evaluate.trainer import channel_stats, tempered
+from latentdd.latents.types import Latents
+from latentdd.vae import PixelVAE
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", "train"), load_dataset("digits", "test")
+
+
+@pytest.fixture(scope="module")
+def teacher(digits, tmp_path_factory):
+    train, test = digits
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return fit_teacher(train, test, TeacherConfig(width=16, depth=2, epochs=6, lr=3e-3, batch_size=64,
+                                                      cache_dir=str(tmp_path_factory.mktemp("cache"))))
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def space(digits):
+    """The digits train split as latents of the identity (pixel) space, with its decoder."""
+    train, _ = digits
+    return Latents(train.images, train.labels, list(train.class_names)), PixelVAE(1, 8).decode
+
+
+# ---------------------------------------------------------------------------------------
+# rded
+
+
+def test_select_typical_keeps_the_lowest_score_of_each_group_and_fills_empty_groups():
+    scores = np.array([0.9, 0.1, 0.5, 0.3, 0.2, 0.05])
+    groups = np.array([0, 0, 1, 1, 2, 2])
+    assert select_typical(scores, groups, 3).tolist() == [5, 1, 3]  # each group's lowest, most typical first
+    assert select_typical(scores, None, 2).tolist() == [5, 1]
+    # Group 2 of 3 has no member: the best candidate not yet chosen takes its place.
+    assert select_typical(scores, np.array([0, 0, 1, 1, 1, 1]), 3).tolist() == [5, 1, 4]
+    assert select_typical(np.array([0.2, 0.2, 0.1]), None, 2).tolist() == [2, 0]  # ties: the lower index
+
+
+def test_rded_keeps_the_candidates_the_teacher_finds_most_typical_of_their_class(space, teacher):
+    latents, decode = space
+    context = DistillContext(decode=decode, teacher=teacher)
+    out = make_distiller("rded", diversity="none", factor=1, candidates=10_000).distill(latents, 3, seed=0,
+                                                                                      context=context)
+    ce = F.cross_entropy(teacher(latents.latents), latents.labels, reduction="none").numpy()
+    for k in range(10):
+        members = np.flatnonzero(latents.labels.numpy() == k)
+        want = members[np.lexsort((members, ce[members]))[:3]]  # the class's three lowest cross-entropies
+        assert out.extras["indices"][3 * k : 3 * k + 3] == want.tolist()
+        assert torch.equal(out.latents[3 * k : 3 * k + 3], latents.latents[torch.from_numpy(want)])
+    assert out.extras["teacher"]["key"] == teacher.record["key"] and out.tile_factor == 1
+
+
+def test_rded_stitches_factor_squared_diverse_typical_latents_into_each_stored_image(space, teacher):
+    latents, decode = space
+    context = DistillContext(decode=decode, teacher=teacher)
+    rded = make_distiller("rded", candidates=10_000)  # every latent a candidate; diversity teacher, factor 2
+    out = rded.distill(latents, 2, seed=0, context=context)
+    assert out.latents.shape == (10 * 2 * 4, 1, 8, 8) and out.tile_factor == 2
+    assert out.labels.tolist() == [k for k in range(10) for _ in range(8)]
+    assert out.extras["factorization"] == {"factor": 2, "tiles": "decoded", "latents_matched_per_class": 8}
+    indices = np.array(out.extras["indices"])
+    assert len(set(indices.tolist())) == len(indices)
+    ce = F.cross_entropy(teacher(latents.latents), latents.labels, reduction="none").numpy()
+    plain = make_distiller("rded", candidates=10_000, diversity="none").distill(latents, 2, seed=0, context=context)
+    # The most typical member of each of 8 groups of teacher features, most typical first: the first is the
+    # class's most typical latent (its group's too); the others are not simply the next most typical.
+    for k in range(10):
+        members = np.flatnonzero(latents.labels.numpy() == k)
+        chosen = indices[8 * k : 8 * k + 8]
+        assert chosen[0] == members[np.argmin(ce[members])] and np.all(np.diff(ce[chosen]) >= 0)
+    assert set(indices.tolist()) != set(plain.extras["indices"])
+    again = rded.distill(latents, 2, seed=0, context=context)
+    assert torch.equal(again.latents, out.latents)  # same seed, same set
+    from latentdd.render import render_set
+    from latentdd.render.vae import VAEDecoder
+
+    class Identity:
+        def to_vae(self, x):
+            return x
+
+        def from_vae(self, x):
+            return x
+
+    images = render_set(VAEDecoder(PixelVAE(1, 8), Identity()), out, seed=0)  # 4 latents pooled into each image
+    assert images.images.shape == (20, 1, 8, 8)
+
+
+def test_rded_without_a_teacher_is_a_clear_error(space):
+    latents, decode = space
+    with pytest.raises(DataError, match="scores decoded latents with a teacher"):
+        make_distiller("rded").distill(latents, 1, seed=0, context=DistillContext(decode=decode))
+
+
+# ---------------------------------------------------------------------------------------
+# Matching in the teacher's feature space
+
+
+def test_the_teacher_as_a_matching_network_embeds_the_run_s_inputs_as_the_teacher_does(teacher, digits):
+    x = digits[0].images[:16]
+    mean, std = torch.tensor([0.3]), torch.tensor([0.4])
+    net = TeacherEmbedding(teacher, mean, std)
+    assert torch.allclose(net.embed((x - mean) / std), teacher.features(x), atol=1e-5)
+    assert torch.allclose(net((x - mean) / std), teacher(x), atol=1e-5)
+
+
+def test_dm_in_the_teacher_s_feature_space_moves_the_set_and_leaves_the_teacher_as_it_was(space, teacher):
+    latents, decode = space
+    before = {k: v.clone() for k, v in teacher.model.state_dict().items()}
+    dm = make_distiller("dm", embedding="pixel", networks="teacher", iterations=3, lr=0.05, checkpoint_every=1)
+    out = dm.distill(latents, 1, seed=0, context=DistillContext(decode=decode, teacher=teacher))
+    start = make_distiller("dm", embedding="pixel", iterations=1, lr=1e-12).distill(
+        latents, 1, seed=0, context=DistillContext(decode=decode))  # the same random real start, hardly moved
+    assert not torch.allclose(out.latents, start.latents, atol=1e-4)
+    assert out.extras["networks"] == "teacher" and out.extras["teacher"]["key"] == teacher.record["key"]
+    assert len(out.extras["loss_curve"]) == 3 and out.extras["loss_curve"][-1]["match"] < out.extras["loss_curve"][0]["match"]
+    assert all(torch.equal(v, before[k]) for k, v in teacher.model.state_dict().items())
+    assert all(p.grad is None and not p.requires_grad for p in teacher.model.parameters())
+    with pytest.raises(DataError, match="networks 'teacher' needs a teacher"):
+        dm.distill(latents, 1, seed=0, context=DistillContext(decode=decode))
+    with pytest.raises(DataError, match="needs embedding 'pixel'"):
+        make_distiller("dm", embedding="latent", networks="teacher")
+
+
+# ---------------------------------------------------------------------------------------
+# Static soft labels
+
+
+def tiny(protocol: str, **kw) -> EvalConfig:
+    return EvalConfig.preset(protocol, **({"width": 8, "depth": 2, "epochs": 3, "batch_size": 16, "num_eval": 1,
+                                           "compile": "off"} | kw))
+
+
+def test_tempered_labels_are_the_softmax_of_the_logits_at_the_temperature():
+    z = torch.randn(5, 7)
+    assert torch.allclose(tempered(F.log_softmax(z, 1), 4.0), F.softmax(z / 4.0, 1), atol=1e-6)
+    assert tempered(torch.tensor([[0.0, float("-inf")]]), 4.0).tolist() == [[1.0, 0.0]]  # a zero stays zero
+
+
+def test_static_labels_of_unaugmented_images_train_as_the_online_teacher_does(teacher, digits):
+    """Without augmentation the online teacher labels each image the same way every epoch: training on its
+    labels computed once (static_kl) is the same training as labelling every batch (teacher_kl)."""
+    train, _ = digits
+    images, labels = train.images[:40], train.labels[:40]
+    mean, std = channel_stats(train)
+    plain = {"crop_scale": None, "hflip": False, "cutmix": 0.0, "optimizer": "sgd"}  # Adam magnifies rounding
+    online = train_model(images, labels, num_classes=10, config=tiny("soft", **plain), mean=mean, std=std,
+                         teacher=teacher)
+    static = train_model(images, labels, num_classes=10, config=tiny("static", **plain), mean=mean, std=std,
+                         soft_labels=tempered(teacher_log_probs(teacher, images), 4.0))
+    for a, b in zip(online.state_dict().values(), static.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_the_static_protocol_labels_a_set_without_labels_with_the_teacher_and_takes_a_set_s_own(teacher, digits):
+    train, test = digits
+    mean, std = channel_stats(train)
+    pick = torch.arange(0, 200, 10)
+    bare = SyntheticImages(train.images[pick], train.labels[pick], list(train.class_names))
+    report = evaluate_synthetic(bare, test, tiny("static"), mean=mean, std=std, teacher=teacher, progress=False)
+    evaluator = report.record["evaluator"]
+    assert evaluator["labels"].startswith("static soft: the teacher's") and evaluator["protocol"] == "static"
+    assert evaluator["teacher"]["key"] == teacher.record["key"] and evaluator["loss"].startswith("T^2 KL(label")
+    own = dataclasses.replace(bare, soft_labels=F.one_hot(bare.labels, 10).float() * 0.9 + 0.01)
+    report = evaluate_synthetic(own, test, tiny("static"), mean=mean, std=std, teacher=None, progress=False)
+    assert report.record["evaluator"]["labels"] == "static soft: the set's own"
+    assert report.record["evaluator"]["teacher"] is None
+    with pytest.raises(DataError, match="carries none, so a teacher must label it"):
+        evaluate_synthetic(bare, test, tiny("static"), mean=mean, std=std, progress=False)
+    with pytest.raises(DataError, match="brings its own soft labels"):
+        tiny("static", use_soft_labels=True)
+
+
+def test_distill_rded_from_the_command_line_names_its_teacher(tmp_path):
+    from latentdd.cli import main
+
+    out = tmp_path / "rded"
+    cache = tmp_path / "cache"
+    assert main(["distill", "--dataset", "digits", "--vae", "pixel", "--method", "rded", "--ipc", "1", "--quiet",
+                 "--param", "candidates=20", "--teacher.width", "8", "--teacher.depth", "2", "--teacher.epochs", "1",
+                 "--cache-dir", str(cache), "--teacher-cache-dir", str(cache), "--out", str(out)]) == 0
+    record = json.loads((out / "distill.json").read_text())
+    assert record["record"]["method"]["teacher"]["key"] == record["extras"]["teacher"]["key"]
+    assert (cache / "teacher" / record["extras"]["teacher"]["key"][:16] / "teacher.json").is_file()
+    manifest = json.loads((out / "images" / "manifest.json").read_text())
+    assert len(manifest["images"]) == 10  # one stored image a class, each 2 x 2 chosen latents
