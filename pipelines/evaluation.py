@@ -109,7 +109,7 @@ class Evaluator:
                 record.setdefault("dataset", {})["evaluated_on"] = inputs["evaluated_on"]
             report = self._evaluate(synthetic, s, cfg, record, stored)
         return Row(s.method, s.label, s.ipc, report["mean"], report["std"], len(report["accuracies"]), str(path),
-                   lent_from(report, path), weighted=weighted, subset_of=s.subset_of)
+                   lent_from(report, path), weighted=weighted, subset_of=s.subset_of, tiles=cfg.factor)
 
     def _evaluate(self, synthetic, s: EvaluatedSet, cfg: EvalConfig, record: dict, stored: StoredReport) -> dict:
         """Train and test (taking the finished trainings there are) -> the report, as written."""

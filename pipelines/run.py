@@ -80,11 +80,13 @@ def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator
             if row not in rows:  # an unweighted set gives the same row under both modes
                 rows.append(row)
         if config.random_real:
-            subsets = []
+            baselines: dict[str, list[Row]] = {}  # random real, and random real tiles
             for s in sets.random_real(ipc):
-                subsets.append(replace(evaluate(s, subset_settings), class_consistency=consistency(s.images)))
+                baselines.setdefault(s.subset_of, []).append(
+                    replace(evaluate(s, subset_settings), class_consistency=consistency(s.images)))
                 evaluated.append(s)
-            rows += subsets + [over_subsets(subsets)]
+            for subsets in baselines.values():
+                rows += subsets + [over_subsets(subsets)]
     consistency.write(out / "consistency.json")
     # HLR (and LRS) compare hard-label accuracies: full data's is used under a hard-label protocol only.
     rows = with_relative_scores(rows, full_data if evaluator.loss == "ce" and not evaluator.use_soft_labels else None)
@@ -118,9 +120,11 @@ class _Sets:
         """Each method's set at `ipc` (distilled as it comes), once per weight mode (run.use_weights)."""
         for spec in filter(lambda s: s.runs_at(ipc), self.specs):
             folder = self._distil(spec, ipc)
+            # a set of f x f tiles trains on its tiles whatever the evaluator's factor (rded's default factor too)
+            factor = getattr(make_distiller(spec.method, **spec.params), "factor", 1)
             for use_weights in self.config.weight_modes(spec):
                 yield EvaluatedSet(folder / "images", spec.method, spec.label, ipc, use_weights,
-                                   spec.params.get("factor"))
+                                   factor if factor > 1 else spec.params.get("factor"))
 
     def _distil(self, spec: MethodSpec, ipc: int) -> Path:
         """The folder of `spec`'s set at `ipc`, distilled unless it holds the set its request asks for (or rendered
@@ -143,21 +147,26 @@ class _Sets:
 
     def random_real(self, ipc: int) -> Iterator[EvaluatedSet]:
         """The random-real subsets at `ipc` (DC's baseline: independently drawn subsets, seed + i), or the one
-        subset of a random-real part."""
+        subset of a random-real part; then, with run.random_real_tiles f > 1, the random-real tiles subsets."""
         config = self.config
         parts = range(config.random_real_subsets) if config.random_real_part is None else [config.random_real_part]
-        for i in parts:
-            seed = config.seed + i
-            folder = self.out / f"random-real-s{seed}_ipc{ipc}"
-            # Keyed on what draws the subset: the train split's content, the IPC and the seed.
-            key = content_key("random-real", train=self.prepared.train_sha256, ipc=ipc, seed=seed)
-            if _stored_key(folder) != key:
-                subset = random_real(self.prepared.train, ipc, seed)
-                subset.meta["key"] = key
-                record = protocol_record(dataset=self.prepared.record["dataset"], method=subset.meta["method"],
-                                         ipc=ipc, evaluator={}, num_eval=0, seeds=[seed])
-                export_image_folder(subset, folder, record=record, overwrite=True)
-            yield EvaluatedSet(folder, "random", f"{RANDOM_REAL} s{seed}", ipc, False, subset_of=RANDOM_REAL)
+        for tiles in sorted({1, config.random_real_tiles}):
+            baseline = RANDOM_REAL if tiles == 1 else f"{RANDOM_REAL} tiles {tiles}x{tiles}"
+            for i in parts:
+                seed = config.seed + i
+                folder = self.out / (f"random-real-s{seed}_ipc{ipc}" if tiles == 1 else
+                                     f"random-real-tiles{tiles}-s{seed}_ipc{ipc}")
+                # Keyed on what draws the subset: the train split's content, the IPC, the seed (and the tiling).
+                key = content_key("random-real", train=self.prepared.train_sha256, ipc=ipc, seed=seed,
+                                  **({"tiles": tiles} if tiles > 1 else {}))
+                if _stored_key(folder) != key:
+                    subset = random_real(self.prepared.train, ipc, seed, tiles)
+                    subset.meta["key"] = key
+                    record = protocol_record(dataset=self.prepared.record["dataset"], method=subset.meta["method"],
+                                             ipc=ipc, evaluator={}, num_eval=0, seeds=[seed])
+                    export_image_folder(subset, folder, record=record, overwrite=True)
+                yield EvaluatedSet(folder, "random", f"{baseline} s{seed}", ipc, False,
+                                   factor=None if tiles == 1 else tiles, subset_of=baseline)
 
 
 class _Consistency:

@@ -130,6 +130,10 @@ class RunConfig(Checked):
         IOR (vs the random-real subsets of the same IPC and protocol) is always reported.
     random_real_num_eval: trainings per random-real subset (default: the evaluator's num_eval), e.g. 1
         beside 3 per distilled set: the baseline's spread is the subsets'.
+    random_real_tiles: f > 1 adds a second random-real baseline, random real tiles: as many subsets, each stored
+        image f x f random real images of its class average-pooled and tiled (`baseline.random_real`), trained on
+        its tiles (factor f) like a set of f x f tiles (rded, matching with factor f). Each distilled set's IOR is
+        then against the baseline of its own tiling (`tables.with_relative_scores`). 1: none.
     random_real_part: this process evaluates only random-real subset K (0-based, seed seed + K) and no
         distilled set: one part of a run split across processes, which the whole run gathers with reports_from.
     reports_from: earlier run folders whose reports/ this run may reuse. A training is its seed's alone, so
@@ -155,6 +159,7 @@ class RunConfig(Checked):
     random_real_subsets: PositiveInt = 5  # independently drawn subsets (seeds seed, seed + 1, ...), as DC reports it
     random_real_num_eval: PositiveInt | None = None  # trainings per random-real subset; None: the evaluator's num_eval
     random_real_part: int | None = None  # only subset K, no distilled set (a part of a run split across processes)
+    random_real_tiles: PositiveInt = 1  # f > 1: also random real tiles, f x f composites of random real images (rded's, factorized sets' baseline)
     reports_from: list[str] = field(default_factory=list)  # earlier runs whose trainings are reused, seed by seed
     eval_split: Literal["test", "val"] = "test"
     latents_from: str | None = None

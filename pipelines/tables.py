@@ -22,7 +22,8 @@ class Row:
     set's weights (the table names the row "<label> + weights"); n: trainings, or subsets for a row over
     subsets; report: the evaluation's report (None over subsets); lent_from: the other run folders whose
     trainings the report holds -> how many each lent; subset_of: a random-real subset's baseline;
-    training_std and subsets (the subsets' reports): a row over subsets; ior, hlr, lrs: `with_relative_scores`.
+    training_std and subsets (the subsets' reports): a row over subsets; ior, hlr, lrs: `with_relative_scores`;
+    tiles: f when the set's stored images were trained on as f x f tiles (factorization), else 1.
     """
 
     method: str
@@ -42,6 +43,7 @@ class Row:
     ior: float | None = None
     hlr: float | None = None
     lrs: float | None = None
+    tiles: int = 1
 
     @property
     def name(self) -> str:
@@ -65,6 +67,8 @@ class Row:
                    "subsets": list(self.subsets), "report": self.report, "lent_from": dict(self.lent_from)}
         if self.class_consistency is not None:
             row["class_consistency"] = self.class_consistency
+        if self.tiles > 1:
+            row["tiles"] = self.tiles
         return row | {"ior": self.ior, "hlr": self.hlr, "lrs": self.lrs}
 
     @classmethod
@@ -76,7 +80,7 @@ class Row:
                    row["report"], dict(row["lent_from"]), weighted=weighted, subset_of=row.get("subset_of"),
                    quantization_error=row.get("quantization_error"), class_consistency=row.get("class_consistency"),
                    training_std=row.get("training_std"), subsets=None if subsets is None else tuple(subsets),
-                   ior=row.get("ior"), hlr=row.get("hlr"), lrs=row.get("lrs"))
+                   ior=row.get("ior"), hlr=row.get("hlr"), lrs=row.get("lrs"), tiles=row.get("tiles", 1))
 
 
 def subsets_text(n: int) -> str:
@@ -91,21 +95,25 @@ def over_subsets(rows: list[Row]) -> Row:
     first = rows[0]
     return Row(first.method, f"{first.subset_of}, {subsets_text(len(rows))}", first.ipc, float(np.mean(means)),
                float(np.std(means)), len(rows), None, dict(sum((Counter(r.lent_from) for r in rows), Counter())),
-               training_std=float(np.mean([r.std for r in rows])), subsets=tuple(r.report for r in rows))
+               training_std=float(np.mean([r.std for r in rows])), subsets=tuple(r.report for r in rows),
+               tiles=first.tiles)
 
 
 def with_relative_scores(rows: list[Row], full_data: float | None) -> list[Row]:
-    """The rows with each set's IOR against the random-real subsets of its IPC (same protocol), and its HLR and LRS
-    when `full_data` (the full-data accuracy, for a hard-label protocol): `latentdd.evaluate.scores`."""
-    random: dict[int, list[list[float]]] = {}
+    """The rows with each set's IOR against the random-real subsets of its IPC (same protocol) -- of its tiling, for
+    a set trained on f x f tiles when the run has random real tiles of f (run.random_real_tiles), else plain random
+    real --, and its HLR and LRS when `full_data` (the full-data accuracy, for a hard-label protocol):
+    `latentdd.evaluate.scores`."""
+    random: dict[tuple[int, int], list[list[float]]] = {}
     for r in rows:
         if r.subset_of is not None:
-            random.setdefault(r.ipc, []).append([r.mean])
+            random.setdefault((r.ipc, r.tiles), []).append([r.mean])
 
     def scored(r: Row) -> Row:
-        if r.subset_of is not None or r.subsets is not None or r.ipc not in random:
+        baseline = random.get((r.ipc, r.tiles)) or random.get((r.ipc, 1))
+        if r.subset_of is not None or r.subsets is not None or baseline is None:
             return r
-        scores = relative_scores([r.mean], random[r.ipc], set_hard_accuracies=[r.mean],
+        scores = relative_scores([r.mean], baseline, set_hard_accuracies=[r.mean],
                                  full_data_accuracies=None if full_data is None else [full_data])
         return replace(r, ior=scores.ior, hlr=scores.hlr, lrs=scores.lrs)
 

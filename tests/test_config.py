@@ -197,7 +197,7 @@ def test_every_section_is_registered_once_under_the_name_its_class_reports():
     (lambda: EvalConfig(milestones=(0.5, 1.5)), "evaluator.milestones[1] must lie in (0, 1); got 1.5"),
     (lambda: EvalConfig(factor=True),
      "evaluator.factor must be a positive integer (1: no factorization, 2: IDM's --aug); got True"),
-    (lambda: TeacherConfig(epochs=0), "teacher.epochs must be a positive integer; got 0"),
+    (lambda: TeacherConfig(epochs=0), "teacher.epochs must be a positive integer (or null); got 0"),
     (lambda: make_distiller("kmeans", niter=0), "kmeans niter must be a positive integer; got 0"),
     (lambda: make_distiller("dm", bank_steps=[0, -1]), "dm bank_steps[1] must be a non-negative integer; got -1"),
 ])

@@ -208,3 +208,45 @@ def test_distill_rded_from_the_command_line_names_its_teacher(tmp_path):
     assert (cache / "teacher" / record["extras"]["teacher"]["key"][:16] / "teacher.json").is_file()
     manifest = json.loads((out / "images" / "manifest.json").read_text())
     assert len(manifest["images"]) == 10  # one stored image a class, each 2 x 2 chosen latents
+
+
+# ---------------------------------------------------------------------------------------
+# Random real tiles
+
+
+def test_random_real_tiles_pool_and_tile_four_random_real_images_of_a_class_into_each_stored_image(digits):
+    from latentdd.nn.factorization import tile
+    from latentdd.pipelines.baseline import random_real
+
+    train, _ = digits
+    tiled = random_real(train, 2, seed=3, tiles=2)
+    drawn = torch.tensor(tiled.meta["method"]["train_indices"])  # 8 a class, class by class
+    assert tiled.images.shape == (20, 1, 8, 8) and tiled.meta["method"]["tiles"] == 2
+    assert tiled.labels.tolist() == [k for k in range(10) for _ in range(2)]
+    for k in range(10):
+        assert torch.equal(tiled.images[2 * k : 2 * k + 2], tile(train.images[drawn[8 * k : 8 * k + 8]], 2))
+        assert bool((train.labels[drawn[8 * k : 8 * k + 8]] == k).all())
+
+
+def test_a_run_scores_a_tiled_set_against_random_real_tiles(tmp_path):
+    import yaml
+
+    from latentdd.cli import main
+
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({
+        "teacher": {"width": 8, "depth": 2, "epochs": 1, "cache_dir": str(tmp_path / "cache")},
+        "run": {"methods": [{"method": "rded", "params": {"candidates": 20}}], "ipcs": [1], "random_real_subsets": 2,
+                "random_real_tiles": 2}}))
+    out = tmp_path / "run"
+    assert main(["run", "--config", str(config), "--dataset", "digits", "--vae", "pixel", "--cache-dir",
+                 str(tmp_path / "cache"), "--epochs", "2", "--width", "8", "--depth", "2", "--compile", "off",
+                 "--num-eval", "1", "--out", str(out), "--quiet"]) == 0
+    rows = json.loads((out / "results.json").read_text())
+    rded = next(r for r in rows if r["method"].startswith("rded"))
+    tiles = [r for r in rows if r.get("subset_of") == "random-real (pixels) tiles 2x2"]
+    plain = [r for r in rows if r.get("subset_of") == "random-real (pixels)"]
+    assert len(tiles) == 2 and len(plain) == 2 and rded["tiles"] == 2 and all(r["tiles"] == 2 for r in tiles)
+    assert rded["ior"] == pytest.approx(rded["mean"] - np.mean([r["mean"] for r in tiles]))
+    report = json.loads(open(tiles[0]["report"]).read())
+    assert report["record"]["evaluator"]["factorization"] == {"factor": 2, "images_trained": 40}

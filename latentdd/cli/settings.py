@@ -151,7 +151,7 @@ ALIASES: tuple[Alias, ...] = (
     # evaluator (evaluate, run, compare); fit-teacher's like-named flags set the teacher's
     Alias("--protocol", "evaluator.protocol", _protocol_help),
     Alias("--model", "evaluator.model", _models_help("student architecture (default convnet)")),
-    Alias("--model", "teacher.model", _models_help("architecture (default convnet)"), commands=("fit-teacher",)),
+    Alias("--model", "teacher.model", _models_help("architecture (default: the preset's, convnet)"), commands=("fit-teacher",)),
     Alias("--depth", "evaluator.depth", "ConvNet depth (default by image size)"),
     Alias("--depth", "teacher.depth", "ConvNet depth (default by image size)", commands=("fit-teacher",)),
     Alias("--width", "evaluator.width", "channels of the first stage (default: the model's)"),
