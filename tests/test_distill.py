@@ -318,7 +318,31 @@ def test_coresets_record_global_indices_on_interleaved_labels():
 FAST = {name: {"iterations": 3, "width": 8, "pool_start": 1, "batch_real": 6, "net_batch": 8, "train_steps": 1}
         for name in ("bacon", "idm")} | {
             name: {"iterations": 3, "width": 8, "batch_real": 6, "embedding": "latent"} for name in ("dm", "dc", "dsa")} | {
-            "forgetting": {"epochs": 2, "width": 8, "batch": 8}}
+            "forgetting": {"epochs": 2, "width": 8, "batch": 8}, "rded": {"factor": 1}}
+
+
+class _LinearNet(torch.nn.Module):
+    """A tiny classifier of (B, 2, 2, 2) inputs with an `embed`, as a teacher for the teacher-aware distillers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.classifier = torch.nn.Linear(8, 3)
+        with torch.no_grad():
+            self.classifier.weight.copy_(torch.linspace(-1, 1, 24).view(3, 8))
+
+    def embed(self, x):
+        return x.flatten(1)
+
+    def forward(self, x):
+        return self.classifier(self.embed(x))
+
+
+def _teacher_context():
+    from latentdd.distill import DistillContext
+    from latentdd.evaluate.teacher import Teacher
+
+    teacher = Teacher(_LinearNet(), torch.zeros(2), torch.ones(2), {"name": "teacher:tiny", "key": "tiny"})
+    return {"context": DistillContext(decode=lambda z: z, teacher=teacher)}
 
 
 @pytest.mark.parametrize("name", list(DISTILLERS))
@@ -327,15 +351,17 @@ def test_every_distiller_shapes_labels_weights_and_determinism(name):
     latents = as_latents([rng.normal(size=(n, 8)) + 5 * k for k, n in enumerate([12, 20, 15])])
     distiller = make_distiller(name, **FAST.get(name, {}))
     assert isinstance(distiller, Distiller) and distiller.name == name
-    syn = distiller.distill(latents, 4, seed=3)
-    assert syn.latents.shape == (12, *SHAPE) and syn.latents.dtype == torch.float32
-    assert syn.labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    extra = _teacher_context() if getattr(distiller, "uses_teacher", False) else {}
+    syn = distiller.distill(latents, 4, seed=3, **extra)
+    stored = 4 * (distiller.factor**2 if name == "rded" else 1)  # rded stores factor**2 latents an image
+    assert syn.latents.shape == (3 * stored, *SHAPE) and syn.latents.dtype == torch.float32
+    assert syn.labels.tolist() == [0] * stored + [1] * stored + [2] * stored
     assert syn.method == name and syn.params["ipc"] == 4 and syn.params["seed"] == 3
     assert syn.class_names == latents.class_names
-    per_class = syn.weights.reshape(3, 4).sum(1)
+    per_class = syn.weights.reshape(3, stored).sum(1)
     torch.testing.assert_close(per_class, torch.ones(3), atol=1e-6, rtol=0)
     assert len(syn.extras["quantization_error"]) == 3
-    again = distiller.distill(latents, 4, seed=3)
+    again = distiller.distill(latents, 4, seed=3, **extra)
     assert torch.equal(syn.latents, again.latents) and torch.equal(syn.weights, again.weights)
 
 

@@ -475,7 +475,7 @@ def test_network_bank_trains_once_snapshots_and_is_reused_from_its_cache(latents
     assert again.extras["bank_train_seconds"] == first.extras["bank_train_seconds"]
     dm = make_distiller("dm", **TINY, **bank).distill(latents, 2, seed=0, context=ctx)  # same bank, another method
     assert dm.extras["bank_cached"] is True
-    with pytest.raises(DataError, match="networks must be one of method, bank; got"):
+    with pytest.raises(DataError, match="networks must be one of method, bank, teacher; got"):
         make_distiller("dm", networks="pool")
 
 

@@ -185,7 +185,7 @@ def test_bad_protocol_settings_are_refused_with_the_choices(capsys):
     from latentdd.cli import eval_config, main, make_parser
 
     args = make_parser().parse_args(["evaluate", "--images", "x"])
-    with pytest.raises(DataError, match="dsa, dc, soft, soft-imagenet, minimax"):
+    with pytest.raises(DataError, match="dsa, dc, soft, soft-imagenet, static, minimax"):
         eval_config(args, {"evaluator": {"protocol": "sre2l"}})
     assert main(["evaluate", "--images", "x", "--protocol", "sre2l", "--quiet"]) == 2  # before any work
     assert "unknown protocol 'sre2l'" in capsys.readouterr().err

@@ -250,3 +250,37 @@ def test_a_run_scores_a_tiled_set_against_random_real_tiles(tmp_path):
     assert rded["ior"] == pytest.approx(rded["mean"] - np.mean([r["mean"] for r in tiles]))
     report = json.loads(open(tiles[0]["report"]).read())
     assert report["record"]["evaluator"]["factorization"] == {"factor": 2, "images_trained": 40}
+
+
+# ---------------------------------------------------------------------------------------
+# Boundary samples
+
+
+def test_boundary_entropy_steps_raise_the_teacher_s_entropy_and_keep_every_image_in_its_class(space, teacher):
+    latents, decode = space
+    context = DistillContext(decode=decode, teacher=teacher)
+    out = make_distiller("boundary", steps=5, lr=0.5).distill(latents, 2, seed=0, context=context)
+    kmeans = make_distiller("kmeans").distill(latents, 2, seed=0)
+    assert out.latents.shape == kmeans.latents.shape and not torch.equal(out.latents, kmeans.latents)
+    h = out.extras["teacher_entropy"]
+    assert np.mean(h["after"]) > np.mean(h["before"])
+    assert out.extras["teacher_keeps_class"] == 1.0
+    assert bool((teacher(decode(out.latents)).argmax(1) == out.labels).all())
+
+
+def test_boundary_interpolation_goes_alpha_of_the_way_to_the_nearest_latent_of_the_runner_up_class(space, teacher):
+    latents, decode = space
+    context = DistillContext(decode=decode, teacher=teacher)
+    out = make_distiller("boundary", move="interpolate", start="random", alpha=0.25, candidates=10_000,
+                         keep_class=False).distill(latents, 1, seed=0, context=context)
+    start = make_distiller("boundary", move="interpolate", start="random", alpha=0.0, candidates=10_000,
+                           keep_class=False).distill(latents, 1, seed=0, context=context).latents  # alpha 0: the start
+    x = latents.latents.flatten(1)
+    for k in range(10):
+        z0 = start[k]
+        logits = teacher(decode(z0[None]))[0]
+        logits[k] = float("-inf")
+        j = int(logits.argmax())
+        others = x[latents.labels == j]
+        nearest = others[(others - z0.flatten()).square().sum(1).argmin()].view_as(z0)
+        assert torch.allclose(out.latents[k], 0.75 * z0 + 0.25 * nearest, atol=1e-6)

@@ -74,10 +74,10 @@ class RDEDDistiller(CheckedParams):
 
     def distill(self, latents: Latents, ipc: int, *, seed: int, context: DistillContext | None = None) -> SyntheticLatents:
         context = context or DistillContext()
+        members = check_distill_input(latents, ipc, seed)
         if context.teacher is None or context.decode is None:
             raise DataError("rded scores decoded latents with a teacher: pass DistillContext(decode=..., teacher=...) "
                             "(latentdd distill and run give the space's decoder and fit or load the teacher)")
-        members = check_distill_input(latents, ipc, seed)
         m = ipc * self.factor**2
         smallest = min(range(len(members)), key=lambda k: len(members[k]))
         if len(members[smallest]) < m:
