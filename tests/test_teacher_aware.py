@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -284,3 +285,48 @@ def test_boundary_interpolation_goes_alpha_of_the_way_to_the_nearest_latent_of_t
         others = x[latents.labels == j]
         nearest = others[(others - z0.flatten()).square().sum(1).argmin()].view_as(z0)
         assert torch.allclose(out.latents[k], 0.75 * z0 + 0.25 * nearest, atol=1e-6)
+
+
+def test_the_teacher_table_scores_each_set_against_the_random_real_of_its_tiling(tmp_path):
+    """scripts/teacher_table.py on two hand-made runs: IOR against random real, or random real tiles for a tiled
+    set, under each protocol; LRS from the hard-label HLR."""
+    import importlib.util
+
+    from latentdd.evaluate.scores import lrs
+    from latentdd.pipelines.calibrate import full_data_accuracy
+
+    spec = importlib.util.spec_from_file_location("teacher_table", "scripts/teacher_table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+
+    def run(name, rows, teacher=None):
+        folder = tmp_path / name
+        (folder / "reports").mkdir(parents=True)
+        for i, row in enumerate(rows):
+            row["report"] = str(folder / "reports" / f"{i}.json")
+            Path(row["report"]).write_text(json.dumps({"record": {"evaluator": {"teacher": teacher}}}))
+        (folder / "results.json").write_text(json.dumps(rows))
+        return folder
+
+    def rows(plain, tiled, kmeans, rded):
+        subsets = [{"method": f"random-real (pixels) s{i}", "ipc": 1, "mean": m, "std": 0.0, "n": 1,
+                    "subset_of": "random-real (pixels)"} for i, m in enumerate(plain)]
+        subsets += [{"method": f"random-real (pixels) tiles 2x2 s{i}", "ipc": 1, "mean": m, "std": 0.0, "n": 1,
+                     "subset_of": "random-real (pixels) tiles 2x2", "tiles": 2} for i, m in enumerate(tiled)]
+        return subsets + [{"method": "kmeans", "ipc": 1, "mean": kmeans, "std": 0.5, "n": 3},
+                          {"method": "rded", "ipc": 1, "mean": rded, "std": 0.5, "n": 3, "tiles": 2}]
+
+    teacher = {"name": "teacher:abc", "preset": "strong", "test_accuracy": 93.1, "epoch_seconds": 7200.0}
+    hard = run("dsa", rows([50.0, 52.0], [60.0, 62.0], 70.0, 65.0))
+    soft = run("soft", rows([80.0, 82.0], [84.0, 86.0], 80.0, 88.0), teacher)
+    out = tmp_path / "table.md"
+    assert table.main(["--runs", f"dsa={hard}", "--runs", f"soft={soft}", "--out", str(out)]) == 0
+    text = out.read_text()
+    full = full_data_accuracy("results/calibration_fashion_mnist", "fashion_mnist")
+    kmeans = next(line for line in text.splitlines() if line.startswith("| kmeans |"))
+    rded = next(line for line in text.splitlines() if line.startswith("| rded |"))
+    assert "| +19.00 |" in kmeans and "| -1.00 |" in kmeans  # 70 - 51; 80 - 81
+    assert "| +4.00 |" in rded and "| +3.00 |" in rded  # against the tiles: 65 - 61; 88 - 85
+    assert f"| {lrs(3.0, full - 65.0):.2f} |" in rded
+    assert "| random real tiles 2x2 | 1 | 61.00 ± 1.00 (2 subsets) | 0 |" in text
+    assert "teacher:abc (preset strong), 93.10% on test, 2.00 h to fit" in text
