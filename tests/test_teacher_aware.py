@@ -141,6 +141,9 @@ def test_dm_in_the_teacher_s_feature_space_moves_the_set_and_leaves_the_teacher_
     assert len(out.extras["loss_curve"]) == 3 and out.extras["loss_curve"][-1]["match"] < out.extras["loss_curve"][0]["match"]
     assert all(torch.equal(v, before[k]) for k, v in teacher.model.state_dict().items())
     assert all(p.grad is None and not p.requires_grad for p in teacher.model.parameters())
+    bacon = make_distiller("bacon", embedding="pixel", networks="teacher", loss="bacon-reference", iterations=2)
+    out = bacon.distill(latents, 1, seed=0, context=DistillContext(decode=decode, teacher=teacher))
+    assert out.extras["networks"] == "teacher" and np.isfinite(out.extras["loss_curve"][-1]["ce"])
     with pytest.raises(DataError, match="networks 'teacher' needs a teacher"):
         dm.distill(latents, 1, seed=0, context=DistillContext(decode=decode))
     with pytest.raises(DataError, match="needs embedding 'pixel'"):

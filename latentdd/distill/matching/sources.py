@@ -181,6 +181,11 @@ class TeacherEmbedding(torch.nn.Module):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.teacher.features(x * self.in_std + self.in_mean)
 
+    @property
+    def classifier(self) -> torch.nn.Module:
+        """The teacher's last layer, features -> logits (what BACON and IDM's cross-entropy term read)."""
+        return self.model.classifier if hasattr(self.model, "classifier") else self.model.fc  # ConvNet, VGG / ResNet
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.teacher.model(self.teacher._inputs(x * self.in_std + self.in_mean))
 
