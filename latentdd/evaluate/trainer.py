@@ -313,7 +313,8 @@ def train_model(
     """Train a freshly initialised model on images (N, C, H, W) in [0, 1] with labels (N,).
 
     weights (N,) turn the loss into a weighted mean; soft_labels (N, K) replace the hard
-    targets (loss static_kl: they are the labels at the config's temperature, `tempered`). `compile_status` (mode config.compile) is told whether the steps ran compiled.
+    targets (loss static_kl: they are the labels at the config's temperature, `tempered`).
+    `compile_status` (mode config.compile) is told whether the steps ran compiled.
     The optimiser, lr schedule, augmentation and loss are the config's (its protocol preset).
     `teacher` (loss teacher_kl): a callable images (B, C, H, W) in [0, 1] -> logits (B, K) that
     labels every augmented batch. `loss_history`, when given, receives each epoch's mean loss.
