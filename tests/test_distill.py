@@ -318,7 +318,9 @@ def test_coresets_record_global_indices_on_interleaved_labels():
 FAST = {name: {"iterations": 3, "width": 8, "pool_start": 1, "batch_real": 6, "net_batch": 8, "train_steps": 1}
         for name in ("bacon", "idm")} | {
             name: {"iterations": 3, "width": 8, "batch_real": 6, "embedding": "latent"} for name in ("dm", "dc", "dsa")} | {
-            "forgetting": {"epochs": 2, "width": 8, "batch": 8}, "rded": {"factor": 1}}
+            "forgetting": {"epochs": 2, "width": 8, "batch": 8}, "rded": {"factor": 1},
+            "mtt": {"iterations": 2, "width": 8, "embedding": "latent", "experts": 1, "buffer_epochs": 3,
+                    "max_start_epoch": 1, "syn_steps": 2, "lr": 0.01}}
 
 
 class _LinearNet(torch.nn.Module):

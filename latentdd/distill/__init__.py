@@ -2,7 +2,7 @@
 
 Importing this package registers every distiller in `DISTILLERS`, in this order:
 kmeans, kmeans-online (quantize.py), random, herding, kcenter (coreset.py), bacon, idm
-(bacon.py), dm (dm.py), dc, dsa (dc.py), forgetting (forgetting.py), rded (rded.py), boundary (boundary.py). The matching methods (bacon, idm, dm, dc, dsa)
+(bacon.py), dm (dm.py), dc, dsa (dc.py), forgetting (forgetting.py), rded (rded.py), boundary (boundary.py), mtt (mtt.py). The matching methods (bacon, idm, dm, dc, dsa)
 run on the engine in the package matching/.
 
     from latentdd.distill import make_distiller
@@ -29,6 +29,7 @@ from latentdd.distill import dc as _dc  # noqa: E402,F401  dc, dsa
 from latentdd.distill import forgetting as _forgetting  # noqa: E402,F401  forgetting
 from latentdd.distill import rded as _rded  # noqa: E402,F401  rded
 from latentdd.distill import boundary as _boundary  # noqa: E402,F401  boundary
+from latentdd.distill import mtt as _mtt  # noqa: E402,F401  mtt
 
 from latentdd.distill.coreset import (  # noqa: E402
     HerdingDistiller,

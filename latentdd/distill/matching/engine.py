@@ -128,6 +128,9 @@ class MatchingDistiller(CheckedParams):
     def default_batch_real(self, ipc: int) -> int:
         return 256
 
+    def prepare(self, spec: NetSpec, run: Run, context: DistillContext) -> None:
+        """Work done once a run, before its first iteration and outside its checkpoint (mtt: its expert buffer)."""
+
     def network_source(self, spec: NetSpec, run: Run):
         return FreshNetworks(spec, run.gen)
 
@@ -202,6 +205,7 @@ class MatchingDistiller(CheckedParams):
                                              lr=self.bank_lr, momentum=0.9, weight_decay=5e-4,
                                              batch=self.bank_batch, cache_dir=context.cache_dir,
                                              progress=context.progress)
+        self.prepare(spec, run, context)
         # The divergence stop measures against the initial set, also in a resumed run.
         limit = self.divergence * max(float(initial.abs().max()), 1e-3)
         fresh_gen = gen.get_state()

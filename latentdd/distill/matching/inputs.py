@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -109,6 +109,7 @@ class Run:
     embedder: Embedder | None = None  # the networks' fast forward (`Embedder`)
     weights: torch.Tensor | None = None  # (K*ipc,) the set's weights (`initial_weights`); None -> uniform
     tiles: str = "latent"  # MatchingDistiller.tiles
+    experts: Any = None  # mtt: its expert buffer (`latentdd.distill.mtt.ExpertBuffer`), set by `prepare`
 
     @property
     def num_classes(self) -> int:
