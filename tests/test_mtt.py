@@ -92,3 +92,55 @@ def test_mtt_refuses_a_window_past_its_buffer_and_other_networks():
         make_distiller("mtt", buffer_epochs=5, max_start_epoch=4, expert_epochs=2)
     with pytest.raises(DataError, match="its expert trajectories"):
         make_distiller("mtt", networks="bank")
+
+
+def test_datm_s_window_of_start_epochs_rises_to_its_final_upper_bound():
+    mtt = make_distiller("mtt", iterations=11, max_start_epoch=2, max_start_epoch_final=7, min_start_epoch=1,
+                         buffer_epochs=10)
+    assert [mtt.window(it) for it in (0, 5, 10)] == [(1, 2), (1, 4), (1, 7)]
+    assert make_distiller("mtt", iterations=11).window(10) == (0, 10)  # no final bound: fixed
+    with pytest.raises(DataError, match="max_start_epoch_final 9"):
+        make_distiller("mtt", buffer_epochs=10, max_start_epoch_final=9)
+
+
+def test_learned_labels_start_at_the_expert_s_logits_move_with_the_set_and_resume(space, tmp_path):
+    latents, decode = space
+    kw = TINY | {"learn_labels": True, "lr_labels": 5.0, "checkpoint_every": 2}
+    cache = tmp_path / "cache"
+    barely = make_distiller("mtt", iterations=1, **kw | {"lr_labels": 1e-12}).distill(
+        latents, 1, seed=0, context=DistillContext(decode=decode, cache_dir=cache))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        straight = make_distiller("mtt", iterations=4, **kw).distill(
+            latents, 1, seed=0, context=DistillContext(decode=decode, cache_dir=cache))
+        context = DistillContext(decode=decode, cache_dir=cache, checkpoint_dir=tmp_path / "chain")
+        make_distiller("mtt", iterations=2, **kw).distill(latents, 1, seed=0, context=context)
+        resumed = make_distiller("mtt", iterations=4, **kw).distill(latents, 1, seed=0, context=context)
+    finally:
+        torch.set_num_threads(threads)
+    assert straight.soft_labels.shape == (10, 10)
+    assert torch.allclose(straight.soft_labels.sum(1), torch.ones(10))
+    assert not torch.allclose(straight.soft_labels, barely.soft_labels, atol=1e-5)  # they moved
+    assert torch.equal(resumed.soft_labels, straight.soft_labels) and torch.equal(resumed.latents, straight.latents)
+    with pytest.raises(DataError, match="use factor 1 to learn labels"):
+        make_distiller("mtt", learn_labels=True, factor=2)
+
+
+def test_init_correct_starts_from_real_latents_the_expert_classifies_right(space, tmp_path):
+    from latentdd.checkpoint import read_state
+    from latentdd.distill.matching import Inputs, NetSpec
+    from latentdd.distill.mtt import ExpertBuffer
+
+    latents, decode = space
+    out = make_distiller("mtt", iterations=1, init="correct", **TINY | {"lr": 1e-12, "expert_lr": 0.05, "expert_batch": 16}).distill(
+        latents, 2, seed=0, context=DistillContext(decode=decode, cache_dir=tmp_path / "cache"))
+    (first,) = (tmp_path / "cache" / "expert_buffer").glob("*/expert_0.safetensors")
+    spec = NetSpec(1, 10, 8, TINY["width"], out.extras["depth"], "instancenorm")
+    judge = ExpertBuffer(spec, [read_state(first, otherwise="")["epochs"]], 0.0, 1).judge()  # expert 0, last epoch
+    inputs = Inputs.make("pixel", latents, DistillContext(decode=decode))
+    chosen_right = judge(inputs.syn(out.latents)).argmax(1) == out.labels
+    all_right = judge(inputs.syn(latents.latents)).argmax(1) == latents.labels
+    for k in range(10):  # as many of the class's correctly classified latents as it has, up to IPC 2
+        assert int(chosen_right[out.labels == k].sum()) == min(2, int(all_right[latents.labels == k].sum()))
+    assert int(chosen_right.sum()) > int(all_right.float().mean() * 20)  # more than a random draw would give

@@ -1,6 +1,7 @@
 """MTT: matching training trajectories (Cazenavette et al., CVPR 2022) on the matching engine, in the latent space
-(latents -> decoder -> network, as GLaD) or in pixels (`--vae pixel`). Issue 35; DATM's and TESLA's options are
-not built yet.
+(latents -> decoder -> network, as GLaD) or in pixels (`--vae pixel`), with DATM's options (Guo et al., ICLR
+2024): a rising window of start epochs, learned soft labels, initialisation from samples the expert gets right.
+Issue 35; TESLA's constant-memory gradient is not built.
 
 Expert trajectories (`ExpertBuffer`): `experts` ConvNets (the run's spec: width, depth, norm) trained on the real
 inputs -- the decoded real latents for embedding "pixel" -- with SGD lr expert_lr, no momentum or weight decay,
@@ -15,6 +16,15 @@ batch of batch_syn synthetic inputs (all classes; one DSA draw a step), keeping 
 is ||theta_N - theta*_{t+M}||^2 / ||theta*_t - theta*_{t+M}||^2, M = expert_epochs (`unroll_loss`). Its gradient
 reaches the synthetic variables (through the decoder) and syn_lr, which has its own SGD (lr_lr, momentum 0.5, as
 MTT's). syn_lr and its optimiser are checkpointed with the set, so a resumed run continues bit for bit.
+
+DATM's options:
+- window: start epochs are drawn in [min_start_epoch, upper), the upper bound rising linearly over the
+  iterations from max_start_epoch to max_start_epoch_final (DATM raises it in steps; None: fixed);
+- learn_labels: a logit vector per synthetic input, initialised to the logits of the first expert's last epoch
+  on the initial set, optimised with the set (SGD lr_labels, momentum 0.9); the unroll's cross-entropy takes
+  their softmax as targets, and the set stores it as its soft labels (the `static` protocol trains on them);
+- init "correct": per class, random real latents whose decoded image the first expert's last epoch classifies
+  correctly (the rest of the class only if too few are).
 
 Reference defaults (MTT's CIFAR-10 IPC 10: syn_steps 30, expert_epochs 2, max_start_epoch 20, lr_teacher 0.01,
 lr_lr 1e-5, 5000 iterations, buffers of 100 experts x 50 epochs) do not fit 2 CPU cores; the defaults here are a
@@ -36,10 +46,11 @@ from torch.func import functional_call
 from latentdd.cache import cached_state
 from latentdd.cachekey import content_key, tensor_sha256
 from latentdd.checkpoint import StateRejected, load_optimizer
-from latentdd.config import PositiveFloat, PositiveInt
+from latentdd.config import NonNegativeInt, PositiveFloat, PositiveInt
 from latentdd.distill.base import DistillContext, register_distiller
 from latentdd.distill.matching import EMBEDDINGS, MatchingDistiller, NetSpec, Run
 from latentdd.errors import DataError
+from latentdd.nn.factorization import tile
 from latentdd.progress import progress_bar
 
 
@@ -47,7 +58,8 @@ def unroll_loss(model: torch.nn.Module, start: dict[str, torch.Tensor], target: 
                 batches: list[tuple[torch.Tensor, torch.Tensor]], syn_lr: torch.Tensor) -> torch.Tensor:
     """MTT's loss: from parameters `start`, one SGD step of size syn_lr per (inputs, labels) batch, each step's
     gradient kept in the graph; -> ||theta_N - target||^2 / ||start - target||^2, differentiable in the batches'
-    inputs and syn_lr. `model` gives the architecture (functional_call); its own parameters are not used."""
+    inputs, syn_lr and soft labels. Labels: class indices (B,) or class distributions (B, K).
+    `model` gives the architecture (functional_call); its own parameters are not used."""
     params = {name: value.detach().requires_grad_(True) for name, value in start.items()}
     current = params
     for x, y in batches:
@@ -62,8 +74,15 @@ def unroll_loss(model: torch.nn.Module, start: dict[str, torch.Tensor], target: 
 class ExpertBuffer:
     """Expert trajectories: per expert, its parameters after each epoch (module docstring)."""
 
-    def __init__(self, trajectories: list[list[dict[str, torch.Tensor]]], seconds: float, cached: int) -> None:
-        self.trajectories, self.seconds, self.cached = trajectories, seconds, cached
+    def __init__(self, spec: NetSpec, trajectories: list[list[dict[str, torch.Tensor]]], seconds: float,
+                 cached: int) -> None:
+        self.spec, self.trajectories, self.seconds, self.cached = spec, trajectories, seconds, cached
+
+    def judge(self) -> torch.nn.Module:
+        """The first expert at its last epoch (frozen): what init "correct" and the labels' first logits use."""
+        model = self.spec.build(torch.Generator().manual_seed(0))
+        model.load_state_dict(self.trajectories[0][-1])
+        return model.eval().requires_grad_(False)
 
     @classmethod
     def load_or_train(cls, spec: NetSpec, run: Run, *, experts: int, epochs: int, lr: float, batch: int,
@@ -104,7 +123,7 @@ class ExpertBuffer:
             seconds += secs
             cached += int(was_cached)
         bar.close()
-        return cls(trajectories, seconds, cached)
+        return cls(spec, trajectories, seconds, cached)
 
 
 def _train_expert(spec: NetSpec, run: Run, gen: torch.Generator, *, epochs: int, lr: float, batch: int,
@@ -136,35 +155,59 @@ class Trajectories:
     step size syn_lr with its optimiser (checkpointed)."""
 
     def __init__(self, buffer: ExpertBuffer, model: torch.nn.Module, gen: torch.Generator, *, syn_lr: float,
-                 lr_lr: float) -> None:
+                 lr_lr: float, label_init: torch.Tensor | None = None, lr_labels: float = 0.0) -> None:
         self.buffer, self.model, self.gen = buffer, model, gen
         self.names = [name for name, _ in model.named_parameters()]  # what the student learns (no buffers)
         self.syn_lr = torch.nn.Parameter(torch.tensor(float(syn_lr)))
         self.lr_optimizer = torch.optim.SGD([self.syn_lr], lr=lr_lr, momentum=0.5)
+        self.labels = None if label_init is None else torch.nn.Parameter(label_init.clone())  # (M, K) logits
+        self.label_optimizer = None if label_init is None else torch.optim.SGD([self.labels], lr=lr_labels,
+                                                                              momentum=0.9)
 
-    def draw(self, max_start: int, ahead: int) -> tuple[dict, dict]:
-        """(start, target) parameters: a random expert at a random epoch t < max_start, and at t + ahead."""
+    def draw(self, low: int, high: int, ahead: int) -> tuple[dict, dict]:
+        """(start, target) parameters: a random expert at a random epoch t in [low, high), and at t + ahead."""
         expert = self.buffer.trajectories[int(torch.randint(len(self.buffer.trajectories), (1,), generator=self.gen))]
-        t = int(torch.randint(max_start, (1,), generator=self.gen))
+        t = int(torch.randint(low, high, (1,), generator=self.gen))
         return ({n: expert[t][n] for n in self.names}, {n: expert[t + ahead][n] for n in self.names})
 
+    def targets(self, hard: torch.Tensor) -> torch.Tensor:
+        """The unroll's labels of every synthetic input: the learned distributions, or the hard labels."""
+        return hard if self.labels is None else torch.softmax(self.labels, dim=1)
+
     def step_lr(self) -> None:
-        self.lr_optimizer.step()
-        self.lr_optimizer.zero_grad(set_to_none=True)
+        """A step of syn_lr (and of the learned labels) on the gradient the set's step left them."""
+        for opt in filter(None, (self.lr_optimizer, self.label_optimizer)):
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    def learned_labels(self) -> torch.Tensor | None:
+        return None if self.labels is None else torch.softmax(self.labels.detach(), dim=1)
 
     def after_step(self, run: Run) -> None:
         pass
 
     def state(self) -> dict:
-        return {"syn_lr": self.syn_lr.detach().clone(), "lr_optimizer": self.lr_optimizer.state_dict()}
+        state = {"syn_lr": self.syn_lr.detach().clone(), "lr_optimizer": self.lr_optimizer.state_dict()}
+        if self.labels is not None:
+            state |= {"labels": self.labels.detach().clone(), "label_optimizer": self.label_optimizer.state_dict()}
+        return state
 
     def load(self, state: dict) -> None:
         lr = state["syn_lr"]
         if not isinstance(lr, torch.Tensor) or lr.shape != () or not bool(torch.isfinite(lr)):
             raise StateRejected("its syn_lr is not a finite number")
+        if self.labels is not None:
+            labels = state.get("labels")
+            if not isinstance(labels, torch.Tensor) or labels.shape != self.labels.shape or \
+                    not bool(torch.isfinite(labels).all()):
+                raise StateRejected(f"its learned labels are not finite {tuple(self.labels.shape)} logits")
         with torch.no_grad():
             self.syn_lr.copy_(lr)
+            if self.labels is not None:
+                self.labels.copy_(state["labels"])
         load_optimizer(self.lr_optimizer, state["lr_optimizer"])
+        if self.labels is not None:
+            load_optimizer(self.label_optimizer, state["label_optimizer"])
 
     def record(self) -> dict:
         b = self.buffer
@@ -187,6 +230,7 @@ class MTTDistiller(MatchingDistiller):
     name: ClassVar[str] = "mtt"
 
     embedding: Literal[EMBEDDINGS] = "pixel"
+    init: Literal["real", "kmeans", "correct"] = "real"
     iterations: PositiveInt = 1000
     lr: PositiveFloat = 100.0
     momentum: float = 0.5
@@ -197,6 +241,10 @@ class MTTDistiller(MatchingDistiller):
     syn_steps: PositiveInt = 20
     expert_epochs: PositiveInt = 2
     max_start_epoch: PositiveInt = 10
+    min_start_epoch: NonNegativeInt = 0
+    max_start_epoch_final: PositiveInt | None = None  # DATM's window: the upper bound rises to this; None: fixed
+    learn_labels: bool = False
+    lr_labels: PositiveFloat = 2.0
     syn_lr: PositiveFloat = 0.01
     lr_lr: PositiveFloat = 1e-5
     batch_syn: PositiveInt | None = None
@@ -204,13 +252,43 @@ class MTTDistiller(MatchingDistiller):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.max_start_epoch + self.expert_epochs > self.buffer_epochs:
-            raise DataError(f"mtt draws start epochs below max_start_epoch ({self.max_start_epoch}) and targets "
-                            f"expert_epochs ({self.expert_epochs}) later, so the buffer needs max_start_epoch + "
-                            f"expert_epochs <= buffer_epochs ({self.buffer_epochs}); lower one, or raise buffer_epochs")
+        top = max(self.max_start_epoch, self.max_start_epoch_final or 0)
+        if top + self.expert_epochs > self.buffer_epochs:
+            raise DataError(f"mtt draws start epochs below max_start_epoch ({self.max_start_epoch}, rising to "
+                            f"max_start_epoch_final {self.max_start_epoch_final}) and targets expert_epochs "
+                            f"({self.expert_epochs}) later, so the buffer needs max_start_epoch + expert_epochs <= "
+                            f"buffer_epochs ({self.buffer_epochs}); lower one, or raise buffer_epochs")
+        if self.min_start_epoch >= self.max_start_epoch:
+            raise DataError(f"mtt min_start_epoch ({self.min_start_epoch}) must be below max_start_epoch "
+                            f"({self.max_start_epoch})")
+        if self.learn_labels and self.factor > 1:
+            raise DataError("mtt learn_labels learns a label per training image, and factorization makes factor**2 "
+                            "of them from each stored image: use factor 1 to learn labels")
         if self.networks != "method":
             raise DataError(f"mtt's networks are its expert trajectories; leave networks at 'method' (got "
                             f"{self.networks!r})")
+
+    def _initial(self, latents, members, ipc, seed, gen, run=None) -> torch.Tensor:
+        if self.init != "correct":
+            initial = super()._initial(latents, members, ipc, seed, gen, run)
+        else:
+            judge = run.experts.judge()
+            picks = []
+            for k, idx in enumerate(members):
+                order = torch.from_numpy(idx)[torch.randperm(len(idx), generator=gen)]
+                with torch.no_grad():
+                    right = torch.cat([judge(run.inputs.real(order[i : i + 512])).argmax(1) == k
+                                       for i in range(0, len(order), 512)])
+                ranked = torch.cat([order[right], order[~right]])  # the correctly classified first, in drawn order
+                picks.append(ranked[: ipc * self.factor**2])
+            initial = latents.latents[torch.cat(picks)].to(torch.float32).clone()
+            if self.factor > 1 and self._tiles() == "latent":
+                initial = torch.cat([tile(part, self.factor) for part in initial.split(ipc * self.factor**2)])
+        if self.learn_labels:
+            judge = run.experts.judge()
+            with torch.no_grad():
+                run.label_init = torch.cat([judge(run.syn_batch(initial, k)) for k in range(run.num_classes)])
+        return initial
 
     def prepare(self, spec: NetSpec, run: Run, context: DistillContext) -> None:
         run.experts = ExpertBuffer.load_or_train(spec, run, experts=self.experts, epochs=self.buffer_epochs,
@@ -219,12 +297,21 @@ class MTTDistiller(MatchingDistiller):
 
     def network_source(self, spec: NetSpec, run: Run) -> Trajectories:
         return Trajectories(run.experts, spec.build(torch.Generator().manual_seed(0)), run.gen, syn_lr=self.syn_lr,
-                            lr_lr=self.lr_lr)
+                            lr_lr=self.lr_lr, label_init=run.label_init if self.learn_labels else None,
+                            lr_labels=self.lr_labels)
+
+    def window(self, it: int) -> tuple[int, int]:
+        """[low, high) of the start epochs at iteration `it`: DATM's upper bound rising linearly to
+        max_start_epoch_final, or fixed at max_start_epoch."""
+        high = self.max_start_epoch
+        if self.max_start_epoch_final is not None:
+            high += int((self.max_start_epoch_final - self.max_start_epoch) * it / max(self.iterations - 1, 1))
+        return self.min_start_epoch, high
 
     def iterate(self, run: Run, syn, optimizer, source: Trajectories, it: int, check) -> dict[str, float]:
-        start, target = source.draw(self.max_start_epoch, self.expert_epochs)
+        start, target = source.draw(*self.window(it), self.expert_epochs)
         x_all = torch.cat([run.syn_batch(syn, k) for k in range(run.num_classes)])  # (K*f*f*ipc, C, S, S)
-        y_all = torch.cat([run.labels(k) for k in range(run.num_classes)])
+        y_all = source.targets(torch.cat([run.labels(k) for k in range(run.num_classes)]))
         size = self.batch_syn or len(x_all)
         batches = []
         for _ in range(self.syn_steps):
@@ -239,5 +326,7 @@ class MTTDistiller(MatchingDistiller):
         return {"match": float(loss.detach()), "syn_lr": float(source.syn_lr.detach())}
 
     def describe(self, run: Run) -> dict:
+        low, high = self.window(self.iterations - 1)
         return {"syn_steps": self.syn_steps, "expert_epochs": self.expert_epochs,
-                "max_start_epoch": self.max_start_epoch}
+                "start_epochs": [self.min_start_epoch, self.max_start_epoch], "start_epochs_at_the_end": [low, high],
+                "learned_labels": self.learn_labels}

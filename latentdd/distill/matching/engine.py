@@ -194,7 +194,8 @@ class MatchingDistiller(CheckedParams):
             teacher_net = TeacherEmbedding(context.teacher, inputs.mean, inputs.std)
         run.embedder = Embedder(spec, self.compile, self.real_precision, model=teacher_net)
 
-        initial = self._initial(latents, members, ipc, seed, gen)  # (K*per_class, c, h, w)
+        self.prepare(spec, run, context)
+        initial = self._initial(latents, members, ipc, seed, gen, run)  # (K*per_class, c, h, w)
         run.weights = self.initial_weights(latents, members, initial)
         if run.weights is not None and run.tiles == "decoded":
             raise DataError(f"{self.name} tiles 'decoded' stores factor**2 latents an image, so the set's weights "
@@ -205,7 +206,6 @@ class MatchingDistiller(CheckedParams):
                                              lr=self.bank_lr, momentum=0.9, weight_decay=5e-4,
                                              batch=self.bank_batch, cache_dir=context.cache_dir,
                                              progress=context.progress)
-        self.prepare(spec, run, context)
         # The divergence stop measures against the initial set, also in a resumed run.
         limit = self.divergence * max(float(initial.abs().max()), 1e-3)
         fresh_gen = gen.get_state()
@@ -240,13 +240,15 @@ class MatchingDistiller(CheckedParams):
                                       "curve": curve, "syn": syn, "optimizer": optimizer.state_dict(),
                                       "generator": gen.get_state(), "source": source.state()})
         seconds = time.perf_counter() - t0
-        return self._result(latents, members, syn.detach(), run, seed, {
+        result = self._result(latents, members, syn.detach(), run, seed, {
             "iterations": self.iterations, "seconds": seconds, "setup_seconds": setup_seconds,
             "iterations_per_second": (self.iterations - start) / max(seconds - elapsed, 1e-9),
             "resumed_from": start, "batch_real": run.batch_real, "depth": depth,
             "dsa_strategy": strategy if self.dsa else None,
             "embedding_features": spec.features if teacher_net is None else None,
             **source.record(), **run.embedder.record(), **self.describe(run), "loss_curve": curve})
+        learned = getattr(source, "learned_labels", lambda: None)()  # mtt with learn_labels: (K*ipc, K)
+        return result if learned is None else dataclasses.replace(result, soft_labels=learned)
 
     # ---- pieces -----------------------------------------------------------------------
 
@@ -323,7 +325,7 @@ class MatchingDistiller(CheckedParams):
                             "lower --ipc or the factor")
 
     def _initial(self, latents: Latents, members: list[np.ndarray], ipc: int, seed: int,
-                 gen: torch.Generator) -> torch.Tensor:
+                 gen: torch.Generator, run: Run | None = None) -> torch.Tensor:
         """(K*ipc, c, h, w) float32 starting latents, grouped by class; with factorization each
         tiles factor**2 average-pooled real latents (or centroids) of its class (tiles "latent"), or
         those factor**2 * ipc latents a class stand as they are (tiles "decoded": K*ipc*factor**2 rows)."""

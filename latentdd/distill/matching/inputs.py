@@ -110,6 +110,7 @@ class Run:
     weights: torch.Tensor | None = None  # (K*ipc,) the set's weights (`initial_weights`); None -> uniform
     tiles: str = "latent"  # MatchingDistiller.tiles
     experts: Any = None  # mtt: its expert buffer (`latentdd.distill.mtt.ExpertBuffer`), set by `prepare`
+    label_init: torch.Tensor | None = None  # mtt learn_labels: the initial logits of the synthetic inputs
 
     @property
     def num_classes(self) -> int:
