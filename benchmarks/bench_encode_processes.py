@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys

@@ -12,12 +12,18 @@ Fashion-MNIST at IPC 10 (20,000 iterations: 118 h).
 The bank here is small (2 networks, snapshots after 0, 10 and 20 steps): an iteration's
 cost does not depend on its size, only the setup does.
 
+mtt rows (`--mtt-widths`) time MTT's outer iteration (syn_steps unrolled steps on all the set, then the
+backward through them) with a buffer of one expert trained 3 epochs: an iteration's cost does not depend on
+the buffer's contents, only the setup (the buffer's training, shown apart) does. Issue 35's target: an outer
+iteration at IPC 10 in <= 2 s on these cores.
+
 A fourth field picks the embedding forward (`matching.Embedder`): eager (the default, float32),
 bf16 (the real batch in bfloat16), compiled (torch.compile, once per run: its compilation is in
 the setup column) or compiled-bf16 (both).
 
     python benchmarks/bench_matching.py                                  # IPC 10, 3 timed iterations
     python benchmarks/bench_matching.py --configs dm:pixel:method dm:pixel:method:compiled-bf16 --iterations 5
+    python benchmarks/bench_matching.py --configs dm:pixel:method --mtt-widths 32 64 128 --mtt-syn-steps 20
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ DEFAULT_CONFIGS = ["bacon:pixel:method", "bacon:pixel:bank", "bacon:latent:metho
 FORWARDS = {"eager": {}, "bf16": {"real_precision": "bfloat16"}, "compiled": {"compile": "auto"},
             "compiled-bf16": {"compile": "auto", "real_precision": "bfloat16"}}
 SMALL_BANK = {"bank_nets": 2, "bank_steps": (0, 10, 20)}
+SMALL_BUFFER = {"experts": 1, "buffer_epochs": 3, "max_start_epoch": 1, "expert_epochs": 2}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -50,7 +57,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-real", type=int, default=256)
     p.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, help="METHOD:EMBEDDING:method|bank[:" + "|".join(FORWARDS) + "]")
     p.add_argument("--cache-dir", default="~/.cache/latentdd")
+    p.add_argument("--mtt-widths", type=int, nargs="*", default=[], help="add an mtt:pixel row at each network width")
+    p.add_argument("--mtt-syn-steps", type=int, default=20, help="the mtt rows' unrolled steps (MTT's 20-30)")
     args = p.parse_args(argv)
+    configs = args.configs + [f"mtt:pixel:method:eager:w{w}" for w in args.mtt_widths]
 
     space = prepare_latent_space(DataConfig(name=args.dataset, validation=args.validation),
                                  LatentSpaceConfig(cache_dir=args.cache_dir), progress=False)
@@ -61,11 +71,15 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'method:embedding:networks:forward':<36} {'setup s':>8} {'s/iteration':>12} {'vs first':>9} "
           f"{'vs reference (21.3 s/it)':>25}")
     base = None
-    for config in args.configs:
-        method, embedding, networks, forward = (config.split(":") + ["eager"])[:4]
+    for config in configs:
+        method, embedding, networks, forward, *width = (config.split(":") + ["eager"])[:5]
         params = {"embedding": embedding, "networks": networks, "iterations": 1 + args.iterations,
                   "checkpoint_every": 1, "batch_real": args.batch_real, **(SMALL_BANK if networks == "bank" else {}),
                   **FORWARDS[forward]}
+        if method == "mtt":
+            params |= SMALL_BUFFER | {"syn_steps": args.mtt_syn_steps, "lr": 1e-6}  # a tiny lr: timing only
+        if width:
+            params["width"] = int(width[0].removeprefix("w"))
         start = time.perf_counter()
         syn = make_distiller(method, **params).distill(space.latents, args.ipc, seed=0, context=context)
         wall = time.perf_counter() - start
