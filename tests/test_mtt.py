@@ -62,6 +62,9 @@ def test_the_expert_buffer_is_trained_once_and_then_read_from_its_cache(space, t
     assert [f.name for f in files] == ["expert_0.safetensors", "expert_1.safetensors"]
     again = make_distiller("mtt", iterations=1, **TINY).distill(latents, 1, seed=0, context=context)
     assert again.extras["experts_cached"] == 2 and torch.equal(again.latents, first.latents)
+    short = make_distiller("mtt", iterations=1, epoch_steps=2, **TINY).distill(latents, 1, seed=0, context=context)
+    assert short.extras["experts_cached"] == 0  # shorter epochs: another buffer
+    assert len(list((tmp_path / "expert_buffer").iterdir())) == 2
 
 
 def test_mtt_moves_the_set_learns_its_step_size_and_resumes_bit_for_bit(space, tmp_path):

@@ -6,7 +6,8 @@ Issue 35; TESLA's constant-memory gradient is not built.
 Expert trajectories (`ExpertBuffer`): `experts` ConvNets (the run's spec: width, depth, norm) trained on the real
 inputs -- the decoded real latents for embedding "pixel" -- with SGD lr expert_lr, no momentum or weight decay,
 batch expert_batch, DSA when `dsa` is on (MTT's buffer.py), their parameters kept after every epoch (epoch 0: the
-initialisation) for buffer_epochs epochs. Cached by content (the settings, the real inputs and labels) under
+initialisation) for buffer_epochs epochs; an epoch is a pass over every real input, or `epoch_steps` batches
+of them when set (a CPU cut: shorter experts). Cached by content (the settings, the real inputs and labels) under
 cache_dir/expert_buffer/<key24>/, one file an expert, each written when that expert finishes: a killed build
 resumes at the next expert.
 
@@ -86,9 +87,11 @@ class ExpertBuffer:
 
     @classmethod
     def load_or_train(cls, spec: NetSpec, run: Run, *, experts: int, epochs: int, lr: float, batch: int,
-                      cache_dir: str | Path | None, progress: bool) -> ExpertBuffer:
+                      cache_dir: str | Path | None, progress: bool, epoch_steps: int | None = None) -> ExpertBuffer:
         settings = {"spec": dataclasses.asdict(spec), "epochs": epochs, "lr": lr, "batch": batch,
                     "dsa": None if run.augment is None else run.augment.config.strategy}
+        if epoch_steps is not None:  # absent from the key when unset: full-pass buffers keep their key
+            settings["epoch_steps"] = epoch_steps
         key = content_key("expert-buffer", settings=settings, inputs=tensor_sha256(run.inputs.rows),
                           labels=tensor_sha256(run.all_labels))
         folder = Path(cache_dir) / "expert_buffer" / key[:24] if cache_dir else None
@@ -109,7 +112,7 @@ class ExpertBuffer:
             def build(i=i) -> tuple[list, float]:
                 t0 = time.perf_counter()
                 snaps = _train_expert(spec, run, torch.Generator().manual_seed(i), epochs=epochs, lr=lr, batch=batch,
-                                      bar=bar)
+                                      bar=bar, steps=epoch_steps)
                 return snaps, time.perf_counter() - t0
 
             path = folder / f"expert_{i}.safetensors" if folder else None
@@ -127,14 +130,17 @@ class ExpertBuffer:
 
 
 def _train_expert(spec: NetSpec, run: Run, gen: torch.Generator, *, epochs: int, lr: float, batch: int,
-                  bar) -> list[dict[str, torch.Tensor]]:
-    """One expert's trajectory: its state after each of `epochs` epochs of SGD on every real input (epoch 0: init)."""
+                  bar, steps: int | None = None) -> list[dict[str, torch.Tensor]]:
+    """One expert's trajectory: its state after each of `epochs` epochs of SGD on every real input (or on `steps`
+    batches of them; epoch 0: the initialisation)."""
     model = spec.build(gen)
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     snaps = [{k: v.detach().clone() for k, v in model.state_dict().items()}]
     members = run.all_members
     for _ in range(epochs):
         order = members[torch.randperm(len(members), generator=gen)]
+        if steps is not None:
+            order = order[: steps * batch]
         for start in range(0, len(order), batch):
             pick = order[start : start + batch]
             with torch.no_grad():
@@ -221,7 +227,8 @@ class Trajectories:
 class MTTDistiller(MatchingDistiller):
     """Trajectory matching from a cached expert buffer (module docstring).
 
-    experts, buffer_epochs, expert_lr, expert_batch: the buffer. syn_steps: the student's unrolled steps;
+    experts, buffer_epochs, expert_lr, expert_batch, epoch_steps: the buffer (epoch_steps: batches an expert
+    epoch; None: a pass over every real input). syn_steps: the student's unrolled steps;
     expert_epochs: M, the epochs ahead its target is; max_start_epoch: start epochs are drawn below it;
     syn_lr: the student's initial step size (MTT's lr_teacher); lr_lr: syn_lr's own learning rate;
     batch_syn: synthetic inputs a step (None: all of them).
@@ -238,6 +245,7 @@ class MTTDistiller(MatchingDistiller):
     buffer_epochs: PositiveInt = 15
     expert_lr: PositiveFloat = 0.01
     expert_batch: PositiveInt = 256
+    epoch_steps: PositiveInt | None = None
     syn_steps: PositiveInt = 20
     expert_epochs: PositiveInt = 2
     max_start_epoch: PositiveInt = 10
@@ -293,7 +301,8 @@ class MTTDistiller(MatchingDistiller):
     def prepare(self, spec: NetSpec, run: Run, context: DistillContext) -> None:
         run.experts = ExpertBuffer.load_or_train(spec, run, experts=self.experts, epochs=self.buffer_epochs,
                                                  lr=self.expert_lr, batch=self.expert_batch,
-                                                 cache_dir=context.cache_dir, progress=context.progress)
+                                                 cache_dir=context.cache_dir, progress=context.progress,
+                                                 epoch_steps=self.epoch_steps)
 
     def network_source(self, spec: NetSpec, run: Run) -> Trajectories:
         return Trajectories(run.experts, spec.build(torch.Generator().manual_seed(0)), run.gen, syn_lr=self.syn_lr,
