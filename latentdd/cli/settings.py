@@ -151,7 +151,8 @@ ALIASES: tuple[Alias, ...] = (
     # evaluator (evaluate, run, compare); fit-teacher's like-named flags set the teacher's
     Alias("--protocol", "evaluator.protocol", _protocol_help),
     Alias("--model", "evaluator.model", _models_help("student architecture (default convnet)")),
-    Alias("--model", "teacher.model", _models_help("architecture (default: the preset's, convnet)"), commands=("fit-teacher",)),
+    Alias("--model", "teacher.model", _models_help("architecture (default: the preset's, convnet)"),
+          commands=("fit-teacher",)),
     Alias("--depth", "evaluator.depth", "ConvNet depth (default by image size)"),
     Alias("--depth", "teacher.depth", "ConvNet depth (default by image size)", commands=("fit-teacher",)),
     Alias("--width", "evaluator.width", "channels of the first stage (default: the model's)"),
@@ -161,9 +162,11 @@ ALIASES: tuple[Alias, ...] = (
     Alias("--loss", "evaluator.loss", "ce: cross-entropy on the set's labels; teacher_kl: a teacher's soft labels on "
           "every augmented batch, e.g. with --protocol dsa; static_kl: one fixed soft label per image, the set's or "
           "else the teacher's (default: the protocol's)"),
-    Alias("--temperature", "evaluator.temperature", "teacher_kl, static_kl: the KL's temperature T (default: the protocol's, 4)"),
+    Alias("--temperature", "evaluator.temperature",
+          "teacher_kl, static_kl: the KL's temperature T (default: the protocol's, 4)"),
     Alias("--epochs", "evaluator.epochs", "training epochs (default: the protocol's)"),
-    Alias("--epochs", "teacher.epochs", "epochs over the train split (default: the preset's)", commands=("fit-teacher",)),
+    Alias("--epochs", "teacher.epochs", "epochs over the train split (default: the preset's)",
+          commands=("fit-teacher",)),
     Alias("--lr", "evaluator.lr", "learning rate (default: the protocol's)"),
     Alias("--lr", "teacher.lr", "learning rate (default: the preset's)", commands=("fit-teacher",)),
     Alias("--batch-size", "evaluator.batch_size", "batch size (default: the protocol's)"),

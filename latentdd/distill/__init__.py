@@ -2,8 +2,9 @@
 
 Importing this package registers every distiller in `DISTILLERS`, in this order:
 kmeans, kmeans-online (quantize.py), random, herding, kcenter (coreset.py), bacon, idm
-(bacon.py), dm (dm.py), dc, dsa (dc.py), forgetting (forgetting.py), rded (rded.py), boundary (boundary.py), mtt (mtt.py). The matching methods (bacon, idm, dm, dc, dsa)
-run on the engine in the package matching/.
+(bacon.py), dm (dm.py), dc, dsa (dc.py), forgetting (forgetting.py), rded (rded.py), boundary
+(boundary.py), mtt (mtt.py). The matching methods (bacon, idm, dm, dc, dsa, mtt) run on the engine
+in the package matching/.
 
     from latentdd.distill import make_distiller
     synthetic = make_distiller("kmeans", weights_mode="sqrt").distill(latents, ipc=10, seed=0)

@@ -79,7 +79,7 @@ class EvalConfig(Checked):
     hflip: bool = False  # per-image horizontal flip (not for datasets that flips change, e.g. digits)
     cutmix: Probability = 0.0  # probability that a batch is CutMixed; 0: never
     cutmix_alpha: PositiveFloat = 1.0  # CutMix's Beta(alpha, alpha)
-    loss: Literal[LOSSES] = "ce"  # ce: cross-entropy on the (mixed, or the set's soft) labels | teacher_kl: the teacher's, online | static_kl: one fixed label per image
+    loss: Literal[LOSSES] = "ce"  # ce: on the set's labels | teacher_kl: the teacher's, online | static_kl: fixed soft ones
     temperature: PositiveFloat = 4.0  # teacher_kl, static_kl: T of KL(label_T || student_T) * T^2
     epochs_by_ipc: dict[int, int] | None = None  # {IPC bound: epochs}, used when epochs is None; beyond: 300
 
