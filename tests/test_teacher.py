@@ -452,17 +452,8 @@ def test_the_quick_preset_keeps_the_content_key_of_the_label_table_teacher():
         != recorded["key"]
 
 
-@pytest.fixture
-def one_thread():
-    """A fit compared bit for bit with another must run on as many threads as it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_a_teacher_fit_resumes_from_its_epoch_checkpoint_to_the_same_weights(digits, tmp_path, monkeypatch,
-                                                                            one_thread):
+                                                                            torch_one_thread):
     from latentdd.evaluate import trainer
 
     train, test = digits
@@ -517,7 +508,7 @@ def test_the_teacher_record_names_its_preset_and_logs_each_epoch(digits, tmp_pat
     assert again.record["cached"] and again.record["preset"] == "quick"
 
 
-def test_a_checkpoint_of_another_architecture_is_ignored_with_a_warning(tmp_path, caplog, one_thread):
+def test_a_checkpoint_of_another_architecture_is_ignored_with_a_warning(tmp_path, caplog, torch_one_thread):
     from latentdd.checkpoint import save_state
 
     images, labels = torch.rand(32, 1, 8, 8), torch.arange(32) % 4
