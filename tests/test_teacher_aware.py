@@ -76,6 +76,22 @@ def test_rded_keeps_the_candidates_the_teacher_finds_most_typical_of_their_class
     assert out.extras["teacher"]["key"] == teacher.record["key"] and out.tile_factor == 1
 
 
+def test_rded_medoid_keeps_the_member_nearest_its_cluster_centroid(space, teacher):
+    latents, decode = space
+    context = DistillContext(decode=decode, teacher=teacher)
+    # One cluster a class (IPC 1, factor 1): its centroid is the class mean, its medoid the latent nearest it.
+    out = make_distiller("rded", diversity="latent", pick="medoid", factor=1, candidates=10_000).distill(
+        latents, 1, seed=0, context=context)
+    flat = latents.latents.flatten(1).double()
+    for k in range(10):
+        members = np.flatnonzero(latents.labels.numpy() == k)
+        points = flat[torch.from_numpy(members)]
+        distance = ((points - points.mean(0)) ** 2).sum(1)
+        assert out.extras["indices"][k] == members[int(distance.argmin())]
+    with pytest.raises(DataError, match="pick medoid .* needs diversity"):
+        make_distiller("rded", diversity="none", pick="medoid").distill(latents, 1, seed=0, context=context)
+
+
 def test_rded_stitches_factor_squared_diverse_typical_latents_into_each_stored_image(space, teacher):
     latents, decode = space
     context = DistillContext(decode=decode, teacher=teacher)

@@ -7,7 +7,9 @@ latents drawn at random are decoded and scored by the teacher.
 - realism: the teacher's cross-entropy on the true class (lower: more typical);
 - diversity ("teacher" or "latent"): the candidates are clustered into IPC * factor**2 groups by
   k-means (sklearn, k-means++) on the teacher's penultimate features or on the latents, and each
-  group gives its most typical member ("none": the IPC * factor**2 most typical candidates);
+  group gives its most typical member ("none": the IPC * factor**2 most typical candidates); with
+  `pick: medoid` each group gives instead the member nearest its centroid (a coverage choice, as
+  k-means quantization's, but of real latents);
 - stitching: with factor f > 1 each stored image is f x f of the chosen latents of its class, each
   decoded whole, average-pooled by f and tiled into it at render time (the matching engine's tiles
   "decoded"); the evaluator trains on the tiles, as it does on IDM/BACON's factorized sets. Tile t
@@ -37,6 +39,7 @@ from latentdd.errors import DataError
 from latentdd.latents.types import Latents, SyntheticLatents
 
 DIVERSITY = ("teacher", "latent", "none")
+PICKS = ("typical", "medoid")
 
 
 def select_typical(scores: np.ndarray, groups: np.ndarray | None, m: int) -> np.ndarray:
@@ -70,6 +73,7 @@ class RDEDDistiller(CheckedParams):
     candidates: PositiveInt = 1000  # real latents scored per class, drawn at random (all when the class has fewer)
     factor: PositiveInt = 2  # stored images hold factor x factor chosen latents, each decoded whole; 1: one each
     diversity: Literal[DIVERSITY] = "teacher"  # k-means on the teacher's features | on the latents | none
+    pick: Literal[PICKS] = "typical"  # a cluster's member kept: the teacher's most typical | the nearest its centroid
     batch: PositiveInt = 256  # latents decoded and scored at once
 
     def distill(self, latents: Latents, ipc: int, *, seed: int, context: DistillContext | None = None) -> SyntheticLatents:
@@ -78,6 +82,9 @@ class RDEDDistiller(CheckedParams):
         if context.teacher is None or context.decode is None:
             raise DataError("rded scores decoded latents with a teacher: pass DistillContext(decode=..., teacher=...) "
                             "(latentdd distill and run give the space's decoder and fit or load the teacher)")
+        if self.pick == "medoid" and self.diversity == "none":
+            raise DataError("rded pick medoid keeps each cluster's member nearest its centroid: it needs diversity "
+                            "teacher or latent (clusters), not none")
         m = ipc * self.factor**2
         smallest = min(range(len(members)), key=lambda k: len(members[k]))
         if len(members[smallest]) < m:
@@ -90,12 +97,14 @@ class RDEDDistiller(CheckedParams):
             if len(pool) < m:
                 pool = idx
             scores, features = self._score(latents, pool, k, context.teacher, context.decode)
-            groups = None
+            groups, rank = None, scores
             if self.diversity != "none":
                 points = features if self.diversity == "teacher" else class_points(latents, pool)
                 centroids = kmeans_sklearn(points, m, niter=100, restarts=1, seed=class_seeds(seed, k, 2)[1])
-                groups = nearest_centroid(points, centroids)[0]
-            pick = select_typical(scores, groups, m)
+                groups, sqdist = nearest_centroid(points, centroids)
+                rank = sqdist if self.pick == "medoid" else scores
+            pick = select_typical(rank, groups, m)
+            pick = pick[np.lexsort((pick, scores[pick]))]  # the kept latents, most typical first
             chosen_all.append(pool[pick])
             scores_all.append(scores[pick])
             per_class.append(class_points(latents, pool[pick]))
