@@ -35,3 +35,50 @@ def process_state():
     if state.num_processes == 1 and launched_as_one_of_several():
         log.warning(SINGLE_PROCESS_LAUNCH)
     return state
+
+
+class DataParallel:
+    """The processes that share one training (torch.distributed's default group: `accelerate launch`,
+    torchrun), or this process alone. Every process draws the same global batch from the same generator
+    (order, augmentation, CutMix); each trains on its `shard` of it, and `sum_` adds their gradients (and
+    losses) so that every process steps with the gradient of the whole batch: the training is the one-process
+    training up to the order of floating-point sums."""
+
+    def __init__(self, rank: int = 0, size: int = 1) -> None:
+        self.rank, self.size = rank, size
+
+    @classmethod
+    def current(cls) -> "DataParallel":
+        """The default process group when one is initialised, else one process."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            return cls(dist.get_rank(), dist.get_world_size())
+        return cls()
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, n: int) -> slice:
+        """This process's contiguous part of n items: parts differ by at most one, the first n % size get one more."""
+        base, extra = divmod(n, self.size)
+        start = self.rank * base + min(self.rank, extra)
+        return slice(start, start + base + (self.rank < extra))
+
+    def sum_(self, tensors: list) -> None:
+        """Sum each tensor over the processes, in place: one all-reduce of their flat concatenation."""
+        import torch
+        import torch.distributed as dist
+
+        if self.size == 1 or not tensors:
+            return
+        flat = torch.cat([t.reshape(-1) for t in tensors])
+        dist.all_reduce(flat)
+        offset = 0
+        for t in tensors:
+            t.copy_(flat[offset : offset + t.numel()].view_as(t))
+            offset += t.numel()
+
+    def __repr__(self) -> str:
+        return f"DataParallel(rank={self.rank}, size={self.size})"

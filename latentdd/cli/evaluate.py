@@ -84,6 +84,10 @@ def command(args, raw) -> int:
         from latentdd.io import check_writable_file
 
         check_writable_file(Path(args.json), "the report (--json)")
+    from latentdd.parallel import DataParallel, process_state
+
+    state = process_state()  # under accelerate launch / torchrun: the processes each training is split over
+    group, say = DataParallel.current(), (print if state.is_main_process else lambda *_: None)
     test, train = data.load("test"), data.load("train")
     size = int(test.load([0]).shape[-1])
     synthetic = load_image_folder(args.images, class_names=list(test.class_names), image_size=size,
@@ -93,9 +97,10 @@ def command(args, raw) -> int:
     if cfg.loss == "teacher_kl" or cfg.loss == "static_kl" and synthetic.soft_labels is None:
         from latentdd.evaluate.teacher import describe, resolve_teacher
 
-        teacher = resolve_teacher(teacher_settings, train, test,
-                                  val=data.load("val") if data.validation else None, progress=not args.quiet)
-        print(f"teacher {describe(teacher)}")
+        with state.main_process_first():  # the first process fits (or loads) it; the others load its cache entry
+            teacher = resolve_teacher(teacher_settings, train, test, val=data.load("val") if data.validation else None,
+                                      progress=not args.quiet and state.is_main_process).to(state.device)
+        say(f"teacher {describe(teacher)}")
     manifest_record = _manifest_record(Path(args.images))
     record = protocol_record(
         dataset={"name": data.name, "test_split": f"test ({len(test)} images)", "image_shape": list(synthetic.image_shape),
@@ -109,10 +114,12 @@ def command(args, raw) -> int:
     kept = _kept_trainings(args.json, synthetic, cfg, data, teacher)
     done = kept.finished([cfg.seed + i for i in range(cfg.num_eval)]) if kept else {}
     if done:
-        print(f"resuming: {len(done)} finished training(s) kept in {kept.path}")
+        say(f"resuming: {len(done)} finished training(s) kept in {kept.path}")
     report = evaluate_synthetic(synthetic, test, cfg, mean=mean, std=std, flip=dataset_info(data.name).flip_augment,
                                 record=record, progress=not args.quiet, teacher=teacher, done=done,
-                                on_training=kept.add if kept else None)
+                                on_training=kept.add if kept else None, device=state.device, group=group)
+    if not state.is_main_process:
+        return 0
     print(f"{data.name} | {len(synthetic)} images | protocol {protocol} ({report.record['evaluator']['epochs']} epochs, "
           f"{report.record['evaluator']['augmentation']}) | test accuracy {report.summary()} | runs {report.accuracies}"
           + (f" | no images of classes {', '.join(report.record['missing_classes'])}"

@@ -221,11 +221,21 @@ class Teacher:
         """What names this teacher in a content key: its content key, or its name."""
         return self.record.get("key") or self.record["name"]
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: torch.device | str) -> "Teacher":
+        """This teacher with its model (and normalisation) on `device`; labels come back on the images' device."""
+        self.model.to(device)
+        self.mean, self.std = self.mean.to(device), self.std.to(device)
+        return self
+
 
 @torch.no_grad()
 def teacher_log_probs(teacher: Teacher, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """images (N, C, H, W) in [0, 1] -> the teacher's log-probabilities (N, K) at T = 1, batch by batch."""
-    return torch.cat([torch.log_softmax(teacher(images[i : i + batch_size]), dim=1)
+    return torch.cat([torch.log_softmax(teacher(images[i : i + batch_size].to(teacher.device)), dim=1).to(images.device)
                       for i in range(0, len(images), batch_size)]) if len(images) else torch.empty(0)
 
 

@@ -36,6 +36,7 @@ from latentdd.nn.compile import COMPILE_MODES, CompileStatus, CompiledModel
 from latentdd.nn.convnet import MODELS, build_model, default_depth
 from latentdd.nn.dsa import DiffAugment, DSAConfig
 from latentdd.nn.factorization import untile
+from latentdd.parallel import DataParallel
 from latentdd.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -261,7 +262,7 @@ def _normalise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.
 class _Step(CompiledModel):
     """SGD steps and test forwards of one model, through torch.compile when asked and able (`CompiledModel`)."""
 
-    def _loss(self, x, y, weights, soft, temperature) -> torch.Tensor:
+    def _loss(self, x, y, weights, soft, temperature, denominator=None) -> torch.Tensor:
         logits = self.forward(x)
         if temperature is not None:  # soft (B, K): the teacher's or the static labels, at this temperature
             log_student = F.log_softmax(logits / temperature, dim=1)
@@ -270,20 +271,35 @@ class _Step(CompiledModel):
             per_sample = -(soft * F.log_softmax(logits, dim=1)).sum(1)
         else:
             per_sample = F.cross_entropy(logits, y, reduction="none")
+        if denominator is not None:  # a shard of a batch: its part of the whole batch's (weighted) mean
+            return (per_sample if weights is None else weights * per_sample).sum() / denominator
         if weights is None:
             return per_sample.mean()
         return (weights * per_sample).sum() / weights.sum().clamp_min(1e-12)
 
-    def train(self, optimizer, x, y, weights=None, soft=None, temperature=None) -> torch.Tensor:
+    def train(self, optimizer, x, y, weights=None, soft=None, temperature=None, *, group: DataParallel | None = None,
+              denominator=None) -> torch.Tensor:
+        """One optimiser step on the batch; with a `group` of several processes, on this process's shard of it:
+        its loss is its part of the whole batch's (`denominator`: the whole batch's size or weight), and the
+        gradients and losses are summed over the processes before the step. Returns the whole batch's loss."""
         def run():
             optimizer.zero_grad(set_to_none=True)
-            loss = self._loss(x, y, weights, soft, temperature)
+            if len(x) == 0:  # a shard left empty by a batch smaller than the group
+                for param in self.model.parameters():
+                    param.grad = torch.zeros_like(param)
+                return torch.zeros((), device=x.device)
+            loss = self._loss(x, y, weights, soft, temperature, denominator)
             loss.backward()
             return loss
 
-        loss = self.guarded("train", run)
+        loss = self.guarded("train", run).detach()
+        if group is not None and group.size > 1:
+            grads = [param.grad for param in self.model.parameters() if param.grad is not None]
+            loss = loss.reshape(1).clone()
+            group.sum_(grads + [loss])
+            loss = loss[0]
         optimizer.step()
-        return loss.detach()
+        return loss
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
@@ -309,6 +325,8 @@ def train_model(
     checkpoint: Path | None = None,
     on_epoch: Callable[[int, torch.nn.Module], dict] | None = None,
     epoch_log: list | None = None,
+    device: torch.device | str | None = None,
+    group: DataParallel | None = None,
 ) -> torch.nn.Module:
     """Train a freshly initialised model on images (N, C, H, W) in [0, 1] with labels (N,).
 
@@ -326,8 +344,16 @@ def train_model(
     one there resumes from it and ends with the weights, bit for bit, of an uninterrupted training on as many
     threads (every draw comes from the one generator, whose state the file holds). One that does not fit
     (another architecture, a later epoch than this training has) is ignored with a warning.
+    `device`: where the model trains (default the CPU; the teacher must be there too). `group`: the processes
+    that share this training (`DataParallel`, default this one alone): each draws the same batches and trains on
+    its shard of each, their gradients summed before every step, so that the training is one process's up to
+    the order of floating-point sums (every process must call this with the same arguments).
     Returns the model after the final epoch, in eval mode.
     """
+    group = group or DataParallel()
+    if group.size > 1 and checkpoint is not None:
+        raise DataError("a training shared by several processes keeps no epoch checkpoint; run it in one process "
+                        "to resume it epoch by epoch")
     if not torch.isfinite(images).all():
         raise DataError("the training images contain NaN or infinite values")
     n, c, h, w = images.shape
@@ -342,14 +368,19 @@ def train_model(
     with torch.random.fork_rng(devices=[]):  # initialisation from the seed, caller's RNG untouched
         torch.manual_seed(seed)
         model = build_model(config.model, c, num_classes, h, **config.arch_kwargs(h))
-    gen = torch.Generator().manual_seed(seed)
+    device = torch.device(device or "cpu")
+    model.to(device)
+    mean, std = mean.to(device), std.to(device)
+    gen = torch.Generator().manual_seed(seed)  # on the CPU: every draw is the same whatever the device
     augment = DiffAugment(DSAConfig(strategy=config.dsa_strategy), flip=flip) if config.dsa else None
     crop_flip = CropFlip(h, config.crop_scale, config.hflip and flip) if (config.crop_scale or config.hflip) else None
     optimizer = make_optimizer(config.optimizer, model.parameters(), lr=config.lr, momentum=config.momentum,
                                weight_decay=config.weight_decay)
     step = _Step(model, config.compile, compile_status)
-    x_all = _normalise(images.float(), mean, std)
-    y_all = labels.long()
+    x_all = _normalise(images.float().to(device), mean, std)
+    y_all = labels.long().to(device)
+    weights = None if weights is None else weights.to(device)
+    soft_labels = None if soft_labels is None else soft_labels.to(device)
     temperature = config.temperature if config.loss in TEACHER_LOSSES else None
     losses = [] if loss_history is None and epoch_log is not None else loss_history
     first = 0
@@ -362,8 +393,8 @@ def train_model(
         t0 = time.perf_counter()
         lr = config.lr * lr_factor(config.schedule, epoch, epochs_total, gamma=config.gamma,
                                    milestones=config.milestones)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        for param_group in optimizer.param_groups:
+            param_group["lr"] = lr
         order = torch.randperm(n, generator=gen)
         total = 0.0
         for start in range(0, n, config.batch_size):
@@ -375,13 +406,21 @@ def train_model(
                 x = crop_flip(x, gen)
             batch_weights = weights[idx] if weights is not None else None
             soft = soft_labels[idx] if soft_labels is not None else None
+            y = y_all[idx]
             if config.cutmix > 0 and float(torch.rand((), generator=gen)) < config.cutmix:
-                targets = soft if soft is not None else F.one_hot(y_all[idx], num_classes).float()
+                targets = soft if soft is not None else F.one_hot(y, num_classes).float()
                 x, soft, batch_weights, _ = cutmix(x, targets, batch_weights, alpha=config.cutmix_alpha, generator=gen)
-            if teacher is not None and config.loss == "teacher_kl":
+            denominator = None
+            if group.size > 1:  # the whole batch was drawn; this process trains on its shard of it
+                denominator = len(idx) if batch_weights is None else batch_weights.sum().clamp_min(1e-12)
+                part = group.shard(len(idx))
+                x, y = x[part], y[part]
+                batch_weights = None if batch_weights is None else batch_weights[part]
+                soft = None if soft is None else soft[part]
+            if teacher is not None and config.loss == "teacher_kl" and len(x):
                 with torch.no_grad():  # the teacher sees the augmented batch in [0, 1]
                     soft = F.softmax(teacher(x * std.view(1, -1, 1, 1) + mean.view(1, -1, 1, 1)) / temperature, dim=1)
-            loss = step.train(optimizer, x, y_all[idx], batch_weights, soft, temperature)
+            loss = step.train(optimizer, x, y, batch_weights, soft, temperature, group=group, denominator=denominator)
             if losses is not None:
                 total += float(loss) * len(idx)
         if losses is not None:
@@ -444,16 +483,24 @@ def tempered(log_labels: torch.Tensor, temperature: float) -> torch.Tensor:
 @torch.no_grad()
 def top1_accuracy(
     model: torch.nn.Module, test_set: LabelledImages, *, mean, std, batch_size: int = 1000, compile: str = "off",
-    compile_status: CompileStatus | None = None,
+    compile_status: CompileStatus | None = None, group: DataParallel | None = None,
 ) -> float:
-    """Top-1 accuracy in percent of `model` on every image of `test_set`."""
+    """Top-1 accuracy in percent of `model` on every image of `test_set` (on the model's device); with a `group`
+    of several processes each tests every size-th batch and the counts are summed."""
+    group = group or DataParallel()
     model.eval()
+    device = next(model.parameters()).device
+    mean, std = mean.to(device), std.to(device)
     runner = _Step(model, compile, compile_status)
-    correct = total = 0
-    for images, labels in test_set.iter_batches(batch_size):
-        pred = runner.predict(_normalise(images.float(), mean, std))
-        correct += int((pred == labels).sum())
-        total += labels.numel()
+    counts = torch.zeros(2, dtype=torch.float64, device=device)  # correct, total
+    batches = (test_set.iter_batches(batch_size) if group.size == 1 else  # every size-th batch, from rank on
+               ((test_set.load(idx), test_set.labels[idx]) for idx in
+                torch.arange(len(test_set)).split(batch_size)[group.rank :: group.size]))
+    for images, labels in batches:
+        pred = runner.predict(_normalise(images.float().to(device), mean, std))
+        counts += torch.stack([(pred == labels.to(device)).sum(), torch.tensor(labels.numel(), device=device)])
+    group.sum_([counts])
+    correct, total = (int(v) for v in counts.tolist())
     if total == 0:
         raise DataError("the test split is empty")
     return 100.0 * correct / total
@@ -472,6 +519,8 @@ def evaluate_synthetic(
     teacher=None,
     done: dict[int, dict] | None = None,
     on_training=None,
+    device: torch.device | str | None = None,
+    group: DataParallel | None = None,
 ) -> EvalReport:
     """Train `config.num_eval` models on the synthetic set, test each on `test_set`.
 
@@ -490,8 +539,13 @@ def evaluate_synthetic(
     evaluation of the same set, data and settings but for num_eval (a training is its seed's alone): they
     are taken, not run again, and the record lists them under `reused_trainings`.
     `on_training(seed, accuracy, seconds, compile_record)` is called after each training this call runs, so that
-    a caller can keep it before the evaluation ends (`compile_record`: how the trainings so far ran).
+    a caller can keep it before the evaluation ends (`compile_record`: how the trainings so far ran); with a
+    `group` of several processes, by the main process only.
+    `device`, `group`: where each training runs and the processes that share it (`train_model`); every process of
+    the group calls this with the same arguments and gets the same report.
     """
+    group = group or DataParallel()
+    progress = progress and group.is_main
     if synthetic.class_names != list(test_set.class_names):
         raise DataError(
             f"the synthetic set's classes {synthetic.class_names[:5]}... differ from the test split's "
@@ -550,15 +604,16 @@ def evaluate_synthetic(
         model = train_model(
             images, labels, num_classes=synthetic.num_classes, config=config, mean=mean,
             std=std, flip=flip, seed=seed, weights=weights, soft_labels=soft, progress=progress,
-            compile_status=status, teacher=teacher if config.loss == "teacher_kl" else None,
+            compile_status=status, teacher=teacher if config.loss == "teacher_kl" else None, device=device,
+            group=group,
         )
         seconds.append(time.perf_counter() - t0)
         accuracies.append(
             top1_accuracy(model, test_set, mean=mean, std=std, batch_size=config.test_batch_size,
-                          compile=config.compile, compile_status=status)
+                          compile=config.compile, compile_status=status, group=group)
         )
         runs.set_postfix(acc=f"{accuracies[-1]:.2f}", mean=f"{np.mean(accuracies):.2f}")
-        if on_training is not None:
+        if on_training is not None and group.is_main:
             on_training(seed, accuracies[-1], seconds[-1], status.record())
     full_record = copy.deepcopy(record) if record else {}
     full_record["evaluator"] = config.record(
@@ -566,6 +621,8 @@ def evaluate_synthetic(
         num_images=len(synthetic), compile_status=status,
         teacher=getattr(teacher if config.loss == "teacher_kl" else labelled_by, "record", None),
     )
+    full_record["evaluator"]["device"] = str(torch.device(device or "cpu"))
+    full_record["evaluator"]["processes"] = group.size  # data-parallel: each training's batches split over them
     full_record["missing_classes"] = missing  # classes without a single training image
     full_record["num_eval"] = config.num_eval
     full_record["seeds"] = seeds

@@ -1,0 +1,118 @@
+"""One training shared by several processes (latentdd.parallel.DataParallel): each trains on its shard of every
+batch and the gradients are summed, so 2 gloo processes on the CPU end where one process does, up to the order
+of floating-point sums."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from safetensors.torch import load_file, save_file
+
+from latentdd.data import load_dataset
+from latentdd.evaluate import EvalConfig
+from latentdd.evaluate.trainer import channel_stats, top1_accuracy, train_model
+from latentdd.parallel import DataParallel
+
+# Settings that exercise every path of a step: DSA (hard labels) or crops, flips, CutMix and sample weights on
+# soft labels; 33 images in batches of 16 leave a last batch of 1, so one process's shard is empty.
+CASES = {
+    "dsa": dict(epochs=4, batch_size=16, dsa=True),
+    "soft": dict(epochs=4, batch_size=16, dsa=False, optimizer="adamw", lr=1e-3, weight_decay=0.01,
+                 schedule="cosine", crop_scale=(0.5, 1.0), hflip=True, cutmix=1.0, loss="static_kl"),
+}
+
+
+def _train(case: str, group: DataParallel | None = None) -> tuple[dict, float]:
+    """The case's training on 33 digits (or this process's part of it) -> ({"logits": the model's on 200 test
+    images, "weights": its state}, its test accuracy)."""
+    torch.set_num_threads(1)
+    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    images, labels = train.images[:33], train.labels[:33]
+    config = EvalConfig(width=8, depth=2, compile="off", **CASES[case])
+    mean, std = channel_stats(train)
+    extra = {}
+    if case == "soft":
+        extra["weights"] = torch.linspace(0.5, 1.5, 33)
+        extra["soft_labels"] = torch.softmax(torch.randn(33, 10, generator=torch.Generator().manual_seed(1)), 1)
+    model = train_model(images, labels, num_classes=10, config=config, mean=mean, std=std, seed=3, flip=False,
+                        group=group, **extra)
+    accuracy = top1_accuracy(model, test, mean=mean, std=std, batch_size=100, group=group)
+    with torch.no_grad():
+        logits = model((test.images[:200] - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1))
+    return {"logits": logits, **{k: v.detach().clone() for k, v in model.state_dict().items()}}, accuracy
+
+
+def _worker(rank: int, size: int, init_file: str, case: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=size)
+    try:
+        weights, accuracy = _train(case, DataParallel.current())
+        save_file(weights, f"{out}.{rank}.safetensors")
+        Path(f"{out}.{rank}.json").write_text(json.dumps({"accuracy": accuracy}))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_shard_is_a_contiguous_part_and_the_parts_cover_the_batch():
+    parts = [DataParallel(rank, 3).shard(10) for rank in range(3)]
+    assert [(p.start, p.stop) for p in parts] == [(0, 4), (4, 7), (7, 10)]
+    assert DataParallel(1, 2).shard(1) == slice(1, 1) and DataParallel().shard(5) == slice(0, 5)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_two_processes_train_as_one_does(case, tmp_path):
+    one, one_accuracy = _train(case)
+    out = str(tmp_path / "group")
+    mp.start_processes(_worker, args=(2, str(tmp_path / "init"), case, out), nprocs=2, start_method="spawn")
+    for rank in range(2):
+        shared = load_file(f"{out}.{rank}.safetensors")
+        assert shared.keys() == one.keys()
+        # Measured: logits and weights differ by at most about 2e-8 after 4 epochs (sums in another order),
+        # except under AdamW the biases of the convolutions an instance norm follows: their gradient is zero up
+        # to rounding, which AdamW scales up to steps of lr, and they change no output.
+        torch.testing.assert_close(shared["logits"], one["logits"], rtol=0, atol=1e-5)
+        for name, value in one.items():
+            cancelled = case == "soft" and name.endswith(("0.bias", "4.bias"))
+            if not cancelled:
+                torch.testing.assert_close(shared[name], value, rtol=0, atol=1e-5, msg=name)
+        assert json.loads(Path(f"{out}.{rank}.json").read_text())["accuracy"] == one_accuracy
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_evaluate_under_accelerate_launch_reports_what_one_process_does(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from latentdd.cli import main
+
+    repo = Path(__file__).resolve().parents[1]
+    common = ["--dataset", "digits", "--vae", "pixel", "--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    assert main(["distill", *common, "--method", "random", "--ipc", "3", "--out", str(tmp_path / "set")]) == 0
+    evaluate = ["-m", "latentdd", "evaluate", "--dataset", "digits", "--images", str(tmp_path / "set" / "images"),
+                "--epochs", "3", "--width", "8", "--depth", "2", "--num-eval", "2", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, *evaluate, "--json", str(tmp_path / "one.json")], cwd=repo, env=env,
+                         capture_output=True, text=True, timeout=240)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                          "--main_process_port", str(_free_port()), *evaluate, "--json", str(tmp_path / "two.json")],
+                         cwd=repo, env=env, capture_output=True, text=True, timeout=240)
+    assert two.returncode == 0, two.stderr
+    assert two.stdout.count("test accuracy") == 1  # one process speaks
+    one_report, two_report = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    assert two_report["record"]["evaluator"]["processes"] == 2 and one_report["record"]["evaluator"]["processes"] == 1
+    assert two_report["accuracies"] == pytest.approx(one_report["accuracies"], abs=0.6)  # 1 test image of 180 or so
