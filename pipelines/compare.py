@@ -23,6 +23,7 @@ from latentdd.config import DataConfig
 from latentdd.evaluate.trainer import EvalConfig
 from latentdd.export import image_grid, load_image_folder, read_manifest
 from latentdd.io import atomic_write_bytes, atomic_write_text
+from latentdd.parallel import process_state
 from latentdd.published import Published, published
 from latentdd.pipelines.distill import DecoderConfig, LatentSpaceConfig
 from latentdd.pipelines.run import run
@@ -59,6 +60,8 @@ def compare(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evalu
     out = Path(out)
     rows = run(data, space, config, evaluator, out, decoder=decoder, progress=progress, teacher=teacher)
     compared = [_with_costs(row, data.name) for row in rows]
+    if not process_state().is_main_process:  # under accelerate launch the first process writes the comparison
+        return compared
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()

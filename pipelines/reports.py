@@ -111,6 +111,7 @@ class Trainings:
     which nothing can be used too."""
 
     def __init__(self, own: Path | None = None, lent: list[Path] = ()) -> None:
+        self.own, self.lent = own, list(lent)
         self.found: dict[str, dict[int, dict]] = {}
         for folder in [own, *lent] if own is not None else lent:
             # Whole reports first, then the trainings kept one by one while an evaluation ran (KeptTrainings).
@@ -153,11 +154,26 @@ class KeptTrainings:
 
     def __init__(self, report: StoredReport, path: Path | None = None) -> None:
         self.report = report
-        self.path = report.path.parent / "partial" / report.path.name if path is None else path
+        self.path = self.partial(report) / report.path.name if path is None else path
         kept = read_report(self.path)
         if kept.get("inputs") != report.inputs or kept.get("record", {}).get("evaluator", {}).get("compile_fallback"):
             kept = {"inputs": report.inputs, "seeds": [], "accuracies": [], "train_seconds": [], "record": {}}
         self.kept = kept
+
+    @staticmethod
+    def partial(report: StoredReport) -> Path:
+        return report.path.parent / "partial"
+
+    @classmethod
+    def of_seed(cls, report: StoredReport, seed: int) -> KeptTrainings:
+        """Where one training of the evaluation is kept when run on its own (one process of several, run.parallel
+        trainings): reports/partial/<the report's name>.seed<seed>.json; the evaluation's `finish` takes it as its
+        own."""
+        return cls(report, cls.seed_path(report, seed))
+
+    @classmethod
+    def seed_path(cls, report: StoredReport, seed: int) -> Path:
+        return cls.partial(report) / f"{report.path.stem}.seed{seed}.json"
 
     def finished(self, seeds: list[int]) -> dict[int, dict]:
         """The trainings of these seeds an interrupted invocation of this evaluation kept (`evaluate_synthetic`'s
@@ -173,16 +189,21 @@ class KeptTrainings:
         self.kept["record"] = {"evaluator": compile_record}
         write_report(self.path, self.kept)
 
-    def finish(self, report: dict) -> dict:
+    def finish(self, report: dict, *, write: bool = True) -> dict:
         """Write the evaluation's whole report and drop the kept trainings -> the report as written. Trainings kept by
-        an interrupted invocation of this evaluation are its own, not lent: the report reads as an uninterrupted
-        one's."""
-        own = report["record"].get("reused_trainings", [])
-        own[:] = [r for r in own if r["report"] != str(self.path)]
-        if not own:
+        an interrupted invocation of this evaluation, or by processes that ran its seeds one by one (`of_seed`), are
+        its own, not lent: the report reads as an uninterrupted one's. `write` False: only the report as it would be
+        written (a process of a group whose first one writes it)."""
+        mine = {str(self.path)} | {str(self.seed_path(self.report, seed)) for seed in report["seeds"]}
+        reused = report["record"].get("reused_trainings", [])
+        reused[:] = [r for r in reused if r["report"] not in mine]
+        if not reused:
             report["record"].pop("reused_trainings", None)
+        if not write:
+            return with_json_sha256(report | {"inputs": self.report.inputs, "key": self.report.key}, REPORT_SHA256)
         written = self.report.write(report)
-        self.path.unlink(missing_ok=True)
+        for path in map(Path, mine):
+            path.unlink(missing_ok=True)
         with contextlib.suppress(OSError):  # the folder too, unless another training is kept there
             self.path.parent.rmdir()
         return written

@@ -34,6 +34,7 @@ from latentdd.evaluate.consistency import Judge, JudgeConfig, class_consistency,
 from latentdd.evaluate.trainer import EvalConfig
 from latentdd.export import export_image_folder, load_image_folder, read_manifest
 from latentdd.io import atomic_write_json, atomic_write_text, claim_folder
+from latentdd.parallel import DataParallel, process_state
 from latentdd.record import protocol_record
 from latentdd.pipelines.baseline import random_real
 from latentdd.pipelines.calibrate import full_data_accuracy
@@ -56,20 +57,39 @@ def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator
     the soft and static protocols and of teacher-aware methods (default: fitted on the train split, cached)."""
     students = resolve_students(config.students, evaluator)  # each student's settings checked before any work
     lent = lending_folders(config.reports_from)
-    # Missing, empty or latentdd's, and writable -- checked before any fitting (latentdd.io).
-    out = claim_folder(Path(out), "run")
+    state = process_state()  # under accelerate launch: these processes share the run (run.parallel)
+    group = DataParallel.current()
+    progress = progress and state.is_main_process
     decoder = decoder or DecoderConfig()
-    save_resolved(out / "config.yaml",
-                  {"dataset": data, "latent": space, "decoder": decoder, "run": config, "evaluator": evaluator})
     t0 = time.perf_counter()
-    prepared = prepare_latent_space(data, space, latents_dir=config.latents_dir, progress=progress)
-    sets = _Sets(prepared, config, decoder, space.cache_dir, out, progress=progress, teacher=teacher)
+    with state.main_process_first():  # the first process writes and fits what is cached; the others read it
+        # Missing, empty or latentdd's, and writable -- checked before any fitting (latentdd.io).
+        out = claim_folder(Path(out), "run")
+        if state.is_main_process:
+            save_resolved(out / "config.yaml",
+                          {"dataset": data, "latent": space, "decoder": decoder, "run": config, "evaluator": evaluator})
+        prepared = prepare_latent_space(data, space, latents_dir=config.latents_dir, progress=progress)
+        sets = _Sets(prepared, config, decoder, space.cache_dir, out, progress=progress, teacher=teacher)
+        consistency = _Consistency(fit_judge(prepared.train, prepared.test, JudgeConfig(),
+                                             Path(space.cache_dir) / "judge", progress=progress)
+                                   if config.consistency else None)
+    split = group.size > 1 and config.parallel == "data"
     evaluate = Evaluator.of_run(data, space, prepared, evaluator, eval_split=config.eval_split,
-                                reports=out / "reports", lent=lent, teacher=teacher, progress=progress)
+                                reports=out / "reports", lent=lent, teacher=teacher, progress=progress,
+                                device=str(state.device), group=group if split else None)
     full_data = full_data_accuracy(config.calibration, data.name) if config.calibration else None
-    consistency = _Consistency(fit_judge(prepared.train, prepared.test, JudgeConfig(), Path(space.cache_dir) / "judge",
-                                         progress=progress) if config.consistency else None)
     subset_settings = replace(evaluator, num_eval=config.random_real_num_eval or evaluator.num_eval)
+    if group.size > 1:
+        with state.main_process_first():  # the first process distils every set and draws the subsets
+            evaluations = [(s, None) for ipc in config.ipcs for s in sets.distilled(ipc)]
+            evaluations += [(s, subset_settings) for ipc in config.ipcs if config.random_real
+                            for s in sets.random_real(ipc)]
+        if not split:
+            _share_trainings(evaluate, evaluations, group)
+            state.wait_for_everyone()
+            if not state.is_main_process:
+                return []  # the first process gathers the table from the trainings kept on disk
+            evaluate.refresh()
     rows: list[Row] = []
     evaluated: list[EvaluatedSet] = []  # what the cross-architecture table evaluates again on each student
     for ipc in config.ipcs:
@@ -87,16 +107,35 @@ def run(data: DataConfig, space: LatentSpaceConfig, config: RunConfig, evaluator
                 evaluated.append(s)
             for subsets in baselines.values():
                 rows += subsets + [over_subsets(subsets)]
-    consistency.write(out / "consistency.json")
     # HLR (and LRS) compare hard-label accuracies: full data's is used under a hard-label protocol only.
     rows = with_relative_scores(rows, full_data if evaluator.loss == "ce" and not evaluator.use_soft_labels else None)
+    if not state.is_main_process:  # run.parallel data: every process trained every set; the first writes
+        return rows
+    consistency.write(out / "consistency.json")
     eval_split = f"{config.eval_split} ({len(evaluate.held_out)} images)"
     atomic_write_json(out / "results.json", [row.to_json() for row in rows])
     atomic_write_text(out / "results.md", results_markdown(rows, data.name, evaluator, prepared.record["vae"],
                                                            time.perf_counter() - t0, eval_split=eval_split))
-    if students:
-        write_cross_arch(evaluated, students, evaluate, out=out, dataset=data.name, eval_split=eval_split)
+    if students:  # under several processes, in the first alone
+        write_cross_arch(evaluated, students, replace(evaluate, group=None), out=out, dataset=data.name,
+                         eval_split=eval_split)
     return rows
+
+
+def _share_trainings(evaluate: Evaluator, evaluations: list[tuple[EvaluatedSet, EvalConfig | None]],
+                     group: DataParallel) -> None:
+    """run.parallel trainings: the trainings still to run of every evaluation (a set's seeds, each random-real
+    subset's), the same training once however many rows share it, dealt to the processes in turn; each runs its
+    own, kept on disk as it finishes (`Evaluator.train_one`)."""
+    todo = {}
+    for s, settings in evaluations:
+        for key, seed in evaluate.pending(s, settings):
+            todo.setdefault((key, seed), (s, settings))
+    mine = list(todo.items())[group.rank :: group.size]
+    log.info("process %d of %d: %d of the run's %d trainings still to run", group.rank, group.size, len(mine),
+             len(todo))
+    for (_, seed), (s, settings) in mine:
+        evaluate.train_one(s, seed, settings)
 
 
 class _Sets:

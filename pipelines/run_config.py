@@ -147,6 +147,11 @@ class RunConfig(Checked):
         evaluated again on each of these students, presets (`resnet18`, `convnet-bn`, ...) or mappings of
         evaluator overrides (`{model: convnet, norm: batchnorm, label: convnet-bn}`), written to
         cross_arch.md / .json. Default none: only the evaluator's table.
+    parallel: what the processes of `accelerate launch` (or torchrun) share. "trainings" (default): the first
+        process distils every set and draws the random-real subsets, then each process takes whole trainings (a
+        set's seeds, the subsets) in turn, each kept as it finishes; the first gathers the table, the same as one
+        process's. "data": every training runs on all of them, each process on its shard of every batch
+        (`latentdd.parallel.DataParallel`). One process: no difference.
     """
 
     section: ClassVar[str] = "run"
@@ -167,6 +172,7 @@ class RunConfig(Checked):
     consistency: bool = False
     calibration: str | None = None  # a `latentdd calibrate --out` folder: its full-data accuracy gives HLR and LRS
     students: list = field(default_factory=list)  # cross-architecture table: see latentdd.pipelines.cross_arch
+    parallel: Literal["trainings", "data"] = "trainings"  # under accelerate launch: whole trainings to each process | each training's batches split over them
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -116,3 +116,47 @@ def test_evaluate_under_accelerate_launch_reports_what_one_process_does(tmp_path
     one_report, two_report = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
     assert two_report["record"]["evaluator"]["processes"] == 2 and one_report["record"]["evaluator"]["processes"] == 1
     assert two_report["accuracies"] == pytest.approx(one_report["accuracies"], abs=0.6)  # 1 test image of 180 or so
+
+
+def _launch(args: list[str], cwd: Path, processes: int):
+    import os
+    import subprocess
+    import sys
+
+    launch = [] if processes == 1 else ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+                                        str(processes), "--num_machines", "1", "--mixed_precision", "no",
+                                        "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
+    return subprocess.run([sys.executable, *launch, "-m", "latentdd", *args], cwd=cwd,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=400)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("parallel", ["trainings", "data"])
+def test_a_run_over_two_processes_gives_the_one_process_table(parallel, tmp_path):
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"run": {"methods": ["kmeans", "random"], "ipcs": [2], "random_real_subsets": 2,
+                                              "parallel": parallel}}))
+    common = ["run", "--config", str(config), "--dataset", "digits", "--vae", "pixel", "--cache-dir",
+              str(tmp_path / "cache"), "--epochs", "3", "--width", "8", "--depth", "2", "--compile", "off",
+              "--num-eval", "2", "--quiet"]
+    one = _launch([*common, "--out", str(tmp_path / "one")], repo, 1)
+    assert one.returncode == 0, one.stderr
+    two = _launch([*common, "--out", str(tmp_path / "two")], repo, 2)
+    assert two.returncode == 0, two.stderr
+    rows = {n: json.loads((tmp_path / n / "results.json").read_text()) for n in ("one", "two")}
+    assert len(rows["one"]) == 5  # kmeans, random, 2 subsets and their mean
+    keys = ("method", "ipc", "n", "subset_of")
+    assert [{k: r.get(k) for k in keys} for r in rows["two"]] == [{k: r.get(k) for k in keys} for r in rows["one"]]
+    if parallel == "trainings":  # each training ran whole in one process: the same numbers, bit for bit
+        assert [r["mean"] for r in rows["two"]] == [r["mean"] for r in rows["one"]]
+    else:  # each training's batches split over the two: the same up to the order of sums
+        assert [r["mean"] for r in rows["two"]] == pytest.approx([r["mean"] for r in rows["one"]], abs=0.6)
+    reports = sorted((tmp_path / "two" / "reports").glob("*.json"))
+    assert len(reports) == 4 and not (tmp_path / "two" / "reports" / "partial").exists()  # every kept training taken
+    for path in reports:
+        report = json.loads(path.read_text())
+        assert "reused_trainings" not in report["record"]  # its own trainings, not lent
+        assert report["record"]["evaluator"]["processes"] == (2 if parallel == "data" else 1)

@@ -22,12 +22,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def command(args, raw) -> int:
+    from latentdd.parallel import process_state
     from latentdd.pipelines.compare import compare
 
     data, space, decoder, evaluator, config, out = run_setup(args, raw, run_defaults=COMPARE_DEFAULTS,
                                                               out_default="runs/{dataset}_compare")
     compare(data, space, config, evaluator, out, decoder=decoder, progress=not args.quiet,
             teacher=teacher_config(args, raw))
+    if not process_state().is_main_process:  # under accelerate launch the first process reports
+        return 0
     print((out / "results.md").read_text())
     print(f"also in {out}: results.csv, accuracy_vs_ipc.png, grid_<method>.png, and each method's folder")
     return 0

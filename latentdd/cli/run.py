@@ -52,12 +52,15 @@ def run_setup(args, raw, *, run_defaults: dict, out_default: str):
 
 
 def command(args, raw) -> int:
+    from latentdd.parallel import process_state
     from latentdd.pipelines.run import run
 
     data, space, decoder, evaluator, config, out = run_setup(args, raw, run_defaults={},
                                                               out_default="runs/{dataset}")
     run(data, space, config, evaluator, out, decoder=decoder, progress=not args.quiet,
         teacher=teacher_config(args, raw))
+    if not process_state().is_main_process:  # under accelerate launch the first process reports
+        return 0
     print((out / "results.md").read_text())
     if config.students:
         print((out / "cross_arch.md").read_text())
