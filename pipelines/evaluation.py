@@ -62,6 +62,7 @@ class Evaluator:
     teacher: Teacher | None = None  # the soft protocol's (latentdd.evaluate.teacher)
     progress: bool = True
     device: str = "cpu"  # where the trainings run
+    relabel_dir: Path | None = None  # evaluator.relabel: where the teacher's stored labels are cached
     group: DataParallel | None = None  # run.parallel "data": the processes every training is split over
 
     @classmethod
@@ -85,7 +86,7 @@ class Evaluator:
                 labeller = resolve_teacher(teacher or TeacherConfig(cache_dir=space.cache_dir), prepared.train,
                                            prepared.test, progress=progress).to(device)
         return cls(held_out, settings, mean, std, flip, data_key, reports, Trainings(reports, lent), labeller, progress,
-                   device, group)
+                   device, Path(space.cache_dir).expanduser() if space.cache_dir else None, group)
 
     def __call__(self, s: EvaluatedSet, settings: EvalConfig | None = None, reports: Path | None = None) -> Row:
         """Evaluate `s` under `settings` (default: the run's), its report in `reports` (default: the run's
@@ -115,7 +116,8 @@ class Evaluator:
         kept = KeptTrainings.of_seed(job.stored, seed)
         evaluate_synthetic(job.synthetic, self.held_out, replace(job.settings, seed=seed, num_eval=1),
                            mean=self.mean, std=self.std, flip=self.flip, record=job.record, progress=self.progress,
-                           teacher=self.teacher, on_training=kept.add, device=self.device)
+                           teacher=self.teacher, on_training=kept.add, device=self.device,
+                           relabel_dir=self.relabel_dir)
 
     def refresh(self) -> None:
         """Index the trainings on disk again (those other processes kept since)."""
@@ -154,7 +156,8 @@ class Evaluator:
         main = self.group is None or self.group.is_main
         result = evaluate_synthetic(job.synthetic, self.held_out, job.settings, mean=self.mean, std=self.std,
                                     flip=self.flip, record=job.record, progress=self.progress, teacher=self.teacher,
-                                    done=done, on_training=kept.add, device=self.device, group=self.group)
+                                    done=done, on_training=kept.add, device=self.device, group=self.group,
+                                    relabel_dir=self.relabel_dir)
         report = kept.finish(result.to_dict(), write=main)
         self.trainings.add(stored.path, report)
         return report

@@ -117,7 +117,8 @@ def command(args, raw) -> int:
         say(f"resuming: {len(done)} finished training(s) kept in {kept.path}")
     report = evaluate_synthetic(synthetic, test, cfg, mean=mean, std=std, flip=dataset_info(data.name).flip_augment,
                                 record=record, progress=not args.quiet, teacher=teacher, done=done,
-                                on_training=kept.add if kept else None, device=state.device, group=group)
+                                on_training=kept.add if kept else None, device=state.device, group=group,
+                                relabel_dir=teacher_settings.cache_dir if teacher_settings else None)
     if not state.is_main_process:
         return 0
     print(f"{data.name} | {len(synthetic)} images | protocol {protocol} ({report.record['evaluator']['epochs']} epochs, "

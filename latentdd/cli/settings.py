@@ -164,6 +164,9 @@ ALIASES: tuple[Alias, ...] = (
           "else the teacher's (default: the protocol's)"),
     Alias("--temperature", "evaluator.temperature",
           "teacher_kl, static_kl: the KL's temperature T (default: the protocol's, 4)"),
+    Alias("--relabel", "evaluator.relabel",
+          "teacher_kl: K > 0 labels K epochs of augmented views once (cached) and every training replays them, with "
+          "no teacher at training time (FKD); 0 (default): the teacher labels every batch"),
     Alias("--epochs", "evaluator.epochs", "training epochs (default: the protocol's)"),
     Alias("--epochs", "teacher.epochs", "epochs over the train split (default: the preset's)",
           commands=("fit-teacher",)),

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -38,6 +38,9 @@ from latentdd.nn.dsa import DiffAugment, DSAConfig
 from latentdd.nn.factorization import untile
 from latentdd.parallel import DataParallel
 from latentdd.progress import progress_bar
+
+if TYPE_CHECKING:
+    from latentdd.evaluate.relabel import Relabelled
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,8 @@ class EvalConfig(Checked):
     cutmix_alpha: PositiveFloat = 1.0  # CutMix's Beta(alpha, alpha)
     loss: Literal[LOSSES] = "ce"  # ce: on the set's labels | teacher_kl: the teacher's, online | static_kl: fixed soft ones
     temperature: PositiveFloat = 4.0  # teacher_kl, static_kl: T of KL(label_T || student_T) * T^2
+    relabel: NonNegativeInt = 0  # teacher_kl: 0 the teacher labels every batch; K: its labels of K epochs of views, computed once and replayed (FKD)
+    relabel_topk: PositiveInt = 10  # relabel: the logits kept per view (its top-k classes)
     epochs_by_ipc: dict[int, int] | None = None  # {IPC bound: epochs}, used when epochs is None; beyond: 300
 
     @classmethod
@@ -104,6 +109,9 @@ class EvalConfig(Checked):
             raise DataError("evaluator.epochs is unset and there is no epochs_by_ipc table; set epochs (e.g. 1000)")
         if self.crop_scale is not None and not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
             raise DataError(f"evaluator.crop_scale must be (low, high) with 0 < low <= high <= 1; got {self.crop_scale!r}")
+        if self.relabel and self.loss != "teacher_kl":
+            raise DataError(f"evaluator.relabel replays the teacher's labels of stored views (loss teacher_kl); loss "
+                            f"{self.loss} has no teacher at training time: set relabel 0")
         if self.loss in TEACHER_LOSSES and self.use_soft_labels:
             raise DataError(f"evaluator.loss {self.loss} brings its own soft labels (teacher_kl: the teacher's; "
                             "static_kl: the set's, else the teacher's); unset use_soft_labels (or use loss ce to train "
@@ -140,6 +148,8 @@ class EvalConfig(Checked):
         with the architecture's width and norm resolved."""
         out = dataclasses.asdict(self)
         out.pop("protocol")
+        if not out["relabel"]:  # online labels: the identity every evaluation had before relabelling existed
+            out.pop("relabel"), out.pop("relabel_topk")
         spec = MODELS[self.model]
         out["width"], out["norm"] = self.width or spec.width, self.norm or spec.norm
         if self.model != "convnet":
@@ -163,7 +173,10 @@ class EvalConfig(Checked):
             v2_parts.append(f"cutmix(p {self.cutmix:g}, beta {self.cutmix_alpha:g})")
         dsa = (self.dsa_strategy if flip else self.dsa_strategy.replace("_flip", "")) if self.dsa else None
         augmentation = "+".join(([dsa] if dsa else []) + v2_parts) or "none"
-        if self.loss == "teacher_kl":
+        if self.loss == "teacher_kl" and self.relabel:
+            labels = (f"soft: the teacher's top-{self.relabel_topk} of {self.relabel} stored epochs of augmented "
+                      "batches, computed once and replayed (FKD relabel)")
+        elif self.loss == "teacher_kl":
             labels = "soft: the teacher's, for every augmented batch"
         elif self.loss == "static_kl":
             labels = ("static soft: the teacher's of each training image, computed once before training" if teacher
@@ -327,6 +340,7 @@ def train_model(
     epoch_log: list | None = None,
     device: torch.device | str | None = None,
     group: DataParallel | None = None,
+    relabelled: Relabelled | None = None,
 ) -> torch.nn.Module:
     """Train a freshly initialised model on images (N, C, H, W) in [0, 1] with labels (N,).
 
@@ -348,6 +362,9 @@ def train_model(
     that share this training (`DataParallel`, default this one alone): each draws the same batches and trains on
     its shard of each, their gradients summed before every step, so that the training is one process's up to
     the order of floating-point sums (every process must call this with the same arguments).
+    `relabelled` (loss teacher_kl): the teacher's labels of stored epochs of augmented batches (`relabel`), replayed
+    instead of running the teacher: epoch e draws the batches of stored epoch e mod its views, whatever `seed`
+    (which then sets the initialisation only), with their stored labels.
     Returns the model after the final epoch, in eval mode.
     """
     group = group or DataParallel()
@@ -359,7 +376,7 @@ def train_model(
     n, c, h, w = images.shape
     if h != w:
         raise DataError(f"the evaluator expects square images; got {h}x{w}")
-    if config.loss == "teacher_kl" and teacher is None:
+    if config.loss == "teacher_kl" and teacher is None and relabelled is None:
         raise DataError(f"protocol {config.protocol} (loss teacher_kl) needs a teacher: fit one with "
                         "`latentdd fit-teacher` or pass --teacher")
     if config.loss == "static_kl" and soft_labels is None:
@@ -372,8 +389,7 @@ def train_model(
     model.to(device)
     mean, std = mean.to(device), std.to(device)
     gen = torch.Generator().manual_seed(seed)  # on the CPU: every draw is the same whatever the device
-    augment = DiffAugment(DSAConfig(strategy=config.dsa_strategy), flip=flip) if config.dsa else None
-    crop_flip = CropFlip(h, config.crop_scale, config.hflip and flip) if (config.crop_scale or config.hflip) else None
+    augment, crop_flip = augmentations(config, h, flip)
     optimizer = make_optimizer(config.optimizer, model.parameters(), lr=config.lr, momentum=config.momentum,
                                weight_decay=config.weight_decay)
     step = _Step(model, config.compile, compile_status)
@@ -395,21 +411,14 @@ def train_model(
                                    milestones=config.milestones)
         for param_group in optimizer.param_groups:
             param_group["lr"] = lr
-        order = torch.randperm(n, generator=gen)
-        total = 0.0
-        for start in range(0, n, config.batch_size):
-            idx = order[start : start + config.batch_size]
-            x = x_all[idx]
-            if augment is not None:
-                x = augment(x, gen)
-            if crop_flip is not None:
-                x = crop_flip(x, gen)
-            batch_weights = weights[idx] if weights is not None else None
-            soft = soft_labels[idx] if soft_labels is not None else None
-            y = y_all[idx]
-            if config.cutmix > 0 and float(torch.rand((), generator=gen)) < config.cutmix:
-                targets = soft if soft is not None else F.one_hot(y, num_classes).float()
-                x, soft, batch_weights, _ = cutmix(x, targets, batch_weights, alpha=config.cutmix_alpha, generator=gen)
+        total, position = 0.0, 0
+        view = None if relabelled is None else epoch % relabelled.views  # the stored epoch of batches replayed
+        batches = epoch_batches(x_all, y_all, weights, soft_labels, config, num_classes, augment, crop_flip,
+                                 gen if view is None else relabelled.generator(view))
+        for idx, x, y, batch_weights, soft in batches:
+            if view is not None:
+                soft = relabelled.labels(view, position, len(idx), temperature).to(device)
+                position += len(idx)
             denominator = None
             if group.size > 1:  # the whole batch was drawn; this process trains on its shard of it
                 denominator = len(idx) if batch_weights is None else batch_weights.sum().clamp_min(1e-12)
@@ -417,7 +426,7 @@ def train_model(
                 x, y = x[part], y[part]
                 batch_weights = None if batch_weights is None else batch_weights[part]
                 soft = None if soft is None else soft[part]
-            if teacher is not None and config.loss == "teacher_kl" and len(x):
+            if teacher is not None and config.loss == "teacher_kl" and view is None and len(x):
                 with torch.no_grad():  # the teacher sees the augmented batch in [0, 1]
                     soft = F.softmax(teacher(x * std.view(1, -1, 1, 1) + mean.view(1, -1, 1, 1)) / temperature, dim=1)
             loss = step.train(optimizer, x, y, batch_weights, soft, temperature, group=group, denominator=denominator)
@@ -440,6 +449,37 @@ def train_model(
         if progress and epoch % 50 == 0:
             epochs.set_postfix(loss=f"{loss.item():.3f}")
     return model.eval()
+
+
+def augmentations(config: EvalConfig, size: int, flip: bool) -> tuple[DiffAugment | None, CropFlip | None]:
+    """The config's DSA and its crops and flips for images of side `size` (None where it has none)."""
+    augment = DiffAugment(DSAConfig(strategy=config.dsa_strategy), flip=flip) if config.dsa else None
+    crop_flip = CropFlip(size, config.crop_scale, config.hflip and flip) if (config.crop_scale or config.hflip) else None
+    return augment, crop_flip
+
+
+def epoch_batches(x_all, y_all, weights, soft_labels, config: EvalConfig, num_classes: int, augment, crop_flip,
+                   gen: torch.Generator):
+    """One epoch's batches as the config draws them from `gen` (order, DSA, crops and flips, CutMix), each
+    (indices (b,), x (b, C, H, W) normalised and augmented, labels (b,), weights (b,) or None, soft targets (b, K)
+    or None: the set's soft labels, CutMixed; one-hot ones when CutMix mixes a batch without any). Drawn lazily:
+    the generator is at the same state for a batch whatever its caller does between two."""
+    n = len(x_all)
+    order = torch.randperm(n, generator=gen)
+    for start in range(0, n, config.batch_size):
+        idx = order[start : start + config.batch_size]
+        x = x_all[idx]
+        if augment is not None:
+            x = augment(x, gen)
+        if crop_flip is not None:
+            x = crop_flip(x, gen)
+        batch_weights = weights[idx] if weights is not None else None
+        soft = soft_labels[idx] if soft_labels is not None else None
+        y = y_all[idx]
+        if config.cutmix > 0 and float(torch.rand((), generator=gen)) < config.cutmix:
+            targets = soft if soft is not None else F.one_hot(y, num_classes).float()
+            x, soft, batch_weights, _ = cutmix(x, targets, batch_weights, alpha=config.cutmix_alpha, generator=gen)
+        yield idx, x, y, batch_weights, soft
 
 
 def _resume(path: Path, model: torch.nn.Module, optimizer, gen: torch.Generator, epochs_total: int,
@@ -521,6 +561,7 @@ def evaluate_synthetic(
     on_training=None,
     device: torch.device | str | None = None,
     group: DataParallel | None = None,
+    relabel_dir: Path | None = None,
 ) -> EvalReport:
     """Train `config.num_eval` models on the synthetic set, test each on `test_set`.
 
@@ -543,6 +584,8 @@ def evaluate_synthetic(
     `group` of several processes, by the main process only.
     `device`, `group`: where each training runs and the processes that share it (`train_model`); every process of
     the group calls this with the same arguments and gets the same report.
+    With `config.relabel` K > 0 (loss teacher_kl) the teacher labels K epochs of views of the set once
+    (`latentdd.evaluate.relabel`, cached under `relabel_dir` when given) and every training replays them.
     """
     group = group or DataParallel()
     progress = progress and group.is_main
@@ -589,6 +632,15 @@ def evaluate_synthetic(
 
             log_labels, labelled_by = teacher_log_probs(teacher, images), teacher
         soft = tempered(log_labels, config.temperature)
+    relabelled = None
+    if config.relabel and any(config.seed + i not in (done or {}) for i in range(config.num_eval)):
+        if teacher is None:
+            raise DataError(f"evaluator.relabel stores a teacher's labels; protocol {config.protocol} got no teacher")
+        from latentdd.evaluate.relabel import relabel
+
+        relabelled = relabel(images, labels, config=config, teacher=teacher, mean=mean, std=std, flip=flip,
+                             views=config.relabel, topk=config.relabel_topk, seed=0, num_classes=synthetic.num_classes,
+                             cache_dir=relabel_dir, progress=progress)
     start = time.perf_counter()
     seeds = [config.seed + i for i in range(config.num_eval)]
     accuracies, seconds = [], []
@@ -605,7 +657,7 @@ def evaluate_synthetic(
             images, labels, num_classes=synthetic.num_classes, config=config, mean=mean,
             std=std, flip=flip, seed=seed, weights=weights, soft_labels=soft, progress=progress,
             compile_status=status, teacher=teacher if config.loss == "teacher_kl" else None, device=device,
-            group=group,
+            group=group, relabelled=relabelled,
         )
         seconds.append(time.perf_counter() - t0)
         accuracies.append(
@@ -621,6 +673,8 @@ def evaluate_synthetic(
         num_images=len(synthetic), compile_status=status,
         teacher=getattr(teacher if config.loss == "teacher_kl" else labelled_by, "record", None),
     )
+    if relabelled is not None:
+        full_record["evaluator"]["relabel"] = relabelled.record
     full_record["evaluator"]["device"] = str(torch.device(device or "cpu"))
     full_record["evaluator"]["processes"] = group.size  # data-parallel: each training's batches split over them
     full_record["missing_classes"] = missing  # classes without a single training image
