@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from datetime import timedelta
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +27,18 @@ def launched_as_one_of_several() -> bool:
     return "MASTER_PORT" in os.environ and "WORLD_SIZE" not in os.environ and "ACCELERATE_USE_CPU" in os.environ
 
 
+# How long a process waits at a barrier for the others: the first process may distil for hours (a matching
+# method's whole set) while the others wait for its folders; a process that fails ends the launch instead.
+BARRIER_TIMEOUT = timedelta(hours=24)
+
+
 def process_state():
-    """accelerate's PartialState for this process (gloo on the CPU when there is no GPU)."""
+    """accelerate's PartialState for this process (gloo on the CPU when there is no GPU; barriers wait up to
+    BARRIER_TIMEOUT)."""
     import torch
     from accelerate import PartialState
 
-    state = PartialState(cpu=not torch.cuda.is_available())
+    state = PartialState(cpu=not torch.cuda.is_available(), timeout=BARRIER_TIMEOUT)
     if state.num_processes == 1 and launched_as_one_of_several():
         log.warning(SINGLE_PROCESS_LAUNCH)
     return state

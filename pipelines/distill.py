@@ -190,15 +190,23 @@ def load_synthetic(folder: Path, class_names: list[str]) -> tuple[SyntheticLaten
 
 
 def distill_latents(space: LatentSpace, method: str, ipc: int, seed: int, *, params: dict | None = None,
-                    checkpoint_dir: Path | None = None, progress: bool = False, teacher=None) -> SyntheticLatents:
+                    checkpoint_dir: Path | None = None, progress: bool = False, teacher=None,
+                    parts_dir: Path | None = None) -> SyntheticLatents | None:
     """`ipc` synthetic latents per class of `space.latents` by distiller `method` built with `params`
     (as given: resolve a preset first, `latentdd.presets.resolve`). An iterative distiller decodes through
     the space's VAE and checkpoints into `checkpoint_dir` (None: never). A teacher-aware one (rded, matching
     with networks "teacher") gets `teacher`: a Teacher, or the TeacherConfig to fit or load it by (default:
-    the default preset's, fitted on the space's train split and cached)."""
+    the default preset's, fitted on the space's train split and cached).
+    With `parts_dir`, under several processes (accelerate launch), a distiller whose classes are independent
+    (`splits_by_class`) is split by class (`distill_share`, its parts kept in `parts_dir`): the first process
+    returns the whole set, the others None."""
     from latentdd.distill import DistillContext, make_distiller
+    from latentdd.parallel import DataParallel
 
     distiller = make_distiller(method, **(params or {}))
+    group = DataParallel.current()
+    if parts_dir is not None and group.size > 1 and getattr(distiller, "splits_by_class", False):
+        return distill_share(distiller, space.latents, ipc, seed, group, Path(parts_dir))
     extra = {}
     if getattr(distiller, "uses_context", False):  # e.g. bacon: the decoder, checkpoints beside the output
         extra["context"] = DistillContext(decode=space.decode, progress=progress, checkpoint_dir=checkpoint_dir,
@@ -206,6 +214,30 @@ def distill_latents(space: LatentSpace, method: str, ipc: int, seed: int, *, par
                                           teacher=space_teacher(space, teacher, progress=progress)
                                           if getattr(distiller, "uses_teacher", False) else None)
     return distiller.distill(space.latents, ipc, seed=seed, **extra)
+
+
+def distill_share(distiller, latents, ipc: int, seed: int, group, parts_dir: Path) -> SyntheticLatents | None:
+    """A distillation split by class over the processes of `group`: each distils its contiguous block of classes
+    (`class_share`, reading only their latents from a sharded cache) and writes it to `parts_dir`; after all have,
+    the first gathers the parts (`gather_parts`: the one-process set, byte for byte) and removes the folder ->
+    the set in the first process, None in the others."""
+    import torch.distributed as dist
+
+    from latentdd.distill.base import class_share, gather_parts
+
+    share = class_share(len(latents.class_names), group.rank, group.size)
+    part = distiller.distill(latents, ipc, seed=seed, classes=share)
+    part.save(parts_dir / f"part-{group.rank}.safetensors")
+    dist.barrier()
+    if not group.is_main:
+        return None
+    parts = [SyntheticLatents.load(parts_dir / f"part-{rank}.safetensors") for rank in range(group.size)]
+    shutil.rmtree(parts_dir)
+    whole = gather_parts(parts)
+    whole.extras["split_by_class"] = {"processes": group.size,
+                                      "classes": [len(class_share(len(latents.class_names), r, group.size))
+                                                  for r in range(group.size)]}
+    return whole
 
 
 def space_teacher(space: LatentSpace, teacher=None, *, progress: bool = False):
@@ -237,6 +269,7 @@ def distill_to_folder(
     preset: dict | None = None,
     progress: bool = False,
     teacher=None,
+    split_by_class: bool = False,
 ) -> Path:
     """Distil `ipc` latents per class with `method`, render them (`decoder`, VAE decoding by default), write `out`.
 
@@ -254,6 +287,9 @@ def distill_to_folder(
     removed once the folder is written.
     preset: the record of where `params` came from (`latentdd.presets.Resolved.record`), kept in the record.
     teacher: a teacher-aware method's teacher (`distill_latents`).
+    split_by_class: under several processes (accelerate launch; every one calls this), a distiller whose classes
+    are independent (`splits_by_class`) is split by class over them (`distill_share`); the first process writes
+    the folder, the others return at once (with any other distiller, without distilling).
     The distill time recorded is the distiller's own count when it reports one (a resumed
     BACON run: the seconds of all its iterations), else this call's.
     Written into a temporary sibling folder and renamed into place; an existing `out` must be a
@@ -261,8 +297,15 @@ def distill_to_folder(
     """
     from latentdd.distill import make_distiller
     from latentdd.distill.matching import remove_checkpoint
+    from latentdd.parallel import DataParallel
 
     out = Path(out).expanduser()
+    split = split_by_class and latents_from is None
+    parts_dir = out.with_name(f".{out.name}.distill-parts") if split else None  # a split's parts (distill_share)
+    if split and not DataParallel.current().is_main:  # one of several processes: its share of the classes, if any
+        if getattr(make_distiller(method, **(params or {})), "splits_by_class", False):
+            distill_latents(space, method, ipc, seed, params=params, parts_dir=parts_dir)
+        return out
     tmp = start_output(out, overwrite=overwrite)  # refuses a foreign or unwritable `out` before any work
     chain = checkpoint_dir or out.with_name(f"{out.name}.checkpoint")
     try:
@@ -271,7 +314,7 @@ def distill_to_folder(
             synthetic, distill_seconds = load_synthetic(latents_from, list(space.latents.class_names))
         else:
             synthetic = distill_latents(space, method, ipc, seed, params=params, checkpoint_dir=chain,
-                                        progress=progress, teacher=teacher)
+                                        progress=progress, teacher=teacher, parts_dir=parts_dir)
             distill_seconds = synthetic.extras.get("seconds", time.perf_counter() - t)
         t = time.perf_counter()
         decoder = decoder or VAEDecoder(space.vae, space.adapter)

@@ -160,3 +160,45 @@ def test_a_run_over_two_processes_gives_the_one_process_table(parallel, tmp_path
         report = json.loads(path.read_text())
         assert "reused_trainings" not in report["record"]  # its own trainings, not lent
         assert report["record"]["evaluator"]["processes"] == (2 if parallel == "data" else 1)
+
+
+# ---------------------------------------------------------------------------------------
+# Distillation split by class
+
+
+@pytest.mark.parametrize("method", ["kmeans", "kmeans-online", "random", "herding", "kcenter"])
+@pytest.mark.parametrize("processes", [2, 3])
+def test_shares_of_the_classes_gather_into_the_whole_set(method, processes):
+    from latentdd.distill import make_distiller
+    from latentdd.distill.base import class_share, gather_parts
+    from latentdd.latents.types import Latents
+
+    train = load_dataset("digits", "train")
+    latents = Latents(train.images, train.labels, list(train.class_names))
+    distiller = make_distiller(method)
+    assert distiller.splits_by_class
+    whole = distiller.distill(latents, 3, seed=4)
+    shares = [class_share(10, rank, processes) for rank in range(processes)]
+    assert sum(shares, []) == list(range(10))
+    gathered = gather_parts([distiller.distill(latents, 3, seed=4, classes=share) for share in shares])
+    for name in ("latents", "labels", "weights"):
+        assert torch.equal(getattr(gathered, name), getattr(whole, name)), name
+    assert gathered.extras == whole.extras
+
+
+@pytest.mark.slow
+def test_distill_under_accelerate_launch_splits_the_classes_and_writes_the_one_process_set(tmp_path):
+    from safetensors.torch import load_file as load
+
+    repo = Path(__file__).resolve().parents[1]
+    common = ["distill", "--dataset", "digits", "--vae", "pixel", "--cache-dir", str(tmp_path / "cache"), "--quiet",
+              "--method", "kmeans", "--ipc", "3"]
+    one = _launch([*common, "--out", str(tmp_path / "one")], repo, 1)
+    assert one.returncode == 0, one.stderr
+    two = _launch([*common, "--out", str(tmp_path / "two")], repo, 2)
+    assert two.returncode == 0, two.stderr
+    a, b = (load(tmp_path / n / "latents.safetensors") for n in ("one", "two"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    record = json.loads((tmp_path / "two" / "distill.json").read_text())
+    assert record["extras"]["split_by_class"] == {"processes": 2, "classes": [5, 5]}
+    assert not list(tmp_path.glob(".*distill-parts"))  # the parts are gone

@@ -45,20 +45,27 @@ def command(args, raw) -> int:
     overrides = dict(check_mapping(section.pop("params", None), "distill.params")) | settings_of(args, "distill.params")
     job = build_section("distill", section, settings_of(args, "distill"))
     method, ipc, seed = job.method, job.ipc, job.seed
+    from latentdd.parallel import process_state
+
+    state = process_state()  # under accelerate launch: the classes split over the processes (splits_by_class)
     check_output(Path(args.out).expanduser(), overwrite=args.overwrite)  # a foreign or unwritable --out: before fitting
     # The preset's parameters with the overrides over them; every parameter, the defaults included, coerced to
     # its type (and checked) before any work starts.
     resolved = resolve(method, ipc, job.preset, coerce_params(method, overrides))
     params = plain(make_distiller(method, **resolved.params))
-    prepared = prepare_latent_space(data, space, latents_dir=job.latents, progress=not args.quiet)
-    decoder, decoder_record = make_decoder(decoder_settings, prepared, space.cache_dir, progress=not args.quiet)
+    with state.main_process_first():  # the first process fits and encodes what is cached; the others read it
+        prepared = prepare_latent_space(data, space, latents_dir=job.latents, progress=not args.quiet)
+        decoder, decoder_record = make_decoder(decoder_settings, prepared, space.cache_dir, progress=not args.quiet)
     config = {"dataset": data, "latent": space,
               "distill": {"method": method, "ipc": ipc, "seed": seed, "preset": job.preset, "params": params,
                           "latents": job.latents},
               "decoder": decoder_settings}
     out = distill_to_folder(prepared, method, ipc, seed, args.out, params=params, overwrite=args.overwrite,
                             config=config, decoder=decoder, decoder_record=decoder_record,
-                            preset=resolved.record(), progress=not args.quiet, teacher=teacher_config(args, raw))
+                            preset=resolved.record(), progress=not args.quiet and state.is_main_process,
+                            teacher=teacher_config(args, raw), split_by_class=True)
+    if not state.is_main_process:
+        return 0
     print(f"wrote {ipc} x {len(prepared.latents.class_names)} images ({method}, preset {job.preset}, seed {seed}) "
           f"to {out}/images; "
           f"evaluate with: latentdd evaluate --images {out}/images --dataset {data.name}")

@@ -129,8 +129,9 @@ def class_label(latents: Latents, k: int) -> str:
     return f"class {latents.class_names[k]!r} (index {k})"
 
 
-def check_distill_input(latents: Latents, ipc: int, seed: int) -> list[np.ndarray]:
-    """Validate a distill call -> per class k, its global indices (ascending int64 arrays).
+def check_distill_input(latents: Latents, ipc: int, seed: int, classes: list[int] | None = None) -> list[np.ndarray]:
+    """Validate a distill call -> per class k, its global indices (ascending int64 arrays); with `classes`, those
+    of these classes only, in their order (a process's share of a distillation split by class).
 
     Raises DataError, with what to do, if ipc or seed is not a usable integer, a class has
     no latents or fewer than ipc, or a class's latents hold NaN or inf. Every class is
@@ -163,7 +164,7 @@ def check_distill_input(latents: Latents, ipc: int, seed: int) -> list[np.ndarra
                 f"index {int(bad[0])}); re-encode them (an fp16 VAE can overflow: encode in float32)"
             )
         members.append(idx)
-    return members
+    return members if classes is None else [members[k] for k in classes]
 
 
 def class_points(latents: Latents, indices: np.ndarray) -> np.ndarray:
@@ -193,11 +194,14 @@ def assemble(
     params: dict,
     weights: torch.Tensor | None,
     extras: dict,
+    classes: list[int] | None = None,
 ) -> SyntheticLatents:
-    """Stack per-class (ipc, c*h*w) arrays, in class order, into SyntheticLatents (M, c, h, w)."""
+    """Stack per-class (ipc, c*h*w) arrays, in class order, into SyntheticLatents (M, c, h, w); with `classes`,
+    the arrays are of these classes (a share of a distillation split by class, `gather_parts`)."""
     ipc = per_class[0].shape[0]
     flat = torch.from_numpy(np.concatenate(per_class, axis=0).astype(np.float32, copy=False))
-    labels = torch.arange(len(per_class), dtype=torch.int64).repeat_interleave(ipc)
+    ids = range(len(per_class)) if classes is None else classes
+    labels = torch.as_tensor(list(ids), dtype=torch.int64).repeat_interleave(ipc)
     return SyntheticLatents(
         latents=flat.reshape(len(flat), *latents.latent_shape).contiguous(),  # (M, c, h, w)
         labels=labels,
@@ -207,3 +211,31 @@ def assemble(
         weights=weights,
         extras=extras,
     )
+
+
+def class_share(num_classes: int, rank: int, size: int) -> list[int]:
+    """The classes process `rank` of `size` distils when a distillation is split by class: a contiguous block,
+    the blocks' sizes differing by at most one."""
+    base, extra = divmod(num_classes, size)
+    start = rank * base + min(rank, extra)
+    return list(range(start, start + base + (rank < extra)))
+
+
+def gather_parts(parts: list[SyntheticLatents]) -> SyntheticLatents:
+    """The set of a distillation split by class, from its parts in class order (each `class_share`'s, as the
+    distiller returned it with `classes`): tensors concatenated; extras' lists (one entry per class, or per
+    synthetic latent) concatenated, their other values taken when every part has the same, else listed per part
+    (e.g. seconds). Equal to the unsplit distillation's, byte for byte, for distillers whose classes are
+    independent (`splits_by_class`)."""
+    first = parts[0]
+    cat = lambda name: None if getattr(first, name) is None else torch.cat([getattr(p, name) for p in parts])  # noqa: E731
+    extras = {}
+    for key, value in first.extras.items():
+        values = [p.extras.get(key) for p in parts]
+        if isinstance(value, list):
+            extras[key] = [v for part in values for v in part]
+        else:
+            extras[key] = value if all(v == value for v in values) else values
+    return SyntheticLatents(latents=cat("latents"), labels=cat("labels"), class_names=list(first.class_names),
+                            method=first.method, params=first.params, weights=cat("weights"), extras=extras,
+                            soft_labels=cat("soft_labels"))

@@ -82,7 +82,7 @@ def kcenter_order(points: np.ndarray, k: int) -> np.ndarray:
 
 
 def _coreset(latents: Latents, members: list[np.ndarray], rows_per_class: list[np.ndarray], *,
-             method: str, params: dict) -> SyntheticLatents:
+             method: str, params: dict, classes: list[int] | None = None) -> SyntheticLatents:
     """Chosen rows (into each class) -> SyntheticLatents with uniform weights and indices in extras."""
     out, extras = [], {"indices": [], "quantization_error": []}
     for idx, rows in zip(members, rows_per_class):
@@ -92,7 +92,7 @@ def _coreset(latents: Latents, members: list[np.ndarray], rows_per_class: list[n
         extras["quantization_error"].append(quantization_error(x, x[rows]))
     ipc = len(rows_per_class[0])
     return assemble(latents, out, method=method, params=params, weights=uniform_weights(len(members), ipc),
-                    extras=extras)
+                    extras=extras, classes=classes)
 
 
 @register_distiller
@@ -102,15 +102,17 @@ class RandomDistiller:
     torch.Generator().manual_seed(seed)): the same draw as the pixel-space random baseline."""
 
     name: ClassVar[str] = "random"
+    splits_by_class: ClassVar[bool] = True  # the draw of every class is made, then a share's classes kept
 
-    def distill(self, latents: Latents, ipc: int, *, seed: int) -> SyntheticLatents:
-        members = check_distill_input(latents, ipc, seed)
+    def distill(self, latents: Latents, ipc: int, *, seed: int, classes: list[int] | None = None) -> SyntheticLatents:
+        members = check_distill_input(latents, ipc, seed, classes)
         chosen = random_per_class(latents.labels, ipc, len(latents.class_names),
                                   torch.Generator().manual_seed(int(seed)), class_names=latents.class_names).numpy()
         # random_per_class returns global indices grouped by class; map them to rows of each class.
-        rows = [np.searchsorted(idx, chosen[k * ipc : (k + 1) * ipc]) for k, idx in enumerate(members)]
+        ids = range(len(members)) if classes is None else classes
+        rows = [np.searchsorted(idx, chosen[k * ipc : (k + 1) * ipc]) for k, idx in zip(ids, members)]
         return _coreset(latents, members, rows, method=self.name,
-                        params={**dataclasses.asdict(self), "ipc": ipc, "seed": seed})
+                        params={**dataclasses.asdict(self), "ipc": ipc, "seed": seed}, classes=classes)
 
 
 @register_distiller
@@ -119,12 +121,13 @@ class HerdingDistiller:
     """Per class, `herding_order` on the flattened latents. Deterministic: `seed` is unused."""
 
     name: ClassVar[str] = "herding"
+    splits_by_class: ClassVar[bool] = True
 
-    def distill(self, latents: Latents, ipc: int, *, seed: int) -> SyntheticLatents:
-        members = check_distill_input(latents, ipc, seed)
+    def distill(self, latents: Latents, ipc: int, *, seed: int, classes: list[int] | None = None) -> SyntheticLatents:
+        members = check_distill_input(latents, ipc, seed, classes)
         rows = [herding_order(class_points(latents, idx), ipc) for idx in members]
         return _coreset(latents, members, rows, method=self.name,
-                        params={**dataclasses.asdict(self), "ipc": ipc, "seed": seed})
+                        params={**dataclasses.asdict(self), "ipc": ipc, "seed": seed}, classes=classes)
 
 
 @register_distiller
@@ -133,9 +136,10 @@ class KCenterDistiller:
     """Per class, `kcenter_order` on the flattened latents. Deterministic: `seed` is unused."""
 
     name: ClassVar[str] = "kcenter"
+    splits_by_class: ClassVar[bool] = True
 
-    def distill(self, latents: Latents, ipc: int, *, seed: int) -> SyntheticLatents:
-        members = check_distill_input(latents, ipc, seed)
+    def distill(self, latents: Latents, ipc: int, *, seed: int, classes: list[int] | None = None) -> SyntheticLatents:
+        members = check_distill_input(latents, ipc, seed, classes)
         rows = [kcenter_order(class_points(latents, idx), ipc) for idx in members]
         return _coreset(latents, members, rows, method=self.name,
-                        params={**dataclasses.asdict(self), "ipc": ipc, "seed": seed})
+                        params={**dataclasses.asdict(self), "ipc": ipc, "seed": seed}, classes=classes)

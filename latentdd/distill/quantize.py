@@ -298,6 +298,7 @@ class KMeansDistiller(CheckedParams):
     """
 
     name: ClassVar[str] = "kmeans"
+    splits_by_class: ClassVar[bool] = True  # every class from its own seeds (class_seeds): a share distils alone
 
     backend: Literal[BACKENDS] = "auto"
     niter: PositiveInt = 100
@@ -329,8 +330,8 @@ class KMeansDistiller(CheckedParams):
             return kmeans_faiss(points, k, niter=self.niter, seeds=seeds, gpu=device == "gpu")
         return kmeans_sklearn(points, k, niter=self.niter, restarts=self.restarts, seed=seeds[0])
 
-    def distill(self, latents: Latents, ipc: int, *, seed: int) -> SyntheticLatents:
-        members = check_distill_input(latents, ipc, seed)
+    def distill(self, latents: Latents, ipc: int, *, seed: int, classes: list[int] | None = None) -> SyntheticLatents:
+        members = check_distill_input(latents, ipc, seed, classes)
         backend = self.resolved_backend()  # an unusable "faiss-gpu" fails here, before any class is clustered
         if self.backend == "auto" and backend[0] == "sklearn":
             warnings.warn("faiss is not installed, so kmeans clusters with sklearn (slower, slightly different "
@@ -339,7 +340,7 @@ class KMeansDistiller(CheckedParams):
                                         "reseeded_cells", "empty_cells")
         if self.medoid:
             extras.update(medoid_indices=[], medoid_class_indices=[])
-        for k, idx in enumerate(members):
+        for k, idx in zip(range(len(members)) if classes is None else classes, members):
             x = class_points(latents, idx)  # (n_k, d)
             centroids = self.cluster(x, ipc, class_seeds(seed, k, self.restarts))
             centroids, moves = fill_empty_cells(x, centroids)
@@ -365,7 +366,7 @@ class KMeansDistiller(CheckedParams):
         weights = torch.tensor(extras["weights_mass" if self.weights_mode == "mass" else "weights_sqrt"],
                                dtype=torch.float32)
         return assemble(latents, out, method=self.name, params={**dataclasses.asdict(self), "ipc": ipc, "seed": seed},
-                        weights=weights, extras=extras)
+                        weights=weights, extras=extras, classes=classes)
 
 
 @register_distiller
@@ -386,20 +387,21 @@ class OnlineKMeansDistiller(CheckedParams):
     """
 
     name: ClassVar[str] = "kmeans-online"
+    splits_by_class: ClassVar[bool] = True
 
     km_expand: PositiveInt = 10
     batch_size: PositiveInt | None = None
 
-    def distill(self, latents: Latents, ipc: int, *, seed: int) -> SyntheticLatents:
+    def distill(self, latents: Latents, ipc: int, *, seed: int, classes: list[int] | None = None) -> SyntheticLatents:
         from sklearn.cluster import MiniBatchKMeans
 
-        members = check_distill_input(latents, ipc, seed)
+        members = check_distill_input(latents, ipc, seed, classes)
         batch = self.batch_size if self.batch_size is not None else self.km_expand * ipc
         if batch < ipc:
             raise DataError(f"kmeans-online batch_size {batch} is smaller than IPC {ipc}; the first batch "
                             "initialises the IPC centroids, so raise batch_size to at least IPC")
         out, extras = [], _empty_extras("batches", "samples_seen")
-        for k, idx in enumerate(members):
+        for k, idx in zip(range(len(members)) if classes is None else classes, members):
             x = class_points(latents, idx)  # (n_k, d)
             shuffle_seed, model_seed = class_seeds(seed, k, 2)
             order = np.random.default_rng(shuffle_seed).permutation(len(x))
@@ -416,7 +418,7 @@ class OnlineKMeansDistiller(CheckedParams):
             out.append(centroids)
         extras["batch_size"] = batch
         return assemble(latents, out, method=self.name, params={**dataclasses.asdict(self), "ipc": ipc, "seed": seed},
-                        weights=uniform_weights(len(members), ipc), extras=extras)
+                        weights=uniform_weights(len(members), ipc), extras=extras, classes=classes)
 
 
 def _empty_extras(*keys: str) -> dict:
