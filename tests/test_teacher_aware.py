@@ -76,13 +76,16 @@ def test_rded_keeps_the_candidates_the_teacher_finds_most_typical_of_their_class
     assert out.extras["teacher"]["key"] == teacher.record["key"] and out.tile_factor == 1
 
 
-def test_rded_medoid_keeps_the_member_nearest_its_cluster_centroid(space, teacher):
+@pytest.mark.parametrize("diversity", ["latent", "labels"])
+def test_rded_medoid_keeps_the_member_nearest_its_cluster_centroid(space, teacher, diversity):
     latents, decode = space
     context = DistillContext(decode=decode, teacher=teacher)
-    # One cluster a class (IPC 1, factor 1): its centroid is the class mean, its medoid the latent nearest it.
-    out = make_distiller("rded", diversity="latent", pick="medoid", factor=1, candidates=10_000).distill(
+    # One cluster a class (IPC 1, factor 1): its centroid is the class mean, its medoid the member nearest it, in
+    # the latent space or in the space of the teacher's log-probabilities.
+    out = make_distiller("rded", diversity=diversity, pick="medoid", factor=1, candidates=10_000).distill(
         latents, 1, seed=0, context=context)
-    flat = latents.latents.flatten(1).double()
+    flat = (latents.latents.flatten(1) if diversity == "latent" else
+            F.log_softmax(teacher(decode(latents.latents).clamp(0, 1)), dim=1)).double()
     for k in range(10):
         members = np.flatnonzero(latents.labels.numpy() == k)
         points = flat[torch.from_numpy(members)]

@@ -5,8 +5,9 @@ several into each stored image. Here a candidate is a whole real latent: per cla
 latents drawn at random are decoded and scored by the teacher.
 
 - realism: the teacher's cross-entropy on the true class (lower: more typical);
-- diversity ("teacher" or "latent"): the candidates are clustered into IPC * factor**2 groups by
-  k-means (sklearn, k-means++) on the teacher's penultimate features or on the latents, and each
+- diversity ("teacher", "labels" or "latent"): the candidates are clustered into IPC * factor**2 groups
+  by k-means (sklearn, k-means++) on the teacher's penultimate features, on its log-probabilities (the
+  soft labels a student will be taught: "labels" keeps images whose labels differ) or on the latents, and each
   group gives its most typical member ("none": the IPC * factor**2 most typical candidates); with
   `pick: medoid` each group gives instead the member nearest its centroid (a coverage choice, as
   k-means quantization's, but of real latents);
@@ -38,7 +39,7 @@ from latentdd.distill.quantize import kmeans_sklearn, nearest_centroid, quantiza
 from latentdd.errors import DataError
 from latentdd.latents.types import Latents, SyntheticLatents
 
-DIVERSITY = ("teacher", "latent", "none")
+DIVERSITY = ("teacher", "labels", "latent", "none")
 PICKS = ("typical", "medoid")
 
 
@@ -72,7 +73,7 @@ class RDEDDistiller(CheckedParams):
 
     candidates: PositiveInt = 1000  # real latents scored per class, drawn at random (all when the class has fewer)
     factor: PositiveInt = 2  # stored images hold factor x factor chosen latents, each decoded whole; 1: one each
-    diversity: Literal[DIVERSITY] = "teacher"  # k-means on the teacher's features | on the latents | none
+    diversity: Literal[DIVERSITY] = "teacher"  # k-means on the teacher's features | its log-probabilities | the latents | none
     pick: Literal[PICKS] = "typical"  # a cluster's member kept: the teacher's most typical | the nearest its centroid
     batch: PositiveInt = 256  # latents decoded and scored at once
 
@@ -99,7 +100,7 @@ class RDEDDistiller(CheckedParams):
             scores, features = self._score(latents, pool, k, context.teacher, context.decode)
             groups, rank = None, scores
             if self.diversity != "none":
-                points = features if self.diversity == "teacher" else class_points(latents, pool)
+                points = class_points(latents, pool) if self.diversity == "latent" else features
                 centroids = kmeans_sklearn(points, m, niter=100, restarts=1, seed=class_seeds(seed, k, 2)[1])
                 groups, sqdist = nearest_centroid(points, centroids)
                 rank = sqdist if self.pick == "medoid" else scores
@@ -124,7 +125,7 @@ class RDEDDistiller(CheckedParams):
     @torch.no_grad()
     def _score(self, latents: Latents, pool: np.ndarray, k: int, teacher, decode) -> tuple[np.ndarray, np.ndarray]:
         """Candidates (global indices) of class k -> the teacher's cross-entropy on k (n,) and, for diversity
-        "teacher", its features (n, F) float32 (else an empty array)."""
+        "teacher" its features, for "labels" its log-probabilities (n, F) float32 (else an empty array)."""
         scores, features = [], []
         for start in range(0, len(pool), self.batch):
             z = latents.latents_at(pool[start : start + self.batch]).to(torch.float32)
@@ -133,5 +134,7 @@ class RDEDDistiller(CheckedParams):
             scores.append(F.cross_entropy(logits, torch.full((len(z),), k, dtype=torch.long), reduction="none"))
             if self.diversity == "teacher":
                 features.append(teacher.features(images).float())
+            elif self.diversity == "labels":
+                features.append(F.log_softmax(logits.float(), dim=1))
         feats = torch.cat(features).numpy() if features else np.empty((len(pool), 0), dtype=np.float32)
         return torch.cat(scores).numpy().astype(np.float64), np.ascontiguousarray(feats, dtype=np.float32)
