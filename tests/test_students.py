@@ -75,10 +75,12 @@ def test_resnetap10_downsamples_by_average_pooling_only():
 
 def test_the_default_evaluator_is_still_convnet3_and_its_identity_holds_every_setting():
     """The default resolves to ConvNet-3; the identity (what names an evaluation in a content key) holds every
-    field but the protocol label, the architecture's width and norm resolved, so any setting changes it."""
+    field but the protocol label, the architecture's width and norm resolved, so any setting changes it; the
+    relabel settings only when relabelling (online labels keep the identity they had before it existed)."""
     identity = EvalConfig().identity()
     fields = dataclasses.asdict(EvalConfig())
-    assert identity == {k: v for k, v in fields.items() if k != "protocol"} | {"width": 128, "norm": "instancenorm"}
+    assert identity == {k: v for k, v in fields.items() if k not in ("protocol", "relabel", "relabel_topk")} | \
+        {"width": 128, "norm": "instancenorm"}
     assert EvalConfig.preset("dc").identity() == identity | {"epochs": 300, "dsa": False}
     assert EvalConfig(protocol="dc").identity() == identity  # a label only
     assert EvalConfig(optimizer="adamw").identity() == identity | {"optimizer": "adamw"}
