@@ -24,6 +24,7 @@ the setup column) or compiled-bf16 (both).
     python benchmarks/bench_matching.py                                  # IPC 10, 3 timed iterations
     python benchmarks/bench_matching.py --configs dm:pixel:method dm:pixel:method:compiled-bf16 --iterations 5
     python benchmarks/bench_matching.py --configs dm:pixel:method --mtt-widths 32 64 128 --mtt-syn-steps 20
+    python benchmarks/bench_matching.py --configs dm:pixel:method --mtt-widths 32 --mtt-syn-steps 10 20 --mtt-batch-syn 0 50
 """
 
 from __future__ import annotations
@@ -58,9 +59,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, help="METHOD:EMBEDDING:method|bank[:" + "|".join(FORWARDS) + "]")
     p.add_argument("--cache-dir", default="~/.cache/latentdd")
     p.add_argument("--mtt-widths", type=int, nargs="*", default=[], help="add an mtt:pixel row at each network width")
-    p.add_argument("--mtt-syn-steps", type=int, default=20, help="the mtt rows' unrolled steps (MTT's 20-30)")
+    p.add_argument("--mtt-syn-steps", type=int, nargs="+", default=[20],
+                   help="the mtt rows' unrolled steps (MTT's 20-30); a row per value")
+    p.add_argument("--mtt-batch-syn", type=int, nargs="+", default=[0],
+                   help="the mtt rows' synthetic inputs a step (0: all of them); a row per value")
     args = p.parse_args(argv)
-    configs = args.configs + [f"mtt:pixel:method:eager:w{w}" for w in args.mtt_widths]
+    configs = args.configs + [f"mtt:pixel:method:eager:w{w}:s{steps}:b{batch}" for w in args.mtt_widths
+                              for steps in args.mtt_syn_steps for batch in args.mtt_batch_syn]
 
     space = prepare_latent_space(DataConfig(name=args.dataset, validation=args.validation),
                                  LatentSpaceConfig(cache_dir=args.cache_dir), progress=False)
@@ -72,14 +77,14 @@ def main(argv: list[str] | None = None) -> None:
           f"{'vs reference (21.3 s/it)':>25}")
     base = None
     for config in configs:
-        method, embedding, networks, forward, *width = (config.split(":") + ["eager"])[:5]
+        method, embedding, networks, forward, *mtt = (config.split(":") + ["eager"])[:7]
         params = {"embedding": embedding, "networks": networks, "iterations": 1 + args.iterations,
                   "checkpoint_every": 1, "batch_real": args.batch_real, **(SMALL_BANK if networks == "bank" else {}),
                   **FORWARDS[forward]}
-        if method == "mtt":
-            params |= SMALL_BUFFER | {"syn_steps": args.mtt_syn_steps, "lr": 1e-6}  # a tiny lr: timing only
-        if width:
-            params["width"] = int(width[0].removeprefix("w"))
+        if method == "mtt":  # mtt rows: width, unrolled steps, synthetic batch (0: all)
+            width, steps, batch = (int(v[1:]) for v in mtt)
+            params |= SMALL_BUFFER | {"width": width, "syn_steps": steps, "batch_syn": batch or None,
+                                      "lr": 1e-6}  # a tiny lr: timing only
         start = time.perf_counter()
         syn = make_distiller(method, **params).distill(space.latents, args.ipc, seed=0, context=context)
         wall = time.perf_counter() - start
