@@ -609,7 +609,7 @@ def fitted_teacher(tmp_path_factory):
     from latentdd.evaluate.teacher import TeacherConfig, fit_teacher
 
     train, test = load_dataset("digits", "train").subset(range(64)), load_dataset("digits", "test").subset(range(16))
-    config = TeacherConfig(width=8, depth=1, epochs=1, batch_size=32, cache_dir=str(tmp_path_factory.mktemp("teacher")))
+    config = TeacherConfig(preset="quick", width=8, depth=1, epochs=1, batch_size=32, cache_dir=str(tmp_path_factory.mktemp("teacher")))
     teacher = fit_teacher(train, test, config, progress=False)
     folder = Path(teacher.record["directory"])
     return folder, json.loads((folder / "teacher.json").read_text()), dict(teacher.model.state_dict())

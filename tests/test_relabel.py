@@ -24,7 +24,7 @@ def setup(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        teacher = fit_teacher(train, test, TeacherConfig(width=8, depth=2, epochs=2, lr=3e-3, batch_size=64,
+        teacher = fit_teacher(train, test, TeacherConfig(preset="quick", width=8, depth=2, epochs=2, lr=3e-3, batch_size=64,
                                                          cache_dir=str(tmp_path_factory.mktemp("cache"))))
     finally:
         torch.set_num_threads(threads)

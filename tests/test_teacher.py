@@ -25,7 +25,7 @@ def digits():
 
 
 def tiny_teacher(cache, **kw) -> TeacherConfig:
-    return TeacherConfig(**({"width": 16, "depth": 2, "epochs": 6, "lr": 3e-3, "batch_size": 64,
+    return TeacherConfig(**({"preset": "quick", "width": 16, "depth": 2, "epochs": 6, "lr": 3e-3, "batch_size": 64,
                              "cache_dir": str(cache)} | kw))
 
 

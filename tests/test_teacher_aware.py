@@ -35,7 +35,7 @@ def teacher(digits, tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return fit_teacher(train, test, TeacherConfig(width=16, depth=2, epochs=6, lr=3e-3, batch_size=64,
+        return fit_teacher(train, test, TeacherConfig(preset="quick", width=16, depth=2, epochs=6, lr=3e-3, batch_size=64,
                                                       cache_dir=str(tmp_path_factory.mktemp("cache"))))
     finally:
         torch.set_num_threads(threads)
