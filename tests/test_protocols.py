@@ -218,7 +218,7 @@ def test_shipped_soft_configs_resolve(path):
         assert cfg.crop_scale == (0.08, 1.0) and cfg.batch_size == 256  # SRe2L / RDED's recipe at 128 px and up
         assert cfg.model == "resnet18" and teacher.source == "torchvision:resnet18" and len(teacher.class_map) == 10
     else:
-        assert teacher.source == "fit" and teacher.width == 64
+        assert teacher.source == "fit" and teacher.preset == "strong" and teacher.width == 128
 
 
 def test_the_teacher_s_loss_can_join_another_preset_from_the_command_line():

@@ -424,8 +424,8 @@ def test_a_pretrained_teacher_s_edited_cached_accuracy_is_measured_again(monkeyp
 
 
 def test_presets_fill_the_unset_fit_settings_and_an_override_changes_one():
-    quick = TeacherConfig()
-    assert quick.preset == teacher_module.DEFAULT_TEACHER_PRESET == "quick"
+    assert TeacherConfig().preset == teacher_module.DEFAULT_TEACHER_PRESET == "strong"
+    quick = TeacherConfig(preset="quick")
     assert (quick.width, quick.epochs, quick.crop_scale, quick.hflip) == (64, 3, None, False)
     strong = TeacherConfig(preset="strong", epochs=2)
     preset = teacher_module.TEACHER_PRESETS["strong"]
