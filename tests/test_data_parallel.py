@@ -92,25 +92,15 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_evaluate_under_accelerate_launch_reports_what_one_process_does(tmp_path):
-    import os
-    import subprocess
-    import sys
-
     from latentdd.cli import main
 
     repo = Path(__file__).resolve().parents[1]
     common = ["--dataset", "digits", "--vae", "pixel", "--cache-dir", str(tmp_path / "cache"), "--quiet"]
     assert main(["distill", *common, "--method", "random", "--ipc", "3", "--out", str(tmp_path / "set")]) == 0
-    evaluate = ["-m", "latentdd", "evaluate", "--dataset", "digits", "--images", str(tmp_path / "set" / "images"),
-                "--epochs", "3", "--width", "8", "--depth", "2", "--num-eval", "2", "--quiet"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, *evaluate, "--json", str(tmp_path / "one.json")], cwd=repo, env=env,
-                         capture_output=True, text=True, timeout=240)
-    assert one.returncode == 0, one.stderr
-    two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                          "--main_process_port", str(_free_port()), *evaluate, "--json", str(tmp_path / "two.json")],
-                         cwd=repo, env=env, capture_output=True, text=True, timeout=240)
+    evaluate = ["evaluate", "--dataset", "digits", "--images", str(tmp_path / "set" / "images"), "--epochs", "3",
+                "--width", "8", "--depth", "2", "--num-eval", "2", "--compile", "off", "--quiet"]
+    assert main([*evaluate, "--json", str(tmp_path / "one.json")]) == 0
+    two = _launch([*evaluate, "--json", str(tmp_path / "two.json")], repo, 2)
     assert two.returncode == 0, two.stderr
     assert two.stdout.count("test accuracy") == 1  # one process speaks
     one_report, two_report = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
@@ -119,47 +109,55 @@ def test_evaluate_under_accelerate_launch_reports_what_one_process_does(tmp_path
 
 
 def _launch(args: list[str], cwd: Path, processes: int):
+    """`latentdd ARGS` under `accelerate launch` with `processes` CPU processes (gloo)."""
     import os
     import subprocess
     import sys
 
-    launch = [] if processes == 1 else ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
-                                        str(processes), "--num_machines", "1", "--mixed_precision", "no",
-                                        "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
+    launch = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines",
+              "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
     return subprocess.run([sys.executable, *launch, "-m", "latentdd", *args], cwd=cwd,
                           env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=400)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("parallel", ["trainings", "data"])
-def test_a_run_over_two_processes_gives_the_one_process_table(parallel, tmp_path):
+def test_a_run_over_two_processes_gives_the_one_process_table(tmp_path):
     import yaml
 
+    from latentdd.cli import main
+
     repo = Path(__file__).resolve().parents[1]
-    config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump({"run": {"methods": ["kmeans", "random"], "ipcs": [2], "random_real_subsets": 2,
-                                              "parallel": parallel}}))
-    common = ["run", "--config", str(config), "--dataset", "digits", "--vae", "pixel", "--cache-dir",
-              str(tmp_path / "cache"), "--epochs", "3", "--width", "8", "--depth", "2", "--compile", "off",
-              "--num-eval", "2", "--quiet"]
-    one = _launch([*common, "--out", str(tmp_path / "one")], repo, 1)
-    assert one.returncode == 0, one.stderr
-    two = _launch([*common, "--out", str(tmp_path / "two")], repo, 2)
-    assert two.returncode == 0, two.stderr
-    rows = {n: json.loads((tmp_path / n / "results.json").read_text()) for n in ("one", "two")}
-    assert len(rows["one"]) == 5  # kmeans, random, 2 subsets and their mean
+    rows = {}
+    for parallel, processes in (("trainings", 1), ("trainings", 2), ("data", 2)):
+        config = tmp_path / f"{parallel}.yaml"
+        config.write_text(yaml.safe_dump({"run": {"methods": ["kmeans", "random"], "ipcs": [2],
+                                                  "random_real_subsets": 2, "parallel": parallel}}))
+        args = ["run", "--config", str(config), "--dataset", "digits", "--vae", "pixel", "--cache-dir",
+                str(tmp_path / "cache"), "--epochs", "3", "--width", "8", "--depth", "2", "--compile", "off",
+                "--num-eval", "2", "--quiet", "--out", str(tmp_path / f"{parallel}{processes}")]
+        if processes == 1:
+            assert main(args) == 0
+        else:
+            done = _launch(args, repo, processes)
+            assert done.returncode == 0, done.stderr
+        rows[parallel, processes] = json.loads((tmp_path / f"{parallel}{processes}" / "results.json").read_text())
+    one = rows["trainings", 1]
+    assert len(one) == 5  # kmeans, random, 2 subsets and their mean
     keys = ("method", "ipc", "n", "subset_of")
-    assert [{k: r.get(k) for k in keys} for r in rows["two"]] == [{k: r.get(k) for k in keys} for r in rows["one"]]
-    if parallel == "trainings":  # each training ran whole in one process: the same numbers, bit for bit
-        assert [r["mean"] for r in rows["two"]] == [r["mean"] for r in rows["one"]]
-    else:  # each training's batches split over the two: the same up to the order of sums
-        assert [r["mean"] for r in rows["two"]] == pytest.approx([r["mean"] for r in rows["one"]], abs=0.6)
-    reports = sorted((tmp_path / "two" / "reports").glob("*.json"))
-    assert len(reports) == 4 and not (tmp_path / "two" / "reports" / "partial").exists()  # every kept training taken
-    for path in reports:
-        report = json.loads(path.read_text())
-        assert "reused_trainings" not in report["record"]  # its own trainings, not lent
-        assert report["record"]["evaluator"]["processes"] == (2 if parallel == "data" else 1)
+    for parallel in ("trainings", "data"):
+        two = rows[parallel, 2]
+        assert [{k: r.get(k) for k in keys} for r in two] == [{k: r.get(k) for k in keys} for r in one]
+        if parallel == "trainings":  # each training ran whole in one process: the same numbers, bit for bit
+            assert [r["mean"] for r in two] == [r["mean"] for r in one]
+        else:  # each training's batches split over the two: the same up to the order of sums
+            assert [r["mean"] for r in two] == pytest.approx([r["mean"] for r in one], abs=0.6)
+        folder = tmp_path / f"{parallel}2" / "reports"
+        reports = sorted(folder.glob("*.json"))
+        assert len(reports) == 4 and not (folder / "partial").exists()  # every kept training taken
+        for path in reports:
+            report = json.loads(path.read_text())
+            assert "reused_trainings" not in report["record"]  # its own trainings, not lent
+            assert report["record"]["evaluator"]["processes"] == (2 if parallel == "data" else 1)
 
 
 # ---------------------------------------------------------------------------------------
@@ -193,8 +191,9 @@ def test_distill_under_accelerate_launch_splits_the_classes_and_writes_the_one_p
     repo = Path(__file__).resolve().parents[1]
     common = ["distill", "--dataset", "digits", "--vae", "pixel", "--cache-dir", str(tmp_path / "cache"), "--quiet",
               "--method", "kmeans", "--ipc", "3"]
-    one = _launch([*common, "--out", str(tmp_path / "one")], repo, 1)
-    assert one.returncode == 0, one.stderr
+    from latentdd.cli import main
+
+    assert main([*common, "--out", str(tmp_path / "one")]) == 0
     two = _launch([*common, "--out", str(tmp_path / "two")], repo, 2)
     assert two.returncode == 0, two.stderr
     a, b = (load(tmp_path / n / "latents.safetensors") for n in ("one", "two"))
