@@ -26,20 +26,17 @@ import hashlib
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from latentdd.parallel import free_port  # noqa: E402
 DONE = re.compile(r"encode \(rank (\d+)\): done (\d+)/\d+ img in ([0-9.]+) s")
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def shard_digests(folder: Path) -> dict[str, str]:
@@ -54,7 +51,7 @@ def encode_command(processes: int, threads: int, args, out: Path) -> tuple[list[
     launch = [sys.executable] if processes == 1 else \
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-         "--main_process_port", str(_free_port())]
+         "--main_process_port", str(free_port())]
     return [*launch, *encode], {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,19 +24,17 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
+from latentdd.parallel import free_port  # noqa: E402
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def latentdd(args: list[str], processes: int) -> float:
     """Run `latentdd ARGS` in `processes` processes (accelerate launch for more than one) -> wall seconds."""
     launch = [] if processes == 1 else ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
                                         str(processes), "--num_machines", "1", "--mixed_precision", "no",
-                                        "--dynamo_backend", "no", "--main_process_port", str(_port())]
+                                        "--dynamo_backend", "no", "--main_process_port", str(free_port())]
     t0 = time.perf_counter()
     done = subprocess.run([sys.executable, *launch, "-m", "latentdd", *args], cwd=REPO,
                           env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)

@@ -27,6 +27,15 @@ def launched_as_one_of_several() -> bool:
     return "MASTER_PORT" in os.environ and "WORLD_SIZE" not in os.environ and "ACCELERATE_USE_CPU" in os.environ
 
 
+def free_port() -> int:
+    """A TCP port free on this machine now: a rendezvous port for `accelerate launch --main_process_port`."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 # How long a process waits at a barrier for the others: the first process may distil for hours (a matching
 # method's whole set) while the others wait for its folders; a process that fails ends the launch instead.
 BARRIER_TIMEOUT = timedelta(hours=24)

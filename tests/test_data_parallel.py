@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from latentdd.data import load_dataset
 from latentdd.evaluate import EvalConfig
 from latentdd.evaluate.trainer import channel_stats, top1_accuracy, train_model
-from latentdd.parallel import DataParallel
+from latentdd.parallel import DataParallel, free_port
 
 # Settings that exercise every path of a step: DSA (hard labels) or crops, flips, CutMix and sample weights on
 # soft labels; 33 images in batches of 16 leave a last batch of 1, so one process's shard is empty.
@@ -82,14 +82,6 @@ def test_two_processes_train_as_one_does(case, tmp_path):
         assert json.loads(Path(f"{out}.{rank}.json").read_text())["accuracy"] == one_accuracy
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_evaluate_under_accelerate_launch_reports_what_one_process_does(tmp_path):
     from latentdd.cli import main
@@ -115,7 +107,7 @@ def _launch(args: list[str], cwd: Path, processes: int):
     import sys
 
     launch = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines",
-              "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
+              "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]
     return subprocess.run([sys.executable, *launch, "-m", "latentdd", *args], cwd=cwd,
                           env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=400)
 

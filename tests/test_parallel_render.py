@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import diffusers
 import pytest
 import torch
 
+from latentdd.parallel import free_port
 from latentdd.errors import LatentDDError
 from latentdd.latents.types import SyntheticLatents
 from latentdd.prior.fit import FitPriorConfig
@@ -114,11 +114,6 @@ def test_a_missing_part_is_a_clear_error(vae, synthetic, tmp_path):
         join_parts(synthetic, tmp_path, 2)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.mark.slow
 def test_latentdd_render_under_accelerate_writes_the_one_process_folder(tmp_path):
@@ -134,7 +129,7 @@ def test_latentdd_render_under_accelerate_writes_the_one_process_folder(tmp_path
     assert one.returncode == 0, one.stderr
     two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                          "--main_process_port", str(_free_port()), *render, "--out", str(tmp_path / "two")],
+                          "--main_process_port", str(free_port()), *render, "--out", str(tmp_path / "two")],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert two.returncode == 0, two.stderr
     assert "2 process(es)" in two.stdout
