@@ -159,11 +159,8 @@ class _Sets:
         """Each method's set at `ipc` (distilled as it comes), once per weight mode (run.use_weights)."""
         for spec in filter(lambda s: s.runs_at(ipc), self.specs):
             folder = self._distil(spec, ipc)
-            # a set of f x f tiles trains on its tiles whatever the evaluator's factor (rded's default factor too)
-            factor = getattr(make_distiller(spec.method, **spec.params), "factor", 1)
             for use_weights in self.config.weight_modes(spec):
-                yield EvaluatedSet(folder / "images", spec.method, spec.label, ipc, use_weights,
-                                   factor if factor > 1 else spec.params.get("factor"))
+                yield EvaluatedSet(folder / "images", spec.method, spec.label, ipc, use_weights, _tiles(spec))
 
     def _distil(self, spec: MethodSpec, ipc: int) -> Path:
         """The folder of `spec`'s set at `ipc`, distilled unless it holds the set its request asks for (or rendered
@@ -189,7 +186,11 @@ class _Sets:
         subset of a random-real part; then, with run.random_real_tiles f > 1, the random-real tiles subsets."""
         config = self.config
         parts = range(config.random_real_subsets) if config.random_real_part is None else [config.random_real_part]
-        for tiles in sorted({1, config.random_real_tiles}):
+        f = config.random_real_tiles
+        tiled = any(_tiles(spec) == f for spec in config.specs() if spec.runs_at(ipc))
+        if f > 1 and not tiled:
+            log.info("no set at IPC %d is trained on %dx%d tiles: no random real tiles there", ipc, f, f)
+        for tiles in [1, f] if f > 1 and tiled else [1]:
             baseline = RANDOM_REAL if tiles == 1 else f"{RANDOM_REAL} tiles {tiles}x{tiles}"
             for i in parts:
                 seed = config.seed + i
@@ -206,6 +207,13 @@ class _Sets:
                     export_image_folder(subset, folder, record=record, overwrite=True)
                 yield EvaluatedSet(folder, "random", f"{baseline} s{seed}", ipc, False,
                                    factor=None if tiles == 1 else tiles, subset_of=baseline)
+
+
+def _tiles(spec: MethodSpec) -> int | None:
+    """f when `spec`'s set is trained on f x f tiles (a distiller's factor, rded's default too, or the evaluator
+    factor its params give), else None."""
+    factor = getattr(make_distiller(spec.method, **spec.params), "factor", 1)
+    return factor if factor > 1 else spec.params.get("factor")
 
 
 class _Consistency:

@@ -133,7 +133,9 @@ class RunConfig(Checked):
     random_real_tiles: f > 1 adds a second random-real baseline, random real tiles: as many subsets, each stored
         image f x f random real images of its class average-pooled and tiled (`baseline.random_real`), trained on
         its tiles (factor f) like a set of f x f tiles (rded, matching with factor f). Each distilled set's IOR is
-        then against the baseline of its own tiling (`tables.with_relative_scores`). 1: none.
+        then against the baseline of its own tiling (`tables.with_relative_scores`). Drawn only at the IPCs where
+        a set is trained on f x f tiles (f**2 times a plain training's cost; elsewhere it compares nothing).
+        1: none.
     random_real_part: this process evaluates only random-real subset K (0-based, seed seed + K) and no
         distilled set: one part of a run split across processes, which the whole run gathers with reports_from.
     reports_from: earlier run folders whose reports/ this run may reuse. A training is its seed's alone, so

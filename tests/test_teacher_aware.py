@@ -251,7 +251,7 @@ def test_random_real_tiles_pool_and_tile_four_random_real_images_of_a_class_into
         assert bool((train.labels[drawn[8 * k : 8 * k + 8]] == k).all())
 
 
-def test_a_run_scores_a_tiled_set_against_random_real_tiles(tmp_path):
+def test_a_run_scores_a_tiled_set_against_random_real_tiles_at_the_ipcs_where_a_set_is_tiled(tmp_path):
     import yaml
 
     from latentdd.cli import main
@@ -259,13 +259,17 @@ def test_a_run_scores_a_tiled_set_against_random_real_tiles(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({
         "teacher": {"width": 8, "depth": 2, "epochs": 1, "cache_dir": str(tmp_path / "cache")},
-        "run": {"methods": [{"method": "rded", "params": {"candidates": 20}}], "ipcs": [1], "random_real_subsets": 2,
-                "random_real_tiles": 2}}))
+        "run": {"methods": [{"method": "rded", "params": {"candidates": 20}, "ipcs": [1]}], "ipcs": [1, 2],
+                "random_real_subsets": 2, "random_real_tiles": 2}}))
     out = tmp_path / "run"
     assert main(["run", "--config", str(config), "--dataset", "digits", "--vae", "pixel", "--cache-dir",
                  str(tmp_path / "cache"), "--epochs", "2", "--width", "8", "--depth", "2", "--compile", "off",
                  "--num-eval", "1", "--out", str(out), "--quiet"]) == 0
     rows = json.loads((out / "results.json").read_text())
+    # IPC 2 has no tiled set, so no random real tiles either (4 times a training's cost, compared with nothing)
+    assert [r.get("subset_of") for r in rows if r["ipc"] == 2 and r.get("subset_of")] == ["random-real (pixels)"] * 2
+    assert not [r for r in rows if r["ipc"] == 2 and r.get("tiles")]
+    rows = [r for r in rows if r["ipc"] == 1]
     rded = next(r for r in rows if r["method"].startswith("rded"))
     tiles = [r for r in rows if r.get("subset_of") == "random-real (pixels) tiles 2x2"]
     plain = [r for r in rows if r.get("subset_of") == "random-real (pixels)"]
