@@ -59,9 +59,44 @@ class LatentSpace:
     train_sha256: dict = field(default_factory=dict)  # images_sha256, labels_sha256 of `train` (cachekey.split_sha256)
     cache_dir: Path | None = None  # latentdd's cache root (fitted VAEs, latents, statistics such as forgetting counts)
 
+    _decoded: torch.Tensor | None = field(default=None, repr=False)  # decoded_latents, once computed
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latents (n, c, h, w) -> images (n, C, H, W) at the dataset's shape, differentiable."""
         return self.adapter.from_vae(self.vae.decode(z))
+
+    def decoded_latents(self) -> torch.Tensor:
+        """Every train latent decoded (`decode_latents`: (N, C, H, W) float32 in [0, 1]), what the matching
+        methods' pixel embedding reads: kept after the first call, and cached by content (the VAE and adapter,
+        the latents) under cache_dir/decoded, since a decoder's pass over a train split costs minutes on a CPU.
+        The identity VAE (vae "pixel") is decoded here, not cached."""
+        if self._decoded is None:
+            from latentdd.cache import cached_state
+            from latentdd.cachekey import tensor_sha256
+            from latentdd.checkpoint import StateRejected
+            from latentdd.distill.matching.inputs import decode_latents
+
+            latents = self.latents.latents
+            build = lambda: decode_latents(self.decode, latents)  # noqa: E731
+            if self.cache_dir is None or isinstance(self.vae, PixelVAE):
+                self._decoded = build()
+                return self._decoded
+            key = content_key("decoded-latents", vae=self.vae.identity() | {"adapter": self.adapter.identity()},
+                              latents=tensor_sha256(latents))
+
+            def load(state: dict) -> torch.Tensor:
+                pixels = state["pixels"]
+                if state["key"] != key:
+                    raise StateRejected("it holds other latents or another decoder's images")
+                if (pixels.dtype != torch.float32 or pixels.dim() != 4 or len(pixels) != len(latents)
+                        or not bool(torch.isfinite(pixels).all())):
+                    raise StateRejected(f"it does not hold {len(latents)} finite float32 images")
+                return pixels
+
+            self._decoded, _ = cached_state(Path(self.cache_dir) / "decoded" / f"{key[:24]}.safetensors", build,
+                                            state=lambda pixels: {"key": key, "pixels": pixels}, load=load,
+                                            otherwise="the latents are decoded again")
+        return self._decoded
 
 
 def load_or_fit_prior(config: DecoderConfig, space: LatentSpace, cache_dir: str, *, progress: bool = True):
@@ -210,7 +245,7 @@ def distill_latents(space: LatentSpace, method: str, ipc: int, seed: int, *, par
     extra = {}
     if getattr(distiller, "uses_context", False):  # e.g. bacon: the decoder, checkpoints beside the output
         extra["context"] = DistillContext(decode=space.decode, progress=progress, checkpoint_dir=checkpoint_dir,
-                                          cache_dir=space.cache_dir,
+                                          cache_dir=space.cache_dir, decoded=space.decoded_latents,
                                           teacher=space_teacher(space, teacher, progress=progress)
                                           if getattr(distiller, "uses_teacher", False) else None)
     return distiller.distill(space.latents, ipc, seed=seed, **extra)

@@ -576,3 +576,38 @@ def test_run_curve_evaluates_one_optimisation_at_each_iteration_count(tmp_path, 
         config.write_text(yaml.safe_dump({"run": {"methods": [entry], "ipcs": [1]}}))
         assert main(["run", "--config", str(config), *common, "--out", str(tmp_path / "x")]) == 2
         assert "curve" in capsys.readouterr().err
+
+
+def test_the_decoded_real_latents_are_decoded_once_cached_by_content_and_distil_the_same(tmp_path, monkeypatch,
+                                                                                          caplog):
+    """The matching methods' pixel embedding reads LatentSpace.decoded_latents (DistillContext.decoded): the train
+    latents decoded once per latent space and cached by content, the same bytes as decoding them in the run."""
+    import latentdd.distill.matching.inputs as inputs
+    from latentdd.config import DataConfig
+    from latentdd.distill import DistillContext, make_distiller
+    from latentdd.io import checksum_path
+    from latentdd.pipelines.distill import LatentSpaceConfig, distill_latents, prepare_latent_space
+
+    fit = {"image_size": 8, "block_out_channels": [8, 16], "norm_num_groups": 4, "latent_channels": 2,
+           "max_steps": 2, "batch_size": 64, "checkpoint_every": 0, "scale_images": 64}
+    config = LatentSpaceConfig(vae="fit", fit=fit, cache_dir=str(tmp_path / "cache"))
+    space = prepare_latent_space(DataConfig(name="digits"), config, progress=False)
+    decoded = space.decoded_latents()
+    assert torch.equal(decoded, inputs.decode_latents(space.decode, space.latents.latents))
+    entries = list((tmp_path / "cache" / "decoded").glob("*.safetensors"))
+    assert len(entries) == 1 and checksum_path(entries[0]).is_file()
+
+    dm = dict(embedding="pixel", iterations=2, batch_real=8, width=8, compile="off", checkpoint_every=1)
+    alone = make_distiller("dm", **dm).distill(space.latents, 1, seed=0, context=DistillContext(decode=space.decode))
+    calls, decode_latents = [], inputs.decode_latents
+    monkeypatch.setattr(inputs, "decode_latents", lambda *a: calls.append(a) or decode_latents(*a))
+    again = prepare_latent_space(DataConfig(name="digits"), config, progress=False)  # a new process, say
+    assert torch.equal(distill_latents(again, "dm", 1, 0, params=dm).latents, alone.latents)
+    assert calls == []  # read from the cache, not decoded
+
+    data = bytearray(entries[0].read_bytes())
+    data[-5] ^= 0xFF
+    entries[0].write_bytes(bytes(data))
+    third = prepare_latent_space(DataConfig(name="digits"), config, progress=False)
+    assert torch.equal(third.decoded_latents(), decoded) and len(calls) == 1
+    assert "ignoring" in caplog.text and "the latents are decoded again" in caplog.text

@@ -60,6 +60,10 @@ class DistillContext:
         (the forgetting counts; None: never cached).
     teacher: a trained classifier of real images (`latentdd.evaluate.teacher.Teacher`), for the distillers
         whose `uses_teacher` is true (rded, matching with networks "teacher"); None: none given.
+    decoded: () -> every latent of the distilled Latents decoded by `decode` (`decode_latents`: (N, C, H, W)
+        float32 in [0, 1], in the latents' order), e.g. `LatentSpace.decoded_latents`, which decodes once and
+        caches them by content; the matching engine's pixel embedding reads them instead of decoding every real
+        latent itself. None: decoded where needed.
     """
 
     decode: Callable[[torch.Tensor], torch.Tensor] | None = None
@@ -67,6 +71,7 @@ class DistillContext:
     progress: bool = False
     cache_dir: str | Path | None = None
     teacher: Any = None
+    decoded: Callable[[], torch.Tensor] | None = None
 
 
 DISTILLERS: dict[str, type] = {}

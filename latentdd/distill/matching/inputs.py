@@ -26,6 +26,19 @@ PIXEL_CACHE_MAX_BYTES = 4 * 2**30
 _DECODE_BATCH = 1024
 
 
+def decode_latents(decode, latents: torch.Tensor) -> torch.Tensor:
+    """(N, c, h, w) latents -> (N, C, H, W) float32 images in [0, 1] by `decode`, _DECODE_BATCH at a time,
+    without gradient: the pixel embedding's real inputs before normalisation."""
+    pixels = None
+    with torch.no_grad():
+        for start in range(0, len(latents), _DECODE_BATCH):
+            x = decode(latents[start : start + _DECODE_BATCH].to(torch.float32))
+            if pixels is None:
+                pixels = torch.empty((len(latents), *x.shape[1:]), dtype=torch.float32)
+            pixels[start : start + len(x)] = x
+    return pixels
+
+
 @dataclass
 class Inputs:
     """How latents become network inputs: the latents themselves, or normalised decoded pixels.
@@ -68,10 +81,13 @@ class Inputs:
                     f"{tuple(shape[1:])} images, above the {PIXEL_CACHE_MAX_BYTES / 2**30:g} GiB limit "
                     "(latentdd.distill.matching.inputs.PIXEL_CACHE_MAX_BYTES); use embedding 'latent', or distil a "
                     "smaller subset of the latents")
-            pixels = torch.empty((n, *shape[1:]), dtype=torch.float32)
-            for start in range(0, n, _DECODE_BATCH):
-                pixels[start : start + _DECODE_BATCH] = context.decode(
-                    latents.latents[start : start + _DECODE_BATCH].to(torch.float32))  # in [0, 1]
+            if context.decoded is None:
+                pixels = decode_latents(context.decode, latents.latents)
+            else:  # kept by the caller (LatentSpace.decoded_latents): normalised below on a copy
+                pixels = context.decoded().clone()
+                if tuple(pixels.shape) != (n, *shape[1:]):
+                    raise DataError(f"the decoded real latents given (DistillContext.decoded) are "
+                                    f"{tuple(pixels.shape)}, not the {n} latents' {(n, *shape[1:])}")
             mean, std = pixels.mean(dim=(0, 2, 3)), pixels.std(dim=(0, 2, 3)).clamp_min(1e-6)
             pixels.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
         return cls(embedding, shape[1], shape[-1], pixels, context.decode, mean, std)
