@@ -240,18 +240,19 @@ def distill_latents(space: LatentSpace, method: str, ipc: int, seed: int, *, par
 
     distiller = make_distiller(method, **(params or {}))
     group = DataParallel.current()
-    if parts_dir is not None and group.size > 1 and getattr(distiller, "splits_by_class", False):
-        return distill_share(distiller, space.latents, ipc, seed, group, Path(parts_dir))
     extra = {}
     if getattr(distiller, "uses_context", False):  # e.g. bacon: the decoder, checkpoints beside the output
         extra["context"] = DistillContext(decode=space.decode, progress=progress, checkpoint_dir=checkpoint_dir,
                                           cache_dir=space.cache_dir, decoded=space.decoded_latents,
                                           teacher=space_teacher(space, teacher, progress=progress)
                                           if getattr(distiller, "uses_teacher", False) else None)
+    if parts_dir is not None and group.size > 1 and getattr(distiller, "splits_by_class", False):
+        return distill_share(distiller, space.latents, ipc, seed, group, Path(parts_dir), **extra)
     return distiller.distill(space.latents, ipc, seed=seed, **extra)
 
 
-def distill_share(distiller, latents, ipc: int, seed: int, group, parts_dir: Path) -> SyntheticLatents | None:
+def distill_share(distiller, latents, ipc: int, seed: int, group, parts_dir: Path,
+                  **extra) -> SyntheticLatents | None:
     """A distillation split by class over the processes of `group`: each distils its contiguous block of classes
     (`class_share`, reading only their latents from a sharded cache) and writes it to `parts_dir`; after all have,
     the first gathers the parts (`gather_parts`: the one-process set, byte for byte) and removes the folder ->
@@ -261,7 +262,7 @@ def distill_share(distiller, latents, ipc: int, seed: int, group, parts_dir: Pat
     from latentdd.distill.base import class_share, gather_parts
 
     share = class_share(len(latents.class_names), group.rank, group.size)
-    part = distiller.distill(latents, ipc, seed=seed, classes=share)
+    part = distiller.distill(latents, ipc, seed=seed, classes=share, **extra)  # extra: a matching method's context
     part.save(parts_dir / f"part-{group.rank}.safetensors")
     dist.barrier()
     if not group.is_main:
@@ -337,12 +338,13 @@ def distill_to_folder(
     out = Path(out).expanduser()
     split = split_by_class and latents_from is None
     parts_dir = out.with_name(f".{out.name}.distill-parts") if split else None  # a split's parts (distill_share)
+    chain = checkpoint_dir or out.with_name(f"{out.name}.checkpoint")
     if split and not DataParallel.current().is_main:  # one of several processes: its share of the classes, if any
         if getattr(make_distiller(method, **(params or {})), "splits_by_class", False):
-            distill_latents(space, method, ipc, seed, params=params, parts_dir=parts_dir)
+            distill_latents(space, method, ipc, seed, params=params, parts_dir=parts_dir, checkpoint_dir=chain,
+                            teacher=teacher)
         return out
     tmp = start_output(out, overwrite=overwrite)  # refuses a foreign or unwritable `out` before any work
-    chain = checkpoint_dir or out.with_name(f"{out.name}.checkpoint")
     try:
         t = time.perf_counter()
         if latents_from is not None:

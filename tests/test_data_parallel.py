@@ -176,13 +176,74 @@ def test_shares_of_the_classes_gather_into_the_whole_set(method, processes):
     assert gathered.extras == whole.extras
 
 
+def _decode(z: torch.Tensor) -> torch.Tensor:
+    """A fixed differentiable 'decoder' for digits' 8x8 images seen as (1, 8, 8) latents."""
+    return torch.sigmoid(z)
+
+
+MATCHING_SPLITS = {
+    "dm latent, init real": ("dm", dict(embedding="latent")),
+    "dm pixel, init kmeans": ("dm", dict(embedding="pixel", init="kmeans")),
+    "dm pixel, 2x2 decoded tiles": ("dm", dict(embedding="pixel", factor=2, tiles="decoded")),
+    "bacon on the teacher's features": ("bacon", dict(embedding="pixel", networks="teacher", loss="bacon-reference")),
+}
+
+
+@pytest.mark.parametrize("case", list(MATCHING_SPLITS))
+def test_a_matching_method_s_shares_of_the_classes_gather_into_the_whole_set(case, tmp_path):
+    """Each share replays every other class's draws (real batch, DSA), so its classes see the unsplit run's."""
+    from latentdd.distill import DistillContext, make_distiller
+    from latentdd.distill.base import class_share, gather_parts
+    from latentdd.evaluate.teacher import TeacherConfig, resolve_teacher
+    from latentdd.latents.types import Latents
+
+    train = load_dataset("digits", "train")
+    latents = Latents(train.images[:400] * 4 - 2, train.labels[:400], list(train.class_names))
+    method, params = MATCHING_SPLITS[case]
+    distiller = make_distiller(method, iterations=3, width=8, batch_real=16, checkpoint_every=2, **params)
+    assert distiller.splits_by_class
+    teacher = None
+    if distiller.uses_teacher:
+        teacher = resolve_teacher(TeacherConfig(width=8, depth=2, epochs=1, cache_dir=str(tmp_path)), train,
+                                  load_dataset("digits", "test"), progress=False)
+    context = lambda share: DistillContext(decode=_decode, teacher=teacher,  # noqa: E731
+                                           checkpoint_dir=tmp_path / f"ckpt-{share}")
+    whole = distiller.distill(latents, 2, seed=4, context=context("whole"))
+    shares = [class_share(10, rank, 3) for rank in range(3)]
+    gathered = gather_parts([distiller.distill(latents, 2, seed=4, classes=share, context=context(share[0]))
+                             for share in shares])
+    for name in ("latents", "labels", "weights"):
+        assert torch.equal(getattr(gathered, name), getattr(whole, name)), name
+    assert gathered.extras["quantization_error"] == whole.extras["quantization_error"]
+    assert [c["classes"] for c in gathered.extras["loss_curve"]] == shares
+
+
+def test_a_matching_method_whose_networks_learn_from_every_class_stays_whole():
+    from latentdd.distill import make_distiller
+    from latentdd.errors import DataError
+    from latentdd.latents.types import Latents
+
+    assert make_distiller("dm").splits_by_class and make_distiller("dm", embedding="pixel", networks="teacher").splits_by_class
+    for name, params in [("bacon", {}), ("idm", {}), ("dm", {"networks": "bank"}), ("dc", {}), ("dsa", {}),
+                         ("mtt", {})]:
+        assert not make_distiller(name, **params).splits_by_class, name
+    train = load_dataset("digits", "train")
+    latents = Latents(train.images[:200], train.labels[:200], list(train.class_names))
+    with pytest.raises(DataError, match="couples its classes"):
+        make_distiller("bacon", iterations=1).distill(latents, 1, seed=0, classes=[0, 1])
+    with pytest.raises(DataError, match="ascending"):
+        make_distiller("dm", iterations=1).distill(latents, 1, seed=0, classes=[3, 1])
+
+
 @pytest.mark.slow
-def test_distill_under_accelerate_launch_splits_the_classes_and_writes_the_one_process_set(tmp_path):
+@pytest.mark.parametrize("method", [["kmeans"], ["dm", "--param", "iterations=3", "--param", "width=8",
+                                                 "--param", "batch_real=16"]])
+def test_distill_under_accelerate_launch_splits_the_classes_and_writes_the_one_process_set(method, tmp_path):
     from safetensors.torch import load_file as load
 
     repo = Path(__file__).resolve().parents[1]
     common = ["distill", "--dataset", "digits", "--vae", "pixel", "--cache-dir", str(tmp_path / "cache"), "--quiet",
-              "--method", "kmeans", "--ipc", "3"]
+              "--method", *method, "--ipc", "3"]
     from latentdd.cli import main
 
     assert main([*common, "--out", str(tmp_path / "one")]) == 0

@@ -64,6 +64,7 @@ class BaconDistiller(MatchingDistiller):
     """
 
     name: ClassVar[str] = "bacon"
+    class_terms: ClassVar[bool] = True  # with networks "teacher" a share distils alone (splits_by_class)
 
     loss: Literal[LOSS_NAMES] = "bacon"
     ce_weight: float = 0.5

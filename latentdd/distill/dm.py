@@ -47,6 +47,7 @@ class DMDistiller(MatchingDistiller):
     """Mean embedding matching through a fresh random ConvNet each iteration (module docstring)."""
 
     name: ClassVar[str] = "dm"
+    class_terms: ClassVar[bool] = True
 
     embedding: Literal[EMBEDDINGS] = "pixel"
     lr: PositiveFloat = 1.0

@@ -276,7 +276,7 @@ class MTTDistiller(MatchingDistiller):
             raise DataError(f"mtt's networks are its expert trajectories; leave networks at 'method' (got "
                             f"{self.networks!r})")
 
-    def _initial(self, latents, members, ipc, seed, gen, run=None) -> torch.Tensor:
+    def _initial(self, latents, members, ipc, seed, gen, run=None, classes=None) -> torch.Tensor:  # never split
         if self.init != "correct":
             initial = super()._initial(latents, members, ipc, seed, gen, run)
         else:

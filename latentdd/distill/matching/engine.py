@@ -81,6 +81,7 @@ class MatchingDistiller(CheckedParams):
 
     name: ClassVar[str] = "matching"
     uses_context: ClassVar[bool] = True
+    class_terms: ClassVar[bool] = False  # the loss is a sum of per-class terms, each of one class's variables
 
     embedding: Literal[EMBEDDINGS] = "latent"
     init: Literal[INITS] = "real"
@@ -117,6 +118,15 @@ class MatchingDistiller(CheckedParams):
                             f"embedding 'pixel' (got {self.embedding!r})")
         if not self.bank_steps:
             raise DataError(f"{self.name} bank_steps must name at least one step count (0: the untrained network)")
+
+    @property
+    def splits_by_class(self) -> bool:
+        """Whether a share of the classes distils alone to the unsplit run's latents (`distill(classes=...)`):
+        the loss is a sum of per-class terms (`class_terms`) and the networks learn nothing from the real data
+        during the run (fresh random ones, or the teacher). An in-loop pool or a network bank trains on every
+        class, and DC/DSA's and MTT's networks on the whole set: those runs stay whole."""
+        fresh = self.networks == "method" and type(self).network_source is MatchingDistiller.network_source
+        return self.class_terms and (fresh or self.networks == "teacher")
 
     @property
     def uses_teacher(self) -> bool:
@@ -157,7 +167,7 @@ class MatchingDistiller(CheckedParams):
         run.embedder.load(net.model)
         total = syn.new_zeros(())
         terms: dict[str, float] = {}
-        for k in range(run.num_classes):
+        for k in run.each_class():
             x_real, x_syn = run.class_pair(syn, k)
             e_real = run.embedder.real(x_real)  # (b, F)
             e_syn = run.embedder.syn(x_syn)  # (m, F)
@@ -172,18 +182,32 @@ class MatchingDistiller(CheckedParams):
 
     # ---- the loop ---------------------------------------------------------------------
 
-    def distill(self, latents: Latents, ipc: int, *, seed: int, context: DistillContext | None = None) -> SyntheticLatents:
+    def distill(self, latents: Latents, ipc: int, *, seed: int, context: DistillContext | None = None,
+                classes: list[int] | None = None) -> SyntheticLatents:
+        """classes: distil only these classes (ascending), a share of a distillation split by class
+        (`splits_by_class`; `latentdd.distill.base.gather_parts` joins the shares): every other class's random
+        draws are made in its place (`Run.each_class`), so the share's latents are the unsplit run's."""
         context = context or DistillContext()
         t_setup = time.perf_counter()
-        members = check_distill_input(latents, ipc, seed)
-        self._check_factor(latents, members, ipc)
-        inputs = Inputs.make(self.embedding, latents, context)
+        every = check_distill_input(latents, ipc, seed)
+        self._check_factor(latents, every, ipc)
+        if classes is not None:
+            if not self.splits_by_class:
+                raise DataError(f"{self.name} with networks {self.networks!r} couples its classes (splits_by_class "
+                                "is false): distil it whole")
+            if list(classes) != sorted(set(classes)) or not set(classes) <= set(range(len(every))):
+                raise DataError(f"classes must be distinct class indices in ascending order; got {classes}")
+        members = every if classes is None else [every[k] for k in classes]
+        keep = None if classes is None else np.concatenate(members)
+        inputs = Inputs.make(self.embedding, latents, context, keep=keep)
         check_factor(self.factor, inputs.size, inputs.size, f"{self.embedding} network input")
         gen = torch.Generator().manual_seed(seed)
         strategy = self.dsa_strategy or (LATENT_DSA if self.embedding == "latent" else DSAConfig.strategy)
         augment = DiffAugment(DSAConfig(strategy=strategy), flip=self.flip) if self.dsa else None
         run = Run(inputs, members, torch.from_numpy(np.concatenate(members)), latents.labels, ipc, self.factor,
-                  self.batch_real or self.default_batch_real(ipc), augment, gen, tiles=self._tiles())
+                  self.batch_real or self.default_batch_real(ipc), augment, gen, tiles=self._tiles(),
+                  share=None if classes is None else list(classes),
+                  class_sizes=None if classes is None else [len(idx) for idx in every])
         depth = self.depth or inputs.default_depth()
         spec = NetSpec(inputs.channels, len(members), inputs.size, self.width, depth, self.norm)
         teacher_net = None
@@ -195,7 +219,7 @@ class MatchingDistiller(CheckedParams):
         run.embedder = Embedder(spec, self.compile, self.real_precision, model=teacher_net)
 
         self.prepare(spec, run, context)
-        initial = self._initial(latents, members, ipc, seed, gen, run)  # (K*per_class, c, h, w)
+        initial = self._initial(latents, every, ipc, seed, gen, run, classes)  # (K*per_class, c, h, w)
         run.weights = self.initial_weights(latents, members, initial)
         if run.weights is not None and run.tiles == "decoded":
             raise DataError(f"{self.name} tiles 'decoded' stores factor**2 latents an image, so the set's weights "
@@ -216,8 +240,9 @@ class MatchingDistiller(CheckedParams):
             syn = torch.nn.Parameter(initial.clone())
             return syn, self._make_optimizer(syn), bank if bank is not None else self.network_source(spec, run)
 
-        key = self._checkpoint_key(latents, ipc, seed, teacher=None if teacher_net is None else context.teacher.key())
-        path = Path(context.checkpoint_dir) / CHECKPOINT_FILE if context.checkpoint_dir else None
+        key = self._checkpoint_key(latents, ipc, seed, teacher=None if teacher_net is None else context.teacher.key(),
+                                   keep=keep)
+        path = Path(context.checkpoint_dir) / _checkpoint_file(classes) if context.checkpoint_dir else None
         resumed = self._resume(path, key, initial, limit, build, gen) if path is not None else None
         (syn, optimizer, source), start, elapsed, curve = resumed or (build(), 0, 0.0, [])
 
@@ -240,13 +265,15 @@ class MatchingDistiller(CheckedParams):
                                       "curve": curve, "syn": syn, "optimizer": optimizer.state_dict(),
                                       "generator": gen.get_state(), "source": source.state()})
         seconds = time.perf_counter() - t0
-        result = self._result(latents, members, syn.detach(), run, seed, {
+        result = self._result(latents, members, syn.detach(), run, seed, classes, {
             "iterations": self.iterations, "seconds": seconds, "setup_seconds": setup_seconds,
             "iterations_per_second": (self.iterations - start) / max(seconds - elapsed, 1e-9),
             "resumed_from": start, "batch_real": run.batch_real, "depth": depth,
             "dsa_strategy": strategy if self.dsa else None,
             "embedding_features": spec.features if teacher_net is None else None,
-            **source.record(), **run.embedder.record(), **self.describe(run), "loss_curve": curve})
+            **source.record(), **run.embedder.record(), **self.describe(run),
+            # a share's curve is of its classes' terms: gathered, the set lists one per share
+            "loss_curve": curve if classes is None else {"classes": list(classes), "points": curve}})
         learned = getattr(source, "learned_labels", lambda: None)()  # mtt with learn_labels: (K*ipc, K)
         return result if learned is None else dataclasses.replace(result, soft_labels=learned)
 
@@ -292,7 +319,7 @@ class MatchingDistiller(CheckedParams):
         return torch.optim.SGD([syn], lr=self.lr, momentum=self.momentum)
 
     def _result(self, latents: Latents, members: list[np.ndarray], syn: torch.Tensor, run: Run, seed: int,
-                extras: dict) -> SyntheticLatents:
+                classes: list[int] | None, extras: dict) -> SyntheticLatents:
         num_classes, ipc, per, weights = len(members), run.ipc, run.per_class, run.weights
         per_class = [syn[k * per : (k + 1) * per] for k in range(num_classes)]  # (per, c, h, w) each
         extras["factorization"] = ({"factor": self.factor, "tiles": run.tiles,
@@ -304,7 +331,8 @@ class MatchingDistiller(CheckedParams):
             for idx, z in zip(members, per_class)]
         params = {**dataclasses.asdict(self), "ipc": ipc, "seed": seed}
         return assemble(latents, [z.reshape(per, -1).numpy() for z in per_class], method=self.name, params=params,
-                        weights=uniform_weights(num_classes, per) if weights is None else weights, extras=extras)
+                        weights=uniform_weights(num_classes, per) if weights is None else weights, extras=extras,
+                        classes=classes)
 
     def _tiles(self) -> str:
         """What a tile is in this run: `tiles`, or "latent" without factorization."""
@@ -325,28 +353,35 @@ class MatchingDistiller(CheckedParams):
                             "lower --ipc or the factor")
 
     def _initial(self, latents: Latents, members: list[np.ndarray], ipc: int, seed: int,
-                 gen: torch.Generator, run: Run | None = None) -> torch.Tensor:
+                 gen: torch.Generator, run: Run | None = None, classes: list[int] | None = None) -> torch.Tensor:
         """(K*ipc, c, h, w) float32 starting latents, grouped by class; with factorization each
         tiles factor**2 average-pooled real latents (or centroids) of its class (tiles "latent"), or
-        those factor**2 * ipc latents a class stand as they are (tiles "decoded": K*ipc*factor**2 rows)."""
+        those factor**2 * ipc latents a class stand as they are (tiles "decoded": K*ipc*factor**2 rows).
+        members: every class's; with `classes`, those classes' latents only (every class's draw is made)."""
         n = ipc * self.factor**2  # sub-latents per class
         if self.init == "kmeans":
-            z = KMeansDistiller().distill(latents, n, seed=seed).latents.clone()
+            z = KMeansDistiller().distill(latents, n, seed=seed, classes=classes).latents.clone()
         else:
             picks = [torch.from_numpy(idx)[torch.randperm(len(idx), generator=gen)[:n]] for idx in members]
-            z = latents.latents[torch.cat(picks)].to(torch.float32).clone()  # (K*n, c, h, w)
+            if classes is not None:
+                picks = [picks[k] for k in classes]
+            z = latents.latents_at(torch.cat(picks)).to(torch.float32).clone()  # (K*n, c, h, w)
         if self._tiles() == "decoded" or self.factor == 1:
             return z
         return torch.cat([tile(part, self.factor) for part in z.split(n)])
 
-    def _checkpoint_key(self, latents: Latents, ipc: int, seed: int, teacher: str | None = None) -> str:
+    def _checkpoint_key(self, latents: Latents, ipc: int, seed: int, teacher: str | None = None,
+                        keep: np.ndarray | None = None) -> str:
         """What a checkpoint must match to be resumed: the method, its parameters, ipc, seed and the
-        latents' content. `iterations` and `checkpoint_every` are left out, so a finished run can be
-        continued with more iterations (no schedule depends on the total)."""
+        latents' content (a share's: the global indices `keep` of its classes and their latents).
+        `iterations` and `checkpoint_every` are left out, so a finished run can be continued with more
+        iterations (no schedule depends on the total)."""
         params = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("iterations", "checkpoint_every")}
+        share = {} if keep is None else {"share": tensor_sha256(torch.from_numpy(keep))}
         return content_key(f"distill-{self.name}", params=params, ipc=ipc, seed=seed,
-                           latents=tensor_sha256(latents.latents), labels=tensor_sha256(latents.labels),
-                           class_names=list(latents.class_names), **({"teacher": teacher} if teacher else {}))
+                           latents=tensor_sha256(latents.latents if keep is None else latents.latents_at(keep)),
+                           labels=tensor_sha256(latents.labels), class_names=list(latents.class_names),
+                           **({"teacher": teacher} if teacher else {}), **share)
 
     def advice(self) -> str:
         """What to change when the optimisation stops on NaN or divergence."""
@@ -393,12 +428,19 @@ class _Guard:
 # Checkpoints: `latentdd.checkpoint` files (safetensors + JSON, never a pickle, a checksum beside)
 
 
+def _checkpoint_file(classes: list[int] | None) -> str:
+    """A run's checkpoint file name in its checkpoint folder; a share's names its classes."""
+    return CHECKPOINT_FILE if classes is None else CHECKPOINT_FILE.replace(
+        ".safetensors", f".classes-{classes[0]}-{classes[-1]}.safetensors")
+
+
 def remove_checkpoint(folder: Path) -> None:
-    """Delete the checkpoint a run left in `folder`, and the folder if that leaves it empty (only
-    what latentdd wrote: anything else in the folder stays)."""
+    """Delete the checkpoints a run left in `folder` (a split run's shares' too), and the folder if that leaves
+    it empty (only what latentdd wrote: anything else in the folder stays)."""
     folder = Path(folder)
-    (folder / CHECKPOINT_FILE).unlink(missing_ok=True)
-    checksum_path(folder / CHECKPOINT_FILE).unlink(missing_ok=True)
+    for path in [folder / CHECKPOINT_FILE, *folder.glob(_checkpoint_file([0, 0]).replace("0-0", "*-*"))]:
+        path.unlink(missing_ok=True)
+        checksum_path(path).unlink(missing_ok=True)
     try:
         folder.rmdir()
     except OSError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -58,14 +59,19 @@ class Inputs:
     decode: object = None
     mean: torch.Tensor | None = None
     std: torch.Tensor | None = None
+    row_of: torch.Tensor | None = None  # (N,) global index -> row of `rows`, when they hold a share's latents only
 
     @classmethod
-    def make(cls, embedding: str, latents: Latents, context: DistillContext) -> Inputs:
+    def make(cls, embedding: str, latents: Latents, context: DistillContext, keep: np.ndarray | None = None) -> Inputs:
+        """keep: the global indices of a share of the classes (a distillation split by class): only their rows
+        are kept (for "latent" only theirs are read); the pixel normalisation is still every latent's."""
         c, h, w = latents.latent_shape
         if embedding == "latent":
             if h != w:
                 raise DataError(f"latent embedding needs square latents; got {h}x{w}")
-            return cls(embedding, c, h, latents.latents)
+            if keep is None:
+                return cls(embedding, c, h, latents.latents)
+            return cls(embedding, c, h, latents.latents_at(keep), row_of=_row_of(len(latents), keep))
         if context.decode is None:
             raise DataError("embedding 'pixel' needs the VAE decoder: run it through `latentdd distill` / `run`, "
                             "or pass DistillContext(decode=...)")
@@ -84,13 +90,18 @@ class Inputs:
             if context.decoded is None:
                 pixels = decode_latents(context.decode, latents.latents)
             else:  # kept by the caller (LatentSpace.decoded_latents): normalised below on a copy
-                pixels = context.decoded().clone()
+                pixels = context.decoded()
                 if tuple(pixels.shape) != (n, *shape[1:]):
                     raise DataError(f"the decoded real latents given (DistillContext.decoded) are "
                                     f"{tuple(pixels.shape)}, not the {n} latents' {(n, *shape[1:])}")
             mean, std = pixels.mean(dim=(0, 2, 3)), pixels.std(dim=(0, 2, 3)).clamp_min(1e-6)
+            if keep is not None:
+                pixels = pixels[torch.from_numpy(keep)]
+            elif context.decoded is not None:
+                pixels = pixels.clone()
             pixels.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
-        return cls(embedding, shape[1], shape[-1], pixels, context.decode, mean, std)
+        return cls(embedding, shape[1], shape[-1], pixels, context.decode, mean, std,
+                   None if keep is None else _row_of(n, keep))
 
     def default_depth(self) -> int:
         if self.embedding == "pixel":
@@ -98,8 +109,8 @@ class Inputs:
         return max(1, int(math.log2(self.size)) - 1)  # poolings that leave maps of at least 2x2
 
     def real(self, indices: torch.Tensor) -> torch.Tensor:
-        """(b,) row indices into the latents -> (b, C, S, S) float32 inputs, without gradient."""
-        return self.rows[indices].to(torch.float32)
+        """(b,) global indices of latents -> (b, C, S, S) float32 inputs, without gradient."""
+        return self.rows[indices if self.row_of is None else self.row_of[indices]].to(torch.float32)
 
     def syn(self, z: torch.Tensor) -> torch.Tensor:
         """(n, c, h, w) latents -> (n, C, S, S) inputs, differentiable (decoded each call for "pixel")."""
@@ -107,6 +118,12 @@ class Inputs:
             return z
         x = self.decode(z)  # (n, C, H, W) in [0, 1]
         return (x - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
+
+
+def _row_of(n: int, keep: np.ndarray) -> torch.Tensor:
+    row_of = torch.full((n,), -1, dtype=torch.long)
+    row_of[torch.from_numpy(keep)] = torch.arange(len(keep))
+    return row_of
 
 
 @dataclass
@@ -127,10 +144,26 @@ class Run:
     tiles: str = "latent"  # MatchingDistiller.tiles
     experts: Any = None  # mtt: its expert buffer (`latentdd.distill.mtt.ExpertBuffer`), set by `prepare`
     label_init: torch.Tensor | None = None  # mtt learn_labels: the initial logits of the synthetic inputs
+    # A distillation split by class: the classes of `members` (ascending), and every class's size (None: all)
+    share: list[int] | None = None
+    class_sizes: list[int] | None = None
 
     @property
     def num_classes(self) -> int:
         return len(self.members)
+
+    def each_class(self) -> Iterator[int]:
+        """The run's classes in order, as positions in `members` and the set. With a share, every other class's
+        draws of `class_pair` are made in its place, so that each class sees the draws of the unsplit run."""
+        if self.share is None:
+            yield from range(self.num_classes)
+            return
+        mine = dict(zip(self.share, range(len(self.share))))
+        for k, size in enumerate(self.class_sizes):
+            if k in mine:
+                yield mine[k]
+            else:
+                self._draws(size)
 
     @property
     def per_class(self) -> int:
@@ -139,13 +172,14 @@ class Run:
 
     def labels(self, k: int) -> torch.Tensor:
         """(factor**2 * ipc,) labels of class k's synthetic network inputs."""
-        return torch.full((self.ipc * self.factor**2,), k, dtype=torch.long)
+        return torch.full((self.ipc * self.factor**2,), k if self.share is None else self.share[k], dtype=torch.long)
 
-    def real_batch(self, k: int) -> torch.Tensor:
-        """(b, C, S, S): up to batch_real random real inputs of class k (without gradient)."""
-        idx = self.members[k]
-        pick = torch.from_numpy(idx)[torch.randperm(len(idx), generator=self.gen)[: self.batch_real]]
-        return self.inputs.real(pick)
+    def _draws(self, size: int) -> tuple[torch.Tensor, dict | None]:
+        """A class pair's draws from the run's generator: the order of the class's `size` real inputs (its first
+        batch_real are the batch), then the siamese DSA parameters (None without DSA)."""
+        order = torch.randperm(size, generator=self.gen)[: self.batch_real]
+        s = self.inputs.size
+        return order, None if self.augment is None else self.augment.sample(1, (s, s), self.gen, "cpu")
 
     def syn_batch(self, syn: torch.Tensor, k: int) -> torch.Tensor:
         """(factor**2 * ipc, C, S, S): class k's synthetic inputs, differentiable.
@@ -159,7 +193,9 @@ class Run:
 
     def class_pair(self, syn: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(real batch, synthetic batch) of class k after one shared (siamese) DSA draw."""
-        x_real, x_syn = self.real_batch(k), self.syn_batch(syn, k)
-        if self.augment is not None:
-            x_real, x_syn = self.augment.siamese(x_real, x_syn, generator=self.gen)
+        idx = self.members[k]
+        order, params = self._draws(len(idx))
+        x_real, x_syn = self.inputs.real(torch.from_numpy(idx)[order]), self.syn_batch(syn, k)
+        if params is not None:
+            x_real, x_syn = self.augment.apply(x_real, params), self.augment.apply(x_syn, params)
         return x_real, x_syn
