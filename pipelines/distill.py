@@ -244,6 +244,7 @@ def distill_latents(space: LatentSpace, method: str, ipc: int, seed: int, *, par
     if getattr(distiller, "uses_context", False):  # e.g. bacon: the decoder, checkpoints beside the output
         extra["context"] = DistillContext(decode=space.decode, progress=progress, checkpoint_dir=checkpoint_dir,
                                           cache_dir=space.cache_dir, decoded=space.decoded_latents,
+                                          device=space.vae.device,
                                           teacher=space_teacher(space, teacher, progress=progress)
                                           if getattr(distiller, "uses_teacher", False) else None)
     if parts_dir is not None and group.size > 1 and getattr(distiller, "splits_by_class", False):

@@ -518,3 +518,21 @@ def test_two_identical_dm_runs_write_byte_identical_latents_files(tmp_path):
     kept = json.loads((tmp_path / "a" / "distill.json").read_text())["extras"]
     assert {"seconds", "setup_seconds", "iterations_per_second", "resumed_from"} <= set(kept)
     assert all("seconds" in point for point in kept["loss_curve"])
+
+
+def test_mtt_says_it_runs_on_the_cpu_only_when_given_a_device():
+    latents = Latents(torch.randn(40, 1, 8, 8), torch.arange(40) % 2, ["a", "b"])
+    with pytest.raises(DataError, match="mtt runs on the CPU only"):
+        make_distiller("mtt", embedding="latent", iterations=1).distill(
+            latents, 1, seed=0, context=DistillContext(device="meta"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_dm_on_a_gpu_distils_what_it_does_on_the_cpu_within_float_tolerance():
+    latents = Latents(torch.randn(200, 2, 8, 8, generator=torch.Generator().manual_seed(0)), torch.arange(200) % 4,
+                      list("abcd"))
+    dm = make_distiller("dm", embedding="latent", iterations=3, width=8, batch_real=16)
+    cpu = dm.distill(latents, 2, seed=0)
+    gpu = dm.distill(latents, 2, seed=0, context=DistillContext(device="cuda"))
+    assert gpu.latents.device.type == "cpu"
+    torch.testing.assert_close(gpu.latents, cpu.latents, rtol=1e-4, atol=1e-4)

@@ -88,7 +88,7 @@ class BaconDistiller(MatchingDistiller):
         return 5000 if ipc == 1 else 256
 
     def network_source(self, spec: NetSpec, run: Run) -> InLoopPool:
-        return InLoopPool(spec, run.gen, start=self.pool_start, add_every=self.pool_add_every or (5 if run.ipc == 1 else 30),
+        return InLoopPool(spec, run.gen, device=run.device, start=self.pool_start, add_every=self.pool_add_every or (5 if run.ipc == 1 else 30),
                           max_size=self.pool_max, train_nets=self.train_nets, train_steps=self.train_steps,
                           lr=self.net_lr, momentum=self.net_momentum, weight_decay=self.net_weight_decay,
                           batch=self.net_batch)

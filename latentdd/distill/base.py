@@ -64,6 +64,8 @@ class DistillContext:
         float32 in [0, 1], in the latents' order), e.g. `LatentSpace.decoded_latents`, which decodes once and
         caches them by content; the matching engine's pixel embedding reads them instead of decoding every real
         latent itself. None: decoded where needed.
+    device: where the matching methods run (their networks, real inputs and synthetic set; `decode` may run
+        elsewhere, its output is moved); None: the CPU. Other distillers run on the CPU.
     """
 
     decode: Callable[[torch.Tensor], torch.Tensor] | None = None
@@ -72,6 +74,7 @@ class DistillContext:
     cache_dir: str | Path | None = None
     teacher: Any = None
     decoded: Callable[[], torch.Tensor] | None = None
+    device: torch.device | str | None = None
 
 
 DISTILLERS: dict[str, type] = {}

@@ -299,6 +299,9 @@ class MTTDistiller(MatchingDistiller):
         return initial
 
     def prepare(self, spec: NetSpec, run: Run, context: DistillContext) -> None:
+        if run.device.type != "cpu":
+            raise DataError(f"mtt runs on the CPU only for now (its expert buffer and unroll stay there); got device "
+                            f"{run.device}: leave DistillContext.device unset")
         run.experts = ExpertBuffer.load_or_train(spec, run, experts=self.experts, epochs=self.buffer_epochs,
                                                  lr=self.expert_lr, batch=self.expert_batch,
                                                  cache_dir=context.cache_dir, progress=context.progress,

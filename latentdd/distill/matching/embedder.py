@@ -27,9 +27,11 @@ class Embedder:
     0.1% of its norm in bfloat16.
     """
 
-    def __init__(self, spec: NetSpec, compile: str, real_precision: str, model: torch.nn.Module | None = None) -> None:
+    def __init__(self, spec: NetSpec, compile: str, real_precision: str, model: torch.nn.Module | None = None,
+                 device: torch.device | str = "cpu") -> None:
         # weights come from load; a fixed `model` (the teacher) is used as it is
-        self.model = (model if model is not None else spec.build(torch.Generator().manual_seed(0))).requires_grad_(False)
+        model = model if model is not None else spec.build(torch.Generator().manual_seed(0))
+        self.model = model.requires_grad_(False).to(device)
         self.status = CompileStatus(compile)
         self.requested_precision, self.real_precision = real_precision, real_precision
         self.real_dtype = REAL_PRECISIONS[real_precision]  # None until auto meets its device

@@ -142,7 +142,7 @@ class MatchingDistiller(CheckedParams):
         """Work done once a run, before its first iteration and outside its checkpoint (mtt: its expert buffer)."""
 
     def network_source(self, spec: NetSpec, run: Run):
-        return FreshNetworks(spec, run.gen)
+        return FreshNetworks(spec, run.gen, run.device)
 
     def class_loss(self, net: Net, e_syn: torch.Tensor, e_real: torch.Tensor, run: Run, k: int,
                    it: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -199,7 +199,8 @@ class MatchingDistiller(CheckedParams):
                 raise DataError(f"classes must be distinct class indices in ascending order; got {classes}")
         members = every if classes is None else [every[k] for k in classes]
         keep = None if classes is None else np.concatenate(members)
-        inputs = Inputs.make(self.embedding, latents, context, keep=keep)
+        device = torch.device(context.device or "cpu")
+        inputs = Inputs.make(self.embedding, latents, context, keep=keep, device=device)
         check_factor(self.factor, inputs.size, inputs.size, f"{self.embedding} network input")
         gen = torch.Generator().manual_seed(seed)
         strategy = self.dsa_strategy or (LATENT_DSA if self.embedding == "latent" else DSAConfig.strategy)
@@ -215,12 +216,14 @@ class MatchingDistiller(CheckedParams):
             if context.teacher is None:
                 raise DataError(f"{self.name} networks 'teacher' needs a teacher: pass DistillContext(teacher=...) "
                                 "(latentdd distill and run fit or load the teacher: section teacher)")
-            teacher_net = TeacherEmbedding(context.teacher, inputs.mean, inputs.std)
-        run.embedder = Embedder(spec, self.compile, self.real_precision, model=teacher_net)
+            teacher_net = TeacherEmbedding(context.teacher.to(device), inputs.mean, inputs.std)
+        run.embedder = Embedder(spec, self.compile, self.real_precision, model=teacher_net, device=device)
 
         self.prepare(spec, run, context)
         initial = self._initial(latents, every, ipc, seed, gen, run, classes)  # (K*per_class, c, h, w)
         run.weights = self.initial_weights(latents, members, initial)
+        if run.weights is not None:
+            run.weights = run.weights.to(device)
         if run.weights is not None and run.tiles == "decoded":
             raise DataError(f"{self.name} tiles 'decoded' stores factor**2 latents an image, so the set's weights "
                             "must be uniform; leave weights at uniform or use tiles 'latent'")
@@ -237,7 +240,7 @@ class MatchingDistiller(CheckedParams):
         def build():
             """The set, its optimiser and the network source as a fresh run starts them (gen included)."""
             gen.set_state(fresh_gen)
-            syn = torch.nn.Parameter(initial.clone())
+            syn = torch.nn.Parameter(initial.clone().to(device))
             return syn, self._make_optimizer(syn), bank if bank is not None else self.network_source(spec, run)
 
         key = self._checkpoint_key(latents, ipc, seed, teacher=None if teacher_net is None else context.teacher.key(),
@@ -265,7 +268,7 @@ class MatchingDistiller(CheckedParams):
                                       "curve": curve, "syn": syn, "optimizer": optimizer.state_dict(),
                                       "generator": gen.get_state(), "source": source.state()})
         seconds = time.perf_counter() - t0
-        result = self._result(latents, members, syn.detach(), run, seed, classes, {
+        result = self._result(latents, members, syn.detach().cpu(), run, seed, classes, {
             "iterations": self.iterations, "seconds": seconds, "setup_seconds": setup_seconds,
             "iterations_per_second": (self.iterations - start) / max(seconds - elapsed, 1e-9),
             "resumed_from": start, "batch_real": run.batch_real, "depth": depth,
@@ -331,7 +334,7 @@ class MatchingDistiller(CheckedParams):
             for idx, z in zip(members, per_class)]
         params = {**dataclasses.asdict(self), "ipc": ipc, "seed": seed}
         return assemble(latents, [z.reshape(per, -1).numpy() for z in per_class], method=self.name, params=params,
-                        weights=uniform_weights(num_classes, per) if weights is None else weights, extras=extras,
+                        weights=uniform_weights(num_classes, per) if weights is None else weights.cpu(), extras=extras,
                         classes=classes)
 
     def _tiles(self) -> str:

@@ -62,16 +62,18 @@ class Inputs:
     row_of: torch.Tensor | None = None  # (N,) global index -> row of `rows`, when they hold a share's latents only
 
     @classmethod
-    def make(cls, embedding: str, latents: Latents, context: DistillContext, keep: np.ndarray | None = None) -> Inputs:
+    def make(cls, embedding: str, latents: Latents, context: DistillContext, keep: np.ndarray | None = None,
+             device: torch.device | str = "cpu") -> Inputs:
         """keep: the global indices of a share of the classes (a distillation split by class): only their rows
-        are kept (for "latent" only theirs are read); the pixel normalisation is still every latent's."""
+        are kept (for "latent" only theirs are read); the pixel normalisation is still every latent's.
+        device: where the rows (and the normalisation) are kept; they are computed on the CPU."""
         c, h, w = latents.latent_shape
         if embedding == "latent":
             if h != w:
                 raise DataError(f"latent embedding needs square latents; got {h}x{w}")
             if keep is None:
-                return cls(embedding, c, h, latents.latents)
-            return cls(embedding, c, h, latents.latents_at(keep), row_of=_row_of(len(latents), keep))
+                return cls(embedding, c, h, latents.latents.to(device))
+            return cls(embedding, c, h, latents.latents_at(keep).to(device), row_of=_row_of(len(latents), keep))
         if context.decode is None:
             raise DataError("embedding 'pixel' needs the VAE decoder: run it through `latentdd distill` / `run`, "
                             "or pass DistillContext(decode=...)")
@@ -100,8 +102,8 @@ class Inputs:
             elif context.decoded is not None:
                 pixels = pixels.clone()
             pixels.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
-        return cls(embedding, shape[1], shape[-1], pixels, context.decode, mean, std,
-                   None if keep is None else _row_of(n, keep))
+        return cls(embedding, shape[1], shape[-1], pixels.to(device), context.decode, mean.to(device),
+                   std.to(device), None if keep is None else _row_of(n, keep))
 
     def default_depth(self) -> int:
         if self.embedding == "pixel":
@@ -110,13 +112,14 @@ class Inputs:
 
     def real(self, indices: torch.Tensor) -> torch.Tensor:
         """(b,) global indices of latents -> (b, C, S, S) float32 inputs, without gradient."""
-        return self.rows[indices if self.row_of is None else self.row_of[indices]].to(torch.float32)
+        rows = indices if self.row_of is None else self.row_of[indices]
+        return self.rows[rows.to(self.rows.device)].to(torch.float32)
 
     def syn(self, z: torch.Tensor) -> torch.Tensor:
         """(n, c, h, w) latents -> (n, C, S, S) inputs, differentiable (decoded each call for "pixel")."""
         if self.embedding == "latent":
             return z
-        x = self.decode(z)  # (n, C, H, W) in [0, 1]
+        x = self.decode(z).to(z.device)  # (n, C, H, W) in [0, 1]; the decoder may run on another device
         return (x - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
 
 
@@ -152,6 +155,11 @@ class Run:
     def num_classes(self) -> int:
         return len(self.members)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the run's networks, inputs and set are."""
+        return self.inputs.rows.device
+
     def each_class(self) -> Iterator[int]:
         """The run's classes in order, as positions in `members` and the set. With a share, every other class's
         draws of `class_pair` are made in its place, so that each class sees the draws of the unsplit run."""
@@ -172,14 +180,15 @@ class Run:
 
     def labels(self, k: int) -> torch.Tensor:
         """(factor**2 * ipc,) labels of class k's synthetic network inputs."""
-        return torch.full((self.ipc * self.factor**2,), k if self.share is None else self.share[k], dtype=torch.long)
+        return torch.full((self.ipc * self.factor**2,), k if self.share is None else self.share[k], dtype=torch.long,
+                          device=self.device)
 
     def _draws(self, size: int) -> tuple[torch.Tensor, dict | None]:
         """A class pair's draws from the run's generator: the order of the class's `size` real inputs (its first
         batch_real are the batch), then the siamese DSA parameters (None without DSA)."""
         order = torch.randperm(size, generator=self.gen)[: self.batch_real]
         s = self.inputs.size
-        return order, None if self.augment is None else self.augment.sample(1, (s, s), self.gen, "cpu")
+        return order, None if self.augment is None else self.augment.sample(1, (s, s), self.gen, self.device)
 
     def syn_batch(self, syn: torch.Tensor, k: int) -> torch.Tensor:
         """(factor**2 * ipc, C, S, S): class k's synthetic inputs, differentiable.

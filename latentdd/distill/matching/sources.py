@@ -86,11 +86,11 @@ class _FixedSource:
 class FreshNetworks(_FixedSource):
     """A new randomly initialised network every iteration (DM, DC): nothing to train or keep."""
 
-    def __init__(self, spec: NetSpec, gen: torch.Generator) -> None:
-        self.spec, self.gen = spec, gen
+    def __init__(self, spec: NetSpec, gen: torch.Generator, device: torch.device | str = "cpu") -> None:
+        self.spec, self.gen, self.device = spec, gen, device
 
     def next(self, it: int) -> Net:
-        return Net(self.spec.build(self.gen))
+        return Net(self.spec.build(self.gen).to(self.device))  # initialised on the CPU: the same on every device
 
     def record(self) -> dict:
         return {"networks": "fresh random ConvNet each iteration"}
@@ -103,15 +103,15 @@ class InLoopPool:
 
     def __init__(self, spec: NetSpec, gen: torch.Generator, *, start: int, add_every: int, max_size: int,
                  train_nets: int, train_steps: int, lr: float, momentum: float, weight_decay: float,
-                 batch: int) -> None:
-        self.spec, self.gen = spec, gen
+                 batch: int, device: torch.device | str = "cpu") -> None:
+        self.spec, self.gen, self.device = spec, gen, device
         self.add_every, self.max_size = add_every, max_size
         self.train_nets, self.train_steps, self.batch = train_nets, train_steps, batch
         self.sgd = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay}
         self.nets = [self._new() for _ in range(start)]
 
     def _new(self) -> Net:
-        model = self.spec.build(self.gen)
+        model = self.spec.build(self.gen).to(self.device)
         return Net(model, torch.optim.SGD(model.parameters(), **self.sgd))
 
     def next(self, it: int) -> Net:
@@ -135,7 +135,7 @@ class InLoopPool:
                 x = run.inputs.real(pick)  # (b, C, S, S)
                 if run.augment is not None:
                     x = run.augment(x, gen)
-            y = run.all_labels[pick]
+            y = run.all_labels[pick].to(x.device)
             logits = net.model(x)
             loss = F.cross_entropy(logits, y)
             net.optimizer.zero_grad(set_to_none=True)
@@ -217,9 +217,9 @@ class NetworkBank(_FixedSource):
     """
 
     def __init__(self, spec: NetSpec, gen: torch.Generator, snapshots: list[tuple[dict, float]],
-                 cached: bool, train_seconds: float | None = None) -> None:
+                 cached: bool, train_seconds: float | None = None, device: torch.device | str = "cpu") -> None:
         self.gen, self.snapshots, self.cached, self.train_seconds = gen, snapshots, cached, train_seconds
-        self.model = spec.build(torch.Generator().manual_seed(0))  # weights come from the snapshots
+        self.model = spec.build(torch.Generator().manual_seed(0)).to(device)  # weights come from the snapshots
 
     @classmethod
     def load_or_train(cls, spec: NetSpec, run: Run, *, nets: int, steps: tuple[int, ...], lr: float,
@@ -244,13 +244,13 @@ class NetworkBank(_FixedSource):
                     raise StateRejected("a snapshot's weights do not fit the networks (other names or shapes)")
                 if not isinstance(accuracy, (int, float)) or not 0 <= accuracy <= 100:
                     raise StateRejected(f"a snapshot's accuracy {accuracy!r} is not a percentage")
-            return cls(spec, run.gen, snapshots, True, state.get("train_seconds"))
+            return cls(spec, run.gen, snapshots, True, state.get("train_seconds"), device=run.device)
 
         def build() -> NetworkBank:
             t0 = time.perf_counter()
             gen = torch.Generator().manual_seed(0)  # a bank depends on the data and its settings, not the run's seed
             pool = InLoopPool(spec, gen, start=nets, add_every=1, max_size=nets, train_nets=0, train_steps=0, lr=lr,
-                              momentum=momentum, weight_decay=weight_decay, batch=batch)
+                              momentum=momentum, weight_decay=weight_decay, batch=batch, device=run.device)
             snapshots = []
             bar = progress_bar(total=nets * max(steps), desc="network bank", disable=not progress, unit="step")
             for net in pool.nets:
@@ -261,7 +261,7 @@ class NetworkBank(_FixedSource):
                     done = target
                     snapshots.append(({k: v.clone() for k, v in net.model.state_dict().items()}, net.accuracy))
             bar.close()
-            return cls(spec, run.gen, snapshots, False, time.perf_counter() - t0)
+            return cls(spec, run.gen, snapshots, False, time.perf_counter() - t0, device=run.device)
 
         def state(bank: NetworkBank) -> dict:
             return {"key": key, "settings": settings, "train_seconds": bank.train_seconds,
