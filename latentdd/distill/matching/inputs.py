@@ -4,8 +4,8 @@ and the classes' members, batches, augmentation and generator that the method's 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
