@@ -441,7 +441,8 @@ def remove_checkpoint(folder: Path) -> None:
     """Delete the checkpoints a run left in `folder` (a split run's shares' too), and the folder if that leaves
     it empty (only what latentdd wrote: anything else in the folder stays)."""
     folder = Path(folder)
-    for path in [folder / CHECKPOINT_FILE, *folder.glob(_checkpoint_file([0, 0]).replace("0-0", "*-*"))]:
+    shares = folder.glob(CHECKPOINT_FILE.replace(".safetensors", ".classes-*.safetensors"))
+    for path in [folder / CHECKPOINT_FILE, *shares]:
         path.unlink(missing_ok=True)
         checksum_path(path).unlink(missing_ok=True)
     try:
