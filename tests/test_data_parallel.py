@@ -254,3 +254,4 @@ def test_distill_under_accelerate_launch_splits_the_classes_and_writes_the_one_p
     record = json.loads((tmp_path / "two" / "distill.json").read_text())
     assert record["extras"]["split_by_class"] == {"processes": 2, "classes": [5, 5]}
     assert not list(tmp_path.glob(".*distill-parts"))  # the parts are gone
+    assert not list(tmp_path.glob("*.checkpoint"))  # and the matching shares' checkpoints
