@@ -6,8 +6,9 @@ machine's CPU in the same run; writes OUT/gpu_suite.json and OUT/gpu_suite.md (t
 
 Rows (each after untimed warm-up work: allocations, cuDNN's autotuning, faiss's first index):
 - evaluator epochs per second at IPC 10 of 10 classes (100 images), under `dsa` and under `soft` (the teacher a
-  ConvNet-3 of width 128, the strong preset's architecture, labelling every batch): ConvNet-3 at 28 px (1 channel)
-  and ResNet-18 at 64 px (3 channels). The images are random: a training's time does not depend on its pixels.
+  ConvNet of width 128, the strong preset's architecture, labelling every batch): ConvNet-3 at 28 px (1 channel),
+  ConvNet-4 and ResNet-18 at 64 px (3 channels). The images are random: a training's time does not depend on its
+  pixels.
 - TAEF2 encode, images per second (64 px RGB, batches of 256), with --taef2 weights (the row says why it is
   missing without them).
 - DM seconds per iteration at IPC 10, real batch 256 a class, in the latent space (4x8x8) and through the decoder
@@ -34,7 +35,9 @@ sys.path.insert(0, str(REPO))
 from latentdd.errors import DataError  # noqa: E402
 
 TAEF2 = REPO.parent / "shared" / "weights" / "taef2"
-EVALUATOR_MODELS = [("convnet", 28, 1), ("resnet18", 64, 3)]  # (model, image side, channels)
+# (model, image side, channels): the Fashion-MNIST student, the ImageNet-subset protocol's (ConvNet-4 at 64 px,
+# what scripts/extrapolate_imagenet.py scales) and ResNet-18
+EVALUATOR_MODELS = [("convnet", 28, 1), ("convnet", 64, 3), ("resnet18", 64, 3)]
 # Work per measurement: (GPU, CPU) epochs, iterations or images. "full" keeps the suite under 8 minutes on one
 # GPU beside a 16-core CPU; "quick" only checks that every row runs.
 BUDGETS = {
@@ -64,7 +67,7 @@ def evaluator_epochs_per_second(device: torch.device, *, model: str, size: int, 
         depth = 3 if size <= 32 else 4
         net = ConvNet(channels, 10, size, width=128, depth=depth).to(device).eval()
         teacher = lambda x: net((x - 0.5) / 0.25)  # noqa: E731
-    extra = {"depth": 3} if model == "convnet" else {}
+    extra = {"depth": 3 if size <= 32 else 4} if model == "convnet" else {}
 
     def train(n: int) -> float:
         config = EvalConfig.preset(protocol, model=model, epochs=n, compile="off", **extra)

@@ -25,7 +25,7 @@ def test_the_gpu_suite_measures_every_row_on_the_cpu_and_tabulates_the_json(suit
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(suite, "EVALUATOR_MODELS", [("convnet", 28, 1)])  # ResNet-18's rows run the same code
+    monkeypatch.setattr(suite, "EVALUATOR_MODELS", [("convnet", 28, 1)])  # the 64 px rows run the same code
     assert suite.main(["--budget", "quick", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "gpu_suite.json").read_text())
     stages = [(r["stage"], r["setting"].split(",")[0]) for r in report["rows"]]
