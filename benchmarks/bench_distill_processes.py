@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from latentdd.parallel import free_port  # noqa: E402
+from latentdd.parallel import launch_args  # noqa: E402
 
 
 def stage(args: list[str], report: Path) -> None:
@@ -49,11 +49,8 @@ def stage(args: list[str], report: Path) -> None:
 
 def run(args: list[str], processes: int, report: Path) -> dict:
     """`latentdd ARGS` in `processes` processes -> {"wall_seconds", "per_process": [each one's figures]}."""
-    launch = [] if processes == 1 else ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
-                                        str(processes), "--num_machines", "1", "--mixed_precision", "no",
-                                        "--dynamo_backend", "no", "--main_process_port", str(free_port())]
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, *launch, str(Path(__file__).resolve()), "--stage", str(report), "--",
+    done = subprocess.run([sys.executable, *launch_args(processes), str(Path(__file__).resolve()), "--stage", str(report), "--",
                            *args], cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
                           text=True)
     wall = time.perf_counter() - t0

@@ -26,17 +26,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from latentdd.parallel import free_port  # noqa: E402
+from latentdd.parallel import launch_args  # noqa: E402
 
 
 
 def latentdd(args: list[str], processes: int) -> float:
     """Run `latentdd ARGS` in `processes` processes (accelerate launch for more than one) -> wall seconds."""
-    launch = [] if processes == 1 else ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
-                                        str(processes), "--num_machines", "1", "--mixed_precision", "no",
-                                        "--dynamo_backend", "no", "--main_process_port", str(free_port())]
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, *launch, "-m", "latentdd", *args], cwd=REPO,
+    done = subprocess.run([sys.executable, *launch_args(processes), "-m", "latentdd", *args], cwd=REPO,
                           env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"latentdd {' '.join(args)} failed in {processes} process(es):\n{done.stderr[-3000:]}")

@@ -36,6 +36,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def launch_args(processes: int) -> list[str]:
+    """The python arguments that start `processes` CPU or GPU processes by `accelerate launch` (none for one):
+    `[sys.executable, *launch_args(n), "-m", "latentdd", ...]` or a script path in place of `-m latentdd`."""
+    if processes == 1:
+        return []
+    # --multi_gpu: without it accelerate starts one process on a CPU machine
+    return ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines",
+            "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]
+
+
 # How long a process waits at a barrier for the others: the first process may distil for hours (a matching
 # method's whole set) while the others wait for its folders; a process that fails ends the launch instead.
 BARRIER_TIMEOUT = timedelta(hours=24)

@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from latentdd.data import load_dataset
 from latentdd.evaluate import EvalConfig
 from latentdd.evaluate.trainer import channel_stats, top1_accuracy, train_model
-from latentdd.parallel import DataParallel, free_port
+from latentdd.parallel import DataParallel, launch_args
 
 # Settings that exercise every path of a step: DSA (hard labels) or crops, flips, CutMix and sample weights on
 # soft labels; 33 images in batches of 16 leave a last batch of 1, so one process's shard is empty.
@@ -106,9 +106,7 @@ def _launch(args: list[str], cwd: Path, processes: int):
     import subprocess
     import sys
 
-    launch = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines",
-              "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]
-    return subprocess.run([sys.executable, *launch, "-m", "latentdd", *args], cwd=cwd,
+    return subprocess.run([sys.executable, *launch_args(processes), "-m", "latentdd", *args], cwd=cwd,
                           env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=400)
 
 
