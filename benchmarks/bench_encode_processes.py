@@ -34,9 +34,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from latentdd.parallel import free_port  # noqa: E402
-DONE = re.compile(r"encode \(rank (\d+)\): done (\d+)/\d+ img in ([0-9.]+) s")
+from latentdd.parallel import launch_args  # noqa: E402
 
+DONE = re.compile(r"encode \(rank (\d+)\): done (\d+)/\d+ img in ([0-9.]+) s")
 
 
 def shard_digests(folder: Path) -> dict[str, str]:
@@ -48,11 +48,8 @@ def encode_command(processes: int, threads: int, args, out: Path) -> tuple[list[
               str(args.image_size), "--channels", "3", "--resize", "resize", "--vae", args.vae,
               "--encode-batch-size", str(args.batch_size), "--shard-size", str(args.shard_size),
               "--cache-dir", str(args.work / "cache"), "--out", str(out)]
-    launch = [sys.executable] if processes == 1 else \
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-         "--main_process_port", str(free_port())]
-    return [*launch, *encode], {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    threads_env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    return [sys.executable, *launch_args(processes), *encode], {**os.environ, **threads_env}
 
 
 def run_config(processes: int, threads: int, args, out: Path, fresh: bool = True) -> dict:

@@ -33,6 +33,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from latentdd.parallel import launch_args  # noqa: E402
+
 TAEF2 = REPO.parent / "shared" / "weights" / "taef2"
 STAGES = ("encode", "distill", "render", "cli")
 
@@ -108,10 +112,7 @@ def measure(n: int, args, work: Path) -> list[dict]:
     rows = []
     for stage in args.stages:
         report = work / f"n{n}" / f"{stage}.json"
-        launch = [sys.executable, "-m", "latentdd"] if args.processes == 1 else \
-            [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
-             str(args.processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-             "-m", "latentdd"]  # --multi_gpu: without it accelerate starts one process on a CPU machine
+        launch = [sys.executable, *launch_args(args.processes), "-m", "latentdd"]
         if stage == "encode":
             result = run_measured([*launch, "encode", *common, "--out", str(cache),
                                    "--encode-batch-size", str(args.batch_size)])

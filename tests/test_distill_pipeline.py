@@ -95,12 +95,11 @@ def test_two_process_accelerate_encode_equals_one_process(tmp_path, common):
     import sys
 
     from latentdd.latents.cache import load_latents
+    from latentdd.parallel import launch_args
 
     args = [*common, "--shard-size", "200"]
     assert main(["encode", *args, "--out", str(tmp_path / "one")]) == 0  # also fits the VAE once
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-              "-m", "latentdd", "encode", *args, "--out", str(tmp_path / "two")]
+    launch = [sys.executable, *launch_args(2), "-m", "latentdd", "encode", *args, "--out", str(tmp_path / "two")]
     env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_PORT="29517")
     done = subprocess.run(launch, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-2000:]

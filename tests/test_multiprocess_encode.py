@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from latentdd.parallel import free_port
 from latentdd.data import load_dataset
 from latentdd.latents.cache import CacheConfig, encode_split, shard_name, write_manifest
+from latentdd.parallel import launch_args
 
 REPO = Path(__file__).resolve().parents[1]
 VAE = {"name": "toy", "latent_shape": [2, 4, 4], "scaling_factor": 1.0}
@@ -105,7 +105,6 @@ def test_stale_temporaries_of_this_ranks_shards_are_removed(digits, tmp_path):
     assert theirs.exists()  # rank 1's shard: rank 1 may be writing it right now
 
 
-
 def _tiny_taesd(folder: Path) -> Path:
     from safetensors.torch import save_file
     from test_vae import tiny_taesd_state_dicts
@@ -129,9 +128,7 @@ def test_accelerate_launch_with_two_cpu_processes_writes_the_single_process_cach
     one = subprocess.run([sys.executable, *encode, "--out", str(tmp_path / "one")], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=240)
     assert one.returncode == 0, one.stderr
-    two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                          "--main_process_port", str(free_port()), *encode, "--out", str(tmp_path / "two")],
+    two = subprocess.run([sys.executable, *launch_args(2), *encode, "--out", str(tmp_path / "two")],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert two.returncode == 0, two.stderr
     assert "encode (rank 1): done 12/12" in two.stderr  # rank 1 encoded its 3 of the 6 shards

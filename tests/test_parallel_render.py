@@ -13,9 +13,9 @@ import diffusers
 import pytest
 import torch
 
-from latentdd.parallel import free_port
 from latentdd.errors import LatentDDError
 from latentdd.latents.types import SyntheticLatents
+from latentdd.parallel import launch_args
 from latentdd.prior.fit import FitPriorConfig
 from latentdd.render import DiffusionDecoder, VAEDecoder
 from latentdd.render.parallel import join_parts, rank_slice, render_part
@@ -114,7 +114,6 @@ def test_a_missing_part_is_a_clear_error(vae, synthetic, tmp_path):
         join_parts(synthetic, tmp_path, 2)
 
 
-
 @pytest.mark.slow
 def test_latentdd_render_under_accelerate_writes_the_one_process_folder(tmp_path):
     from latentdd.cli import main
@@ -127,9 +126,7 @@ def test_latentdd_render_under_accelerate_writes_the_one_process_folder(tmp_path
     one = subprocess.run([sys.executable, *render, "--out", str(tmp_path / "one")], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=240)
     assert one.returncode == 0, one.stderr
-    two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                          "--main_process_port", str(free_port()), *render, "--out", str(tmp_path / "two")],
+    two = subprocess.run([sys.executable, *launch_args(2), *render, "--out", str(tmp_path / "two")],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert two.returncode == 0, two.stderr
     assert "2 process(es)" in two.stdout
