@@ -169,6 +169,23 @@ def test_dm_in_the_teacher_s_feature_space_moves_the_set_and_leaves_the_teacher_
         make_distiller("dm", embedding="latent", networks="teacher")
 
 
+def test_mtt_learned_labels_can_start_at_the_teacher_s_logits_of_the_decoded_set(space, teacher, tmp_path):
+    latents, decode = space
+    tiny = {"experts": 1, "buffer_epochs": 3, "max_start_epoch": 1, "expert_epochs": 2, "width": 8, "syn_steps": 2,
+            "iterations": 1, "lr": 1e-12, "lr_labels": 1e-12, "learn_labels": True, "label_init": "teacher"}
+    context = DistillContext(decode=decode, teacher=teacher, cache_dir=tmp_path)
+    out = make_distiller("mtt", **tiny).distill(latents, 2, seed=0, context=context)
+    want = F.softmax(teacher(decode(out.latents)), 1)  # neither the set nor the labels moved (lr 1e-12)
+    assert torch.allclose(out.soft_labels, want, atol=1e-4)
+    expert = make_distiller("mtt", **tiny | {"label_init": "expert"}).distill(latents, 2, seed=0, context=context)
+    assert torch.allclose(expert.latents, out.latents, atol=1e-6) and not torch.allclose(expert.soft_labels, want, atol=1e-2)
+    assert out.extras["label_init"] == "teacher" and out.extras["label_teacher"] == teacher.summary()
+    with pytest.raises(DataError, match="label_init 'teacher' needs a teacher"):
+        make_distiller("mtt", **tiny).distill(latents, 2, seed=0, context=DistillContext(decode=decode, cache_dir=tmp_path))
+    with pytest.raises(DataError, match="set learn_labels: true and embedding: pixel"):
+        make_distiller("mtt", label_init="teacher")
+
+
 # ---------------------------------------------------------------------------------------
 # Static soft labels
 

@@ -85,9 +85,7 @@ class BoundaryDistiller(CheckedParams):
             return [round(float(values[k * ipc : (k + 1) * ipc].mean()), 6) for k in range(len(members))]
 
         own = lambda logits: F.softmax(logits, 1).gather(1, labels[:, None])[:, 0]  # noqa: E731
-        record = teacher.record
-        extras = {"teacher": {"name": record.get("name"), "key": record.get("key"), "preset": record.get("preset"),
-                              "test_accuracy": record.get("test_accuracy")},
+        extras = {"teacher": teacher.summary(),
                   "teacher_entropy": {"before": by_class(entropy(before)), "after": by_class(entropy(after))},
                   "teacher_own_class_probability": {"before": by_class(own(before)), "after": by_class(own(after))},
                   "teacher_keeps_class": float((after.argmax(1) == labels).float().mean()),

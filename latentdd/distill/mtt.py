@@ -22,8 +22,10 @@ DATM's options:
 - window: start epochs are drawn in [min_start_epoch, upper), the upper bound rising linearly over the
   iterations from max_start_epoch to max_start_epoch_final (DATM raises it in steps; None: fixed);
 - learn_labels: a logit vector per synthetic input, initialised to the logits of the first expert's last epoch
-  on the initial set, optimised with the set (SGD lr_labels, momentum 0.9); the unroll's cross-entropy takes
-  their softmax as targets, and the set stores it as its soft labels (the `static` protocol trains on them);
+  on the initial set (`label_init: teacher`: the context's trained teacher's logits instead, so that the labels
+  start where the `static` protocol's teacher labels are), optimised with the set (SGD lr_labels, momentum 0.9);
+  the unroll's cross-entropy takes their softmax as targets, and the set stores it as its soft labels (the
+  `static` protocol trains on them);
 - init "correct": per class, random real latents whose decoded image the first expert's last epoch classifies
   correctly (the rest of the class only if too few are).
 
@@ -50,6 +52,7 @@ from latentdd.checkpoint import StateRejected, load_optimizer
 from latentdd.config import NonNegativeInt, PositiveFloat, PositiveInt
 from latentdd.distill.base import DistillContext, register_distiller
 from latentdd.distill.matching import EMBEDDINGS, MatchingDistiller, NetSpec, Run
+from latentdd.distill.matching.sources import TeacherEmbedding
 from latentdd.errors import DataError
 from latentdd.nn.factorization import tile
 from latentdd.progress import progress_bar
@@ -252,6 +255,7 @@ class MTTDistiller(MatchingDistiller):
     min_start_epoch: NonNegativeInt = 0
     max_start_epoch_final: PositiveInt | None = None  # DATM's window: the upper bound rises to this; None: fixed
     learn_labels: bool = False
+    label_init: Literal["expert", "teacher"] = "expert"  # learn_labels' first logits: the first expert's | the teacher's
     lr_labels: PositiveFloat = 2.0
     syn_lr: PositiveFloat = 0.01
     lr_lr: PositiveFloat = 1e-5
@@ -272,6 +276,9 @@ class MTTDistiller(MatchingDistiller):
         if self.learn_labels and self.factor > 1:
             raise DataError("mtt learn_labels learns a label per training image, and factorization makes factor**2 "
                             "of them from each stored image: use factor 1 to learn labels")
+        if self.label_init == "teacher" and not (self.learn_labels and self.embedding == "pixel"):
+            raise DataError("mtt label_init 'teacher' starts learned labels at the teacher's logits of the decoded "
+                            "images: set learn_labels: true and embedding: pixel")
         if self.networks != "method":
             raise DataError(f"mtt's networks are its expert trajectories; leave networks at 'method' (got "
                             f"{self.networks!r})")
@@ -293,7 +300,7 @@ class MTTDistiller(MatchingDistiller):
             if self.factor > 1 and self._tiles() == "latent":
                 initial = torch.cat([tile(part, self.factor) for part in initial.split(ipc * self.factor**2)])
         if self.learn_labels:
-            judge = run.experts.judge()
+            judge = run.label_judge or run.experts.judge()
             with torch.no_grad():
                 run.label_init = torch.cat([judge(run.syn_batch(initial, k)) for k in range(run.num_classes)])
         return initial
@@ -306,6 +313,15 @@ class MTTDistiller(MatchingDistiller):
                                                  lr=self.expert_lr, batch=self.expert_batch,
                                                  cache_dir=context.cache_dir, progress=context.progress,
                                                  epoch_steps=self.epoch_steps)
+        if self.label_init == "teacher":
+            if context.teacher is None:
+                raise DataError("mtt label_init 'teacher' needs a teacher: pass DistillContext(teacher=...) (latentdd "
+                                "distill and run fit or load the teacher: section teacher)")
+            run.label_judge = TeacherEmbedding(context.teacher, run.inputs.mean, run.inputs.std).eval()
+
+    @property
+    def uses_teacher(self) -> bool:
+        return self.label_init == "teacher"
 
     def network_source(self, spec: NetSpec, run: Run) -> Trajectories:
         return Trajectories(run.experts, spec.build(torch.Generator().manual_seed(0)), run.gen, syn_lr=self.syn_lr,
@@ -341,4 +357,5 @@ class MTTDistiller(MatchingDistiller):
         low, high = self.window(self.iterations - 1)
         return {"syn_steps": self.syn_steps, "expert_epochs": self.expert_epochs,
                 "start_epochs": [self.min_start_epoch, self.max_start_epoch], "start_epochs_at_the_end": [low, high],
-                "learned_labels": self.learn_labels}
+                "learned_labels": self.learn_labels, **({"label_init": self.label_init} if self.learn_labels else {}),
+                **({"label_teacher": run.label_judge.teacher.summary()} if run.label_judge is not None else {})}

@@ -109,11 +109,9 @@ class RDEDDistiller(CheckedParams):
             chosen_all.append(pool[pick])
             scores_all.append(scores[pick])
             per_class.append(class_points(latents, pool[pick]))
-        record = context.teacher.record
         extras = {"indices": np.concatenate(chosen_all).tolist(),
                   "teacher_cross_entropy": [[round(float(s), 6) for s in c] for c in scores_all],
-                  "teacher": {"name": record.get("name"), "key": record.get("key"), "preset": record.get("preset"),
-                              "test_accuracy": record.get("test_accuracy")},
+                  "teacher": context.teacher.summary(),
                   "factorization": {"factor": self.factor, "tiles": "decoded", "latents_matched_per_class": m}
                   if self.factor > 1 else False,
                   "quantization_error": [quantization_error(class_points(latents, idx), z)

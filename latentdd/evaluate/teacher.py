@@ -220,6 +220,10 @@ class Teacher:
         """What names this teacher in a content key: its content key, or its name."""
         return self.record.get("key") or self.record["name"]
 
+    def summary(self) -> dict:
+        """Who this teacher is, for a distilled set's record: name, key, preset, test accuracy."""
+        return {k: self.record.get(k) for k in ("name", "key", "preset", "test_accuracy")}
+
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device

@@ -243,7 +243,7 @@ class MatchingDistiller(CheckedParams):
             syn = torch.nn.Parameter(initial.clone().to(device))
             return syn, self._make_optimizer(syn), bank if bank is not None else self.network_source(spec, run)
 
-        key = self._checkpoint_key(latents, ipc, seed, teacher=None if teacher_net is None else context.teacher.key(),
+        key = self._checkpoint_key(latents, ipc, seed, teacher=context.teacher.key() if self.uses_teacher else None,
                                    keep=keep)
         path = Path(context.checkpoint_dir) / _checkpoint_file(classes) if context.checkpoint_dir else None
         resumed = self._resume(path, key, initial, limit, build, gen) if path is not None else None

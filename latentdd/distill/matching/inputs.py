@@ -147,6 +147,7 @@ class Run:
     tiles: str = "latent"  # MatchingDistiller.tiles
     experts: Any = None  # mtt: its expert buffer (`latentdd.distill.mtt.ExpertBuffer`), set by `prepare`
     label_init: torch.Tensor | None = None  # mtt learn_labels: the initial logits of the synthetic inputs
+    label_judge: Any = None  # mtt label_init teacher: the network whose logits label_init is (None: the first expert)
     # A distillation split by class: the classes of `members` (ascending), and every class's size (None: all)
     share: list[int] | None = None
     class_sizes: list[int] | None = None

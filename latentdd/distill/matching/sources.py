@@ -201,9 +201,7 @@ class TeacherNetwork(_FixedSource):
         return Net(self.model)
 
     def record(self) -> dict:
-        r = self.model.teacher.record
-        return {"networks": "teacher", "teacher": {"name": r.get("name"), "key": r.get("key"),
-                                                    "preset": r.get("preset"), "test_accuracy": r.get("test_accuracy")}}
+        return {"networks": "teacher", "teacher": self.model.teacher.summary()}
 
 
 class NetworkBank(_FixedSource):
