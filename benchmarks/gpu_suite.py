@@ -147,9 +147,10 @@ def rows(budget: dict, gpu: torch.device | None, taef2: Path) -> list[dict]:
     cpu = torch.device("cpu")
     no_gpu = {"missing": "no CUDA device"}
 
-    def pair(stage: str, setting: str, unit: str, higher: bool, fn, gpu_kwargs: dict, cpu_kwargs: dict) -> dict:
+    def pair(stage: str, setting: str, unit: str, higher: bool, fn, gpu_kwargs: dict, cpu_kwargs: dict,
+             work: dict | None = None) -> dict:
         print(f"{stage} {setting} ...", flush=True)
-        row = {"stage": stage, "setting": setting, "unit": unit, "higher_is_better": higher,
+        row = {"stage": stage, "setting": setting, "unit": unit, "higher_is_better": higher, "work": work or {},
                "gpu": measure(fn, gpu, **gpu_kwargs) if gpu is not None else no_gpu, "cpu": measure(fn, cpu, **cpu_kwargs)}
         return row
 
@@ -160,7 +161,8 @@ def rows(budget: dict, gpu: torch.device | None, taef2: Path) -> list[dict]:
             setting = f"{model} {size} px, {protocol}, IPC {ipc}"
             common = {"model": model, "size": size, "channels": channels, "protocol": protocol, "ipc": ipc}
             out.append(pair("evaluator", setting, "epochs/s", True, evaluator_epochs_per_second,
-                            {**common, "epochs": g}, {**common, "epochs": c}))
+                            {**common, "epochs": g}, {**common, "epochs": c},
+                            work={"model": model, "size": size, "protocol": protocol, "images": 10 * ipc}))
     g, c = budget["encode_images"]
     out.append(pair("encode", "TAEF2, 64 px RGB, batch 256", "images/s", True, encode_images_per_second,
                     {"weights": taef2, "images": g}, {"weights": taef2, "images": c}))
@@ -173,7 +175,7 @@ def rows(budget: dict, gpu: torch.device | None, taef2: Path) -> list[dict]:
     print("kmeans ...", flush=True)
     common = {"ipc": ipc, "per_class": per_class}
     out.append({"stage": "distill", "setting": f"kmeans, 10 x {per_class} latents of 256 dims, IPC {ipc}",
-                "unit": "s", "higher_is_better": False,
+                "unit": "s", "higher_is_better": False, "work": {"method": "kmeans", "latents": 10 * per_class, "ipc": ipc},
                 "gpu": measure(kmeans_seconds, "faiss-gpu", **common) if gpu is not None else no_gpu,
                 "cpu": measure(kmeans_seconds, "faiss-cpu", **common)})
     for row in out:  # how many times faster the GPU is

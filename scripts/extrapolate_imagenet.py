@@ -18,12 +18,23 @@ Costs scale as follows (N images, K classes, IPC, E epochs):
 - evaluate: seconds per image-epoch x K x IPC x E for one training of ConvNet-4 at 64 px, plus the
   forward pass over the held-out images.
 
-The GPU column is NOT measured (no GPU here): the FLOPs of each stage (counted by
-torch.utils.flop_counter on the real modules) over an ASSUMED sustained rate, --gpu-tflops, which a GPU
-run should replace. kmeans's FLOPs are 2 x N x IPC x d per Lloyd iteration.
+The one-GPU column: where `benchmarks/gpu_suite.py`'s JSON (--gpu-suite) holds a GPU figure for the stage
+(encode images/s, ConvNet-4 at 64 px epochs/s, faiss-gpu kmeans seconds), that figure scaled by what the stage
+grows with; otherwise the FLOPs of the stage (torch.utils.flop_counter on the real modules; kmeans 2 x N x IPC x
+d a Lloyd iteration) over an ASSUMED sustained rate, --gpu-tflops.
+
+The N-GPU column (--gpus): the one-GPU figure over N x the stage's parallel efficiency (speedup / processes)
+measured on P CPU processes by `benchmarks/bench_parallel.py` (--parallel: one training split over the
+processes; a table's trainings dealt to them) and `benchmarks/bench_distill_processes.py` (--distill-processes:
+kmeans split by class), and bench_scale's P-process encode. That the efficiency measured on P CPU processes
+holds on N GPUs is an assumption, and so marked; a stage with no measured efficiency is left out.
+
+Every figure carries its source: m (a measured per-unit cost, scaled), a (an assumed rate or efficiency).
 
     python scripts/extrapolate_imagenet.py --scale results/benchmarks/bench_scale_fmnist64_10k_60k.json \\
-        --run results/scale_proc1000 --diffusion results/scale_proc1000/diffusion/render.json
+        --run results/scale_proc1000 --diffusion results/scale_proc1000/diffusion/render.json \\
+        --parallel results/parallel_fashion_mnist/bench.json \\
+        --distill-processes results/parallel_fashion_mnist/distill_processes.json --gpus 8
 """
 
 from __future__ import annotations
@@ -103,33 +114,91 @@ def measured(scale: dict, run: Path, diffusion: dict) -> dict:
     }
 
 
+def efficiencies(m: dict, parallel: dict | None = None, distill: dict | None = None) -> dict[str, dict]:
+    """Parallel efficiency (speedup / processes) of each stage kind on P CPU processes, from the records: encode
+    (bench_scale's P-process encode against the run's one-process encode), evaluate (one training split over the
+    processes) and table (a table's trainings dealt to them; bench_parallel), kmeans (split by class;
+    bench_distill_processes)."""
+    p = m["processes"]
+    eff = {"encode": {"value": m["encode_1p"] / m["encode_np"] / p, "processes": p}}
+    if parallel is not None:
+        p = parallel["processes"]
+        eff["evaluate"] = {"value": parallel["one_training"]["speedup"] / p, "processes": p}
+        if "run_table" in parallel:
+            eff["table"] = {"value": parallel["run_table"]["trainings_speedup"] / p, "processes": p}
+    for row in (distill or {}).get("rows", []):
+        if row["method"] == "kmeans" and "speedup" in row:
+            eff["kmeans"] = {"value": row["speedup"] / row["processes"], "processes": row["processes"]}
+    return eff
+
+
+def gpu_rates(suite: dict) -> dict:
+    """Per-unit GPU seconds that gpu_suite.py measured (rows with a GPU value): encode a image, a ConvNet-4 image-epoch
+    at 64 px (dsa; measured on a small set, so an upper bound at ImageNet's batch sizes), a kmeans row (N x IPC)."""
+    out = {"device": suite["machine"].get("gpu")}
+    for row in suite["rows"]:
+        value, work = row["gpu"].get("value"), row.get("work", {})
+        if value is None:
+            continue
+        if row["stage"] == "encode":
+            out["encode"] = 1.0 / value
+        elif row["stage"] == "evaluator" and (work.get("model"), work.get("size"), work.get("protocol")) == ("convnet", 64, "dsa"):
+            out["image_epoch"] = 1.0 / (value * work["images"])
+        elif work.get("method") == "kmeans":
+            out["kmeans_row"] = value / (work["latents"] * work["ipc"])
+    return out
+
+
 def table(m: dict, f: dict, *, images: int, classes: int, ipcs: list[int], epochs: int, held_out: int,
-          tflops: float, kmeans_iters: int, d: int) -> tuple[list[dict], str]:
-    rate = tflops * 1e12
+          tflops: float, kmeans_iters: int, d: int, eff: dict | None = None, rates: dict | None = None,
+          gpus: int = 8, table_trainings: int = 17) -> tuple[list[dict], str]:
+    """The per-stage table: these CPU cores (measured per-unit costs, scaled), one GPU (gpu_suite's measured rates
+    where given, else FLOPs at the assumed `tflops`) and `gpus` GPUs (one GPU's over gpus x the stage's measured
+    efficiency `eff`). Each figure's source: m measured (scaled), a assumed."""
+    rate, eff, rates = tflops * 1e12, eff or {}, rates or {}
+
+    def gpu(unit: str, per_unit_flops: float, count: float) -> tuple[float, str]:
+        return (rates[unit] * count, "m") if unit in rates else (per_unit_flops * count / rate, "a")
+
     rows = []
+
+    def add(stage: str, cpu_s: float | None, one: tuple[float, str] | None, kind: str | None, times: float = 1.0):
+        row = {"stage": stage, "cpu_s": cpu_s, "cpu_src": "m", "gpu_s": None, "gpu_src": None, "ngpu_s": None}
+        if one is not None:
+            row["gpu_s"], row["gpu_src"] = one[0] * times, one[1]
+            if kind in eff:
+                row["ngpu_s"] = row["gpu_s"] / (gpus * eff[kind]["value"])
+        rows.append(row)
+
     unet_per_image = f["unet_call"] * m["denoising_steps"] * (2 if m["guidance"] else 1)
-    rows.append({"stage": "encode (1 process)", "cpu_s": m["encode_1p"] * images, "gpu_s": f["encode"] * images / rate})
-    rows.append({"stage": f"encode ({m['processes']} processes)", "cpu_s": m["encode_np"] * images, "gpu_s": None})
+    add("encode (1 process)", m["encode_1p"] * images, gpu("encode", f["encode"], images), "encode")
+    add(f"encode ({m['processes']} processes)", m["encode_np"] * images, None, None)
     for ipc in ipcs:
         n_syn = classes * ipc
-        kmeans_flops = 2.0 * images * ipc * d * kmeans_iters
-        rows += [
-            {"stage": f"kmeans, IPC {ipc}", "cpu_s": m["kmeans_per_class"] * classes + m["kmeans_per_row"] * images * ipc,
-             "gpu_s": kmeans_flops / rate},
-            {"stage": f"render VAE, IPC {ipc}", "cpu_s": m["render_vae"] * n_syn, "gpu_s": f["decode"] * n_syn / rate},
-            {"stage": f"render diffusion, IPC {ipc}", "cpu_s": m["render_diffusion"] * n_syn,
-             "gpu_s": (unet_per_image + f["decode"]) * n_syn / rate},
-            {"stage": f"evaluate ConvNet-4, IPC {ipc}, {epochs} epochs, 1 training",
-             "cpu_s": m["image_epoch"] * n_syn * epochs + m["test_image"] * held_out,
-             "gpu_s": (f["train_step"] * n_syn * epochs + f["test_forward"] * held_out) / rate},
-        ]
-    rows.append({"stage": f"prior fit ({m['prior_steps']} steps, fixed)", "cpu_s": m["prior_fit"], "gpu_s": None})
-    lines = [f"| stage ({images:,} images, {classes} classes) | these CPU cores, from measured costs (one core "
-             f"unless {m['processes']} processes) | one GPU: FLOPs at an assumed {tflops:g} TFLOP/s, not measured "
-             "(likely optimistic: small kernels rarely sustain it) |", "|---|---|---|"]
+        train_s, train_src = gpu("image_epoch", f["train_step"], n_syn * epochs)
+        one = (train_s + f["test_forward"] * held_out / rate, train_src)  # the held-out pass: FLOPs, assumed rate
+        add(f"kmeans, IPC {ipc}", m["kmeans_per_class"] * classes + m["kmeans_per_row"] * images * ipc,
+            gpu("kmeans_row", 2.0 * d * kmeans_iters, images * ipc), "kmeans")
+        add(f"render VAE, IPC {ipc}", m["render_vae"] * n_syn, gpu("decode", f["decode"], n_syn), None)
+        add(f"render diffusion, IPC {ipc}", m["render_diffusion"] * n_syn,
+            gpu("diffusion", unet_per_image + f["decode"], n_syn), None)
+        cpu_one = m["image_epoch"] * n_syn * epochs + m["test_image"] * held_out
+        add(f"evaluate ConvNet-4, IPC {ipc}, {epochs} epochs, 1 training", cpu_one, one, "evaluate")
+        add(f"evaluate, IPC {ipc}: a table of {table_trainings} trainings", cpu_one * table_trainings, one, "table",
+            times=table_trainings)
+    add(f"prior fit ({m['prior_steps']} steps, fixed)", m["prior_fit"], None, None)
+
+    device = rates.get("device") or "one GPU"
+    measured_on = ", ".join(f"{k} {v['value']:.2f} on {v['processes']} processes" for k, v in eff.items())
+    lines = [f"| stage ({images:,} images, {classes} classes) | these CPU cores, one core unless {m['processes']} "
+             f"processes | {device}: m = gpu_suite's measured rate, a = FLOPs at an assumed {tflops:g} TFLOP/s "
+             f"| {gpus} GPUs: one GPU's over {gpus} x the efficiency measured on CPU processes (assumed to hold) |",
+             "|---|---|---|---|"]
     for r in rows:
-        gpu = "" if r["gpu_s"] is None else _human(r["gpu_s"])
-        lines.append(f"| {r['stage']} | {_human(r['cpu_s'])} | {gpu} |")
+        one = "" if r["gpu_s"] is None else f"{_human(r['gpu_s'])} ({r['gpu_src']})"
+        many = "" if r["ngpu_s"] is None else f"{_human(r['ngpu_s'])} (a)"
+        lines.append(f"| {r['stage']} | {_human(r['cpu_s'])} (m) | {one} | {many} |")
+    lines += ["", f"Parallel efficiency (speedup / processes) measured on CPU processes: {measured_on or 'none given'}."]
     return rows, "\n".join(lines)
 
 
@@ -153,6 +222,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ipc", type=int, nargs="+", default=[10, 50])
     p.add_argument("--epochs", type=int, default=300)
     p.add_argument("--gpu-tflops", type=float, default=20.0, help="ASSUMED sustained FLOP rate of one GPU")
+    p.add_argument("--gpu-suite", help="benchmarks/gpu_suite.py's gpu_suite.json: measured GPU rates replace FLOPs")
+    p.add_argument("--parallel", help="benchmarks/bench_parallel.py's JSON (evaluation's efficiency on P processes)")
+    p.add_argument("--distill-processes", help="benchmarks/bench_distill_processes.py's JSON (kmeans's efficiency)")
+    p.add_argument("--gpus", type=int, default=8, help="the N-GPU column's N")
+    p.add_argument("--table-trainings", type=int, default=17,
+                   help="trainings in a results table (default 4 sets x 3 + 5 random-real subsets)")
     p.add_argument("--out", help="JSON report (default: print only)")
     args = p.parse_args(argv)
 
@@ -162,13 +237,18 @@ def main(argv: list[str] | None = None) -> None:
     latent_shape = (32, size // 8, size // 8)
     f = model_flops(args.vae, args.classes, size, latent_shape)
     d = latent_shape[0] * latent_shape[1] * latent_shape[2]
+    read = lambda path: json.loads(Path(path).read_text()) if path else None  # noqa: E731
+    eff = efficiencies(m, read(args.parallel), read(args.distill_processes))
+    rates = gpu_rates(read(args.gpu_suite)) if args.gpu_suite else None
     rows, text = table(m, f, images=args.images, classes=args.classes, ipcs=args.ipc, epochs=args.epochs,
-                       held_out=args.held_out, tflops=args.gpu_tflops, kmeans_iters=100, d=d)
+                       held_out=args.held_out, tflops=args.gpu_tflops, kmeans_iters=100, d=d, eff=eff, rates=rates,
+                       gpus=args.gpus, table_trainings=args.table_trainings)
     print("measured per unit:", json.dumps({k: v for k, v in m.items() if k != "measured_on"}))
     print("FLOPs per image:", json.dumps({k: f"{v / 1e9:.3f} G" for k, v in f.items()}))
     print(text)
     if args.out:
-        Path(args.out).write_text(json.dumps({"measured": m, "flops": f, "rows": rows, "args": vars(args)}, indent=1))
+        Path(args.out).write_text(json.dumps({"measured": m, "flops": f, "efficiency": eff, "gpu_rates": rates,
+                                              "rows": rows, "args": vars(args)}, indent=1))
 
 
 if __name__ == "__main__":

@@ -63,4 +63,37 @@ def test_the_table_scales_each_stage_by_what_it_grows_with(script, tmp_path):
     gpu = {r["stage"]: r["gpu_s"] for r in rows}
     assert gpu["encode (1 process)"] == pytest.approx(2e9 * 1_000_000 / 1e13)
     assert gpu["render diffusion, IPC 10"] == pytest.approx((1e7 * 25 * 2 + 2e9) * 10_000 / 1e13)  # guidance: 2 calls a step
-    assert "assumed 10 TFLOP/s" in text and "not measured" in text
+    assert "assumed 10 TFLOP/s" in text and "(a)" in text
+    assert all(r["ngpu_s"] is None or r["stage"].startswith("encode") for r in rows)  # no other efficiency given
+
+
+def test_measured_gpu_rates_and_parallel_efficiencies_fill_the_one_and_n_gpu_columns(script, tmp_path):
+    m = script.measured(*_records(tmp_path, a=0.002, b=2e-5))
+    f = {"encode": 2e9, "decode": 2e9, "unet_call": 1e7, "test_forward": 4e8, "train_step": 1.2e9}
+    parallel = {"processes": 2, "one_training": {"speedup": 1.6}, "run_table": {"trainings_speedup": 1.9}}
+    distill = {"rows": [{"method": "kmeans", "processes": 1}, {"method": "kmeans", "processes": 2, "speedup": 1.5},
+                        {"method": "dm", "processes": 2, "speedup": 1.8}]}
+    eff = script.efficiencies(m, parallel, distill)
+    assert eff["evaluate"]["value"] == pytest.approx(0.8) and eff["table"]["value"] == pytest.approx(0.95)
+    assert eff["kmeans"]["value"] == pytest.approx(0.75)
+    assert eff["encode"]["value"] == pytest.approx(0.02 / 0.012 / 2)  # the run's one-process encode, bench_scale's two
+    suite = {"machine": {"gpu": "H100"}, "rows": [
+        {"stage": "encode", "gpu": {"value": 5000.0}, "work": {}},
+        {"stage": "evaluator", "gpu": {"value": 40.0}, "work": {"model": "convnet", "size": 64, "protocol": "dsa", "images": 100}},
+        {"stage": "evaluator", "gpu": {"value": 99.0}, "work": {"model": "convnet", "size": 64, "protocol": "soft", "images": 100}},
+        {"stage": "distill", "gpu": {"missing": "no CUDA device"}, "work": {"method": "kmeans", "latents": 60000, "ipc": 10}}]}
+    rates = script.gpu_rates(suite)
+    assert rates == {"device": "H100", "encode": pytest.approx(1 / 5000), "image_epoch": pytest.approx(1 / 4000)}
+    rows, text = script.table(m, f, images=1_000_000, classes=1000, ipcs=[10], epochs=300, held_out=50_000,
+                              tflops=10.0, kmeans_iters=100, d=2048, eff=eff, rates=rates, gpus=8, table_trainings=17)
+    by = {r["stage"]: r for r in rows}
+    assert by["encode (1 process)"]["gpu_s"] == pytest.approx(1_000_000 / 5000) and by["encode (1 process)"]["gpu_src"] == "m"
+    one = by["evaluate ConvNet-4, IPC 10, 300 epochs, 1 training"]
+    assert one["gpu_s"] == pytest.approx(10_000 * 300 / 4000 + 4e8 * 50_000 / 1e13) and one["gpu_src"] == "m"
+    assert one["ngpu_s"] == pytest.approx(one["gpu_s"] / (8 * 0.8))
+    many = by["evaluate, IPC 10: a table of 17 trainings"]
+    assert many["gpu_s"] == pytest.approx(17 * one["gpu_s"]) and many["ngpu_s"] == pytest.approx(many["gpu_s"] / (8 * 0.95))
+    kmeans = by["kmeans, IPC 10"]  # no measured GPU rate: FLOPs at the assumed rate, split at the measured efficiency
+    assert kmeans["gpu_src"] == "a" and kmeans["ngpu_s"] == pytest.approx(kmeans["gpu_s"] / (8 * 0.75))
+    assert by["render VAE, IPC 10"]["ngpu_s"] is None  # no efficiency measured for rendering: left out
+    assert "H100" in text and "8 GPUs" in text and "kmeans 0.75 on 2 processes" in text
