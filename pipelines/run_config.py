@@ -82,6 +82,10 @@ class MethodSpec:
             if not getattr(make_distiller(entry["method"]), "uses_context", False) or "iterations" in overrides:
                 raise DataError(f"run.methods entry {entry!r}: curve needs an iterative distiller (bacon, idm) "
                                 "and sets `iterations` itself: drop it from params")
+            if not getattr(make_distiller(entry["method"], **overrides), "continuable", True):
+                raise DataError(f"run.methods entry {entry!r}: curve continues one run to each point, and this "
+                                "run's schedule spans its total iterations (mtt max_start_epoch_final): give "
+                                "one entry per iteration count, each with params.iterations")
         label = entry.get("label") or "-".join([entry["method"], *(f"{k}={v}" for k, v in sorted(overrides.items()))])
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.=+-]*", label):
             raise DataError(f"run.methods label {label!r} must be a plain folder name (letters, digits, _ . = + -)")

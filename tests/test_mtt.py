@@ -106,6 +106,18 @@ def test_datm_s_window_of_start_epochs_rises_to_its_final_upper_bound():
         make_distiller("mtt", buffer_epochs=10, max_start_epoch_final=9)
 
 
+def test_a_rising_window_spans_the_run_so_its_checkpoint_is_not_continued_to_more_iterations(space):
+    from latentdd.pipelines.run_config import MethodSpec
+
+    latents, _ = space
+    key = lambda **kw: make_distiller("mtt", **kw)._checkpoint_key(latents, 1, 0)  # noqa: E731
+    assert key(iterations=5) == key(iterations=9)  # a fixed window: 5 iterations continue into 9
+    assert key(iterations=5, max_start_epoch_final=12) != key(iterations=9, max_start_epoch_final=12)
+    with pytest.raises(DataError, match="spans its total iterations"):
+        MethodSpec.parse({"method": "mtt", "params": {"max_start_epoch_final": 12}, "curve": [5, 9]}, [1])
+    assert len(MethodSpec.parse({"method": "mtt", "curve": [5, 9]}, [1])[0].points()) == 2
+
+
 def test_learned_labels_start_at_the_expert_s_logits_move_with_the_set_and_resume(space, tmp_path):
     latents, decode = space
     kw = TINY | {"learn_labels": True, "lr_labels": 5.0, "checkpoint_every": 2}

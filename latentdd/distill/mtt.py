@@ -323,6 +323,10 @@ class MTTDistiller(MatchingDistiller):
     def uses_teacher(self) -> bool:
         return self.label_init == "teacher"
 
+    @property
+    def continuable(self) -> bool:
+        return self.max_start_epoch_final is None  # DATM's window rises over the whole run
+
     def network_source(self, spec: NetSpec, run: Run) -> Trajectories:
         return Trajectories(run.experts, spec.build(torch.Generator().manual_seed(0)), run.gen, syn_lr=self.syn_lr,
                             lr_lr=self.lr_lr, label_init=run.label_init if self.learn_labels else None,

@@ -129,6 +129,12 @@ class MatchingDistiller(CheckedParams):
         return self.class_terms and (fresh or self.networks == "teacher")
 
     @property
+    def continuable(self) -> bool:
+        """Whether a finished run continued to more iterations equals a run of that many from the start (no
+        schedule spans the total): what lets a run's `curve` share one checkpoint."""
+        return True
+
+    @property
     def uses_teacher(self) -> bool:
         """Whether the run needs the context's teacher (networks 'teacher')."""
         return self.networks == "teacher"
@@ -377,9 +383,10 @@ class MatchingDistiller(CheckedParams):
                         keep: np.ndarray | None = None) -> str:
         """What a checkpoint must match to be resumed: the method, its parameters, ipc, seed and the
         latents' content (a share's: the global indices `keep` of its classes and their latents).
-        `iterations` and `checkpoint_every` are left out, so a finished run can be continued with more
-        iterations (no schedule depends on the total)."""
-        params = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("iterations", "checkpoint_every")}
+        `checkpoint_every` is left out, and `iterations` too where no schedule depends on the total
+        (`continuable`), so a finished run can be continued with more iterations."""
+        dropped = ("iterations", "checkpoint_every") if self.continuable else ("checkpoint_every",)
+        params = {k: v for k, v in dataclasses.asdict(self).items() if k not in dropped}
         share = {} if keep is None else {"share": tensor_sha256(torch.from_numpy(keep))}
         return content_key(f"distill-{self.name}", params=params, ipc=ipc, seed=seed,
                            latents=tensor_sha256(latents.latents if keep is None else latents.latents_at(keep)),
