@@ -29,7 +29,6 @@ sys.path.insert(0, str(REPO))
 from latentdd.parallel import launch_args  # noqa: E402
 
 
-
 def latentdd(args: list[str], processes: int) -> float:
     """Run `latentdd ARGS` in `processes` processes (accelerate launch for more than one) -> wall seconds."""
     t0 = time.perf_counter()

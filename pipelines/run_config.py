@@ -79,10 +79,11 @@ class MethodSpec:
             if list(curve) != sorted(set(curve)):
                 raise DataError(f"run.methods entry {entry!r}: curve must list iteration counts in increasing "
                                 f"order, each once; got {curve}")
-            if not getattr(make_distiller(entry["method"]), "uses_context", False) or "iterations" in overrides:
+            distiller = make_distiller(entry["method"], **overrides)
+            if not getattr(distiller, "uses_context", False) or "iterations" in overrides:
                 raise DataError(f"run.methods entry {entry!r}: curve needs an iterative distiller (bacon, idm) "
                                 "and sets `iterations` itself: drop it from params")
-            if not getattr(make_distiller(entry["method"], **overrides), "continuable", True):
+            if not getattr(distiller, "continuable", True):
                 raise DataError(f"run.methods entry {entry!r}: curve continues one run to each point, and this "
                                 "run's schedule spans its total iterations (mtt max_start_epoch_final): give "
                                 "one entry per iteration count, each with params.iterations")

@@ -162,10 +162,10 @@ def table(m: dict, f: dict, *, images: int, classes: int, ipcs: list[int], epoch
 
     rows = []
 
-    def add(stage: str, cpu_s: float | None, one: tuple[float, str] | None, kind: str | None, times: float = 1.0):
-        row = {"stage": stage, "cpu_s": cpu_s, "cpu_src": "m", "gpu_s": None, "gpu_src": None, "ngpu_s": None}
+    def add(stage: str, cpu_s: float, one: tuple[float, str] | None, kind: str | None):
+        row = {"stage": stage, "cpu_s": cpu_s, "gpu_s": None, "gpu_src": None, "ngpu_s": None}
         if one is not None:
-            row["gpu_s"], row["gpu_src"] = one[0] * times, one[1]
+            row["gpu_s"], row["gpu_src"] = one
             if kind in eff:
                 row["ngpu_s"] = row["gpu_s"] / (gpus * eff[kind]["value"])
         rows.append(row)
@@ -184,8 +184,8 @@ def table(m: dict, f: dict, *, images: int, classes: int, ipcs: list[int], epoch
             gpu("diffusion", unet_per_image + f["decode"], n_syn), None)
         cpu_one = m["image_epoch"] * n_syn * epochs + m["test_image"] * held_out
         add(f"evaluate ConvNet-4, IPC {ipc}, {epochs} epochs, 1 training", cpu_one, one, "evaluate")
-        add(f"evaluate, IPC {ipc}: a table of {table_trainings} trainings", cpu_one * table_trainings, one, "table",
-            times=table_trainings)
+        add(f"evaluate, IPC {ipc}: a table of {table_trainings} trainings", cpu_one * table_trainings,
+            (one[0] * table_trainings, one[1]), "table")
     add(f"prior fit ({m['prior_steps']} steps, fixed)", m["prior_fit"], None, None)
 
     device = rates.get("device") or "one GPU"

@@ -100,7 +100,7 @@ def test_two_process_accelerate_encode_equals_one_process(tmp_path, common):
     args = [*common, "--shard-size", "200"]
     assert main(["encode", *args, "--out", str(tmp_path / "one")]) == 0  # also fits the VAE once
     launch = [sys.executable, *launch_args(2), "-m", "latentdd", "encode", *args, "--out", str(tmp_path / "two")]
-    env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_PORT="29517")
+    env = dict(os.environ, OMP_NUM_THREADS="1")  # launch_args picks a free port
     done = subprocess.run(launch, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("encoded 1438 images") == 1  # one process group, rank 0 reports
