@@ -429,10 +429,14 @@ def test_presets_fill_the_unset_fit_settings_and_an_override_changes_one():
     assert (quick.width, quick.epochs, quick.crop_scale, quick.hflip) == (64, 3, None, False)
     strong = TeacherConfig(preset="strong", epochs=2)
     preset = teacher_module.TEACHER_PRESETS["strong"]
-    assert (strong.width, strong.crop_scale, strong.hflip) == (preset["width"], (0.5, 1.0), True)
+    assert (strong.width, strong.crop_scale, strong.hflip) == (preset["width"], (0.8, 1.0), True)
     assert strong.departures() == {"epochs": (2, preset["epochs"])}
-    assert strong.eval_config().crop_scale == (0.5, 1.0) and strong.eval_config().hflip
-    assert strong.fit_settings()["crop_scale"] == [0.5, 1.0] and strong.fit_settings()["hflip"] is True
+    assert strong.eval_config().crop_scale == (0.8, 1.0) and strong.eval_config().hflip
+    assert strong.fit_settings()["crop_scale"] == [0.8, 1.0] and strong.fit_settings()["hflip"] is True
+    # the first strong teacher, renamed: the same fit but the crop
+    first = TeacherConfig(preset="strong-crop05")
+    assert first.fit_settings() == TeacherConfig(crop_scale=(0.5, 1.0)).fit_settings() != TeacherConfig().fit_settings()
+    assert TeacherConfig(crop_scale=(0.5, 1.0)).departures() == {"crop_scale": ((0.5, 1.0), (0.8, 1.0))}
     with pytest.raises(DataError, match="teacher.preset"):
         TeacherConfig(preset="huge")
 
@@ -532,7 +536,7 @@ def test_fit_teacher_takes_a_preset_from_the_command_line_and_the_soft_record_na
     record = json.loads((Path(folder) / "teacher.json").read_text())
     assert record["preset"] == "strong" and record["departures"] == {"width": [8, 128], "depth": [2, None],
                                                                      "epochs": [1, 30]}
-    assert record["settings"]["crop_scale"] == [0.5, 1.0] and record["settings"]["hflip"] is True
+    assert record["settings"]["crop_scale"] == [0.8, 1.0] and record["settings"]["hflip"] is True
     assert [e["epoch"] for e in record["epochs"]] == [0]
     assert main(["baseline", "--dataset", "digits", "--ipc", "1", "--out", str(tmp_path / "rr"), *QUIET]) == 0
     report_path = tmp_path / "soft.json"
@@ -541,3 +545,16 @@ def test_fit_teacher_takes_a_preset_from_the_command_line_and_the_soft_record_na
                  "--compile", "off", "--json", str(report_path), *QUIET]) == 0
     named = json.loads(report_path.read_text())["record"]["evaluator"]["teacher"]
     assert named["preset"] == "strong" and named["key"] == record["key"]
+
+
+def test_a_stored_teacher_is_named_by_the_preset_that_asks_for_its_settings(digits, tmp_path):
+    """A preset renamed or redefined after a fit (the first `strong` is `strong-crop05` now): the stored teacher
+    keeps its key and weights, and its record names it by the asking config's preset and departures."""
+    train, test = digits
+    kw = {"width": 8, "depth": 2, "epochs": 1, "batch_size": 64}
+    fitted = fit_teacher(train, test, tiny_teacher(tmp_path, preset="strong", crop_scale=(0.5, 1.0), **kw))
+    assert fitted.record["departures"]["crop_scale"] == ((0.5, 1.0), (0.8, 1.0))
+    renamed = fit_teacher(train, test, tiny_teacher(tmp_path, preset="strong-crop05", **kw))
+    assert renamed.record["cached"] and renamed.record["key"] == fitted.record["key"]
+    assert renamed.record["preset"] == "strong-crop05" and "crop_scale" not in renamed.record["departures"]
+    assert set(renamed.record["departures"]) == set(fitted.record["departures"]) - {"crop_scale"}

@@ -119,7 +119,8 @@ def _teacher_preset_help(command: str) -> str:
     from latentdd.evaluate.teacher import DEFAULT_TEACHER_PRESET, TEACHER_PRESETS
 
     def one(name: str, p: dict) -> str:
-        augment = "crop/flip" if p["crop_scale"] or p["hflip"] else "no augmentation"
+        augment = ", ".join(([f"crop {p['crop_scale'][0]}-{p['crop_scale'][1]}"] if p["crop_scale"] else []) +
+                            (["flip"] if p["hflip"] else [])) or "no augmentation"
         return f"{name}: {p['model']} width {p['width']}, {p['epochs']} epochs, {augment}"
 
     return (f"the fitted teacher's recipe, each --width/--epochs/... given overriding one setting (default "
