@@ -319,6 +319,7 @@ FAST = {name: {"iterations": 3, "width": 8, "pool_start": 1, "batch_real": 6, "n
         for name in ("bacon", "idm")} | {
             name: {"iterations": 3, "width": 8, "batch_real": 6, "embedding": "latent"} for name in ("dm", "dc", "dsa")} | {
             "forgetting": {"epochs": 2, "width": 8, "batch": 8}, "rded": {"factor": 1},
+            "disagreement": {"proxy_epochs": 1, "proxy_width": 4, "proxy_depth": 1},
             "mtt": {"iterations": 2, "width": 8, "embedding": "latent", "experts": 1, "buffer_epochs": 3,
                     "max_start_epoch": 1, "syn_steps": 2, "lr": 0.01}}
 

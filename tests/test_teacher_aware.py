@@ -15,6 +15,9 @@ import torch.nn.functional as F
 from latentdd.data import SyntheticImages, load_dataset
 from latentdd.distill import DistillContext, make_distiller
 from latentdd.distill.matching.sources import TeacherEmbedding
+from latentdd.distill.base import class_seeds
+from latentdd.distill.disagreement import DisagreementDistiller, grow, round_sizes
+from latentdd.distill.quantize import kmeans_sklearn, nearest_centroid
 from latentdd.distill.rded import select_typical
 from latentdd.errors import DataError
 from latentdd.evaluate import EvalConfig, evaluate_synthetic, train_model
@@ -134,6 +137,63 @@ def test_rded_without_a_teacher_is_a_clear_error(space):
     latents, decode = space
     with pytest.raises(DataError, match="scores decoded latents with a teacher"):
         make_distiller("rded").distill(latents, 1, seed=0, context=DistillContext(decode=decode))
+
+
+# ---------------------------------------------------------------------------------------
+# disagreement
+
+
+def test_grow_takes_the_highest_disagreement_of_each_cluster_not_yet_held_then_the_highest_left():
+    kl = np.array([0.9, 0.8, 0.1, 0.7, 0.2, 0.8])
+    groups = np.array([0, 0, 1, 1, 2, 2])
+    # group 0 is held (candidate 1): the free groups 2 and 1 give their best first
+    assert grow(kl, groups, [1], 2) == [5, 3]
+    assert grow(kl, groups, [1], 4) == [5, 3, 0, 4]  # every group held: then by disagreement
+    assert grow(kl, groups, [], 3) == [0, 5, 3]  # ties (0.8 at 1 and 5): group 0 is held by then
+    assert grow(np.array([0.5, 0.5]), np.array([0, 1]), [], 1) == [0]  # ties: the lower index
+    assert round_sizes(5, 2) == [3, 2] and round_sizes(1, 3) == [1] and round_sizes(0, 2) == []
+
+
+def test_disagreement_starts_with_rded_s_picks_and_adds_where_the_student_disagrees(space, teacher, monkeypatch):
+    latents, decode = space
+    context = DistillContext(decode=decode, teacher=teacher)
+    kw = {"candidates": 60, "start": 0.5, "rounds": 1}
+    rded = make_distiller("rded", factor=1, candidates=60).distill(latents, 4, seed=0, context=context)
+    # A student that knows nothing (uniform logits): KL(teacher || uniform) = log K - H(teacher), so the picks
+    # after the start are the candidates the teacher is surest of, one per cluster not yet held.
+    monkeypatch.setattr(DisagreementDistiller, "_proxy",
+                        lambda self, *a, **k: (lambda x: torch.zeros(len(x), 10)))
+    out = make_distiller("disagreement", **kw).distill(latents, 4, seed=0, context=context)
+    assert out.latents.shape == (40, 1, 8, 8) and out.labels.tolist() == [k for k in range(10) for _ in range(4)]
+    indices = np.array(out.extras["indices"]).reshape(10, 4)
+    assert np.array_equal(indices[:, :2], np.array(rded.extras["indices"]).reshape(10, 4)[:, :2])
+    logp = F.log_softmax(teacher(latents.latents) / 4.0, dim=1)
+    to_uniform = (logp.exp() * (logp + np.log(10))).sum(1).double().numpy()
+    for k in range(10):
+        members = np.flatnonzero(latents.labels.numpy() == k)
+        pool = np.sort(np.random.default_rng(class_seeds(0, k)[0]).choice(members, size=60, replace=False))
+        features = teacher.features(latents.latents[torch.from_numpy(pool)]).float().numpy()
+        groups, _ = nearest_centroid(features, kmeans_sklearn(features, 4, niter=100, restarts=1,
+                                                               seed=class_seeds(0, k, 2)[1]))
+        start = [int(np.flatnonzero(pool == i)[0]) for i in indices[k, :2]]
+        assert pool[grow(to_uniform[pool], groups, start, 2)].tolist() == indices[k, 2:].tolist()
+    assert out.extras["typical_first"] == 2 and out.extras["rounds"][0]["added_per_class"] == 2
+    assert out.extras["teacher"]["key"] == teacher.record["key"]
+
+
+def test_disagreement_trains_its_proxy_students_and_repeats_itself(space, teacher, torch_one_thread):
+    latents, decode = space
+    context = DistillContext(decode=decode, teacher=teacher)
+    method = make_distiller("disagreement", candidates=30, start=0.25, rounds=2, proxy_epochs=2, proxy_width=8)
+    out = method.distill(latents, 4, seed=0, context=context)
+    assert [r["added_per_class"] for r in out.extras["rounds"]] == [2, 1]  # one typical, then 3 over 2 rounds
+    assert all(np.isfinite(r["pool_disagreement_mean"]) and r["seconds"] > 0 for r in out.extras["rounds"])
+    assert len(set(out.extras["indices"])) == 40
+    assert torch.equal(method.distill(latents, 4, seed=0, context=context).latents, out.latents)
+    with pytest.raises(DataError, match="scores decoded latents with a teacher"):
+        method.distill(latents, 1, seed=0, context=DistillContext(decode=decode))
+    with pytest.raises(DataError, match="start is the share"):
+        make_distiller("disagreement", start=0.0)
 
 
 # ---------------------------------------------------------------------------------------

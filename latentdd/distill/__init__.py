@@ -31,6 +31,7 @@ from latentdd.distill import forgetting as _forgetting  # noqa: E402,F401  forge
 from latentdd.distill import rded as _rded  # noqa: E402,F401  rded
 from latentdd.distill import boundary as _boundary  # noqa: E402,F401  boundary
 from latentdd.distill import mtt as _mtt  # noqa: E402,F401  mtt
+from latentdd.distill import disagreement as _disagreement  # noqa: E402,F401  disagreement
 
 from latentdd.distill.coreset import (  # noqa: E402
     HerdingDistiller,
