@@ -35,8 +35,8 @@ def load(folders: list[Path]) -> tuple[dict, dict]:
         for r in json.loads((folder / "results.json").read_text()):
             if r.get("subset_of"):
                 subsets.setdefault((r["ipc"], r.get("tiles", 1)), {})[r["method"]] = r["mean"]
-            elif not r.get("subsets"):
-                sets[(r["method"], r["ipc"])] = r
+            elif not r.get("subsets"):  # its report read from this folder (the row names where the run wrote it)
+                sets[(r["method"], r["ipc"])] = r | {"report": str(folder / "reports" / Path(r["report"]).name)}
     return sets, {key: list(means.values()) for key, means in subsets.items()}
 
 

@@ -405,9 +405,9 @@ def test_the_teacher_table_scores_each_set_against_the_random_real_of_its_tiling
     def run(name, rows, teacher=None):
         folder = tmp_path / name
         (folder / "reports").mkdir(parents=True)
-        for i, row in enumerate(rows):
-            row["report"] = str(folder / "reports" / f"{i}.json")
-            Path(row["report"]).write_text(json.dumps({"record": {"evaluator": {"teacher": teacher}}}))
+        for i, row in enumerate(rows):  # the rows name where the run wrote them; the records were moved since
+            row["report"] = f"/elsewhere/runs/{name}/reports/{i}.json"
+            (folder / "reports" / f"{i}.json").write_text(json.dumps({"record": {"evaluator": {"teacher": teacher}}}))
         (folder / "results.json").write_text(json.dumps(rows))
         return folder
 
