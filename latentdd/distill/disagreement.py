@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from latentdd.config import NonNegativeInt, PositiveInt
+from latentdd.config import PositiveFloat, PositiveInt
 from latentdd.distill.base import (CheckedParams, DistillContext, assemble, check_distill_input, class_points,
                                    class_seeds, register_distiller, uniform_weights)
 from latentdd.distill.quantize import kmeans_sklearn, nearest_centroid, quantization_error
@@ -81,16 +81,13 @@ class DisagreementDistiller(CheckedParams):
     proxy_epochs: PositiveInt = 300  # epochs of each proxy student's `soft` training (the protocol's 1000 scaled down)
     proxy_width: PositiveInt = 128  # the proxy ConvNet's width (the evaluator's 128)
     proxy_depth: PositiveInt | None = None  # its depth; None: the evaluator's for the image size (3 up to 32 px)
-    temperature: float = 4.0  # of the disagreement KL (the `soft` protocol's)
+    temperature: PositiveFloat = 4.0  # of the disagreement KL (the `soft` protocol's)
     batch: PositiveInt = 256  # latents decoded and scored at once
-    seed_offset: NonNegativeInt = 0  # added to the seed of the proxy students' initialisation and batches
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0.0 < self.start <= 1.0:
             raise DataError(f"disagreement start is the share of IPC chosen by typicality, in (0, 1]; got {self.start}")
-        if self.temperature <= 0:
-            raise DataError(f"disagreement temperature must be positive; got {self.temperature}")
 
     def distill(self, latents: Latents, ipc: int, *, seed: int,
                 context: DistillContext | None = None) -> SyntheticLatents:
@@ -101,13 +98,9 @@ class DisagreementDistiller(CheckedParams):
             raise DataError("disagreement scores decoded latents with a teacher and trains students on them: pass "
                             "DistillContext(decode=..., teacher=...) (latentdd distill and run give the space's "
                             "decoder and fit or load the teacher)")
-        smallest = min(range(len(members)), key=lambda k: len(members[k]))
-        if len(members[smallest]) < ipc:
-            raise DataError(f"disagreement keeps {ipc} latents of each class; class "
-                            f"{latents.class_names[smallest]!r} has {len(members[smallest])}: lower --ipc")
         pools, scores, groups, teacher_logp, chosen = [], [], [], [], []
         first = max(1, round(self.start * ipc))
-        moments = torch.zeros(3, dtype=torch.float64)  # the pool's pixels: count, sum, sum of squares per channel
+        moments = torch.zeros(3, dtype=torch.float64)  # the pool's pixels, all channels: count, sum, sum of squares
         for k, idx in enumerate(members):
             rng = np.random.default_rng(class_seeds(seed, k)[0])
             pool = np.sort(rng.choice(idx, size=min(self.candidates, len(idx)), replace=False))
@@ -127,7 +120,7 @@ class DisagreementDistiller(CheckedParams):
         for r, count in enumerate(round_sizes(ipc - first, self.rounds)):
             t0 = time.perf_counter()
             student = self._proxy(latents, [p[c] for p, c in zip(pools, chosen)], teacher, decode, normalise,
-                                  seed=seed + self.seed_offset + r)
+                                  seed=seed + r)
             kl_means, added_means = [], []
             for k, pool in enumerate(pools):
                 kl = self._disagreement(latents, pool, teacher_logp[k], student, decode)

@@ -87,6 +87,8 @@ _FIT_FIELDS = ("model", "width", "depth", "norm", "epochs", "optimizer", "lr", "
 # Named teacher recipes: the one source of the fit settings' defaults. A field left unset (None) in the
 # `teacher:` section takes its preset's value; an override changes that one field. None in a preset: the
 # architecture's own (width, depth, norm) or no crop (crop_scale).
+_STRONG = {"model": "convnet", "width": 128, "depth": None, "norm": None, "epochs": 30, "optimizer": "adamw",
+           "lr": 1e-3, "weight_decay": 0.01, "batch_size": 256, "crop_scale": (0.8, 1.0), "hflip": True}
 TEACHER_PRESETS: dict[str, dict] = {
     # The teacher of results/label_table_fashion_mnist (89.78 % on Fashion-MNIST test, 90.6 % in issue 13's trial):
     # ConvNet-3 of width 64, 3 epochs of AdamW lr 1e-3 on a cosine schedule, no augmentation; about a minute an
@@ -97,14 +99,11 @@ TEACHER_PRESETS: dict[str, dict] = {
     # evaluator's), per-image RandomResizedCrop with area (0.8, 1) and horizontal flip, AdamW lr 1e-3 on a cosine
     # schedule, 30 epochs. Fashion-MNIST: val 93.52 %, test 93.45 %, 11569 s (3.2 h) of training on one CPU core
     # (the fit checkpoints each epoch and resumes after an interruption).
-    "strong": {"model": "convnet", "width": 128, "depth": None, "norm": None, "epochs": 30, "optimizer": "adamw",
-               "lr": 1e-3, "weight_decay": 0.01, "batch_size": 256, "crop_scale": (0.8, 1.0), "hflip": True},
+    "strong": _STRONG,
     # The first `strong` (until 2026-12-08; the records of that time name it `strong`, their settings say crop
     # 0.5-1): the same with the `soft` protocol's heavier crop, area (0.5, 1). Fashion-MNIST: val 92.52 %, test
     # 92.42 %, 16500 s on one shared core. Lost to the lighter crop on val (results/teacher_fashion_mnist).
-    "strong-crop05": {"model": "convnet", "width": 128, "depth": None, "norm": None, "epochs": 30,
-                      "optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01, "batch_size": 256,
-                      "crop_scale": (0.5, 1.0), "hflip": True},
+    "strong-crop05": _STRONG | {"crop_scale": (0.5, 1.0)},
 }
 DEFAULT_TEACHER_PRESET = "strong"  # the `soft` protocols' teacher, chosen on val (results/teacher_fashion_mnist)
 
