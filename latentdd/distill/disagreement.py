@@ -166,16 +166,13 @@ class DisagreementDistiller(CheckedParams):
     def _proxy(self, latents: Latents, rows: list[np.ndarray], teacher, decode, normalise, *, seed: int):
         """A student trained under `soft` on the decoded latents `rows` (one array a class), labelled online by
         the teacher -> images (B, C, H, W) in [0, 1] -> its logits."""
-        from latentdd.evaluate import EvalConfig, train_model
-
         images = torch.cat([torch.cat(list(self._images(latents, r, decode))) for r in rows])
         labels = torch.cat([torch.full((len(r),), k, dtype=torch.long) for k, r in enumerate(rows)])
-        config = EvalConfig.preset("soft", epochs=self.proxy_epochs, width=self.proxy_width, depth=self.proxy_depth,
-                                   temperature=self.temperature, compile="off", num_eval=1)
         channels = images.shape[1]
         mean, std = (v.expand(channels).contiguous() for v in normalise)  # one value for every channel
-        model = train_model(images, labels, num_classes=len(rows), config=config, mean=mean, std=std, seed=seed,
-                            teacher=teacher)
+        model = teacher.teach(images, labels, num_classes=len(rows), mean=mean, std=std, seed=seed,
+                              epochs=self.proxy_epochs, width=self.proxy_width, depth=self.proxy_depth,
+                              temperature=self.temperature)
         return lambda x: model((x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1))
 
     @torch.no_grad()

@@ -230,6 +230,16 @@ class Teacher:
         """Who this teacher is, for a distilled set's record: name, key, preset, test accuracy."""
         return {k: self.record.get(k) for k in ("name", "key", "preset", "test_accuracy")}
 
+    def teach(self, images: torch.Tensor, labels: torch.Tensor, *, num_classes: int, mean: torch.Tensor,
+              std: torch.Tensor, seed: int, **settings) -> nn.Module:
+        """A student trained on images (N, C, H, W) in [0, 1] under the `soft` protocol, this teacher labelling
+        every augmented batch; `settings` override the protocol's (e.g. epochs, width). For the distillers that
+        train students (disagreement), which may not import the evaluator. -> the model, in eval mode, taking
+        images normalised by mean/std (C,)."""
+        config = EvalConfig.preset("soft", **({"compile": "off", "num_eval": 1} | settings))
+        return train_model(images, labels, num_classes=num_classes, config=config, mean=mean, std=std, seed=seed,
+                           teacher=self)
+
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
