@@ -8,8 +8,8 @@ from latentdd.cli.sections import (
 )
 
 ABOUT = ("Train a teacher (any registered student architecture) on the real train split from a preset "
-         "(quick, strong, strong-crop05); cached by content, checkpointed each epoch (a killed fit resumes), its test accuracy "
-         "recorded.")
+         "(--teacher-preset); cached by content, checkpointed each epoch (a killed fit resumes), its test "
+         "accuracy recorded.")
 EXAMPLES = (
     "examples:\n  latentdd fit-teacher --dataset fashion_mnist\n"
     "  latentdd fit-teacher --dataset fashion_mnist --validation 0.1 --teacher-preset strong\n"

@@ -176,7 +176,8 @@ class DisagreementDistiller(CheckedParams):
         return lambda x: model((x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1))
 
     @torch.no_grad()
-    def _disagreement(self, latents: Latents, pool: np.ndarray, teacher_logp: torch.Tensor, student, decode) -> np.ndarray:
+    def _disagreement(self, latents: Latents, pool: np.ndarray, teacher_logp: torch.Tensor, student,
+                      decode) -> np.ndarray:
         """KL(teacher_T || student_T) of each candidate's plain decoded image -> (n,) float64."""
         student_logp = torch.cat([F.log_softmax(student(images).float() / self.temperature, dim=1)
                                   for images in self._images(latents, pool, decode)])
